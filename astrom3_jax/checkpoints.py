@@ -1,0 +1,241 @@
+"""Run directories: `<workdir>/config.json` and Orbax checkpoints.
+
+Layout of a workdir:
+  config.json                 the full ConfigDict of the run (JSON)
+  checkpoints/<step>/params   model parameters (nnx.Param state, pure dict)
+  checkpoints/<step>/train    optimizer state and step counter (training only)
+  checkpoints/<step>/meta     JSON: epoch, schedule / early-stopping state,
+                              data-iterator state, the config
+Orbax keeps the LATEST checkpoint (for resume) and the BEST one by the
+validation metric (for use), through a preservation policy: `best_fn` with
+`max_to_keep` alone may delete the latest checkpoint and break resume.
+Writes are atomic (Orbax renames a finished temporary directory), so a run
+killed mid-save resumes from the previous checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+from etils import epath
+from flax import nnx
+from orbax.checkpoint import checkpoint_managers as cm
+
+CONFIG_FILE = "config.json"
+CKPT_DIR = "checkpoints"
+BEST_METRIC = "val_accuracy"  # maximised; the reference keeps best-by-accuracy
+
+
+# ------------------------------------------------------------------ configs
+
+
+def _tuples(x):
+    if isinstance(x, dict):
+        return {k: _tuples(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return tuple(_tuples(v) for v in x)
+    return x
+
+
+def config_to_json(config: ml_collections.ConfigDict) -> str:
+    return config.to_json(indent=2, sort_keys=True)
+
+
+def config_from_json(text: str) -> ml_collections.ConfigDict:
+    """A ConfigDict from JSON; lists come back as tuples, as configs write them."""
+    return ml_collections.ConfigDict(_tuples(json.loads(text)))
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+    path = epath.Path(workdir) / CONFIG_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: not an astrom3_jax workdir")
+    return config_from_json(path.read_text())
+
+
+def _diff(a: dict, b: dict, prefix="") -> list[str]:
+    out = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k, "<absent>"), b.get(k, "<absent>")
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += _diff(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            out.append(f"  {prefix}{k}: workdir has {va!r}, now {vb!r}")
+    return out
+
+
+def save_or_check_config(workdir: str, config: ml_collections.ConfigDict) -> None:
+    """Write config.json, or check that the workdir was made with this config.
+
+    A resumed run must use the same config, or it would silently continue a
+    different experiment from someone else's optimizer state.
+    """
+    path = epath.Path(workdir) / CONFIG_FILE
+    new = json.loads(config_to_json(config))
+    if path.exists():
+        old = json.loads(path.read_text())
+        if old != new:
+            raise ValueError(
+                f"{workdir} holds a run with a different config:\n"
+                + "\n".join(_diff(old, new))
+                + "\nUse a new --workdir, or the same config to resume."
+            )
+        return
+    if jax.process_index() == 0:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.parent / (CONFIG_FILE + ".tmp")
+        tmp.write_text(config_to_json(config))
+        os.replace(tmp, path)
+
+
+# -------------------------------------------------------------- the manager
+
+
+def make_manager(workdir: str, *, keep_best: int = 1) -> ocp.CheckpointManager:
+    """Latest + best-by-validation-accuracy checkpoints in <workdir>/checkpoints."""
+    best = lambda m: m[BEST_METRIC]
+    policy = cm.AnyPreservationPolicy(
+        [
+            cm.LatestN(n=1),
+            cm.BestN(
+                get_metric_fn=best,
+                reverse=False,  # ascending: the last n (highest) are kept
+                n=keep_best,
+                keep_checkpoints_without_metrics=False,
+            ),
+        ]
+    )
+    options = ocp.CheckpointManagerOptions(
+        preservation_policy=policy,
+        best_fn=best,
+        best_mode="max",
+        keep_checkpoints_without_metrics=False,
+        create=True,
+    )
+    return ocp.CheckpointManager(
+        epath.Path(workdir).absolute() / CKPT_DIR, options=options
+    )
+
+
+def save(
+    manager: ocp.CheckpointManager,
+    step: int,
+    *,
+    params,
+    train_state=None,
+    meta: dict | None = None,
+    metrics: dict | None = None,
+) -> None:
+    """Save one checkpoint (asynchronously; call `manager.wait_until_finished`)."""
+    items = {"params": ocp.args.StandardSave(params)}
+    if train_state is not None:
+        items["train"] = ocp.args.StandardSave(train_state)
+    items["meta"] = ocp.args.JsonSave(meta or {})
+    manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
+
+
+def resolve_step(manager: ocp.CheckpointManager, step=None) -> int | None:
+    """An int step from None (best, else latest) | 'best' | 'latest' | int."""
+    if step is None:
+        step = manager.best_step()
+        return manager.latest_step() if step is None else step
+    if step == "best":
+        best = manager.best_step()
+        if best is None:
+            raise FileNotFoundError(
+                f"no checkpoint with validation metrics in {manager.directory}"
+            )
+        return best
+    if step == "latest":
+        return manager.latest_step()
+    return int(step)
+
+
+def restore(
+    manager: ocp.CheckpointManager,
+    step: int,
+    *,
+    abstract_params,
+    abstract_train_state=None,
+) -> dict[str, Any]:
+    """Restore params (+ train state) and meta of `step` into the given shapes."""
+    items = {
+        "params": ocp.args.StandardRestore(abstract_params),
+        "meta": ocp.args.JsonRestore(),
+    }
+    if abstract_train_state is not None:
+        items["train"] = ocp.args.StandardRestore(abstract_train_state)
+    return dict(manager.restore(step, args=ocp.args.Composite(**items)).items())
+
+
+# ---------------------------------------------------- models in a workdir
+
+
+def _default_build(model_config, rngs):
+    from astrom3_jax.models import build_clip_model
+
+    return build_clip_model(model_config, rngs)
+
+
+def build_model(config, build_fn: Callable | None = None, seed: int = 0):
+    """A freshly initialised model from `config.model`."""
+    build_fn = build_fn or _default_build
+    return build_fn(config.model, nnx.Rngs(seed))
+
+
+def _abstract(tree, sharding=None):
+    sharding = sharding or jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    return jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree
+    )
+
+
+def restore_model(
+    workdir: str, step=None, *, build_fn: Callable | None = None
+) -> tuple[nnx.Module, ml_collections.ConfigDict]:
+    """The model of a workdir at `step` (None: best if any, else latest).
+
+    `build_fn(model_config, rngs)` defaults to
+    `astrom3_jax.models.build_clip_model`. The model comes back in eval mode.
+    """
+    config = load_config(workdir)
+    model = build_model(config, build_fn)
+    params = nnx.state(model, nnx.Param)
+    with make_manager(workdir) as manager:
+        resolved = resolve_step(manager, step)
+        if resolved is None:
+            raise FileNotFoundError(f"no checkpoint in {manager.directory}")
+        got = restore(
+            manager, resolved, abstract_params=_abstract(params.to_pure_dict())
+        )
+    nnx.replace_by_pure_dict(params, got["params"])
+    nnx.update(model, params)
+    model.eval()
+    return model, config
+
+
+def save_model_only(
+    workdir: str, model: nnx.Module, config: ml_collections.ConfigDict, step: int = 0
+) -> None:
+    """A workdir holding only `model` (e.g. imported weights), usable like ours.
+
+    It is marked as the best checkpoint, so `restore_model(workdir)` and
+    fine-tuning from this workdir pick it up.
+    """
+    save_or_check_config(workdir, config)
+    params = nnx.state(model, nnx.Param).to_pure_dict()
+    with make_manager(workdir) as manager:
+        save(
+            manager,
+            step,
+            params=params,
+            meta={"epoch": 0, "source": "save_model_only"},
+            metrics={BEST_METRIC: 0.0},
+        )
+        manager.wait_until_finished()
