@@ -1,0 +1,455 @@
+"""Writes a complete raw release in the Hub layout (REFERENCE.md section 2).
+
+<root>/photometry.zip                      vardb_files/<name>.dat
+<root>/spectra/<CLASS>/<spec_filename>     LAMOST FITS (1-HDU or 2-HDU, some .gz)
+<root>/splits/<sub>/<seed>/{train,val,test,unseen}.csv + info.json
+
+Determinism: every random stream is derived from (seed, purpose, index), work
+is chunked with a fixed chunk size (so the worker count never changes the
+output), zip members carry a fixed timestamp, gzip has mtime 0.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import csv
+import io
+import json
+import os
+import pathlib
+import zipfile
+
+import numpy as np
+
+from astrom3_jax.data.synthetic import catalogue, classes, lightcurves, spectra
+
+PHOTO_COLS = ["amplitude", "period", "lksl_statistic", "rfr_score"]
+META_COLS = [
+    "mean_vmag", "phot_g_mean_mag", "e_phot_g_mean_mag", "phot_bp_mean_mag",
+    "e_phot_bp_mean_mag", "phot_rp_mean_mag", "e_phot_rp_mean_mag", "bp_rp",
+    "parallax", "parallax_error", "parallax_over_error", "pmra", "pmra_error",
+    "pmdec", "pmdec_error", "j_mag", "e_j_mag", "h_mag", "e_h_mag", "k_mag",
+    "e_k_mag", "w1_mag", "e_w1_mag", "w2_mag", "e_w2_mag", "w3_mag", "w4_mag",
+    "j_k", "w1_w2", "w3_w4", "pm", "ruwe", "l", "b",
+]  # fmt: skip
+ALL_COLS = PHOTO_COLS + META_COLS
+METADATA_FUNC = {
+    "abs": ["mean_vmag", "phot_g_mean_mag", "phot_bp_mean_mag", "phot_rp_mean_mag",
+            "j_mag", "h_mag", "k_mag", "w1_mag", "w2_mag", "w3_mag", "w4_mag"],
+    "cos": ["l"], "sin": ["b"], "log": ["period"],
+}  # fmt: skip
+ID_COLS = ["id", "name", "target", "spec_filename"]
+TRUTH_COLS = ["true_target", "subtype"]
+CSV_COLS = ID_COLS + ALL_COLS + TRUTH_COLS
+SUBSETS = {"full": 1.0, "sub50": 0.5, "sub25": 0.25, "sub10": 0.1}
+SPLIT_SEEDS = (42, 0, 66, 12, 123)
+CHUNK = 128
+_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+
+# rfr_score logit offset per catalogue class (clean EW/RR/Mira high, ROT/DSCT low).
+_RFR_BASE = {"EW": 2.2, "RRAB": 2.4, "RRC": 1.6, "EA": 1.6, "EB": 0.8, "M": 2.4,
+             "SR": 1.2, "HADS": 1.2, "DSCT": 0.2, "ROT": 0.3}  # fmt: skip
+
+
+def _rng(seed: int, *purpose: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([seed, *purpose]))
+
+
+# ----------------------------------------------------------------------------- objects
+def draw_objects(preset, seed, n_objects=None, mislabel_fraction=0.02, n_unseen=None):
+    """Catalogue labels (exact class counts), true classes, mislabels, unseen."""
+    rng = _rng(seed, 1)
+    counts = classes.class_counts(preset, n_objects)
+    target = np.concatenate(
+        [np.full(counts[c], c, dtype=object) for c in classes.CLASSES]
+    )
+    true = target.copy()
+    n_mis = int(round(mislabel_fraction * len(target)))
+    mis = rng.choice(len(target), n_mis, replace=False)
+    for i in mis:
+        # The label stays (exact counts); the star is of a confusable class.
+        options = [t for t, labels in classes.CONFUSIONS.items() if target[i] in labels]
+        true[i] = options[rng.integers(len(options))] if options else true[i]
+    if n_unseen is None:
+        n_unseen = max(6, len(target) // 100)
+    per = np.array_split(np.arange(n_unseen), len(classes.UNSEEN_CLASSES))
+    unseen_true = np.concatenate(
+        [
+            np.full(len(p), c, dtype=object)
+            for p, c in zip(per, classes.UNSEEN_CLASSES, strict=True)
+        ]
+    )
+    unseen_target = np.array(
+        [classes.UNSEEN_LABEL[c] for c in unseen_true], dtype=object
+    )
+    order = rng.permutation(len(target))
+    return {
+        "target": np.concatenate([target[order], unseen_target]),
+        "true": np.concatenate([true[order], unseen_true]),
+        "unseen": np.concatenate(
+            [np.zeros(len(target), bool), np.ones(len(unseen_true), bool)]
+        ),
+    }
+
+
+def _names(ra, dec):
+    """ASAS-SN style names without spaces, ASASSN-VJhhmmss.ss+ddmmss.s (unique)."""
+    out, seen = [], set()
+    for r, d in zip(ra, dec, strict=True):
+        while True:
+            h = r / 15.0
+            hh, mm = int(h), int((h % 1) * 60)
+            ss = ((h * 60) % 1) * 60
+            sign = "+" if d >= 0 else "-"
+            ad = abs(d)
+            dd, dm = int(ad), int((ad % 1) * 60)
+            ds = ((ad * 60) % 1) * 60
+            name = f"ASASSN-VJ{hh:02d}{mm:02d}{min(ss, 59.99):05.2f}"
+            name += f"{sign}{dd:02d}{dm:02d}{min(ds, 59.9):04.1f}"
+            if name not in seen:
+                break
+            r = (r + 0.0005) % 360
+        seen.add(name)
+        out.append(name)
+    return out
+
+
+def _spec_names(rng, ra, dec, gz):
+    out, seen = [], set()
+    for r, d, z in zip(ra, dec, gz, strict=True):
+        h = r / 15.0
+        plan = f"HD{int(h):02d}{int((h % 1) * 60):02d}{int(((h * 60) % 1) * 60):02d}"
+        plan += f"{'N' if d >= 0 else 'S'}{int(abs(d)):02d}{int((abs(d) % 1) * 60):02d}"
+        plan += (
+            f"{int(((abs(d) * 60) % 1) * 60):02d}{'V' if rng.random() < 0.7 else 'B'}01"
+        )
+        while True:
+            mjd = int(rng.integers(55900, 59300))
+            sp, fib = int(rng.integers(1, 17)), int(rng.integers(1, 251))
+            name = f"spec-{mjd}-{plan}_sp{sp:02d}-{fib:03d}.fits" + (".gz" if z else "")
+            if name not in seen:
+                break
+        seen.add(name)
+        out.append(name)
+    return out
+
+
+def build_catalogue(
+    preset="small", seed=0, n_objects=None, mislabel_fraction=0.02, n_unseen=None
+):
+    """Every star's physics and catalogue values except light-curve-derived columns."""
+    obj = draw_objects(preset, seed, n_objects, mislabel_fraction, n_unseen)
+    true = obj["true"]
+    rng = _rng(seed, 2)
+    phys = classes.sample_physics(true, rng)
+    n = len(true)
+    phys["epoch"] = HJD0 + rng.uniform(0, 1, n) * 10 ** phys["log_p"]
+    pos = catalogue.place_stars(true, phys, _rng(seed, 3))
+    rng = _rng(seed, 4)
+    phot, rp = catalogue.photometry_columns(true, phys, pos, rng)
+    astro, rv = catalogue.astrometry_columns(
+        true, phys, pos, phot["phot_g_mean_mag"], rng
+    )
+    period = catalogue.catalogue_period(true, phys, rng)
+    cat = {**phot, **astro, "l": pos["l"], "b": pos["b"], "period": period}
+    names = _names(pos["ra"], pos["dec"])
+    id_rng = _rng(seed, 5)
+    ids = set()
+    while len(ids) < n:
+        ids.update(
+            int(x) for x in id_rng.integers(10**17, 6_917_528_997_577_384_320, n)
+        )
+    ids = sorted(ids)[:n]
+    ids = [ids[i] for i in id_rng.permutation(n)]
+    gz = _rng(seed, 6).random(n) < 0.7
+    spec = _spec_names(_rng(seed, 7), pos["ra"], pos["dec"], gz)
+    layout = np.where(_rng(seed, 8).random(n) < 0.5, 1, 2)
+    return {
+        **obj, "phys": phys, "pos": pos, "cat": cat, "rv": rv, "rp": rp,
+        "name": names, "id": [f"EDR3 {i}" for i in ids], "spec_filename": spec,
+        "layout": layout,
+    }  # fmt: skip
+
+
+HJD0 = lightcurves.HJD_START
+
+
+# ----------------------------------------------------------------------------- workers
+def _star_dict(cat, i):
+    phys = cat["phys"]
+    keys = (
+        "log_p",
+        "amp_v",
+        "shape_a",
+        "shape_b",
+        "shape_c",
+        "shape_d",
+        "lsp_log_p",
+        "epoch",
+    )
+    star = {k: float(phys[k][i]) for k in keys}
+    star["v_mean"] = float(cat["pos"]["v_mean"][i])
+    return star
+
+
+def _chunk_work(args):
+    """Light curves (returned) and spectra (written) for one fixed chunk of stars."""
+    root, seed, start, stop, cat = args
+    lc_files, stats = [], []
+    for j, i in enumerate(range(start, stop)):
+        rng = _rng(seed, 100, i)
+        star = _star_dict(cat, j)
+        t, mag, mag_err, flux, flux_err = lightcurves.simulate(
+            cat["true"][j], star, rng
+        )
+        lc_files.append(
+            (
+                cat["name"][j],
+                lightcurves.format_dat(cat["name"][j], t, mag, mag_err, flux, flux_err),
+            )
+        )
+        s = lightcurves.summarise(t, mag, flux, cat["period"][j])
+        s["snr"] = float(star["amp_v"] / np.median(mag_err[mag < 50]))
+        stats.append(s)
+    _write_spectra(root, seed, start, cat)
+    return lc_files, stats
+
+
+def _write_spectra(root, seed, start, cat):
+    rng = _rng(seed, 200, start)
+    phys = cat["phys"]
+    m = len(cat["true"])
+    phase = rng.uniform(0, 1, m)
+    teff = phys["teff"].copy()
+    pulsing = np.isin(cat["true"], ["RRAB", "RRC", "HADS", "CEP", "RRD", "M"])
+    swing = np.select(
+        [cat["true"] == "RRAB", cat["true"] == "M"], [800.0, 300.0], 300.0
+    )
+    teff = np.where(pulsing, teff + swing * np.cos(2 * np.pi * phase), teff)
+    batch = {
+        "teff_spec": teff, "logg": phys["logg"], "feh": phys["feh"],
+        "true_class": cat["true"],
+        "rv": cat["rv"], "a_v": cat["pos"]["a_v"], "vsini": phys["vsini"],
+        "subtype": phys["subtype"], "phase": phase, "v_mean": cat["pos"]["v_mean"],
+        "r_mag": cat["rp"],
+    }  # fmt: skip
+    flux, ivar, snr = spectra.synthesize(batch, rng)
+    for j in range(m):
+        cards = [("TELESCOP", "LAMOST"), ("OBJNAME", cat["name"][j]),
+                 ("RA", round(float(cat["pos"]["ra"][j]), 6)),
+                 ("DEC", round(float(cat["pos"]["dec"][j]), 6)),
+                 ("SNRR", round(float(snr[j]), 2)),
+                 ("ORIGIN", "astrom3_jax synthetic")]  # fmt: skip
+        if cat["layout"][j] == 1:
+            data = spectra.fits_one_hdu(flux[j], ivar[j], cards)
+        else:
+            npix = spectra.NPIX - int(rng.integers(0, 10))
+            data = spectra.fits_two_hdu(
+                flux[j, :npix], ivar[j, :npix], spectra.WAVE[:npix], cards
+            )
+        fname = cat["spec_filename"][j]
+        if fname.endswith(".gz"):
+            data = spectra.gzip_bytes(data)
+        path = pathlib.Path(root) / "spectra" / cat["target"][j] / fname
+        path.write_bytes(data)
+
+
+def _slice(cat, start, stop):
+    """The per-star fields a worker needs, for stars [start, stop)."""
+    sl = slice(start, stop)
+    phys = {k: v[sl] for k, v in cat["phys"].items()}
+    return {
+        "phys": phys, "pos": {k: v[sl] for k, v in cat["pos"].items()},
+        "true": cat["true"][sl], "target": cat["target"][sl], "name": cat["name"][sl],
+        "period": cat["cat"]["period"][sl], "rv": cat["rv"][sl], "rp": cat["rp"][sl],
+        "layout": cat["layout"][sl], "spec_filename": cat["spec_filename"][sl],
+    }  # fmt: skip
+
+
+def simulate_all(root, seed, cat, workers):
+    """Runs all chunks (in a process pool if workers > 1); returns files + stats."""
+    n = len(cat["true"])
+    jobs = [(str(root), seed, s, min(s + CHUNK, n), _slice(cat, s, min(s + CHUNK, n)))
+            for s in range(0, n, CHUNK)]  # fmt: skip
+    lc_files, stats = [], []
+    if workers > 1:
+        with cf.ProcessPoolExecutor(workers) as pool:
+            results = pool.map(_chunk_work, jobs)
+            for files, st in results:
+                lc_files += files
+                stats += st
+    else:
+        for job in jobs:
+            files, st = _chunk_work(job)
+            lc_files += files
+            stats += st
+    return lc_files, stats
+
+
+# ----------------------------------------------------------------------------- tables
+def _rfr(target, true, snr, rng):
+    base = np.array([_RFR_BASE[t] for t in target])
+    logit = (
+        base + 0.8 * np.log(np.clip(snr, 0.05, None)) + rng.normal(0, 0.8, len(target))
+    )
+    logit -= 1.5 * (target != true)
+    return np.round(0.2 + 0.8 / (1 + np.exp(-logit)), 4)
+
+
+def assemble_rows(cat, stats, seed):
+    """One dict per object with every CSV column."""
+    n = len(cat["true"])
+    col = {k: np.asarray(v, float) for k, v in cat["cat"].items()}
+    for key in ("mean_vmag", "amplitude", "lksl_statistic"):
+        col[key] = np.array([s[key] for s in stats])
+    snr = np.array([s["snr"] for s in stats])
+    col["rfr_score"] = _rfr(cat["target"], cat["true"], snr, _rng(seed, 9))
+    rows = []
+    for i in range(n):
+        row = {"id": cat["id"][i], "name": cat["name"][i], "target": cat["target"][i],
+               "spec_filename": cat["spec_filename"][i]}  # fmt: skip
+        for c in ALL_COLS:
+            row[c] = float(col[c][i])
+        row["true_target"] = cat["true"][i]
+        row["subtype"] = cat["phys"]["subtype"][i]
+        rows.append(row)
+    return rows
+
+
+def split_counts(n_per_class: dict[str, int]) -> dict[str, tuple[int, int, int]]:
+    """Per-class (train, val, test) sizes: the published seed-42 fractions."""
+    out = {}
+    for c, n in n_per_class.items():
+        tr, va, te = classes.SPLIT_COUNTS_42[c]
+        tot = tr + va + te
+        n_tr = int(round(n * tr / tot))
+        n_va = int(round(n * va / tot))
+        out[c] = (n_tr, n_va, n - n_tr - n_va)
+    return out
+
+
+def subset_cap(sizes: list[int], fraction: float) -> int:
+    """Largest per-class cap T with sum(min(n_c, T)) <= fraction * sum(n_c)."""
+    budget = fraction * sum(sizes)
+    lo, hi = 0, max(sizes)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if sum(min(s, mid) for s in sizes) <= budget:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def make_splits(targets: np.ndarray, release_seed: int) -> dict:
+    """{(subset, seed): {'train': idx, 'val': idx, 'test': idx}} over known objects."""
+    by_class = {c: np.flatnonzero(targets == c) for c in classes.CLASSES}
+    sizes = split_counts({c: len(v) for c, v in by_class.items()})
+    out = {}
+    for split_seed in SPLIT_SEEDS:
+        rng = _rng(release_seed, 300, split_seed)
+        full = {"train": [], "val": [], "test": []}
+        for c in classes.CLASSES:
+            idx = rng.permutation(by_class[c])
+            n_tr, n_va, _ = sizes[c]
+            full["train"].append(idx[:n_tr])
+            full["val"].append(idx[n_tr : n_tr + n_va])
+            full["test"].append(idx[n_tr + n_va :])
+        for sub, frac in SUBSETS.items():
+            sub_rng = _rng(release_seed, 301, split_seed, int(frac * 100))
+            parts = {}
+            for split, per_class in full.items():
+                cap = subset_cap([len(p) for p in per_class], frac)
+                chosen = [sub_rng.permutation(p)[:cap] for p in per_class]
+                parts[split] = sub_rng.permutation(np.concatenate(chosen))
+            out[(sub, split_seed)] = parts
+    return out
+
+
+def _fmt(v):
+    if isinstance(v, float):
+        return repr(round(v, 7))
+    return str(v)
+
+
+def write_csv(path, rows):
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(CSV_COLS)
+    for r in rows:
+        writer.writerow([_fmt(r[c]) for c in CSV_COLS])
+    pathlib.Path(path).write_text(buf.getvalue())
+
+
+def info_json(train_rows) -> dict:
+    """info.json: columns, transforms, and train-split mean/std after the transforms."""
+    from astrom3_jax.data import preprocessing
+
+    table = {c: np.array([r[c] for r in train_rows], float) for c in ALL_COLS}
+    transformed = preprocessing.transform_catalogue(table, METADATA_FUNC)
+    mat = np.stack([np.asarray(transformed[c], float) for c in ALL_COLS], axis=1)
+    return {
+        "classes": list(classes.CLASSES),
+        "meta_cols": META_COLS,
+        "photo_cols": PHOTO_COLS,
+        "all_cols": ALL_COLS,
+        "metadata_func": METADATA_FUNC,
+        "mean": [float(x) for x in mat.mean(axis=0)],
+        "std": [float(x) for x in mat.std(axis=0)],
+    }
+
+
+def write_zip(path, lc_files):
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
+        for name, data in sorted(lc_files):
+            info = zipfile.ZipInfo(f"vardb_files/{name}.dat", date_time=_ZIP_DATE)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, data)
+
+
+def write_splits(root, rows, cat, seed):
+    known = np.flatnonzero(~cat["unseen"])
+    unseen_rows = [rows[i] for i in np.flatnonzero(cat["unseen"])]
+    splits = make_splits(np.asarray(cat["target"])[known], seed)
+    for (sub, split_seed), parts in splits.items():
+        folder = pathlib.Path(root) / "splits" / sub / str(split_seed)
+        folder.mkdir(parents=True, exist_ok=True)
+        for split, idx in parts.items():
+            write_csv(folder / f"{split}.csv", [rows[known[i]] for i in idx])
+        write_csv(folder / "unseen.csv", unseen_rows)
+        info = info_json([rows[known[i]] for i in parts["train"]])
+        (folder / "info.json").write_text(json.dumps(info, indent=4))
+    return splits
+
+
+# ----------------------------------------------------------------------------- entry
+def generate_release(
+    output_dir,
+    *,
+    preset: str = "small",
+    seed: int = 0,
+    mislabel_fraction: float = 0.02,
+    n_objects: int | None = None,
+    n_unseen: int | None = None,
+    workers: int | None = None,
+) -> pathlib.Path:
+    """Writes a complete synthetic raw release into output_dir and returns it.
+
+    preset 'small' (~2,000 objects, real proportions with floors) or 'full'
+    (21,440 objects in the real counts); n_objects overrides the size (tests).
+    """
+    if preset not in ("small", "full"):
+        raise ValueError(f"unknown preset {preset!r}")
+    root = pathlib.Path(output_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    cat = build_catalogue(preset, seed, n_objects, mislabel_fraction, n_unseen)
+    for c in sorted(set(cat["target"])):
+        (root / "spectra" / c).mkdir(parents=True, exist_ok=True)
+    if workers is None:
+        workers = min(os.cpu_count() or 1, 8) if len(cat["true"]) > 4 * CHUNK else 1
+    lc_files, stats = simulate_all(root, seed, cat, workers)
+    write_zip(root / "photometry.zip", lc_files)
+    rows = assemble_rows(cat, stats, seed)
+    write_splits(root, rows, cat, seed)
+    return root
