@@ -1,0 +1,182 @@
+"""Registry of input modalities: what each reads from an example, what it emits.
+
+A modality is (stored fields it reads, batch keys it writes, a vectorised
+per-batch transform). The pipeline gathers the fields of a whole batch at
+once into `Columns` and calls each requested modality's transform, so adding a
+fourth modality is one `register(Modality(...))` call: the pipeline, the
+trainer and the loss stay untouched.
+
+Columns hold, for the real (non-padding) rows of one batch, either a stacked
+array (fixed-shape fields) or a `Ragged` (variable-length fields such as the
+light curve).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+
+DEFAULT_MODALITIES = ("photometry", "spectra", "metadata")
+
+
+@dataclasses.dataclass(frozen=True)
+class Ragged:
+    """Variable-length rows: row i is values[starts[i] : starts[i] + lengths[i]].
+
+    Rows may share one big `values` array (an in-memory copy of the whole
+    split), so gathering a batch copies nothing.
+    """
+
+    values: np.ndarray  # (total_rows, ...)
+    starts: np.ndarray  # (n,) int64
+    lengths: np.ndarray  # (n,) int64
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def row(self, i: int) -> np.ndarray:
+        return self.values[self.starts[i] : self.starts[i] + self.lengths[i]]
+
+    def take(self, indices: np.ndarray) -> Ragged:
+        return Ragged(self.values, self.starts[indices], self.lengths[indices])
+
+    @classmethod
+    def from_list(cls, rows: Sequence[np.ndarray], inner_shape, dtype) -> Ragged:
+        lengths = np.array([len(r) for r in rows], np.int64)
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        flat = [np.asarray(r, dtype).reshape((-1, *inner_shape)) for r in rows]
+        values = np.concatenate(flat) if flat else np.zeros((0, *inner_shape), dtype)
+        return cls(values, starts, lengths)
+
+    @classmethod
+    def concatenate(cls, parts: Sequence[Ragged]) -> Ragged:
+        """One Ragged with the rows of `parts`, in order, in a fresh values array."""
+        rows = [p.row(i) for p in parts for i in range(len(p))]
+        inner = parts[0].values.shape[1:]
+        return cls.from_list(rows, inner, parts[0].values.dtype)
+
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+    """What a transform may depend on besides the data.
+
+    row_uniform: one U[0, 1) draw per real row, drawn for the GLOBAL batch so a
+      row's randomness does not depend on how many processes share the batch.
+    rng: a per-step generator for anything else (same caveat does not hold).
+    """
+
+    train: bool
+    seq_len: int
+    row_uniform: np.ndarray
+    rng: np.random.Generator
+
+
+Transform = Callable[[Mapping[str, object], Context], dict[str, np.ndarray]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Modality:
+    name: str
+    fields: tuple[str, ...]  # stored example features read
+    batch_keys: tuple[str, ...]  # keys added to the batch
+    transform: Transform
+    ragged_fields: tuple[str, ...] = ()  # subset of `fields` with variable length
+
+
+_REGISTRY: dict[str, Modality] = {}
+
+
+def register(modality: Modality, *, overwrite: bool = False) -> Modality:
+    if modality.name in _REGISTRY and not overwrite:
+        raise ValueError(f"modality {modality.name!r} is already registered")
+    _REGISTRY[modality.name] = modality
+    return modality
+
+
+def get(names: Sequence[str]) -> list[Modality]:
+    """The registered modalities for `names`, in the order given."""
+    if isinstance(names, str):
+        names = (names,)
+    unknown = [n for n in names if n not in _REGISTRY]
+    if unknown:
+        raise KeyError(f"unknown modalities {unknown}; registered: {sorted(_REGISTRY)}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"duplicate modality in {names}")
+    return [_REGISTRY[n] for n in names]
+
+
+def names() -> list[str]:
+    return list(_REGISTRY)
+
+
+# ---------------------------------------------------------------- photometry
+
+
+def crop_starts(
+    lengths: np.ndarray, seq_len: int, train: bool, u: np.ndarray
+) -> np.ndarray:
+    """Window starts: uniform in [0, N - seq_len] (train), else (N - seq_len) // 2."""
+    room = np.maximum(lengths - seq_len, 0)
+    if train:
+        return np.minimum((u * (room + 1)).astype(np.int64), room)
+    return room // 2
+
+
+def crop_pad(curves: Ragged, aux: np.ndarray, starts: np.ndarray, seq_len: int):
+    """Crops each curve to seq_len rows at `starts`, zero-pads at the end, tiles aux.
+
+    Returns (photometry (n, seq_len, C + A), mask (n, seq_len)) float32; the aux
+    values are on every row, padding rows included (as the reference does).
+    """
+    n = len(curves)
+    n_chan = curves.values.shape[1]
+    lengths = curves.lengths
+    pos = np.arange(seq_len)
+    valid = pos[None, :] < np.minimum(lengths, seq_len)[:, None]
+    rows = curves.starts[:, None] + starts[:, None] + pos[None, :]
+    values = curves.values
+    if len(values) == 0:
+        values = np.zeros((1, n_chan), np.float32)
+    rows = np.where(valid, rows, 0)
+    out = np.empty((n, seq_len, n_chan + aux.shape[1]), np.float32)
+    out[..., :n_chan] = values[rows]
+    out[..., :n_chan] *= valid[..., None]
+    out[..., n_chan:] = aux[:, None, :]
+    return out, valid.astype(np.float32)
+
+
+def _photometry(cols, ctx: Context):
+    curves = cols["photometry"]
+    starts = crop_starts(curves.lengths, ctx.seq_len, ctx.train, ctx.row_uniform)
+    phot, mask = crop_pad(
+        curves, np.asarray(cols["photometry_aux"], np.float32), starts, ctx.seq_len
+    )
+    return {"photometry": phot, "photometry_mask": mask}
+
+
+def _stacked(cols, ctx: Context, *, field: str, key: str):
+    del ctx
+    return {key: np.asarray(cols[field], np.float32)}
+
+
+register(
+    Modality(
+        name="photometry",
+        fields=("photometry", "photometry_aux"),
+        batch_keys=("photometry", "photometry_mask"),
+        transform=_photometry,
+        ragged_fields=("photometry",),
+    )
+)
+for _name in ("spectra", "metadata"):
+    register(
+        Modality(
+            _name,
+            (_name,),
+            (_name,),
+            functools.partial(_stacked, field=_name, key=_name),
+        )
+    )
