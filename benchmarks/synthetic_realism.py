@@ -123,7 +123,8 @@ def score(x, y, seed=0):
     )
     cv = StratifiedKFold(5, shuffle=True, random_state=seed)
     pred = cross_val_predict(clf, np.nan_to_num(x), y, cv=cv)
-    return balanced_accuracy_score(y, pred), float(np.mean(pred == y))
+    recall = {c: float(np.mean(pred[y == c] == c)) for c in sorted(set(y))}
+    return balanced_accuracy_score(y, pred), float(np.mean(pred == y)), recall
 
 
 def main():
@@ -149,8 +150,9 @@ def main():
     print(f"{len(rows)} objects, {len(set(y))} classes; balanced accuracy (accuracy)")
     for name, x in (("photometry", x_p), ("metadata", x_m), ("spectra", x_s),
                     ("all", np.concatenate([x_p, x_m, x_s], axis=1))):  # fmt: skip
-        bal, acc = score(x, y)
-        print(f"  {name:<11s} {100 * bal:5.1f} %  ({100 * acc:5.1f} %)")
+        bal, acc, recall = score(x, y)
+        per = " ".join(f"{c}:{100 * v:.0f}" for c, v in recall.items())
+        print(f"  {name:<11s} {100 * bal:5.1f} %  ({100 * acc:5.1f} %)   recall {per}")
 
 
 if __name__ == "__main__":

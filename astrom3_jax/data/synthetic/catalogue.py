@@ -25,10 +25,10 @@ POPULATIONS = {
 }
 # Typical apparent V per true class (mean, sd), inside 9.5 < V < 17.
 V_APPARENT = {
-    "EW": (13.6, 1.3), "EA": (12.9, 1.4), "EB": (12.9, 1.3), "RRAB": (14.3, 1.2),
-    "RRC": (14.1, 1.2), "HADS": (13.0, 1.5), "DSCT": (12.0, 1.5), "ROT": (12.4, 1.3),
-    "SR": (12.0, 1.5), "M": (13.4, 1.4), "CEP": (12.5, 1.5), "LSP": (11.8, 1.5),
-    "RRD": (14.1, 1.2),
+    "EW": (13.9, 1.3), "EA": (13.2, 1.4), "EB": (13.2, 1.3), "RRAB": (14.6, 1.2),
+    "RRC": (14.4, 1.2), "HADS": (13.3, 1.5), "DSCT": (12.3, 1.5), "ROT": (12.7, 1.3),
+    "SR": (12.3, 1.5), "M": (13.7, 1.4), "CEP": (12.8, 1.5), "LSP": (12.1, 1.5),
+    "RRD": (14.4, 1.2),
 }  # fmt: skip
 
 
@@ -170,29 +170,41 @@ def photometry_columns(true_class, phys, pos, rng):
     obs["w2_mag"] = w2 + rng.normal(0, 1, n) * e_w2
     obs.update(e_j_mag=e_j, e_h_mag=e_h, e_k_mag=e_k, e_w1_mag=e_w1, e_w2_mag=e_w2)
 
-    # Gaia: flux errors = intrinsic scatter / sqrt(n_obs): variability shows up here.
-    rms = 0.3 * amp
-    n_g, n_bp = rng.uniform(200, 500, n), rng.uniform(18, 50, n)
-    e_g = np.sqrt((0.0003 * 10 ** (0.2 * np.clip(g - 13, 0, None))) ** 2 + rms**2 / n_g)
-    e_bp = np.sqrt(
-        (0.0015 * 10 ** (0.3 * np.clip(bp - 13, 0, None))) ** 2
-        + (1.2 * rms) ** 2 / n_bp
-    )
-    e_rp = np.sqrt(
-        (0.0012 * 10 ** (0.25 * np.clip(rp - 13, 0, None))) ** 2
-        + (0.8 * rms) ** 2 / n_bp
-    )
+    # Gaia mean magnitudes average many transits (errors: gaia_errors, later).
     obs.update(
-        phot_g_mean_mag=g + rng.normal(0, 1, n) * e_g,
-        phot_bp_mean_mag=bp + rng.normal(0, 1, n) * e_bp,
-        phot_rp_mean_mag=rp + rng.normal(0, 1, n) * e_rp,
-        e_phot_g_mean_mag=e_g, e_phot_bp_mean_mag=e_bp, e_phot_rp_mean_mag=e_rp,
+        phot_g_mean_mag=g + rng.normal(0, 0.002, n),
+        phot_bp_mean_mag=bp + rng.normal(0, 0.01, n),
+        phot_rp_mean_mag=rp + rng.normal(0, 0.008, n),
     )  # fmt: skip
     obs["bp_rp"] = obs["phot_bp_mean_mag"] - obs["phot_rp_mean_mag"]
     obs["j_k"] = obs["j_mag"] - obs["k_mag"]
     obs["w1_w2"] = obs["w1_mag"] - obs["w2_mag"]
     obs["w3_w4"] = obs["w3_mag"] - obs["w4_mag"]
     return obs, rp
+
+
+def gaia_errors(cols, rms, rng):
+    """Gaia mean-magnitude errors: photon floor + (intrinsic rms)/sqrt(n transits).
+
+    rms is the noise-free V scatter of the star's own light curve, so detached
+    binaries with short eclipses (EA) look quieter than contact binaries of the
+    same amplitude: variability leaks into the catalogue, as in Gaia.
+    """
+    n = len(rms)
+    g, bp, rp = (
+        cols[k] for k in ("phot_g_mean_mag", "phot_bp_mean_mag", "phot_rp_mean_mag")
+    )
+    n_g, n_bp = rng.uniform(200, 500, n), rng.uniform(18, 50, n)
+
+    def err(floor, slope, mag, scale, n_obs):
+        phot = floor * 10 ** (slope * np.clip(mag - 13, 0, None))
+        return np.sqrt(phot**2 + (scale * rms) ** 2 / n_obs) * rng.lognormal(0, 0.1, n)
+
+    return {
+        "e_phot_g_mean_mag": err(0.0003, 0.2, g, 0.9, n_g),
+        "e_phot_bp_mean_mag": err(0.0015, 0.3, bp, 1.2, n_bp),
+        "e_phot_rp_mean_mag": err(0.0012, 0.25, rp, 0.8, n_bp),
+    }
 
 
 def astrometry_columns(true_class, phys, pos, g_mag, rng):
@@ -241,8 +253,8 @@ def catalogue_period(true_class, phys, rng):
     u = rng.random(n)
     short = p < 0.3
     one_day = 1 / np.abs(1 / p - np.where(rng.random(n) < 0.5, 1.0, -1.0))
-    alias = np.where(short & (u < 0.03), one_day, p)
-    alias = np.where(~short & (u < 0.015), p / 2, alias)
-    alias = np.where(~short & (u > 0.985), p * 2, alias)
+    alias = np.where(short & (u < 0.05), one_day, p)
+    alias = np.where(~short & (u < 0.02), p / 2, alias)
+    alias = np.where(~short & (u > 0.98), p * 2, alias)
     ea_half = (true_class == "EA") & (phys["shape_a"] > 0.85) & (rng.random(n) < 0.5)
     return np.where(ea_half, p / 2, alias)

@@ -131,8 +131,8 @@ def _ew(rng, n, out, idx):
     _set(out, idx, log_p=log_p, teff=teff, logg=rng.normal(4.2, 0.15, n),
          feh=rng.normal(-0.1, 0.25, n),
          m_v=4.0 - 9.0 * (log_p + 0.45) + rng.normal(0, 0.25, n),
-         amp_v=np.clip(rng.lognormal(np.log(0.38), 0.45, n), 0.08, 0.8),
-         vsini=rng.uniform(80, 200, n),
+         amp_v=np.clip(rng.lognormal(np.log(0.35), 0.5, n), 0.06, 0.8),
+         vsini=rng.uniform(80, 200, n), population="old",  # W UMa: old disc
          shape_a=rng.uniform(0.0, 0.1, n),    # depth difference of the minima
          shape_b=rng.uniform(0.75, 1.3, n),   # minimum sharpness exponent
          shape_c=rng.normal(0, 0.02, n))  # fmt: skip
@@ -141,21 +141,23 @@ def _ew(rng, n, out, idx):
 def _eb(rng, n, out, idx):
     # EB: A-F, logP ~ N(-0.15, 0.25); unequal minima (secondary 0.2-0.7).
     log_p = np.clip(rng.normal(-0.15, 0.25, n), -0.55, 0.6)
-    teff = np.clip(rng.normal(7300, 1000, n), 5600, 10500)
+    teff = np.clip(rng.normal(7800, 900, n), 5800, 10500)
     _set(out, idx, log_p=log_p, teff=teff, logg=rng.normal(4.0, 0.2, n),
          feh=rng.normal(-0.05, 0.2, n),
-         m_v=mv_main_sequence(teff) - 0.6 + rng.normal(0, 0.5, n),
+         m_v=mv_main_sequence(teff) - 0.75 + rng.normal(0, 0.45, n),
          amp_v=np.clip(rng.lognormal(np.log(0.45), 0.45, n), 0.1, 1.8),
-         vsini=rng.uniform(40, 150, n),
-         shape_a=rng.uniform(0.2, 0.7, n),    # secondary / primary depth
-         shape_b=rng.uniform(0.07, 0.14, n),  # eclipse half-width (phase)
-         shape_c=rng.uniform(0.3, 0.6, n))  # ellipsoidal fraction  # fmt: skip
+         vsini=rng.uniform(40, 150, n), population="young",  # A-F: young disc
+         shape_a=rng.uniform(0.25, 0.85, n),  # secondary / primary depth
+         shape_b=rng.uniform(0.07, 0.16, n),  # eclipse half-width (phase)
+         shape_c=rng.uniform(0.35, 0.75, n))  # ellipsoidal fraction  # fmt: skip
 
 
 def _ea(rng, n, out, idx):
     # EA: broad logP ~ N(0.35, 0.45); flat out of eclipse, narrow eclipses.
     log_p = np.clip(rng.normal(0.35, 0.45, n), -0.6, 2.0)
-    teff = np.clip(rng.normal(6600, 1300, n), 4500, 10500)
+    hot = rng.random(n) < 0.4  # A-type primaries vs F-G systems
+    teff = np.where(hot, rng.normal(8800, 900, n), rng.normal(6000, 700, n))
+    teff = np.clip(teff, 4500, 10500)
     giant = rng.random(n) < 0.15
     m_v = np.where(giant, rng.normal(1.0, 0.8, n), mv_main_sequence(teff) - 0.7)
     ecc = rng.random(n) < 0.3
@@ -165,7 +167,7 @@ def _ea(rng, n, out, idx):
          amp_v=np.clip(rng.lognormal(np.log(0.55), 0.55, n), 0.1, 3.0),
          vsini=rng.uniform(5, 60, n),
          shape_a=np.clip(rng.beta(1.2, 2.5, n), 0, 1),   # secondary depth ratio
-         shape_b=rng.uniform(0.015, 0.06, n),            # eclipse half-width
+         shape_b=rng.uniform(0.015, 0.09, n),            # eclipse half-width
          shape_c=np.where(ecc, rng.normal(0, 0.05, n), 0.0))  # fmt: skip
 
 
@@ -197,7 +199,7 @@ def _rrc(rng, n, out, idx):
 def _hads(rng, n, out, idx):
     # HADS: logP ~ N(-1.0, 0.18); M_V = -3.31 logP - 1.68; A_V > 0.15 (mostly > 0.3).
     log_p = np.clip(rng.normal(-1.0, 0.18, n), -1.4, -0.6)
-    amp = np.clip(rng.lognormal(np.log(0.33), 0.4, n), 0.15, 0.9)
+    amp = np.clip(rng.lognormal(np.log(0.28), 0.45, n), 0.12, 0.9)
     _set(out, idx, log_p=log_p, amp_v=amp,
          teff=rng.normal(7500, 450, n), logg=rng.normal(3.8, 0.2, n),
          feh=rng.normal(-0.1, 0.3, n),
@@ -210,7 +212,7 @@ def _dsct(rng, n, out, idx):
     # DSCT: logP ~ N(-1.05, 0.2); low amplitude, multi-periodic;
     # M_V = -2.89 logP - 1.31 (older calibration), larger scatter.
     log_p = np.clip(rng.normal(-1.05, 0.2, n), -1.6, -0.6)
-    amp = np.clip(rng.lognormal(np.log(0.12), 0.45, n), 0.03, 0.35)
+    amp = np.clip(rng.lognormal(np.log(0.13), 0.5, n), 0.03, 0.4)
     _set(out, idx, log_p=log_p, amp_v=amp,
          teff=rng.normal(7600, 550, n), logg=rng.normal(3.8, 0.25, n),
          feh=rng.normal(-0.05, 0.3, n),

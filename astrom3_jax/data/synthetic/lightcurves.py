@@ -141,13 +141,17 @@ def noise_sigma(v: np.ndarray) -> np.ndarray:
 
 
 def simulate(cls: str, star: dict, rng: np.random.Generator):
-    """One light curve: returns (hjd, mag, mag_err, flux, flux_err)."""
+    """One light curve: (hjd, mag, mag_err, flux, flux_err) and the noise-free rms."""
     n_target = int(np.clip(rng.lognormal(np.log(260), 0.45), 90, 900))
     t = sample_times(rng, n_target)
     v_true = star["v_mean"] + template(cls, t, star, rng)
     sig = noise_sigma(v_true) * rng.lognormal(0, 0.15, len(t))
     sig = sig + np.where(v_true < 10.5, 0.04 * (10.5 - v_true) + 0.02, 0.0)
-    flux_true = 10 ** (-0.4 * (v_true - ZERO_POINT))
+    # Blending: a neighbour inside the 16" aperture adds constant flux and
+    # dilutes the amplitude (more likely in crowded low-latitude fields).
+    blend = star["blend"] * 10 ** (-0.4 * (star["v_mean"] - ZERO_POINT))
+    flux_true = 10 ** (-0.4 * (v_true - ZERO_POINT)) + blend
+    v_true = ZERO_POINT - 2.5 * np.log10(flux_true)
     flux_err = 0.921 * sig * flux_true + 0.02  # detection floor (mJy)
     flux = flux_true + rng.normal(0, 1, len(t)) * flux_err
     outlier = rng.random(len(t)) < 0.005
@@ -159,7 +163,7 @@ def simulate(cls: str, star: dict, rng: np.random.Generator):
     mag = np.where(good, ZERO_POINT - 2.5 * np.log10(np.where(good, flux, 1.0)), 99.99)
     mag_err = np.where(good, 1.0857 * flux_err / np.where(good, flux, 1.0), 99.99)
     mag_err = np.minimum(mag_err, 99.99)
-    return t, mag, mag_err, flux, flux_err
+    return (t, mag, mag_err, flux, flux_err), float(np.std(v_true))
 
 
 def format_dat(name: str, t, mag, mag_err, flux, flux_err) -> bytes:

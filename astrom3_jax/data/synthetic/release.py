@@ -47,8 +47,8 @@ CHUNK = 128
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
 # rfr_score logit offset per catalogue class (clean EW/RR/Mira high, ROT/DSCT low).
-_RFR_BASE = {"EW": 2.2, "RRAB": 2.4, "RRC": 1.6, "EA": 1.6, "EB": 0.8, "M": 2.4,
-             "SR": 1.2, "HADS": 1.2, "DSCT": 0.2, "ROT": 0.3}  # fmt: skip
+_RFR_BASE = {"EW": 1.72, "RRAB": 1.84, "RRC": 1.36, "EA": 1.36, "EB": 0.88, "M": 1.84,
+             "SR": 1.12, "HADS": 1.12, "DSCT": 0.52, "ROT": 0.58}  # fmt: skip
 
 
 def _rng(seed: int, *purpose: int) -> np.random.Generator:
@@ -164,10 +164,14 @@ def build_catalogue(
     gz = _rng(seed, 6).random(n) < 0.7
     spec = _spec_names(_rng(seed, 7), pos["ra"], pos["dec"], gz)
     layout = np.where(_rng(seed, 8).random(n) < 0.5, 1, 2)
+    # ASAS-SN blending (16" aperture): probability rises toward the plane.
+    brng = _rng(seed, 11)
+    p_blend = 0.1 + 0.3 * np.exp(-np.abs(pos["b"]) / 10.0)
+    blend = np.where(brng.random(n) < p_blend, brng.lognormal(np.log(0.4), 0.8, n), 0.0)
     return {
         **obj, "phys": phys, "pos": pos, "cat": cat, "rv": rv, "rp": rp,
         "name": names, "id": [f"EDR3 {i}" for i in ids], "spec_filename": spec,
-        "layout": layout,
+        "layout": layout, "blend": blend,
     }  # fmt: skip
 
 
@@ -189,6 +193,7 @@ def _star_dict(cat, i):
     )
     star = {k: float(phys[k][i]) for k in keys}
     star["v_mean"] = float(cat["pos"]["v_mean"][i])
+    star["blend"] = float(cat["blend"][i])
     return star
 
 
@@ -199,9 +204,8 @@ def _chunk_work(args):
     for j, i in enumerate(range(start, stop)):
         rng = _rng(seed, 100, i)
         star = _star_dict(cat, j)
-        t, mag, mag_err, flux, flux_err = lightcurves.simulate(
-            cat["true"][j], star, rng
-        )
+        curve, rms = lightcurves.simulate(cat["true"][j], star, rng)
+        t, mag, mag_err, flux, flux_err = curve
         lc_files.append(
             (
                 cat["name"][j],
@@ -210,6 +214,7 @@ def _chunk_work(args):
         )
         s = lightcurves.summarise(t, mag, flux, cat["period"][j])
         s["snr"] = float(star["amp_v"] / np.median(mag_err[mag < 50]))
+        s["rms"] = rms
         stats.append(s)
     _write_spectra(root, seed, start, cat)
     return lc_files, stats
@@ -263,6 +268,7 @@ def _slice(cat, start, stop):
         "true": cat["true"][sl], "target": cat["target"][sl], "name": cat["name"][sl],
         "period": cat["cat"]["period"][sl], "rv": cat["rv"][sl], "rp": cat["rp"][sl],
         "layout": cat["layout"][sl], "spec_filename": cat["spec_filename"][sl],
+        "blend": cat["blend"][sl],
     }  # fmt: skip
 
 
@@ -303,6 +309,8 @@ def assemble_rows(cat, stats, seed):
     for key in ("mean_vmag", "amplitude", "lksl_statistic"):
         col[key] = np.array([s[key] for s in stats])
     snr = np.array([s["snr"] for s in stats])
+    rms = np.array([s["rms"] for s in stats])
+    col.update(catalogue.gaia_errors(col, rms, _rng(seed, 10)))
     col["rfr_score"] = _rfr(cat["target"], cat["true"], snr, _rng(seed, 9))
     rows = []
     for i in range(n):

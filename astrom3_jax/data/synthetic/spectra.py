@@ -133,14 +133,14 @@ def synthesize(stars: dict, rng: np.random.Generator, wave: np.ndarray = WAVE):
         flux[:, m] *= 1 - depth * rng.uniform(0.5, 1.0, (b, 1))
 
     # Instrument response: two arms, a join step near 5800 A, smooth distortion.
-    blue = _sigmoid((wave - 3900) / 60) * _sigmoid((5900 - wave) / 40)
-    red = _sigmoid((wave - 5700) / 40) * _sigmoid((9000 - wave) / 80)
+    blue = _sigmoid((5800 - wave) / 25)
+    edges = _sigmoid((wave - 3760) / 45) * _sigmoid((9030 - wave) / 40)
     step = rng.normal(1.0, 0.08, (b, 1))
     x = (wave - 6400) / 2700
     poly = (
         1 + rng.normal(0, 0.08, (b, 1)) * x + rng.normal(0, 0.06, (b, 1)) * (x**2 - 0.3)
     )
-    resp = (blue[None, :] * step + red[None, :]) * poly
+    resp = (blue[None, :] * step + (1 - blue[None, :])) * edges[None, :] * poly
     flux = flux * np.clip(resp, 0.02, None)
 
     scale = 10 ** (-0.4 * (stars["v_mean"] - 14)) * 800 * rng.lognormal(0, 0.4, b)
