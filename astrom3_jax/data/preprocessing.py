@@ -39,7 +39,8 @@ _TRANSFORMS = {
 
 
 def transform_catalogue(
-    table: Mapping[str, np.ndarray], metadata_func: Mapping[str, Sequence[str]] = schema.METADATA_FUNC
+    table: Mapping[str, np.ndarray],
+    metadata_func: Mapping[str, Sequence[str]] = schema.METADATA_FUNC,
 ) -> dict[str, np.ndarray]:
     """Applies info.json's `metadata_func` column transforms.
 
@@ -52,12 +53,17 @@ def transform_catalogue(
     parallax = out.get("parallax")
     for kind, cols in metadata_func.items():
         if kind not in _TRANSFORMS:
-            raise ValueError(f"unknown metadata_func transform {kind!r}; known: {sorted(_TRANSFORMS)}")
+            raise ValueError(
+                f"unknown metadata_func transform {kind!r}; "
+                f"known: {sorted(_TRANSFORMS)}"
+            )
         if kind == "abs" and parallax is None:
             raise ValueError("metadata_func 'abs' needs the parallax column")
         for c in cols:
             if c not in out:
-                raise ValueError(f"metadata_func names column {c!r}, which the table lacks")
+                raise ValueError(
+                    f"metadata_func names column {c!r}, which the table lacks"
+                )
             with np.errstate(divide="ignore", invalid="ignore"):
                 out[c] = _TRANSFORMS[kind](out[c], parallax)
     return out
@@ -81,7 +87,9 @@ def normalise_catalogue(table: Mapping[str, np.ndarray], info: Mapping) -> np.nd
     """
     t = transform_catalogue(table, info["metadata_func"])
     mat = np.stack([t[c] for c in info["all_cols"]], axis=-1)
-    return (mat - np.asarray(info["mean"], np.float64)) / np.asarray(info["std"], np.float64)
+    return (mat - np.asarray(info["mean"], np.float64)) / np.asarray(
+        info["std"], np.float64
+    )
 
 
 # ------------------------------------------------------------------ light curve
@@ -90,11 +98,15 @@ def _check_finite(name: str, values: np.ndarray, columns: Sequence[str] = ()):
     if bad.any():
         if columns and values.ndim >= 1:
             which = sorted({columns[j] for j in np.nonzero(bad)[-1]})
-            raise PreprocessingError(f"{name}: non-finite value(s) in {', '.join(which)}")
+            raise PreprocessingError(
+                f"{name}: non-finite value(s) in {', '.join(which)}"
+            )
         raise PreprocessingError(f"{name}: {int(bad.sum())} non-finite value(s)")
 
 
-def preprocess_light_curve(lc: np.ndarray, photo_norm: np.ndarray) -> dict[str, np.ndarray]:
+def preprocess_light_curve(
+    lc: np.ndarray, photo_norm: np.ndarray
+) -> dict[str, np.ndarray]:
     """(N, 3) HJD, flux, flux error -> the stored, uncropped light curve.
 
     Steps: drop exact duplicate rows; sort by time; flux -> (flux - mean)/MAD,
@@ -112,12 +124,16 @@ def preprocess_light_curve(lc: np.ndarray, photo_norm: np.ndarray) -> dict[str, 
     x = np.unique(lc, axis=0)  # drops exact duplicates (and sorts rows)
     x = x[np.argsort(x[:, 0])]
     if len(x) < 2:
-        raise PreprocessingError(f"light curve has {len(x)} distinct point(s); need at least 2")
+        raise PreprocessingError(
+            f"light curve has {len(x)} distinct point(s); need at least 2"
+        )
     t, flux, err = x[:, 0], x[:, 1], x[:, 2]
     mean = flux.mean()
     scale = mad(flux)
     if not scale > 0:
-        raise PreprocessingError("light-curve flux has zero MAD (flat or mostly constant)")
+        raise PreprocessingError(
+            "light-curve flux has zero MAD (flat or mostly constant)"
+        )
     t_min, t_max = t.min(), t.max()
     if not t_max > t_min:
         raise PreprocessingError("light-curve times span zero days")
@@ -164,7 +180,13 @@ def preprocess_spectrum(spec: np.ndarray) -> dict[str, np.ndarray]:
     scale = mad(nonzero)
     if not scale > 0:
         raise PreprocessingError("spectrum flux has zero MAD")
-    out = np.vstack([(flux - mean) / scale, ivar / scale, np.full_like(flux, np.log10(scale))])
+    out = np.vstack(
+        [(flux - mean) / scale, ivar / scale, np.full_like(flux, np.log10(scale))]
+    )
     out = out.astype(np.float32)
     _check_finite("normalised spectrum", out)
-    return {"spectra": out, "raw_spectrum_mean": np.float64(mean), "raw_spectrum_mad": np.float64(scale)}
+    return {
+        "spectra": out,
+        "raw_spectrum_mean": np.float64(mean),
+        "raw_spectrum_mad": np.float64(scale),
+    }

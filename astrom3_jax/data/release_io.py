@@ -21,7 +21,15 @@ import numpy as np
 
 from astrom3_jax.data import schema
 
-INFO_KEYS = ("classes", "meta_cols", "photo_cols", "all_cols", "metadata_func", "mean", "std")
+INFO_KEYS = (
+    "classes",
+    "meta_cols",
+    "photo_cols",
+    "all_cols",
+    "metadata_func",
+    "mean",
+    "std",
+)
 
 
 class ReleaseError(ValueError):
@@ -60,12 +68,16 @@ def parse_dat(data: bytes | str, *, file: str = "", obj: str = "") -> np.ndarray
         try:
             data = data.decode("ascii")
         except UnicodeDecodeError as e:
-            raise ReleaseError(f"not a text light curve ({e})", file=file, obj=obj) from None
+            raise ReleaseError(
+                f"not a text light curve ({e})", file=file, obj=obj
+            ) from None
     lines = [ln for ln in data.splitlines()[2:] if ln.strip()]
     try:
         values = np.array(" ".join(lines).split(), dtype=np.float64)
     except ValueError as e:
-        raise ReleaseError(f"non-numeric value in light curve ({e})", file=file, obj=obj) from None
+        raise ReleaseError(
+            f"non-numeric value in light curve ({e})", file=file, obj=obj
+        ) from None
     if values.size != 5 * len(lines):
         bad = next(i for i, ln in enumerate(lines) if len(ln.split()) != 5)
         raise ReleaseError(
@@ -77,16 +89,22 @@ def parse_dat(data: bytes | str, *, file: str = "", obj: str = "") -> np.ndarray
     return values.reshape(len(lines), 5)[:, [0, 3, 4]]
 
 
-def read_light_curve(archive: zipfile.ZipFile, name: str, *, obj: str = "") -> np.ndarray:
+def read_light_curve(
+    archive: zipfile.ZipFile, name: str, *, obj: str = ""
+) -> np.ndarray:
     """(N, 3) float64 HJD, FLUX, FLUX_ERR of object `name` from photometry.zip."""
     member = dat_member(name)
     where = f"{archive.filename}:{member}"
     try:
         raw = archive.read(member)
     except KeyError:
-        raise ReleaseError("light curve missing from the zip", file=where, obj=obj or name) from None
+        raise ReleaseError(
+            "light curve missing from the zip", file=where, obj=obj or name
+        ) from None
     except (zipfile.BadZipFile, OSError, EOFError) as e:
-        raise ReleaseError(f"corrupt zip member ({e})", file=where, obj=obj or name) from None
+        raise ReleaseError(
+            f"corrupt zip member ({e})", file=where, obj=obj or name
+        ) from None
     return parse_dat(raw, file=where, obj=obj or name)
 
 
@@ -120,21 +138,27 @@ def read_spectrum(path: str | os.PathLike, *, obj: str = "") -> np.ndarray:
                 if image is None or image.ndim != 2 or image.shape[0] < 2:
                     shape = None if image is None else image.shape
                     raise ReleaseError(
-                        f"one-HDU layout needs a 2-D image with >= 2 rows, got shape {shape}",
+                        f"one-HDU layout needs a 2-D image with >= 2 rows, "
+                        f"got shape {shape}",
                         file=path,
                         obj=obj,
                     )
                 for key in ("COEFF0", "COEFF1", "NAXIS1"):
                     if key not in head:
-                        raise ReleaseError(f"header key {key} missing", file=path, obj=obj)
+                        raise ReleaseError(
+                            f"header key {key} missing", file=path, obj=obj
+                        )
                 pixels = np.arange(int(head["NAXIS1"]), dtype=np.float64)
-                wave = np.power(10.0, float(head["COEFF0"]) + pixels * float(head["COEFF1"]))
+                wave = np.power(
+                    10.0, float(head["COEFF0"]) + pixels * float(head["COEFF1"])
+                )
                 flux, ivar = image[0], image[1]
             elif n == 2:
                 table = hdus[1].data
                 if table is None or len(table) == 0 or len(table.columns) < 3:
                     raise ReleaseError(
-                        "two-HDU layout needs a binary table with flux, ivar, wavelength",
+                        "two-HDU layout needs a binary table with flux, ivar, "
+                        "wavelength",
                         file=path,
                         obj=obj,
                     )
@@ -142,13 +166,19 @@ def read_spectrum(path: str | os.PathLike, *, obj: str = "") -> np.ndarray:
                 flux, ivar, wave = row[0], row[1], row[2]
             else:
                 raise ReleaseError(f"{n} HDUs; expected 1 or 2", file=path, obj=obj)
-            out = np.stack([np.asarray(a, dtype=np.float64).ravel() for a in (wave, flux, ivar)])
+            out = np.stack(
+                [np.asarray(a, dtype=np.float64).ravel() for a in (wave, flux, ivar)]
+            )
     except ReleaseError:
         raise
     except Exception as e:  # astropy raises many types for truncated/corrupt files
-        raise ReleaseError(f"unreadable FITS ({type(e).__name__}: {e})", file=path, obj=obj) from None
+        raise ReleaseError(
+            f"unreadable FITS ({type(e).__name__}: {e})", file=path, obj=obj
+        ) from None
     if not out.shape[1] == len(out[1]) == len(out[2]):
-        raise ReleaseError("wavelength, flux and ivar differ in length", file=path, obj=obj)
+        raise ReleaseError(
+            "wavelength, flux and ivar differ in length", file=path, obj=obj
+        )
     return out.T
 
 
@@ -183,7 +213,9 @@ def read_split_csv(
                     row[c] = float(row[c])
                 except (TypeError, ValueError):
                     raise ReleaseError(
-                        f"column {c} is not a number: {row[c]!r} (CSV line {line})", file=path, obj=obj
+                        f"column {c} is not a number: {row[c]!r} (CSV line {line})",
+                        file=path,
+                        obj=obj,
                     ) from None
             rows.append(row)
     return rows
@@ -205,10 +237,18 @@ def read_info(path: str | os.PathLike) -> dict:
     if len(info["mean"]) != n or len(info["std"]) != n:
         raise ReleaseError("mean/std length differs from all_cols", file=path)
     if list(info["all_cols"]) != list(info["photo_cols"]) + list(info["meta_cols"]):
-        raise ReleaseError("all_cols is not photo_cols followed by meta_cols", file=path)
+        raise ReleaseError(
+            "all_cols is not photo_cols followed by meta_cols", file=path
+        )
     std = np.asarray(info["std"], float)
-    if not np.all(np.isfinite(std) & (std > 0)) or not np.all(np.isfinite(info["mean"])):
-        bad = [c for c, s in zip(info["all_cols"], std) if not (np.isfinite(s) and s > 0)]
+    if not np.all(np.isfinite(std) & (std > 0)) or not np.all(
+        np.isfinite(info["mean"])
+    ):
+        bad = [
+            c
+            for c, s in zip(info["all_cols"], std, strict=True)
+            if not (np.isfinite(s) and s > 0)
+        ]
         raise ReleaseError(f"non-finite mean or non-positive std for {bad}", file=path)
     return info
 
