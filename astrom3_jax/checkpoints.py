@@ -212,7 +212,7 @@ def restore_model(
         if resolved is None:
             raise FileNotFoundError(f"no checkpoint in {manager.directory}")
         got = restore(
-            manager, resolved, abstract_params=_abstract(params.to_pure_dict())
+            manager, resolved, abstract_params=_abstract(nnx.to_pure_dict(params))
         )
     nnx.replace_by_pure_dict(params, got["params"])
     nnx.update(model, params)
@@ -229,7 +229,7 @@ def save_model_only(
     fine-tuning from this workdir pick it up.
     """
     save_or_check_config(workdir, config)
-    params = nnx.state(model, nnx.Param).to_pure_dict()
+    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
     with make_manager(workdir) as manager:
         save(
             manager,

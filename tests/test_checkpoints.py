@@ -52,8 +52,8 @@ def test_save_model_only_then_restore(tmp_path):
     checkpoints.save_model_only(wd, model, cfg)
     restored, cfg2 = checkpoints.restore_model(wd, build_fn=tiny_build)
     assert cfg2 == cfg
-    want = nnx.state(model, nnx.Param).to_pure_dict()
-    got = nnx.state(restored, nnx.Param).to_pure_dict()
+    want = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    got = nnx.to_pure_dict(nnx.state(restored, nnx.Param))
     jax.tree.map(np.testing.assert_array_equal, got, want)
     np.testing.assert_array_equal(restored.table[...], np.arange(3.0))
 
@@ -63,7 +63,7 @@ def test_keeps_latest_and_best(tmp_path):
     cfg = _config()
     checkpoints.save_or_check_config(wd, cfg)
     model = tiny_build(cfg.model, nnx.Rngs(0))
-    params = nnx.state(model, nnx.Param).to_pure_dict()
+    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
     accs = [0.1, 0.5, 0.3, 0.2, 0.25]
     with checkpoints.make_manager(wd) as mgr:
         for step, acc in enumerate(accs, start=1):

@@ -1,0 +1,31 @@
+r"""AstroM3 CLIP pre-training from the command line.
+
+  python -m astrom3_jax.train --config configs/pretrain.py:cpu \
+      --workdir runs/clip_cpu [--config.batch_size=64]
+
+Running the same command again resumes the run in --workdir exactly where
+it stopped (even after SIGKILL). See configs/pretrain.py for the variants.
+"""
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from astrom3_jax import train_lib
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file(
+    "config", None, "Config file, e.g. configs/pretrain.py:cpu", lock_config=True
+)
+flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    logging.set_verbosity(logging.INFO)
+    train_lib.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+
+
+if __name__ == "__main__":
+    app.run(main)

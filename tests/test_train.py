@@ -1,0 +1,298 @@
+"""The trainer: a step on 8 devices equals one device, a run, exact resume.
+
+Until the real models land these tests can run against `StandIn`, a tiny
+model with the AstroM3 surface (embeddings + per-pair temperatures).
+"""
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+from jax.sharding import PartitionSpec as P
+
+from astrom3_jax import checkpoints, sharding, train_lib
+from astrom3_jax import metrics_writer as metrics_lib
+from configs import pretrain
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class StandIn(nnx.Module):
+    """Pools each modality, one dropout + linear layer, L2-normalised."""
+
+    def __init__(self, cfg, rngs):
+        d = cfg.embed_dim
+        self.modality_names = tuple(cfg.modalities)
+        self.pairs = list(itertools.combinations(self.modality_names, 2))
+        widths = {"photometry": 9, "spectra": 3 * 25, "metadata": 34}
+        self.proj = nnx.Dict(
+            {m: nnx.Linear(widths[m], d, rngs=rngs) for m in self.modality_names}
+        )
+        self.drop = nnx.Dropout(0.3)
+        self.scales = nnx.Param(jnp.full((len(self.pairs),), jnp.log(100.0)))
+
+    def _features(self, m, batch):
+        x = batch[m]
+        if m == "photometry":
+            w = batch["photometry_mask"][..., None]
+            return (x * w).sum(1) / jnp.maximum(w.sum(1), 1.0)
+        if m == "spectra":
+            return x[:, :, :2575:103].reshape(len(x), -1)
+        return x
+
+    def __call__(self, batch, *, rngs=None):
+        out = {}
+        for m in self.modality_names:
+            h = self.drop(self._features(m, batch), rngs=rngs)
+            h = self.proj[m](h)
+            out[m] = h / jnp.linalg.norm(h, axis=-1, keepdims=True)
+        return out
+
+    def logit_scale(self, a, b):
+        i = self.pairs.index((a, b) if (a, b) in self.pairs else (b, a))
+        return jnp.clip(jnp.exp(self.scales[i]), 1.0, 100.0)
+
+
+def standin_build(model_cfg, rngs):
+    return StandIn(model_cfg, rngs)
+
+
+def fake_examples(n, seed):
+    """Random examples in the stored TFDS layout (correlated modalities)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        z = rng.normal(size=3).astype(np.float32)
+        t = int(rng.integers(20, 260))
+        phot = np.stack(
+            [np.sort(rng.uniform(size=t)), z[0] + rng.normal(size=t), np.ones(t)], 1
+        )
+        out.append(
+            {
+                "photometry": phot.astype(np.float32),
+                "photometry_aux": np.r_[z, z].astype(np.float32),
+                "spectra": (z[1] + rng.normal(size=(3, 2575))).astype(np.float32),
+                "metadata": np.r_[np.tile(z, 11), z[:1]].astype(np.float32),
+                "label": np.int64(i % 10),
+            }
+        )
+    return out
+
+
+def fake_sources(n_train=64, n_val=21):
+    return {"train": fake_examples(n_train, 0), "validation": fake_examples(n_val, 1)}
+
+
+def tiny_config(**kw):
+    c = pretrain.get_config("smoke")
+    c.model.embed_dim = 8
+    c.batch_size = 16
+    c.eval_batch_size = 16
+    c.num_epochs = 3
+    c.max_steps_per_epoch = 0
+    c.update(kw)
+    return c
+
+
+def test_configs_build():
+    for v in ("paper", "cpu", "smoke"):
+        c = pretrain.get_config(v)
+        assert isinstance(c, ml_collections.ConfigDict)
+    paper = pretrain.get_config("paper")
+    assert (paper.batch_size, paper.learning_rate, paper.grad_clip) == (
+        512,
+        0.00392,
+        45.0,
+    )
+    assert paper.model.photometry.dropout == 0.245
+
+
+def test_optimizer_is_adam_with_coupled_l2():
+    c = pretrain.get_config("paper")
+    tx = train_lib.make_optimizer(c)
+    p = {"w": jnp.array([1.0, -2.0])}
+    g = {"w": jnp.array([0.5, 0.25])}
+    up, _ = tx.update(g, tx.init(p), p)
+    # First Adam step: m/(sqrt(v)+eps) with bias correction = sign(g + wd*p).
+    gd = g["w"] + c.weight_decay * p["w"]
+    np.testing.assert_allclose(up["w"], gd / (jnp.abs(gd) + c.eps), rtol=1e-5)
+
+
+def test_warmup_and_plateau():
+    c = pretrain.get_config("paper")
+    assert train_lib.warmup_factor(c, 0, 10) == pytest.approx(1e-5)
+    assert train_lib.warmup_factor(c, 55, 10) == pytest.approx(1e-5 + (1 - 1e-5) / 2)
+    assert train_lib.warmup_factor(c, 100, 10) == 1.0
+    s = train_lib.Schedule()
+    stops = [s.end_of_epoch(c, e, 1.0) for e in range(10, 17)]
+    # Best at epoch 10, then 4 bad epochs > patience 3: one reduction.
+    assert s.lr_scale == pytest.approx(c.plateau_factor)
+    assert stops == [False] * 6 + [True]  # patience 6 on validation loss
+
+
+def _reference_step(model, batch, lr, tx, opt_state):
+    """Whole batch on one device, loss written out independently."""
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+    def loss_fn(params):
+        m = nnx.merge(graphdef, params, rest)
+        emb = m(batch)  # eval mode: no dropout
+        total = 0.0
+        for a, b in m.pairs:
+            logits = m.logit_scale(a, b) * emb[a] @ emb[b].T
+            total += -jnp.mean(jnp.diag(jax.nn.log_softmax(logits, axis=1)))
+            total += -jnp.mean(jnp.diag(jax.nn.log_softmax(logits, axis=0)))
+        return total
+
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    up, _ = tx.update(grads, opt_state, params)
+    return loss, optax.apply_updates(params, jax.tree.map(lambda u: -lr * u, up))
+
+
+def test_train_step_on_8_devices_matches_one_device():
+    c = tiny_config()
+    mesh = sharding.make_mesh(8)
+    from astrom3_jax.data import pipeline
+
+    loader = pipeline.make_train_loader(
+        fake_examples(32, 3), batch_size=32, seed=0, modalities=c.model.modalities
+    )
+    batch = next(loader)
+    model = standin_build(c.model, nnx.Rngs(0))
+    model.eval()  # dropout off: the two computations must agree exactly
+    tx = train_lib.make_optimizer(c)
+    graphdef, state, rest = train_lib.init_state(model, tx)
+    want_loss, want_params = _reference_step(
+        model, {k: jnp.asarray(v) for k, v in batch.items()}, 0.01, tx,
+        state["opt_state"],
+    )  # fmt: skip
+    step = train_lib.make_train_step(graphdef, tx, mesh)
+    with jax.set_mesh(mesh):
+        state, rest = sharding.replicate((state, rest), mesh)
+        new, metrics = step(
+            state, rest, sharding.shard_batch(batch, mesh), jnp.float32(0.01),
+            sharding.replicate(jax.random.key(0), mesh),
+        )  # fmt: skip
+    np.testing.assert_allclose(metrics["loss"], want_loss, rtol=1e-6)
+    got = jax.device_get(nnx.to_pure_dict(new["params"]))
+    jax.tree.map(
+        lambda g, w: np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6),
+        got,
+        nnx.to_pure_dict(want_params),
+    )
+
+
+def test_step_rngs_differ_per_device_but_share_sample_key():
+    mesh = sharding.make_mesh(8)
+
+    def per_device(key):
+        r = train_lib.step_rngs(key, 3)
+        d = jax.random.key_data(r.dropout())[None]
+        s = jax.random.key_data(r.sample())[None]
+        return d, s
+
+    f = sharding.data_parallel(
+        per_device, mesh, in_specs=P(), out_specs=(P("data"), P("data"))
+    )
+    d, s = jax.jit(f)(jax.random.key(0))
+    assert len({tuple(np.asarray(x).ravel()) for x in d}) == 8
+    assert len({tuple(np.asarray(x).ravel()) for x in s}) == 1
+
+
+def test_train_and_evaluate_runs_and_writes(tmp_path):
+    wd = str(tmp_path / "run")
+    c = tiny_config()
+    out = train_lib.train_and_evaluate(
+        c, wd, sources=fake_sources(), build_fn=standin_build
+    )
+    assert out["epoch"] == 2 and np.isfinite(out["val_loss"])
+    rows = metrics_lib.read_metrics(wd)
+    assert [r["epoch"] for r in rows] == [0, 1, 2]
+    assert "val_full_recall@1/photometry->spectra" in rows[-1]
+    assert os.listdir(os.path.join(wd, "tensorboard"))
+    model, cfg = checkpoints.restore_model(wd, "latest", build_fn=standin_build)
+    assert cfg == c
+    with pytest.raises(ValueError, match="different config"):
+        train_lib.train_and_evaluate(
+            tiny_config(seed=1), wd, sources=fake_sources(), build_fn=standin_build
+        )
+    with pytest.raises(ValueError, match="does not divide"):
+        train_lib.train_and_evaluate(
+            tiny_config(batch_size=12), str(tmp_path / "b"), sources=fake_sources()
+        )
+
+
+RUNNER = textwrap.dedent(
+    """
+    import os, sys
+    os.environ["JAX_PLATFORMS"] = "cpu"
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    sys.path.insert(0, sys.argv[2])
+    from absl import flags
+    flags.FLAGS.mark_as_parsed()
+    from tests import test_train as t
+    from astrom3_jax import train_lib
+    c = t.tiny_config(num_epochs=4, checkpoint_every_steps=1)
+    train_lib.train_and_evaluate(
+        c, sys.argv[1], sources=t.fake_sources(80, 16), build_fn=t.standin_build
+    )
+    """
+)
+
+
+def _launch(wd):
+    return subprocess.Popen(
+        [sys.executable, "-c", RUNNER, wd, ROOT],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def _latest_step(wd):
+    d = os.path.join(wd, "checkpoints")
+    steps = [int(x) for x in os.listdir(d) if x.isdigit()] if os.path.isdir(d) else []
+    return max(steps, default=-1)
+
+
+def _params(wd):
+    model, _ = checkpoints.restore_model(wd, "latest", build_fn=standin_build)
+    return jax.device_get(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+
+
+@pytest.mark.slow
+def test_sigkill_and_resume_reaches_the_same_parameters(tmp_path):
+    ref, killed = str(tmp_path / "ref"), str(tmp_path / "killed")
+    p = _launch(ref)
+    assert p.wait(timeout=300) == 0, p.stdout.read().decode()[-3000:]
+    n_kills = 0
+    # Kill once the run has saved step k, after a short random delay so the
+    # kill lands anywhere: mid-step, mid-save, mid-evaluation.
+    rng = np.random.default_rng(0)
+    for k in (3, 9, 14):
+        p = _launch(killed)
+        while p.poll() is None and _latest_step(killed) < k:
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0, 0.5))
+        if p.poll() is None:
+            os.kill(p.pid, signal.SIGKILL)
+            n_kills += 1
+        p.wait()
+    p = _launch(killed)
+    assert p.wait(timeout=300) == 0, p.stdout.read().decode()[-3000:]
+    assert n_kills >= 1
+    jax.tree.map(np.testing.assert_array_equal, _params(killed), _params(ref))
+    rows = metrics_lib.read_metrics(killed)
+    assert [r["epoch"] for r in rows] == [0, 1, 2, 3]
+    want = [r["val_loss"] for r in metrics_lib.read_metrics(ref)]
+    assert [r["val_loss"] for r in rows] == want
