@@ -56,6 +56,12 @@ def _galactic_l(rng, n):
     return np.where(mix, rng.normal(165, 50, n), rng.uniform(0, 360, n)) % 360
 
 
+def _disc_sin_b(u, sign, hz, d):
+    """sin b of a disc star at distance d (density ~ exp(-d |sin b| / hz))."""
+    lam = np.maximum(d, 1e-3) / np.maximum(hz, 1e-3)
+    return sign * -np.log1p(-u * -np.expm1(-lam)) / lam
+
+
 def place_stars(true_class, phys, rng):
     """Apparent V, distance, (l, b), A_V, ra/dec for every star."""
     n = len(true_class)
@@ -72,14 +78,15 @@ def place_stars(true_class, phys, rng):
         v = np.clip(rng.normal(mu_v, sd_v), 9.5, 16.9)
         dust_scale = rng.lognormal(0, 0.35, k)
         hz = np.array([POPULATIONS[p][0] or 0.0 for p in pop])
-        z = rng.laplace(0, 1, k) * hz
+        u_b = rng.uniform(0, 1, k)
+        sign = np.where(rng.random(k) < 0.5, -1.0, 1.0)
         halo_sinb = rng.uniform(-1, 1, k)
         d = 10 ** ((v - phys["m_v"][todo] + 5) / 5) / 1000
         for _it in range(6):
-            sin_b = np.where(pop == "halo", halo_sinb, np.clip(z / d, -1, 1))
+            sin_b = np.where(pop == "halo", halo_sinb, _disc_sin_b(u_b, sign, hz, d))
             a_v = _extinction(d, sin_b, dust_scale)
             d = 10 ** ((v - phys["m_v"][todo] - a_v + 5) / 5) / 1000
-        sin_b = np.where(pop == "halo", halo_sinb, np.clip(z / d, -1, 1))
+        sin_b = np.where(pop == "halo", halo_sinb, _disc_sin_b(u_b, sign, hz, d))
         a_v = _extinction(d, sin_b, dust_scale)
         b = np.degrees(np.arcsin(sin_b))
         lon = _galactic_l(rng, k)
@@ -137,7 +144,9 @@ def photometry_columns(true_class, phys, pos, rng):
     j = k + jk
     h = k + 0.3 * jk + 0.05 * dust
     kw1 = 0.04 + 0.12 * np.clip((4000 - teff) / 1000, 0, 1) + 0.8 * dust
-    w1 = k - kw1 + phase_term * 0.3
+    # AllWISE is another epoch (an independent phase): K - W1 carries amplitude.
+    wise_term = 0.5 * amp_ir * np.sin(rng.uniform(0, 2 * np.pi, n))
+    w1 = k0 - kw1 + wise_term
     w2 = w1 - (
         0.02 * rng.normal(0, 1, n)
         - 0.04 * np.clip((4200 - teff) / 800, 0, 1)
@@ -252,9 +261,12 @@ def catalogue_period(true_class, phys, rng):
     )
     u = rng.random(n)
     short = p < 0.3
-    one_day = 1 / np.abs(1 / p - np.where(rng.random(n) < 0.5, 1.0, -1.0))
+    shift = np.where(rng.random(n) < 0.5, 1.0, -1.0)
+    one_day = np.where(short, 1 / np.abs(1 / np.where(short, p, 0.1) - shift), p)
     alias = np.where(short & (u < 0.05), one_day, p)
     alias = np.where(~short & (u < 0.02), p / 2, alias)
     alias = np.where(~short & (u > 0.98), p * 2, alias)
+    # Equal minima make half the orbital period look right (EA, and some EW).
     ea_half = (true_class == "EA") & (phys["shape_a"] > 0.85) & (rng.random(n) < 0.5)
-    return np.where(ea_half, p / 2, alias)
+    ew_half = (true_class == "EW") & (rng.random(n) < 0.03)
+    return np.where(ea_half | ew_half, p / 2, alias)

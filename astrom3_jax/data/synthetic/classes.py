@@ -147,9 +147,9 @@ def _eb(rng, n, out, idx):
          m_v=mv_main_sequence(teff) - 0.75 + rng.normal(0, 0.45, n),
          amp_v=np.clip(rng.lognormal(np.log(0.45), 0.45, n), 0.1, 1.8),
          vsini=rng.uniform(40, 150, n), population="young",  # A-F: young disc
-         shape_a=rng.uniform(0.25, 0.85, n),  # secondary / primary depth
+         shape_a=rng.uniform(0.3, 0.9, n),  # secondary / primary depth
          shape_b=rng.uniform(0.07, 0.16, n),  # eclipse half-width (phase)
-         shape_c=rng.uniform(0.35, 0.75, n))  # ellipsoidal fraction  # fmt: skip
+         shape_c=rng.uniform(0.4, 0.8, n))  # ellipsoidal fraction  # fmt: skip
 
 
 def _ea(rng, n, out, idx):

@@ -339,7 +339,7 @@ def split_counts(n_per_class: dict[str, int]) -> dict[str, tuple[int, int, int]]
 def subset_cap(sizes: list[int], fraction: float) -> int:
     """Largest per-class cap T with sum(min(n_c, T)) <= fraction * sum(n_c)."""
     budget = fraction * sum(sizes)
-    lo, hi = 0, max(sizes)
+    lo, hi = 1, max(sizes)  # at least one object per class (tiny test releases)
     while lo < hi:
         mid = (lo + hi + 1) // 2
         if sum(min(s, mid) for s in sizes) <= budget:

@@ -1,0 +1,271 @@
+"""Synthetic survey: determinism, Hub release format, ground truth, split logic."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import re
+import zipfile
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from astrom3_jax.data.synthetic import classes, release
+
+N_OBJ = 150
+
+
+@pytest.fixture(scope="module")
+def releases(tmp_path_factory):
+    base = tmp_path_factory.mktemp("synthetic")
+    kw = dict(preset="small", n_objects=N_OBJ, n_unseen=9, workers=1)
+    a = release.generate_release(base / "a", seed=3, **kw)
+    b = release.generate_release(base / "b", seed=3, **kw)
+    c = release.generate_release(base / "c", seed=4, **kw)
+    return a, b, c
+
+
+def _files(root):
+    return {p.relative_to(root): p for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _rows(root, sub="full", seed=42, split="train"):
+    with open(root / "splits" / sub / str(seed) / f"{split}.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_same_seed_gives_byte_identical_release(releases):
+    a, b, _ = releases
+    fa, fb = _files(a), _files(b)
+    assert fa.keys() == fb.keys()
+    for rel in fa:
+        assert fa[rel].read_bytes() == fb[rel].read_bytes(), rel
+
+
+def test_other_seed_gives_other_stars(releases):
+    a, _, c = releases
+    assert (a / "photometry.zip").read_bytes() != (c / "photometry.zip").read_bytes()
+    names_a = {r["name"] for r in _rows(a)}
+    names_c = {r["name"] for r in _rows(c)}
+    assert len(names_a & names_c) < 3
+
+
+def test_layout_and_csv_columns(releases):
+    root = releases[0]
+    for sub in release.SUBSETS:
+        for seed in release.SPLIT_SEEDS:
+            folder = root / "splits" / sub / str(seed)
+            names = {p.name for p in folder.iterdir()}
+            assert names == {
+                "train.csv",
+                "val.csv",
+                "test.csv",
+                "unseen.csv",
+                "info.json",
+            }
+            with open(folder / "train.csv") as f:
+                header = next(csv.reader(f))
+            assert header == release.CSV_COLS
+    expected_38 = set(release.PHOTO_COLS) | set(release.META_COLS)
+    assert len(expected_38) == 38 and {"l", "b"} <= set(release.META_COLS)
+    for r in _rows(root):
+        assert re.fullmatch(r"EDR3 \d{17,19}", r["id"])
+        assert " " not in r["name"] and r["name"].startswith("ASASSN-V")
+        assert r["target"] in classes.CLASSES
+        assert re.fullmatch(
+            r"spec-\d{5}-\w+_sp\d\d-\d{3}\.fits(\.gz)?", r["spec_filename"]
+        )
+        assert all(np.isfinite(float(r[c])) for c in release.ALL_COLS)
+        assert float(r["period"]) > 0 and 0 <= float(r["rfr_score"]) <= 1
+
+
+def test_info_json(releases):
+    root = releases[0]
+    info = json.loads((root / "splits" / "full" / "42" / "info.json").read_text())
+    assert info["classes"] == list(classes.CLASSES)
+    assert info["all_cols"] == info["photo_cols"] + info["meta_cols"]
+    assert len(info["meta_cols"]) == 34 and len(info["photo_cols"]) == 4
+    assert set(info["metadata_func"]) == {"abs", "cos", "sin", "log"}
+    assert len(info["mean"]) == len(info["std"]) == 38
+    preprocessing = pytest.importorskip("astrom3_jax.data.preprocessing")
+    rows = _rows(root)
+    table = {c: np.array([float(r[c]) for r in rows]) for c in release.ALL_COLS}
+    tr = preprocessing.transform_catalogue(table, release.METADATA_FUNC)
+    mat = np.stack([tr[c] for c in release.ALL_COLS], axis=1)
+    np.testing.assert_allclose(info["mean"], mat.mean(0), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(info["std"], mat.std(0), rtol=1e-6, atol=1e-9)
+
+
+def test_light_curve_files(releases):
+    root = releases[0]
+    rows = _rows(root) + _rows(root, split="unseen")
+    with zipfile.ZipFile(root / "photometry.zip") as zf:
+        members = set(zf.namelist())
+        assert {f"vardb_files/{r['name']}.dat" for r in rows} <= members
+        for info in zf.infolist():
+            assert info.date_time == (1980, 1, 1, 0, 0, 0)
+        for r in rows[:20]:
+            lines = zf.read(f"vardb_files/{r['name']}.dat").decode().splitlines()
+            data = np.loadtxt(io.StringIO("\n".join(lines[2:])))
+            assert data.ndim == 2 and data.shape[1] == 5 and len(data) >= 50
+            assert np.all(np.diff(data[:, 0]) > 0) and np.all(data[:, 4] > 0)
+
+
+def _read_lamost(path):
+    """Mirror of the published reader (returns wavelength, flux, ivar)."""
+    raw = path.read_bytes()
+    raw = gzip.decompress(raw) if path.name.endswith(".gz") else raw
+    with fits.open(io.BytesIO(raw)) as hdul:
+        if len(hdul) == 1:
+            h = hdul[0].header
+            wave = 10 ** (h["COEFF0"] + np.arange(h["NAXIS1"]) * h["COEFF1"])
+            return wave, hdul[0].data[0].copy(), hdul[0].data[1].copy(), 1
+        assert len(hdul) == 2
+        row = hdul[1].data[0]
+        return np.array(row[2]), np.array(row[0]), np.array(row[1]), 2
+
+
+def test_spectra_both_layouts_readable(releases):
+    root = releases[0]
+    rows = _rows(root) + _rows(root, split="val") + _rows(root, split="test")
+    layouts, gz = set(), set()
+    for r in rows:
+        path = root / "spectra" / r["target"] / r["spec_filename"]
+        wave, flux, ivar, layout = _read_lamost(path)
+        layouts.add(layout)
+        gz.add(path.name.endswith(".gz"))
+        assert wave[0] < 3850 and wave[-1] > 9000 and np.all(np.diff(wave) > 0)
+        assert flux.shape == ivar.shape == wave.shape
+        assert np.all(ivar >= 0) and np.mean(ivar > 0) > 0.95
+    assert layouts == {1, 2} and gz == {True, False}
+
+
+def test_spectra_read_by_release_io(releases):
+    release_io = pytest.importorskip("astrom3_jax.data.release_io")
+    reader = getattr(release_io, "read_lamost_fits", None)
+    if reader is None:
+        pytest.skip("release_io has no read_lamost_fits")
+    root = releases[0]
+    for r in _rows(root)[:30]:
+        path = root / "spectra" / r["target"] / r["spec_filename"]
+        ref = _read_lamost(path)
+        got = np.asarray(reader(path))
+        np.testing.assert_allclose(
+            got[:, 0] if got.shape[-1] == 3 else got[0], ref[0], rtol=1e-6
+        )
+
+
+def test_ground_truth_and_unseen(releases):
+    root = releases[0]
+    rows = _rows(root) + _rows(root, split="val") + _rows(root, split="test")
+    for r in rows:
+        assert r["true_target"] in classes.CLASSES
+        if r["true_target"] == "M":
+            assert r["subtype"] in ("carbon", "oxygen")
+        elif r["true_target"] == "ROT":
+            assert r["subtype"] in ("dwarf", "giant")
+    unseen = _rows(root, split="unseen")
+    assert len(unseen) == 9
+    for r in unseen:
+        assert r["true_target"] in classes.UNSEEN_CLASSES
+        assert r["target"] == classes.UNSEEN_LABEL[r["true_target"]]
+    assert not {r["name"] for r in unseen} & {r["name"] for r in rows}
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.02, 0.1])
+def test_planted_mislabel_fraction(fraction):
+    obj = release.draw_objects("full", seed=1, mislabel_fraction=fraction)
+    known = ~obj["unseen"]
+    wrong = np.mean(obj["target"][known] != obj["true"][known])
+    assert abs(wrong - fraction) < 0.002
+    for t, y in zip(obj["target"][known], obj["true"][known], strict=True):
+        assert t == y or t in classes.CONFUSIONS[y]
+
+
+def test_full_size_class_proportions_and_split_sizes():
+    obj = release.draw_objects("full", seed=0)
+    targets = obj["target"][~obj["unseen"]]
+    counts = {c: int(np.sum(targets == c)) for c in classes.CLASSES}
+    assert counts == classes.FULL_COUNTS and sum(counts.values()) == 21440
+    splits = release.make_splits(targets, release_seed=0)
+    full = splits[("full", 42)]
+    for c, sizes in classes.SPLIT_COUNTS_42.items():
+        got = tuple(
+            int(np.sum(targets[full[s]] == c)) for s in ("train", "val", "test")
+        )
+        assert got == sizes
+    assert [len(full[s]) for s in ("train", "val", "test")] == [17063, 2152, 2225]
+    assert [len(splits[("sub25", 42)][s]) for s in ("train", "val", "test")] == [
+        4260,
+        532,
+        555,
+    ]
+    assert len(splits[("sub50", 42)]["train"]) == 8526
+    assert [len(splits[("sub10", 42)][s]) for s in ("val", "test")] == [210, 220]
+
+
+def test_split_logic_disjoint_nested_balanced():
+    obj = release.draw_objects("small", seed=2)
+    targets = obj["target"][~obj["unseen"]]
+    splits = release.make_splits(targets, release_seed=2)
+    assert (
+        splits[("full", 42)]["train"].tolist() != splits[("full", 0)]["train"].tolist()
+    )
+    for (sub, seed), parts in splits.items():
+        full = splits[("full", seed)]
+        sets = [set(parts[s].tolist()) for s in ("train", "val", "test")]
+        assert not (sets[0] & sets[1] or sets[0] & sets[2] or sets[1] & sets[2])
+        for s in ("train", "val", "test"):
+            assert set(parts[s].tolist()) <= set(full[s].tolist())
+            n_c = [int(np.sum(targets[parts[s]] == c)) for c in classes.CLASSES]
+            full_c = [int(np.sum(targets[full[s]] == c)) for c in classes.CLASSES]
+            cap = max(n_c)
+            assert all(n == min(f, cap) for n, f in zip(n_c, full_c, strict=True)), sub
+
+
+def test_cli_small(tmp_path):
+    from astrom3_jax.data.synthetic.__main__ import main
+
+    main(
+        [
+            "--output",
+            str(tmp_path / "r"),
+            "--n-objects",
+            "60",
+            "--seed",
+            "5",
+            "--workers",
+            "1",
+        ]
+    )
+    assert (tmp_path / "r" / "photometry.zip").exists()
+    assert (tmp_path / "r" / "splits" / "sub10" / "123" / "info.json").exists()
+
+
+def test_physics_sanity(releases):
+    """Catalogue values follow the class physics (periods, Bailey, colours)."""
+    rows = _rows(releases[0]) + _rows(releases[0], split="val")
+    by = {}
+    for r in rows:
+        if r["target"] == r["true_target"]:
+            by.setdefault(r["target"], []).append(r)
+
+    def med(c, col):
+        return float(np.median([float(r[col]) for r in by[c]]))
+
+    assert med("DSCT", "period") < med("RRC", "period") < med("RRAB", "period") < 1
+    assert med("M", "period") > med("SR", "period") > 10
+    assert (
+        med("M", "amplitude") > 2 > med("RRAB", "amplitude") > med("DSCT", "amplitude")
+    )
+    assert (
+        med("M", "bp_rp")
+        > med("SR", "bp_rp")
+        > med("EW", "bp_rp")
+        > med("RRC", "bp_rp")
+    )
+    assert med("M", "w1_w2") > med("EW", "w1_w2")
+    assert med("EW", "lksl_statistic") < med("DSCT", "lksl_statistic")
