@@ -58,8 +58,9 @@ def spectra_plot(root, rows, out, per_class=2):
     fig, axes = plt.subplots(len(CLASSES), 1, figsize=(10, 17), sharex=True)
     for i, c in enumerate(CLASSES):
         members = [r for r in rows if r["target"] == c and r["true_target"] == c]
-        if c == "M":
-            members = sorted(members, key=lambda r: r["subtype"])[:1] + members[-1:]
+        if c in ("M", "ROT"):  # one of each subtype
+            subtypes = sorted({r["subtype"] for r in members})
+            members = [next(r for r in members if r["subtype"] == s) for s in subtypes]
         for k, r in enumerate(members[:per_class]):
             path = root / "spectra" / r["target"] / r["spec_filename"]
             wave, flux = read_spectrum(path)
