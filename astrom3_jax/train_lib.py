@@ -80,7 +80,7 @@ class Schedule:
 
     def end_of_epoch(self, config, epoch: int, val_loss: float) -> bool:
         """Steps reduce-on-plateau (after warm-up); True when to stop early."""
-        if epoch + 1 >= config.warmup_epochs:
+        if epoch >= config.warmup_epochs:  # torch: warm-up steps, then plateau
             if val_loss < self.plateau_best * (1.0 - config.plateau_threshold):
                 self.plateau_best, self.plateau_bad = val_loss, 0
             else:
@@ -199,6 +199,7 @@ def _tfds_sources(config) -> dict:
             ) from e
     logging.info("Preparing astrom3/%s (synthetic, no network).", config.dataset)
     import tensorflow_datasets as tfds
+
     import tfds_builders.astrom3.astrom3_dataset_builder  # noqa: F401
 
     tfds.builder(f"astrom3/{config.dataset}", data_dir=data_dir).download_and_prepare()

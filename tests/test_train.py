@@ -296,3 +296,14 @@ def test_sigkill_and_resume_reaches_the_same_parameters(tmp_path):
     assert [r["epoch"] for r in rows] == [0, 1, 2, 3]
     want = [r["val_loss"] for r in metrics_lib.read_metrics(ref)]
     assert [r["val_loss"] for r in rows] == want
+
+
+def test_missing_real_dataset_says_how_to_build(tmp_path):
+    c = tiny_config(dataset="full_42", data_dir=str(tmp_path / "tfds"))
+    with pytest.raises(FileNotFoundError, match="download_and_prepare"):
+        train_lib.train_and_evaluate(c, str(tmp_path / "wd"), build_fn=standin_build)
+
+
+def test_config_docstring_has_the_commands():
+    for v in ("paper", "cpu", "smoke"):
+        assert f"configs/pretrain.py:{v}" in pretrain.__doc__

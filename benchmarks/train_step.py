@@ -1,0 +1,131 @@
+r"""Train-step throughput and FLOPs of the AstroM3 CLIP model.
+
+Times the full data-parallel train step (forward, global-batch loss,
+backward, Adam update) on random inputs of the real shapes, on every device
+there is, and prints samples/s and the model FLOPs per sample from XLA's
+cost analysis of the compiled step.
+
+  python benchmarks/train_step.py                       # paper config, 64 + 512
+  python benchmarks/train_step.py --batch_sizes=64 --attention=full --dtype=bfloat16
+"""
+
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+from flax import nnx  # noqa: E402
+
+from astrom3_jax import checkpoints, sharding, train_lib  # noqa: E402
+from configs import pretrain  # noqa: E402
+
+flags.DEFINE_string("variant", "paper", "configs/pretrain.py variant")
+flags.DEFINE_list("batch_sizes", ["64", "512"], "global batch sizes")
+flags.DEFINE_string("attention", None, "override: probsparse | full")
+flags.DEFINE_string("dtype", None, "override: float32 | bfloat16")
+flags.DEFINE_integer("steps", 0, "timed steps (0: about 20 s worth)")
+FLAGS = flags.FLAGS
+
+
+def random_batch(config, batch_size, seed=0) -> dict:
+    rng = np.random.default_rng(seed)
+    m = config.model
+    lengths = rng.integers(50, m.photometry.seq_len + 1, size=batch_size)
+    mask = (np.arange(m.photometry.seq_len)[None] < lengths[:, None]).astype(np.float32)
+    shapes = {
+        "photometry": (m.photometry.seq_len, m.photometry.in_channels),
+        "spectra": (m.spectra.conv_channels[0], m.spectra.length),
+        "metadata": (m.metadata.input_dim,),
+    }
+    batch = {
+        k: rng.normal(size=(batch_size, *s)).astype(np.float32)
+        for k, s in shapes.items()
+        if k in m.modalities
+    }
+    batch["photometry_mask"] = mask
+    batch["label"] = rng.integers(0, 10, size=batch_size).astype(np.int32)
+    batch["mask"] = np.ones(batch_size, np.float32)
+    return batch
+
+
+def flops_of(compiled) -> float:
+    cost = compiled.cost_analysis()
+    if isinstance(cost, list | tuple):
+        cost = cost[0]
+    return float(cost.get("flops", float("nan")))
+
+
+def bench(config, batch_size: int, steps: int) -> dict:
+    mesh = sharding.make_mesh()
+    sharding.check_batch_size(batch_size, mesh)
+    model = checkpoints.build_model(config)
+    n_params = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+    tx = train_lib.make_optimizer(config)
+    graphdef = train_lib._mode_graphdef(model, train=True)
+    _, state, rest = train_lib.init_state(model, tx)
+    with jax.set_mesh(mesh):
+        state, rest = sharding.replicate((state, rest), mesh)
+        key = sharding.replicate(jax.random.key(0), mesh)
+        batch = sharding.shard_batch(random_batch(config, batch_size), mesh)
+        step = train_lib.make_train_step(graphdef, tx, mesh)
+        lr = jnp.float32(1e-4)
+        t0 = time.perf_counter()
+        compiled = step.lower(state, rest, batch, lr, key).compile()
+        compile_s = time.perf_counter() - t0
+        flops = flops_of(compiled) * mesh.size / batch_size
+        for _ in range(2):  # warm-up
+            state, m = compiled(state, rest, batch, lr, key)
+        jax.block_until_ready(m)
+        t_one = time.perf_counter()
+        state, m = compiled(state, rest, batch, lr, key)
+        jax.block_until_ready(m)
+        t_one = time.perf_counter() - t_one
+        steps = steps or max(3, int(20 / max(t_one, 1e-3)))
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            state, m = compiled(state, rest, batch, lr, key)
+        jax.block_until_ready(m)
+        dt = time.perf_counter() - t0
+    return {
+        "batch": batch_size,
+        "devices": mesh.size,
+        "params": int(n_params),
+        "samples_per_s": steps * batch_size / dt,
+        "step_ms": 1e3 * dt / steps,
+        "gflops_per_sample": flops / 1e9,
+        "compile_s": compile_s,
+        "loss": float(m["loss"]),
+    }
+
+
+def main(argv):
+    del argv
+    config = pretrain.get_config(FLAGS.variant)
+    if FLAGS.attention:
+        config.model.photometry.attention = FLAGS.attention
+    if FLAGS.dtype:
+        config.model.dtype = FLAGS.dtype
+    dev = jax.devices()[0]
+    print(
+        f"{jax.device_count()} x {dev.platform} ({dev.device_kind}); "
+        f"variant={FLAGS.variant} attention={config.model.photometry.attention} "
+        f"dtype={config.model.dtype}"
+    )
+    for b in FLAGS.batch_sizes:
+        r = bench(config, int(b), FLAGS.steps)
+        print(
+            f"batch {r['batch']:4d}: {r['samples_per_s']:8.1f} samples/s  "
+            f"({r['step_ms']:.0f} ms/step), train-step FLOPs/sample "
+            f"{r['gflops_per_sample']:.3f} G, params {r['params']:,}, "
+            f"compile {r['compile_s']:.1f} s",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    app.run(main)
