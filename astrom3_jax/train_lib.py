@@ -177,32 +177,40 @@ def make_eval_step(graphdef, mesh) -> Callable:
 # --------------------------------------------------------------------- data
 
 
+def _missing_data_message(config, data_dir) -> str:
+    return (
+        f"TFDS data set astrom3/{config.dataset} is not prepared in "
+        f"{data_dir or 'the TFDS default data_dir'}.\nBuild it once (it "
+        "downloads the Hub release, or reads a local copy given as manual_dir; "
+        "see tfds_builders/astrom3/README.md):\n"
+        '  python -c "import tensorflow_datasets as tfds, '
+        "tfds_builders.astrom3.astrom3_dataset_builder; "
+        f"tfds.builder('astrom3/{config.dataset}', data_dir=DATA_DIR)"
+        ".download_and_prepare(download_config=tfds.download."
+        'DownloadConfig(manual_dir=RELEASE_DIR))"\n'
+        "then pass --config.data_dir=DATA_DIR."
+    )
+
+
 def _tfds_sources(config) -> dict:
+    """Train/validation sources; synthetic data sets are generated if absent."""
+    import tensorflow_datasets as tfds
+
+    import tfds_builders.astrom3.astrom3_dataset_builder  # noqa: F401  registers
     from astrom3_jax.data import pipeline
 
     data_dir = config.data_dir or None
-    try:
-        return {
-            s: pipeline.open_tfds_source(s, config=config.dataset, data_dir=data_dir)
-            for s in ("train", "validation")
-        }
-    except Exception as e:  # noqa: BLE001 - TFDS raises several kinds
+    builder = tfds.builder(f"astrom3/{config.dataset}", data_dir=data_dir)
+    if not builder.is_prepared():
         if not config.dataset.startswith("synthetic"):
-            raise FileNotFoundError(
-                f"TFDS data set astrom3/{config.dataset} is not prepared in "
-                f"{data_dir or 'the TFDS default data_dir'} ({e}). Build it "
-                "first (README, 'Data'): download the AstroM3 release, then\n"
-                '  python -c "import tensorflow_datasets as tfds, '
-                "tfds_builders.astrom3; tfds.builder("
-                f"'astrom3/{config.dataset}', data_dir=...)"
-                '.download_and_prepare()"'
-            ) from e
-    logging.info("Preparing astrom3/%s (synthetic, no network).", config.dataset)
-    import tensorflow_datasets as tfds
+            raise FileNotFoundError(_missing_data_message(config, data_dir))
+        if jax.process_index() == 0:
+            logging.info("Generating astrom3/%s (no network needed).", config.dataset)
+            builder.download_and_prepare()
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
 
-    import tfds_builders.astrom3.astrom3_dataset_builder  # noqa: F401
-
-    tfds.builder(f"astrom3/{config.dataset}", data_dir=data_dir).download_and_prepare()
+            multihost_utils.sync_global_devices("astrom3 data prepared")
     return {
         s: pipeline.open_tfds_source(s, config=config.dataset, data_dir=data_dir)
         for s in ("train", "validation")
