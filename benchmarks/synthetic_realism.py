@@ -12,19 +12,18 @@ from __future__ import annotations
 
 import argparse
 import csv
-import gzip
-import io
 import pathlib
+import shutil
 import tempfile
 import time
 import zipfile
 
 import numpy as np
-from astropy.io import fits
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.metrics import balanced_accuracy_score
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
+from astrom3_jax.data import preprocessing, release_io
 from astrom3_jax.data.synthetic import release
 
 GRID = np.arange(3850, 9000, 2.0)
@@ -48,9 +47,8 @@ def read_rows(root, sub="full", seed=42):
 
 def photometry_features(zf, row):
     """Catalogue photo columns + shape statistics of the curve folded at the period."""
-    text = zf.read(f"vardb_files/{row['name']}.dat").decode()
-    data = np.loadtxt(io.StringIO(text), skiprows=2)
-    t, flux = data[:, 0], data[:, 3]
+    lc = release_io.read_light_curve(zf, row["name"])
+    t, flux = lc[:, 0], lc[:, 1]
     mad = np.median(np.abs(flux - np.median(flux))) + 1e-9
     y = (flux - flux.mean()) / mad
     period = float(row["period"])
@@ -75,16 +73,9 @@ def photometry_features(zf, row):
 
 
 def read_spectrum(path):
-    raw = path.read_bytes()
-    if path.name.endswith(".gz"):
-        raw = gzip.decompress(raw)
-    with fits.open(io.BytesIO(raw)) as hdul:
-        if len(hdul) == 1:
-            h = hdul[0].header
-            wave = 10 ** (h["COEFF0"] + np.arange(h["NAXIS1"]) * h["COEFF1"])
-            return wave, hdul[0].data[0].astype(float)
-        row = hdul[1].data[0]
-        return np.asarray(row[2], float), np.asarray(row[0], float)
+    """(wavelength, flux) through the release reader (both LAMOST layouts)."""
+    spec = release_io.read_spectrum(path)
+    return spec[:, 0], spec[:, 1]
 
 
 def spectra_features(root, row):
@@ -106,8 +97,6 @@ def spectra_features(root, row):
 
 
 def metadata_features(rows):
-    from astrom3_jax.data import preprocessing
-
     table = {c: np.array([float(r[c]) for r in rows]) for c in release.ALL_COLS}
     tr = preprocessing.transform_catalogue(table, release.METADATA_FUNC)
     return np.stack([tr[c] for c in release.META_COLS], axis=1)
@@ -141,6 +130,14 @@ def main():
         start = time.perf_counter()
         release.generate_release(root, preset=args.preset, seed=args.seed)
         print(f"generated {args.preset} in {time.perf_counter() - start:.1f} s: {root}")
+    try:
+        report(root)
+    finally:
+        if args.release is None:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def report(root):
     rows = read_rows(root)
     y = np.array([r["target"] for r in rows])
     with zipfile.ZipFile(pathlib.Path(root) / "photometry.zip") as zf:

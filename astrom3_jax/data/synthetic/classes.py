@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
-CLASSES = ("DSCT", "EA", "EB", "EW", "HADS", "M", "ROT", "RRAB", "RRC", "SR")
+from astrom3_jax.data.schema import CLASSES
+
+__all__ = ["CLASSES", "UNSEEN_CLASSES", "class_counts", "sample_physics"]
 UNSEEN_CLASSES = ("CEP", "LSP", "RRD")
 
 # Real AstroM3 totals (21,440) and the published seed-42 split sizes.

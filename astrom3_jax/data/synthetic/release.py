@@ -21,28 +21,16 @@ import zipfile
 
 import numpy as np
 
+from astrom3_jax.data import preprocessing, schema
 from astrom3_jax.data.synthetic import catalogue, classes, lightcurves, spectra
 
-PHOTO_COLS = ["amplitude", "period", "lksl_statistic", "rfr_score"]
-META_COLS = [
-    "mean_vmag", "phot_g_mean_mag", "e_phot_g_mean_mag", "phot_bp_mean_mag",
-    "e_phot_bp_mean_mag", "phot_rp_mean_mag", "e_phot_rp_mean_mag", "bp_rp",
-    "parallax", "parallax_error", "parallax_over_error", "pmra", "pmra_error",
-    "pmdec", "pmdec_error", "j_mag", "e_j_mag", "h_mag", "e_h_mag", "k_mag",
-    "e_k_mag", "w1_mag", "e_w1_mag", "w2_mag", "e_w2_mag", "w3_mag", "w4_mag",
-    "j_k", "w1_w2", "w3_w4", "pm", "ruwe", "l", "b",
-]  # fmt: skip
+PHOTO_COLS = list(schema.PHOTO_COLS)
+META_COLS = list(schema.META_COLS)
 ALL_COLS = PHOTO_COLS + META_COLS
-METADATA_FUNC = {
-    "abs": ["mean_vmag", "phot_g_mean_mag", "phot_bp_mean_mag", "phot_rp_mean_mag",
-            "j_mag", "h_mag", "k_mag", "w1_mag", "w2_mag", "w3_mag", "w4_mag"],
-    "cos": ["l"], "sin": ["b"], "log": ["period"],
-}  # fmt: skip
-ID_COLS = ["id", "name", "target", "spec_filename"]
-TRUTH_COLS = ["true_target", "subtype"]
-CSV_COLS = ID_COLS + ALL_COLS + TRUTH_COLS
+METADATA_FUNC = {k: list(v) for k, v in schema.METADATA_FUNC.items()}
+CSV_COLS = list(schema.ID_COLS) + ALL_COLS + list(schema.TRUTH_COLS)
 SUBSETS = {"full": 1.0, "sub50": 0.5, "sub25": 0.25, "sub10": 0.1}
-SPLIT_SEEDS = (42, 0, 66, 12, 123)
+SPLIT_SEEDS = schema.SEEDS
 CHUNK = 128
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
@@ -376,7 +364,7 @@ def make_splits(targets: np.ndarray, release_seed: int) -> dict:
 
 def _fmt(v):
     if isinstance(v, float):
-        return repr(round(v, 7))
+        return repr(v)  # shortest exact round trip: CSV == in-memory values
     return str(v)
 
 
@@ -391,19 +379,16 @@ def write_csv(path, rows):
 
 def info_json(train_rows) -> dict:
     """info.json: columns, transforms, and train-split mean/std after the transforms."""
-    from astrom3_jax.data import preprocessing
-
     table = {c: np.array([r[c] for r in train_rows], float) for c in ALL_COLS}
-    transformed = preprocessing.transform_catalogue(table, METADATA_FUNC)
-    mat = np.stack([np.asarray(transformed[c], float) for c in ALL_COLS], axis=1)
+    mean, std = preprocessing.catalogue_stats(table, METADATA_FUNC, ALL_COLS)
     return {
         "classes": list(classes.CLASSES),
         "meta_cols": META_COLS,
         "photo_cols": PHOTO_COLS,
         "all_cols": ALL_COLS,
         "metadata_func": METADATA_FUNC,
-        "mean": [float(x) for x in mat.mean(axis=0)],
-        "std": [float(x) for x in mat.std(axis=0)],
+        "mean": [float(x) for x in mean],
+        "std": [float(x) for x in std],
     }
 
 
