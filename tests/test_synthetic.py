@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import pathlib
 import re
 import zipfile
 
@@ -249,3 +250,38 @@ def test_physics_sanity(releases):
     )
     assert med("M", "w1_w2") > med("EW", "w1_w2")
     assert med("EW", "lksl_statistic") < med("DSCT", "lksl_statistic")
+
+
+def test_worker_count_does_not_change_output(releases, tmp_path):
+    root = release.generate_release(
+        tmp_path / "w2", seed=3, preset="small", n_objects=N_OBJ, n_unseen=9, workers=2
+    )
+    ref = _files(releases[0])
+    got = _files(root)
+    assert ref.keys() == got.keys()
+    for rel in (
+        "photometry.zip",
+        "splits/full/42/train.csv",
+        "splits/sub10/0/info.json",
+    ):
+        assert (
+            ref[pathlib.Path(rel)].read_bytes() == got[pathlib.Path(rel)].read_bytes()
+        )
+    spectra = [k for k in ref if k.parts[0] == "spectra"]
+    assert all(ref[k].read_bytes() == got[k].read_bytes() for k in spectra)
+
+
+@pytest.mark.slow
+def test_full_preset_on_disk(tmp_path):
+    """The full-size release: real class counts and seed-42 split sizes (~3 min)."""
+    root = release.generate_release(tmp_path / "full", preset="full", seed=0)
+    folder = root / "splits" / "full" / "42"
+    sizes = {}
+    for split in ("train", "val", "test"):
+        for r in release_io.read_split_csv(folder / f"{split}.csv"):
+            sizes.setdefault(r["target"], [0, 0, 0])[
+                ("train", "val", "test").index(split)
+            ] += 1
+    assert {c: tuple(v) for c, v in sizes.items()} == classes.SPLIT_COUNTS_42
+    with zipfile.ZipFile(root / "photometry.zip") as zf:
+        assert len(zf.namelist()) == 21440 + len(_rows(root, split="unseen"))

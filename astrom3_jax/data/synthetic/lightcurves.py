@@ -156,9 +156,11 @@ def simulate(cls: str, star: dict, rng: np.random.Generator):
     flux = flux_true + rng.normal(0, 1, len(t)) * flux_err
     outlier = rng.random(len(t)) < 0.005
     flux = np.where(outlier, flux * 10 ** (-0.4 * rng.normal(0.3, 0.4, len(t))), flux)
-    flux = np.where(
-        v_true < 10.5, np.minimum(flux, 10 ** (-0.4 * (9.8 - ZERO_POINT))), flux
-    )
+    # Saturation: brighter than V ~ 9.8 the response flattens (clipped maxima,
+    # extra scatter) but does not become constant.
+    sat = 10 ** (-0.4 * (9.8 - ZERO_POINT))
+    soft = sat * np.clip(flux / sat, 1, None) ** 0.3
+    flux = np.where(flux > sat, soft * rng.lognormal(0, 0.02, len(t)), flux)
     good = flux > 0
     mag = np.where(good, ZERO_POINT - 2.5 * np.log10(np.where(good, flux, 1.0)), 99.99)
     mag_err = np.where(good, 1.0857 * flux_err / np.where(good, flux, 1.0), 99.99)
