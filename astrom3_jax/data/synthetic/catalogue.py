@@ -67,7 +67,7 @@ def place_stars(true_class, phys, rng):
     n = len(true_class)
     out = {k: np.zeros(n) for k in ("v_mean", "d_kpc", "l", "b", "a_v", "ra", "dec")}
     todo = np.arange(n)
-    for _ in range(30):
+    for attempt in range(40):
         if len(todo) == 0:
             break
         k = len(todo)
@@ -93,13 +93,17 @@ def place_stars(true_class, phys, rng):
         icrs = SkyCoord(l=lon * u.deg, b=b * u.deg, frame="galactic").icrs
         ra, dec = icrs.ra.deg, icrs.dec.deg
         ok = (dec > -10) & (dec < 60) & (d > 0.02) & (d < 25)
+        if attempt == 39:  # last resort (1 in ~10^4): clip the distance, keep the sky
+            d = np.clip(d, 0.025, 20.0)
+            v = phys["m_v"][todo] + 5 * np.log10(d * 100) + a_v
+            ok = np.ones(k, bool)
         sel = todo[ok]
         for key, val in (("v_mean", v), ("d_kpc", d), ("l", lon), ("b", b),
                          ("a_v", a_v), ("ra", ra), ("dec", dec)):  # fmt: skip
             out[key][sel] = val[ok]
         todo = todo[~ok]
-    if len(todo):  # keep the last draw for any stubborn star
-        out["dec"][todo] = np.clip(out["dec"][todo], -9.9, 59.9)
+    if len(todo):
+        raise RuntimeError(f"could not place {len(todo)} stars in the footprint")
     return out
 
 
