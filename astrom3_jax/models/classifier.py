@@ -1,0 +1,71 @@
+"""Classifiers: multimodal (fused normalised embeddings) and single-modality.
+
+Multimodal: the full AstroM3 model (encoders, projections, temperatures, so
+a CLIP checkpoint loads whole), fused by the mean ('avg', published) or the
+concatenation of the L2-normalised embeddings, then Linear -> num_classes.
+Single-modality: Linear on the raw encoder output (no projection).
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+from flax import nnx
+
+from astrom3_jax.models import layers, registry
+from astrom3_jax.models.clip import AstroM3, build_encoder, gather_inputs
+
+
+def _merge(batch, inputs):
+    merged = dict(batch or {})
+    merged.update({k: v for k, v in inputs.items() if v is not None})
+    return merged
+
+
+class MultimodalClassifier(nnx.Module):
+    def __init__(self, model_config, *, rngs: nnx.Rngs):
+        self.fusion = model_config.get("fusion", "avg")
+        if self.fusion not in ("avg", "concat"):
+            raise ValueError(f"fusion must be 'avg' or 'concat', got {self.fusion!r}")
+        self.clip = AstroM3(model_config, rngs=rngs)
+        n = len(self.clip.modality_names) if self.fusion == "concat" else 1
+        dtype = layers.compute_dtype(model_config.get("dtype", "float32"))
+        self.fc = layers.linear(
+            n * model_config.embed_dim, model_config.num_classes, rngs=rngs, dtype=dtype
+        )
+
+    @property
+    def modality_names(self):
+        return self.clip.modality_names
+
+    def embed(self, **inputs) -> dict:
+        return self.clip.embed(**inputs)
+
+    def __call__(self, batch=None, *, rngs=None, **inputs):
+        """Logits (B, num_classes); inputs as a batch dict and/or keywords."""
+        emb = self.clip(_merge(batch, inputs), rngs=rngs)
+        parts = [emb[n] for n in self.clip.modality_names]
+        if self.fusion == "avg":
+            fused = sum(parts[1:], parts[0]) / len(parts)
+        else:
+            fused = jnp.concatenate(parts, axis=-1)
+        return self.fc(fused).astype(jnp.float32)
+
+
+class Classifier(nnx.Module):
+    """Single-modality classifier on `config.modalities[0]`."""
+
+    def __init__(self, model_config, *, rngs: nnx.Rngs):
+        if len(model_config.modalities) != 1:
+            raise ValueError("a single-modality classifier needs exactly one modality")
+        self.modality = model_config.modalities[0]
+        self.modality_names = (self.modality,)
+        self.encoder = build_encoder(model_config, self.modality, rngs=rngs)
+        dtype = layers.compute_dtype(model_config.get("dtype", "float32"))
+        self.fc = layers.linear(
+            self.encoder.output_dim, model_config.num_classes, rngs=rngs, dtype=dtype
+        )
+
+    def __call__(self, batch=None, *, rngs=None, **inputs):
+        batch = _merge(batch, inputs)
+        x = self.encoder(*gather_inputs(batch, registry.get(self.modality)), rngs=rngs)
+        return self.fc(x).astype(jnp.float32)

@@ -1,0 +1,117 @@
+"""AstroM3: one encoder + linear projection per modality, L2-normalised.
+
+Each unordered modality pair (a, b) has a learnable temperature s_ab
+(init ln 100); the logit multiplier is clamp(exp(s_ab), 1, 100), as in the
+reference. The contrastive loss itself lives in astrom3_jax/losses.py and
+takes `model.scales()`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import jax.numpy as jnp
+from flax import nnx
+
+from astrom3_jax.models import layers, registry
+
+
+def pair_key(a: str, b: str) -> str:
+    return f"{a}__{b}"
+
+
+def gather_inputs(batch, modality: registry.Modality):
+    """The arrays `modality`'s encoder needs, failing loudly on a missing key."""
+    missing = [k for k in modality.input_keys if batch.get(k) is None]
+    if missing:
+        raise KeyError(f"modality {modality.name!r} needs inputs {missing}")
+    return [jnp.asarray(batch[k]) for k in modality.input_keys]
+
+
+def l2_normalize(x):
+    x = x.astype(jnp.float32)
+    return x / jnp.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def build_encoder(model_config, name: str, *, rngs: nnx.Rngs):
+    dtype = layers.compute_dtype(model_config.get("dtype", "float32"))
+    return registry.get(name).build(model_config[name], dtype=dtype, rngs=rngs)
+
+
+class AstroM3(nnx.Module):
+    """The multimodal CLIP model; modalities come from `config.modalities`."""
+
+    def __init__(self, model_config, *, rngs: nnx.Rngs):
+        dtype = layers.compute_dtype(model_config.get("dtype", "float32"))
+        self.modality_names = tuple(model_config.modalities)
+        self.pairs = tuple(itertools.combinations(self.modality_names, 2))
+        self.encoders = nnx.Dict(
+            {n: build_encoder(model_config, n, rngs=rngs) for n in self.modality_names}
+        )
+        self.projections = nnx.Dict(
+            {
+                n: layers.linear(
+                    self.encoders[n].output_dim,
+                    model_config.embed_dim,
+                    rngs=rngs,
+                    dtype=dtype,
+                )
+                for n in self.modality_names
+            }
+        )
+        self.temperatures = nnx.Dict(
+            {
+                pair_key(a, b): nnx.Param(jnp.asarray(math.log(100.0), jnp.float32))
+                for a, b in self.pairs
+            }
+        )
+
+    def _canonical(self, a: str, b: str) -> tuple[str, str]:
+        if (a, b) in self.pairs:
+            return a, b
+        if (b, a) in self.pairs:
+            return b, a
+        raise KeyError(f"no modality pair ({a!r}, {b!r}); pairs are {self.pairs}")
+
+    def logit_scale(self, a: str, b: str):
+        """clamp(exp(s_ab), 1, 100), order-insensitive."""
+        s = self.temperatures[pair_key(*self._canonical(a, b))][...]
+        return jnp.clip(jnp.exp(s), 1.0, 100.0)
+
+    def scales(self) -> dict[tuple[str, str], jnp.ndarray]:
+        """{(a, b): logit_scale(a, b)} for every pair, as losses.clip_loss wants."""
+        return {(a, b): self.logit_scale(a, b) for a, b in self.pairs}
+
+    def encode(self, batch, *, rngs=None) -> dict:
+        """Raw encoder outputs, before projection."""
+        out = {}
+        for name in self.modality_names:
+            inputs = gather_inputs(batch, registry.get(name))
+            out[name] = self.encoders[name](*inputs, rngs=rngs)
+        return out
+
+    def __call__(self, batch, *, rngs=None) -> dict:
+        """L2-normalised float32 embeddings (B, embed_dim) keyed by modality."""
+        feats = self.encode(batch, rngs=rngs)
+        return {n: l2_normalize(self.projections[n](f)) for n, f in feats.items()}
+
+    def embed(
+        self, photometry=None, photometry_mask=None, spectra=None, metadata=None, **more
+    ) -> dict:
+        """Keyword form of __call__ for people holding arrays."""
+        batch = dict(
+            photometry=photometry,
+            photometry_mask=photometry_mask,
+            spectra=spectra,
+            metadata=metadata,
+            **more,
+        )
+        return self(batch)
+
+    def logits(self, embeddings: dict) -> dict:
+        """{(a, b): scale_ab * emb_a @ emb_b.T} for every pair."""
+        return {
+            (a, b): self.logit_scale(a, b) * embeddings[a] @ embeddings[b].T
+            for a, b in self.pairs
+        }

@@ -1,0 +1,201 @@
+"""Model structure: parameter counts, shapes, registry, attention variants."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from astrom3_jax import models
+from astrom3_jax.models import attention, registry
+from astrom3_jax.models.photometry import position_table
+
+
+def n_params(module):
+    return sum(int(np.size(x)) for x in jax.tree.leaves(nnx.state(module, nnx.Param)))
+
+
+def small_batch(cfg, batch=3, seed=0):
+    r = np.random.default_rng(seed)
+    p = cfg.photometry
+    mask = np.ones((batch, p.seq_len), np.float32)
+    mask[0, p.seq_len // 2 :] = 0
+    return {
+        "photometry": r.normal(size=(batch, p.seq_len, p.in_channels)).astype(
+            np.float32
+        ),
+        "photometry_mask": mask,
+        "spectra": r.normal(size=(batch, 3, cfg.spectra.length)).astype(np.float32),
+        "metadata": r.normal(size=(batch, cfg.metadata.input_dim)).astype(np.float32),
+    }
+
+
+def test_paper_parameter_counts():
+    cfg = models.paper_model_config()
+    model = nnx.eval_shape(lambda: models.build_clip_model(cfg, nnx.Rngs(0)))
+    enc, proj = model.encoders, model.projections
+    assert n_params(enc["photometry"]) == 1_589_888
+    assert n_params(enc["spectra"]) == 22_272
+    assert n_params(enc["metadata"]) == 280_576
+    assert n_params(proj["photometry"]) == 13_107_712
+    assert n_params(proj["spectra"]) == 606_720
+    assert n_params(proj["metadata"]) == 262_656
+    assert n_params(model) == 15_869_827
+    assert enc["spectra"].output_dim == 1184
+
+
+def test_clip_forward_normalised_and_scales():
+    cfg = models.small_model_config()
+    model = models.build_clip_model(cfg, nnx.Rngs(0))
+    model.eval()
+    emb = model(small_batch(cfg))
+    assert set(emb) == {"photometry", "spectra", "metadata"}
+    for e in emb.values():
+        assert e.shape == (3, cfg.embed_dim) and e.dtype == jnp.float32
+        np.testing.assert_allclose(np.linalg.norm(e, axis=-1), 1.0, rtol=1e-5)
+    assert len(model.pairs) == 3
+    assert model.logit_scale("spectra", "photometry") == pytest.approx(100.0)
+    model.temperatures["photometry__spectra"].set_value(jnp.asarray(10.0))
+    assert float(model.logit_scale("photometry", "spectra")) == 100.0  # clamped
+    kw = model.embed(**small_batch(cfg))
+    np.testing.assert_allclose(kw["metadata"], emb["metadata"], rtol=1e-6)
+
+
+def test_classifiers():
+    cfg = models.small_model_config()
+    cfg.task = "classification"
+    batch = small_batch(cfg)
+    multi = models.build_model(cfg, nnx.Rngs(0))
+    multi.eval()
+    assert multi(**batch).shape == (3, 10)
+    for name in ("photometry", "spectra", "metadata"):
+        cfg.modalities = (name,)
+        single = models.build_model(cfg, nnx.Rngs(0))
+        single.eval()
+        assert single(batch).shape == (3, 10)
+
+
+def test_dropout_train_vs_eval():
+    cfg = models.small_model_config()
+    model = models.build_clip_model(cfg, nnx.Rngs(0))
+    batch = small_batch(cfg)
+    model.eval()
+    a, b = model(batch), model(batch)
+    np.testing.assert_array_equal(a["metadata"], b["metadata"])
+    model.train()
+    c = model(batch)
+    assert not np.allclose(a["metadata"], c["metadata"])
+
+
+def test_fourth_modality_is_a_registry_entry():
+    class Toy(nnx.Module):
+        def __init__(self, cfg, *, dtype, rngs):
+            self.fc = nnx.Linear(cfg.input_dim, 8, rngs=rngs)
+            self.output_dim = 8
+
+        def __call__(self, x, *, rngs=None):
+            return self.fc(x)
+
+    registry.register(registry.Modality("toy", Toy, ("toy",)))
+    try:
+        cfg = models.small_model_config()
+        cfg.modalities = ("photometry", "spectra", "metadata", "toy")
+        cfg.toy = {"input_dim": 5}
+        model = models.build_clip_model(cfg, nnx.Rngs(0))
+        model.eval()
+        batch = small_batch(cfg) | {"toy": np.ones((3, 5), np.float32)}
+        emb = model(batch)
+        assert emb["toy"].shape == (3, cfg.embed_dim)
+        assert len(model.pairs) == 6 and len(model.scales()) == 6
+    finally:
+        registry.unregister("toy")
+
+
+def test_position_table():
+    t = position_table(7, 6)
+    freq = np.exp(-math.log(10000.0) * np.arange(0, 6, 2) / 6)
+    np.testing.assert_allclose(
+        t[:, 0::2], np.sin(np.arange(7)[:, None] * freq), atol=1e-6
+    )
+    np.testing.assert_allclose(
+        t[:, 1::2], np.cos(np.arange(7)[:, None] * freq), atol=1e-6
+    )
+
+
+def test_probsparse_counts():
+    assert attention.probsparse_top_counts(200, 1) == (6, 6)
+    assert attention.probsparse_top_counts(50, 20) == (50, 50)
+
+
+def _qkv(b=2, length=40, h=2, d=4, seed=0):
+    r = np.random.default_rng(seed)
+    return [
+        jnp.asarray(r.normal(size=(b, length, h, d)), jnp.float32) for _ in range(3)
+    ]
+
+
+def test_probsparse_equals_full_when_every_query_is_active():
+    q, k, v = _qkv()
+    out = attention.probsparse_attention(q, k, v, jax.random.key(0), factor=100)
+    ref = jax.nn.dot_product_attention(q, k, v)  # (B, L, H, D)
+    np.testing.assert_allclose(out.transpose(0, 2, 1, 3), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_probsparse_selection_matches_a_direct_implementation():
+    q, k, v = _qkv(length=30)
+    key = jax.random.key(3)
+    out = np.asarray(attention.probsparse_attention(q, k, v, key, factor=1))
+    # direct version with explicit sampled indices and gathers
+    length, d = 30, 4
+    u, n_sample = attention.probsparse_top_counts(length, 1)
+    idx = np.asarray(jax.random.randint(key, (length, n_sample), 0, length))
+    qn, kn, vn = (np.asarray(x).transpose(0, 2, 1, 3) for x in (q, k, v))
+    for b in range(2):
+        for h in range(2):
+            s = qn[b, h] @ kn[b, h].T
+            sampled = np.take_along_axis(s, idx, axis=1)
+            m = sampled.max(1) - sampled.sum(1) / length
+            top = np.argsort(-m)[:u]
+            expect = np.repeat(vn[b, h].mean(0, keepdims=True), length, 0)
+            a = np.exp(s[top] / np.sqrt(d))
+            expect[top] = (a / a.sum(1, keepdims=True)) @ vn[b, h]
+            np.testing.assert_allclose(out[b, h], expect, rtol=1e-5, atol=1e-6)
+
+
+def test_full_attention_masks_padding_keys():
+    layer = attention.SelfAttention(8, 2, kind="full", rngs=nnx.Rngs(0))
+    r = np.random.default_rng(0)
+    x = r.normal(size=(2, 10, 8)).astype(np.float32)
+    mask = np.ones((2, 10), np.float32)
+    mask[0, 6:] = 0
+    changed = x.copy()
+    changed[0, 6:] = 50.0  # padded rows of example 0
+    a, b = layer(x, mask), layer(changed, mask)
+    np.testing.assert_allclose(a[:, :6], b[:, :6], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(a[1], b[1], rtol=1e-5, atol=1e-6)
+
+
+def test_bfloat16_compute_keeps_float32_params():
+    cfg = models.small_model_config()
+    cfg.dtype = "bfloat16"
+    model = models.build_clip_model(cfg, nnx.Rngs(0))
+    model.eval()
+    assert all(
+        x.dtype == jnp.float32 for x in jax.tree.leaves(nnx.state(model, nnx.Param))
+    )
+    emb = model(small_batch(cfg))
+    assert all(e.dtype == jnp.float32 and np.all(np.isfinite(e)) for e in emb.values())
+
+
+def test_torch_default_init():
+    cfg = models.small_model_config()
+    model = models.build_clip_model(cfg, nnx.Rngs(0))
+    fc1 = model.encoders["metadata"].fc1
+    bound = 1 / math.sqrt(cfg.metadata.input_dim)
+    assert np.abs(fc1.kernel[...]).max() <= bound
+    assert np.abs(fc1.bias[...]).max() <= bound
+    assert np.abs(fc1.kernel[...]).max() > 0.9 * bound
+    ln = model.encoders["photometry"].norm
+    assert ln.epsilon == 1e-5 and np.all(ln.scale[...] == 1)
