@@ -1,0 +1,484 @@
+"""The authors' PyTorch weights <-> our NNX models, both directions.
+
+Reads and writes Hub-layout folders (`config.json` + `model.safetensors`,
+PyTorch state-dict names and layouts) with the safetensors NumPy API, so no
+PyTorch is needed. Layouts: Linear [out, in] <-> kernel [in, out]; Conv1d
+[out, in, k] <-> nnx.Conv kernel [k, in, out]; the Informer's kernel-1
+Conv1d feed-forward layers [out, in, 1] <-> Linear [in, out]. Flatten
+orders already agree (photometry l * d_model + c, spectra c * T + t).
+
+Every source tensor is mapped or listed in IGNORED; the position table
+`pe` is a buffer that we recompute, so it is checked against ours instead
+of loaded. Missing tensors, unexpected tensors and shape mismatches raise
+with the tensor's name. Imported models use the reference-compatible mode:
+ProbSparse attention with the reference's head/position reshape, embedding
+dropout 0.1, LayerNorm eps 1e-5, exact GELU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+import urllib.error
+import urllib.request
+
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+from safetensors.numpy import load_file, save_file
+
+from astrom3_jax import models
+from astrom3_jax.models.photometry import position_table
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+PE_MAX_LEN = 5000  # rows of the reference's saved position buffer
+KINDS = ("clip", "all", "photo", "spectra", "meta")
+SINGLE_KIND = {"photo": "photometry", "spectra": "spectra", "meta": "metadata"}
+PREFIX = {"photometry": "p_", "spectra": "s_", "metadata": "m_"}
+# reference temperature name -> our modality pair
+TEMPERATURES = {
+    "logit_scale_ps": ("photometry", "spectra"),
+    "logit_scale_sm": ("spectra", "metadata"),
+    "logit_scale_mp": ("photometry", "metadata"),
+}
+
+
+class WeightsError(ValueError):
+    """A checkpoint that does not fit the model (names the tensor)."""
+
+
+# --------------------------------------------------------------------------
+# layouts: (ours <- torch, torch <- ours)
+
+
+def _linear_in(w):
+    return np.ascontiguousarray(w.T)
+
+
+def _conv_in(w):
+    return np.ascontiguousarray(np.transpose(w, (2, 1, 0)))
+
+
+def _conv1x1_in(w):
+    return np.ascontiguousarray(w[:, :, 0].T)
+
+
+def _conv1x1_out(w):
+    return np.ascontiguousarray(w.T[:, :, None])
+
+
+def _same(w):
+    return np.array(w, order="C")  # ascontiguousarray would make 0-d arrays 1-d
+
+
+LAYOUTS = {
+    "linear": (_linear_in, _linear_in),
+    "conv": (_conv_in, _conv_in),
+    "conv1x1": (_conv1x1_in, _conv1x1_out),
+    "copy": (_same, _same),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    torch_name: str
+    path: tuple  # path of the nnx.Param in our model
+    layout: str
+
+
+def _linear_entries(torch_prefix, path, layout="linear"):
+    return [
+        Entry(f"{torch_prefix}.weight", (*path, "kernel"), layout),
+        Entry(f"{torch_prefix}.bias", (*path, "bias"), "copy"),
+    ]
+
+
+def _norm_entries(torch_prefix, path):
+    return [
+        Entry(f"{torch_prefix}.weight", (*path, "scale"), "copy"),
+        Entry(f"{torch_prefix}.bias", (*path, "bias"), "copy"),
+    ]
+
+
+def _informer_entries(t, path, cfg):
+    out = [
+        Entry(
+            f"{t}enc_embedding.value_embedding.tokenConv.weight",
+            (*path, "token_conv", "kernel"),
+            "conv",
+        )
+    ]
+    for i in range(cfg.n_layers):
+        tl, pl = f"{t}encoder.attn_layers.{i}.", (*path, "layers", i)
+        for name in ("query", "key", "value", "out"):
+            out += _linear_entries(
+                f"{tl}attention.{name}_projection", (*pl, "attention", name)
+            )
+        out += _linear_entries(f"{tl}conv1", (*pl, "ff1"), "conv1x1")
+        out += _linear_entries(f"{tl}conv2", (*pl, "ff2"), "conv1x1")
+        out += _norm_entries(f"{tl}norm1", (*pl, "norm1"))
+        out += _norm_entries(f"{tl}norm2", (*pl, "norm2"))
+    return out + _norm_entries(f"{t}encoder.norm", (*path, "norm"))
+
+
+def _galspecnet_entries(t, path, cfg):
+    out = []
+    for i in range(len(cfg.conv_channels) - 1):
+        # torch Sequential index: conv, relu, pool per block (no pool at the end)
+        out += _linear_entries(f"{t}layers.{3 * i}", (*path, "convs", i), "conv")
+    return out
+
+
+def _mlp_entries(t, path, cfg):
+    return _linear_entries(f"{t}model.0", (*path, "fc1")) + _linear_entries(
+        f"{t}model.3", (*path, "fc2")
+    )
+
+
+ENCODER_ENTRIES = {
+    "photometry": _informer_entries,
+    "spectra": _galspecnet_entries,
+    "metadata": _mlp_entries,
+}
+
+
+def _pe_name(kind, t=""):
+    return f"{t}enc_embedding.position_embedding.pe"
+
+
+def layout_entries(kind: str, model_config) -> tuple[list[Entry], list[str]]:
+    """(mapped entries, names of buffers we recompute) for a model kind."""
+    if kind in SINGLE_KIND:
+        name = SINGLE_KIND[kind]
+        entries = ENCODER_ENTRIES[name]("", ("encoder",), model_config[name])
+        entries += _linear_entries("fc", ("fc",))
+        buffers = [_pe_name(kind)] if name == "photometry" else []
+        return entries, buffers
+    root = ("clip",) if kind == "all" else ()
+    entries, buffers = [], []
+    for name in ("photometry", "spectra", "metadata"):
+        t = f"{name}_encoder."
+        entries += ENCODER_ENTRIES[name](
+            t, (*root, "encoders", name), model_config[name]
+        )
+        entries += _linear_entries(f"{name}_proj", (*root, "projections", name))
+    buffers.append(_pe_name(kind, "photometry_encoder."))
+    for tname, (a, b) in TEMPERATURES.items():
+        entries.append(Entry(tname, (*root, "temperatures", f"{a}__{b}"), "copy"))
+    if kind == "all":
+        entries += _linear_entries("fc", ("fc",))
+    return entries, buffers
+
+
+# --------------------------------------------------------------------------
+# configs
+
+
+def detect_kind(ref: dict) -> str:
+    """Which of the five published model kinds a reference config.json is."""
+    if "p_d_model" in ref:
+        return "all" if ref.get("classification") else "clip"
+    if "d_model" in ref:
+        return "photo"
+    if "conv_channels" in ref:
+        return "spectra"
+    if "input_dim" in ref:
+        return "meta"
+    raise WeightsError(f"not an AstroM3 reference config: keys {sorted(ref)}")
+
+
+def _need(ref, key):
+    if key not in ref:
+        raise WeightsError(f"config.json lacks {key!r}")
+    return ref[key]
+
+
+def model_config_from_reference(ref: dict) -> tuple[ml_collections.ConfigDict, str]:
+    """Our `config.model` (reference-compatible mode) and the model kind."""
+    kind = detect_kind(ref)
+    c = models.paper_model_config()
+    c.num_classes = int(ref.get("num_classes", 10))
+    c.fusion = ref.get("fusion", "avg")
+    multi = kind in ("clip", "all")
+
+    def get(modality, key):
+        return _need(ref, (PREFIX[modality] if multi else "") + key)
+
+    if multi or kind == "photo":
+        act = get("photometry", "activation")
+        if act not in ("gelu", "relu"):
+            raise WeightsError(f"unsupported Informer activation {act!r}")
+        c.photometry.update(
+            seq_len=int(_need(ref, "seq_len")),
+            in_channels=int(get("photometry", "enc_in")),
+            d_model=int(get("photometry", "d_model")),
+            n_heads=int(get("photometry", "n_heads")),
+            d_ff=int(get("photometry", "d_ff")),
+            n_layers=int(get("photometry", "e_layers")),
+            dropout=float(get("photometry", "dropout")),
+            probsparse_factor=int(get("photometry", "factor")),
+            activation=act,
+            embed_dropout=0.1,
+            attention="probsparse",
+            reference_reshape=True,
+        )
+    if multi or kind == "spectra":
+        c.spectra.update(
+            conv_channels=tuple(int(x) for x in get("spectra", "conv_channels")),
+            kernel_size=int(get("spectra", "kernel_size")),
+            pool_size=int(get("spectra", "mp_kernel_size")),
+            dropout=float(ref["s_dropout"] if multi else _need(ref, "dropout_rate")),
+        )
+    if multi or kind == "meta":
+        c.metadata.update(
+            input_dim=int(get("metadata", "input_dim")),
+            hidden_dim=int(get("metadata", "hidden_dim")),
+            dropout=float(get("metadata", "dropout")),
+        )
+    if multi:
+        c.embed_dim = int(_need(ref, "hidden_dim"))
+        c.task = "classification" if kind == "all" else "clip"
+    else:
+        c.task = "classification"
+        c.modalities = (SINGLE_KIND[kind],)
+    return c, kind
+
+
+def model_kind(model_config) -> str:
+    """The reference kind our `config.model` corresponds to."""
+    mods = tuple(model_config.modalities)
+    if model_config.get("task", "clip") == "clip":
+        kind = "clip"
+    elif len(mods) == 1:
+        kind = {v: k for k, v in SINGLE_KIND.items()}[mods[0]]
+    else:
+        kind = "all"
+    if len(mods) > 1 and set(mods) != {"photometry", "spectra", "metadata"}:
+        raise WeightsError(f"the reference format has no model with modalities {mods}")
+    return kind
+
+
+def reference_config(model_config) -> dict:
+    """The reference's config.json for our `config.model`."""
+    kind = model_kind(model_config)
+    multi = kind in ("clip", "all")
+    out = {"classification": kind != "clip", "num_classes": model_config.num_classes}
+    if multi:
+        out.update(hidden_dim=model_config.embed_dim, fusion=model_config.fusion)
+    pre = (lambda m: PREFIX[m]) if multi else (lambda m: "")
+    if multi or kind == "photo":
+        p = model_config.photometry
+        if (
+            p.attention != "probsparse"
+            or not p.reference_reshape
+            or (p.get("embed_dropout", 0.1) != 0.1)
+        ):
+            raise WeightsError(
+                "only the reference-compatible photometry encoder (probsparse, "
+                "reference_reshape, embed_dropout 0.1) exists in the reference format"
+            )
+        out["seq_len"] = p.seq_len
+        q = pre("photometry")
+        out.update(
+            {
+                f"{q}enc_in": p.in_channels,
+                f"{q}d_model": p.d_model,
+                f"{q}dropout": p.dropout,
+                f"{q}factor": p.probsparse_factor,
+                f"{q}output_attention": False,
+                f"{q}n_heads": p.n_heads,
+                f"{q}d_ff": p.d_ff,
+                f"{q}activation": p.get("activation", "gelu"),
+                f"{q}e_layers": p.n_layers,
+            }
+        )
+    if multi or kind == "spectra":
+        s, q = model_config.spectra, pre("spectra")
+        out[f"{q}dropout" if multi else "dropout_rate"] = s.dropout
+        out.update(
+            {
+                f"{q}conv_channels": list(s.conv_channels),
+                f"{q}kernel_size": s.kernel_size,
+                f"{q}mp_kernel_size": s.pool_size,
+            }
+        )
+    if multi or kind == "meta":
+        m, q = model_config.metadata, pre("metadata")
+        out.update(
+            {
+                f"{q}input_dim": m.input_dim,
+                f"{q}hidden_dim": m.hidden_dim,
+                f"{q}dropout": m.dropout,
+            }
+        )
+    return out
+
+
+# --------------------------------------------------------------------------
+# tensors
+
+
+def _variable(model, path):
+    obj = model
+    for p in path:
+        obj = obj[p] if isinstance(obj, nnx.List | nnx.Dict) else getattr(obj, p)
+    return obj
+
+
+def _check_covers_params(model, entries):
+    ours = {tuple(p) for p, _ in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+    mapped = {e.path for e in entries}
+    if ours != mapped:
+        raise WeightsError(
+            f"weight layout out of date: unmapped params {sorted(ours - mapped)}, "
+            f"mapped non-params {sorted(mapped - ours)}"
+        )
+
+
+def _check_position_table(name, pe, d_model):
+    if pe.ndim != 3 or pe.shape[0] != 1 or pe.shape[2] != d_model:
+        raise WeightsError(f"{name}: shape {pe.shape}, expected (1, N, {d_model})")
+    ours = position_table(pe.shape[1], d_model)
+    # float32 sin(position * freq) of two libraries differ by ~1e-4 at row
+    # 5000 (~4e-6 in the first 200 rows); a layout error would be O(1).
+    err = float(np.max(np.abs(pe[0] - ours)))
+    if err > 1e-3:
+        raise WeightsError(f"{name}: differs from our sinusoidal table by {err:.3g}")
+
+
+def load_reference_tensors(model, model_config, kind, tensors: dict) -> list[str]:
+    """Copy reference tensors into `model` in place; returns ignored names."""
+    entries, buffers = layout_entries(kind, model_config)
+    _check_covers_params(model, entries)
+    names = {e.torch_name for e in entries}
+    missing = sorted((names | set(buffers)) - set(tensors))
+    if missing:
+        raise WeightsError(f"missing tensors in checkpoint: {missing}")
+    unexpected = sorted(set(tensors) - names - set(buffers))
+    if unexpected:
+        raise WeightsError(f"unexpected tensors in checkpoint: {unexpected}")
+    for name in buffers:
+        _check_position_table(name, tensors[name], model_config.photometry.d_model)
+    for e in entries:
+        var = _variable(model, e.path)
+        value = LAYOUTS[e.layout][0](np.asarray(tensors[e.torch_name], np.float32))
+        if value.shape != var[...].shape:
+            raise WeightsError(
+                f"{e.torch_name}: shape {tensors[e.torch_name].shape} does not fit "
+                f"our {'.'.join(map(str, e.path))} {var[...].shape} ({e.layout})"
+            )
+        var.set_value(jnp.asarray(value))
+    return sorted(buffers)
+
+
+def reference_tensors(model, model_config) -> dict[str, np.ndarray]:
+    """Our model as a PyTorch-layout state dict (NumPy)."""
+    kind = model_kind(model_config)
+    entries, buffers = layout_entries(kind, model_config)
+    _check_covers_params(model, entries)
+    out = {}
+    for e in entries:
+        value = np.asarray(_variable(model, e.path)[...], np.float32)
+        out[e.torch_name] = LAYOUTS[e.layout][1](value)
+    for name in buffers:
+        d = model_config.photometry.d_model
+        out[name] = position_table(PE_MAX_LEN, d)[None]
+    return out
+
+
+# --------------------------------------------------------------------------
+# folders and the Hub
+
+
+def import_reference(source, *, rngs_seed: int = 0):
+    """Published-weights folder -> (model in eval mode, config, ignored names).
+
+    `config` is a ConfigDict with `model` (our model config) and
+    `reference_kind`; the model's rng streams ('sample', 'dropout') are
+    seeded with `rngs_seed`.
+    """
+    source = pathlib.Path(source)
+    for f in (CONFIG_FILE, WEIGHTS_FILE):
+        if not (source / f).is_file():
+            raise FileNotFoundError(f"{source / f} not found")
+    ref = json.loads((source / CONFIG_FILE).read_text())
+    model_config, kind = model_config_from_reference(ref)
+    model = models.build_model(model_config, nnx.Rngs(rngs_seed))
+    ignored = load_reference_tensors(
+        model, model_config, kind, load_file(str(source / WEIGHTS_FILE))
+    )
+    model.eval()
+    config = ml_collections.ConfigDict(
+        {"model": model_config, "reference_kind": kind, "imported_from": str(source)}
+    )
+    return model, config, ignored
+
+
+def export_reference(model, model_config, out_dir) -> pathlib.Path:
+    """Write config.json + model.safetensors in the reference's Hub layout."""
+    out_dir = pathlib.Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ref = reference_config(model_config)
+    save_file(
+        reference_tensors(model, model_config),
+        str(out_dir / WEIGHTS_FILE),
+        metadata={"format": "pt"},
+    )
+    (out_dir / CONFIG_FILE).write_text(json.dumps(ref, indent=1) + "\n")
+    return out_dir
+
+
+def is_reference_folder(path) -> bool:
+    path = pathlib.Path(path)
+    return (path / CONFIG_FILE).is_file() and (path / WEIGHTS_FILE).is_file()
+
+
+HUB_URL = "https://huggingface.co/{repo}/resolve/main/{file}"
+
+
+def default_cache_dir() -> pathlib.Path:
+    root = os.environ.get("ASTROM3_JAX_CACHE", "~/.cache/astrom3_jax")
+    return pathlib.Path(root).expanduser()
+
+
+def download_from_hub(repo_id: str, cache_dir=None, timeout: float = 60.0):
+    """Fetch config.json + model.safetensors of a Hub model with plain HTTPS."""
+    target = pathlib.Path(cache_dir or default_cache_dir()) / repo_id.replace("/", "--")
+    if is_reference_folder(target):
+        return target
+    target.mkdir(parents=True, exist_ok=True)
+    for f in (CONFIG_FILE, WEIGHTS_FILE):
+        url = HUB_URL.format(repo=repo_id, file=f)
+        tmp = target / (f + ".part")
+        try:
+            with (
+                urllib.request.urlopen(url, timeout=timeout) as r,
+                open(tmp, "wb") as w,
+            ):
+                while chunk := r.read(1 << 20):
+                    w.write(chunk)
+        except (urllib.error.URLError, OSError) as e:
+            tmp.unlink(missing_ok=True)
+            raise ConnectionError(
+                f"could not download {url} ({e}). Without network access, download "
+                f"{CONFIG_FILE} and {WEIGHTS_FILE} of {repo_id} elsewhere and pass "
+                "their folder instead."
+            ) from e
+        tmp.replace(target / f)
+    return target
+
+
+def resolve_source(source, cache_dir=None) -> pathlib.Path:
+    """A local published-weights folder, or a Hub id ('owner/name') to download."""
+    path = pathlib.Path(source).expanduser()
+    if path.exists():
+        if not is_reference_folder(path):
+            raise FileNotFoundError(f"{path} has no {CONFIG_FILE} + {WEIGHTS_FILE}")
+        return path
+    if str(source).count("/") == 1 and not str(source).startswith((".", "/", "~")):
+        return download_from_hub(str(source), cache_dir)
+    raise FileNotFoundError(f"{source} is neither a folder nor a Hub id 'owner/name'")
