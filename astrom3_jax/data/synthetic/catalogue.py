@@ -20,7 +20,7 @@ from astrom3_jax.data.synthetic import classes
 POPULATIONS = {
     "young": (0.12, 18.0, 10.0),
     "thin": (0.30, 30.0, 20.0),
-    "old": (0.50, 45.0, 35.0),
+    "old": (0.80, 45.0, 35.0),
     "halo": (None, 120.0, 200.0),
 }
 # Typical apparent V per true class (mean, sd), inside 9.5 < V < 17.
@@ -267,10 +267,12 @@ def catalogue_period(true_class, phys, rng):
     short = p < 0.3
     shift = np.where(rng.random(n) < 0.5, 1.0, -1.0)
     one_day = np.where(short, 1 / np.abs(1 / np.where(short, p, 0.1) - shift), p)
-    alias = np.where(short & (u < 0.05), one_day, p)
+    alias = np.where(short & (u < 0.08), one_day, p)
     alias = np.where(~short & (u < 0.02), p / 2, alias)
     alias = np.where(~short & (u > 0.98), p * 2, alias)
     # Equal minima make half the orbital period look right (EA, and some EW).
     ea_half = (true_class == "EA") & (phys["shape_a"] > 0.85) & (rng.random(n) < 0.5)
     ew_half = (true_class == "EW") & (rng.random(n) < 0.03)
-    return np.where(ea_half | ew_half, p / 2, alias)
+    # Two spot groups on opposite hemispheres: the survey finds P/2.
+    rot_half = (true_class == "ROT") & (rng.random(n) < 0.08)
+    return np.where(ea_half | ew_half | rot_half, p / 2, alias)

@@ -179,7 +179,7 @@ def _rrab(rng, n, out, idx):
     amp = -2.627 - 22.046 * log_p - 30.876 * log_p**2 + rng.normal(0, 0.15, n)
     feh = np.clip(rng.normal(-1.5, 0.4, n), -2.5, 0.0)
     _set(out, idx, log_p=log_p, amp_v=np.clip(amp, 0.35, 1.6),
-         teff=rng.normal(6600, 250, n), logg=rng.normal(2.75, 0.2, n), feh=feh,
+         teff=rng.normal(6500, 250, n), logg=rng.normal(2.75, 0.2, n), feh=feh,
          m_v=0.23 * feh + 0.93 + rng.normal(0, 0.12, n), giant=True,
          population="halo", vsini=rng.uniform(5, 15, n),
          shape_a=rng.uniform(0.10, 0.22, n),   # rise fraction
@@ -192,7 +192,7 @@ def _rrc(rng, n, out, idx):
     log_p = np.clip(rng.normal(-0.50, 0.06, n), -0.7, -0.3)
     feh = np.clip(rng.normal(-1.5, 0.4, n), -2.5, 0.0)
     _set(out, idx, log_p=log_p, amp_v=np.clip(rng.normal(0.42, 0.09, n), 0.15, 0.8),
-         teff=rng.normal(7300, 200, n), logg=rng.normal(2.9, 0.2, n), feh=feh,
+         teff=rng.normal(7400, 200, n), logg=rng.normal(2.9, 0.2, n), feh=feh,
          m_v=0.23 * feh + 0.88 + rng.normal(0, 0.12, n), giant=True,
          population="halo", vsini=rng.uniform(5, 15, n),
          shape_a=rng.uniform(0.35, 0.48, n))  # fmt: skip

@@ -112,7 +112,7 @@ def template(
         dm = dm + offs[(cyc - cyc.min()).astype(int)] / max(amp, 1e-3)
     elif cls in ("SR", "LSP"):
         mod = 1 + a * _smooth_noise(rng, t, p * 2)
-        drift = a * _smooth_noise(rng, t, p * 3)
+        drift = 0.4 * a * _smooth_noise(rng, t, p * 3)
         dm = mod * np.sin(2 * np.pi * (phi + drift)) + 0.5 * a * np.sin(
             2 * np.pi * phi / b + rng.uniform(0, 6.3)
         )
@@ -154,6 +154,10 @@ def simulate(cls: str, star: dict, rng: np.random.Generator):
     v_true = ZERO_POINT - 2.5 * np.log10(flux_true)
     flux_err = 0.921 * sig * flux_true + 0.02  # detection floor (mJy)
     flux = flux_true + rng.normal(0, 1, len(t)) * flux_err
+    # Camera-to-camera zero points (the star falls on 1-3 cameras): a
+    # systematic scatter the error bars do not include.
+    cams = rng.normal(0, 0.025, 3)[rng.integers(0, rng.integers(1, 4), len(t))]
+    flux = flux * 10 ** (-0.4 * cams)
     outlier = rng.random(len(t)) < 0.005
     flux = np.where(outlier, flux * 10 ** (-0.4 * rng.normal(0.3, 0.4, len(t))), flux)
     # Saturation: brighter than V ~ 9.8 the response flattens (clipped maxima,
