@@ -20,7 +20,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from astrom3_jax.data.synthetic import CLASSES  # noqa: E402
-from benchmarks.synthetic_realism import read_rows, read_spectrum  # noqa: E402
+
+try:  # run as a script (benchmarks/ on sys.path) or as benchmarks.synthetic_plots
+    from synthetic_realism import read_rows, read_spectrum
+except ImportError:  # pragma: no cover
+    from benchmarks.synthetic_realism import read_rows, read_spectrum
 
 COLOURS = dict(zip(CLASSES, plt.get_cmap("tab10").colors, strict=True))
 
