@@ -185,7 +185,8 @@ def _missing_data_message(config, data_dir) -> str:
         "see tfds_builders/astrom3/README.md):\n"
         '  python -c "import tensorflow_datasets as tfds, '
         "tfds_builders.astrom3.astrom3_dataset_builder; "
-        f"tfds.builder('astrom3/{config.dataset}', data_dir=DATA_DIR)"
+        f"tfds.builder('astrom3/{config.dataset}', data_dir=DATA_DIR, "
+        "file_format='array_record')"
         ".download_and_prepare(download_config=tfds.download."
         'DownloadConfig(manual_dir=RELEASE_DIR))"\n'
         "then pass --config.data_dir=DATA_DIR."
@@ -200,7 +201,9 @@ def _tfds_sources(config) -> dict:
     from astrom3_jax.data import pipeline
 
     data_dir = config.data_dir or None
-    builder = tfds.builder(f"astrom3/{config.dataset}", data_dir=data_dir)
+    builder = tfds.builder(
+        f"astrom3/{config.dataset}", data_dir=data_dir, file_format="array_record"
+    )
     if not builder.is_prepared():
         if not config.dataset.startswith("synthetic"):
             raise FileNotFoundError(_missing_data_message(config, data_dir))
@@ -461,7 +464,8 @@ class _Run:
                 # Metrics first: a kill between the two redoes this epoch,
                 # and drop_from_epoch() then forgets the line written here.
                 self.writer.write(int(self.state["step"]), last)
-                logging.info("epoch %d: %s", self.epoch, _summary(last))
+                if jax.process_index() == 0:
+                    print(f"epoch {self.epoch}: {_summary(last)}", flush=True)
                 self.epoch, self.epoch_step = self.epoch + 1, 0
                 self.save(metrics={checkpoints.BEST_METRIC: val["val_accuracy"]})
             self.manager.wait_until_finished()
@@ -472,5 +476,7 @@ class _Run:
 
 
 def _summary(m: dict) -> str:
-    keys = ("train_loss", "val_loss", "val_accuracy", "lr_scale")
-    return ", ".join(f"{k}={m[k]:.4g}" for k in keys if k in m)
+    keys = ("train_loss", "val_loss", "val_accuracy", "lr", "train_samples_per_s")
+    out = [f"{k}={m[k]:.4g}" for k in keys if k in m]
+    out += [f"{k}={v:.3f}" for k, v in m.items() if k.startswith("val_full_recall@1")]
+    return ", ".join(out)

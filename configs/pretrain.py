@@ -16,40 +16,12 @@ Any field can be overridden, e.g. `--config.batch_size=64`.
 
 import ml_collections
 
-MODALITIES = ("photometry", "spectra", "metadata")
 
+def model_config() -> ml_collections.ConfigDict:
+    """The published CLIP model (15,869,827 parameters), pre-training dropouts."""
+    from astrom3_jax.models.config import paper_model_config
 
-def model_config(dropouts=(0.245, 0.339, 0.160)) -> ml_collections.ConfigDict:
-    """The published CLIP model (15,869,827 parameters)."""
-    p_drop, s_drop, m_drop = dropouts
-    return ml_collections.ConfigDict(
-        {
-            "modalities": MODALITIES,
-            "embed_dim": 512,
-            "photometry": {
-                "seq_len": 200,
-                "in_channels": 9,
-                "d_model": 128,
-                "n_heads": 4,
-                "d_ff": 512,
-                "n_layers": 8,
-                "dropout": p_drop,
-                "embed_dropout": 0.1,
-                "attention": "probsparse",
-                "probsparse_factor": 1,
-                "reference_reshape": True,
-            },
-            "spectra": {
-                "conv_channels": (3, 64, 64, 32, 32),
-                "kernel_size": 3,
-                "pool_size": 4,
-                "length": 2575,
-                "dropout": s_drop,
-            },
-            "metadata": {"input_dim": 34, "hidden_dim": 512, "dropout": m_drop},
-            "dtype": "float32",
-        }
-    )
+    return paper_model_config()
 
 
 def paper() -> ml_collections.ConfigDict:

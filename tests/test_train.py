@@ -1,10 +1,9 @@
 """The trainer: a step on 8 devices equals one device, a run, exact resume.
 
-Until the real models land these tests can run against `StandIn`, a tiny
-model with the AstroM3 surface (embeddings + per-pair temperatures).
+All use the real AstroM3 model at the `smoke` size on random examples in the
+stored TFDS layout (no data set to prepare).
 """
 
-import itertools
 import os
 import signal
 import subprocess
@@ -28,44 +27,11 @@ from configs import pretrain
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-class StandIn(nnx.Module):
-    """Pools each modality, one dropout + linear layer, L2-normalised."""
-
-    def __init__(self, cfg, rngs):
-        d = cfg.embed_dim
-        self.modality_names = tuple(cfg.modalities)
-        self.pairs = list(itertools.combinations(self.modality_names, 2))
-        widths = {"photometry": 9, "spectra": 3 * 25, "metadata": 34}
-        self.proj = nnx.Dict(
-            {m: nnx.Linear(widths[m], d, rngs=rngs) for m in self.modality_names}
-        )
-        self.drop = nnx.Dropout(0.3)
-        self.scales = nnx.Param(jnp.full((len(self.pairs),), jnp.log(100.0)))
-
-    def _features(self, m, batch):
-        x = batch[m]
-        if m == "photometry":
-            w = batch["photometry_mask"][..., None]
-            return (x * w).sum(1) / jnp.maximum(w.sum(1), 1.0)
-        if m == "spectra":
-            return x[:, :, :2575:103].reshape(len(x), -1)
-        return x
-
-    def __call__(self, batch, *, rngs=None):
-        out = {}
-        for m in self.modality_names:
-            h = self.drop(self._features(m, batch), rngs=rngs)
-            h = self.proj[m](h)
-            out[m] = h / jnp.linalg.norm(h, axis=-1, keepdims=True)
-        return out
-
-    def logit_scale(self, a, b):
-        i = self.pairs.index((a, b) if (a, b) in self.pairs else (b, a))
-        return jnp.clip(jnp.exp(self.scales[i]), 1.0, 100.0)
-
-
 def standin_build(model_cfg, rngs):
-    return StandIn(model_cfg, rngs)
+    """The real model builder (tests used a stand-in before models landed)."""
+    from astrom3_jax.models import build_clip_model
+
+    return build_clip_model(model_cfg, rngs)
 
 
 def fake_examples(n, seed):
@@ -96,7 +62,6 @@ def fake_sources(n_train=64, n_val=21):
 
 def tiny_config(**kw):
     c = pretrain.get_config("smoke")
-    c.model.embed_dim = 8
     c.batch_size = 16
     c.eval_batch_size = 16
     c.num_epochs = 3
@@ -141,13 +106,15 @@ def test_warmup_and_plateau():
     assert stops == [False] * 6 + [True]  # patience 6 on validation loss
 
 
-def _reference_step(model, batch, lr, tx, opt_state):
+def _reference_step(model, batch, lr, tx, opt_state, key):
     """Whole batch on one device, loss written out independently."""
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    # The ProbSparse sample key the train step draws at step 0.
+    sample = jax.random.fold_in(jax.random.fold_in(key, 0), 1)
 
     def loss_fn(params):
         m = nnx.merge(graphdef, params, rest)
-        emb = m(batch)  # eval mode: no dropout
+        emb = m(batch, rngs=nnx.Rngs(sample=sample))  # eval mode: no dropout
         total = 0.0
         for a, b in m.pairs:
             logits = m.logit_scale(a, b) * emb[a] @ emb[b].T
@@ -156,8 +123,7 @@ def _reference_step(model, batch, lr, tx, opt_state):
         return total
 
     loss, grads = jax.value_and_grad(loss_fn)(params)
-    up, _ = tx.update(grads, opt_state, params)
-    return loss, optax.apply_updates(params, jax.tree.map(lambda u: -lr * u, up))
+    return loss, grads
 
 
 def test_train_step_on_8_devices_matches_one_device():
@@ -166,16 +132,17 @@ def test_train_step_on_8_devices_matches_one_device():
     from astrom3_jax.data import pipeline
 
     loader = pipeline.make_train_loader(
-        fake_examples(32, 3), batch_size=32, seed=0, modalities=c.model.modalities
+        fake_examples(16, 3), batch_size=16, seed=0, modalities=c.model.modalities
     )
     batch = next(loader)
     model = standin_build(c.model, nnx.Rngs(0))
     model.eval()  # dropout off: the two computations must agree exactly
-    tx = train_lib.make_optimizer(c)
+    tx = optax.identity()  # so that the step's update is exactly -lr * grad
     graphdef, state, rest = train_lib.init_state(model, tx)
-    want_loss, want_params = _reference_step(
+    params0 = jax.device_get(nnx.to_pure_dict(state["params"]))
+    want_loss, want_grads = _reference_step(
         model, {k: jnp.asarray(v) for k, v in batch.items()}, 0.01, tx,
-        state["opt_state"],
+        state["opt_state"], jax.random.key(0),
     )  # fmt: skip
     step = train_lib.make_train_step(graphdef, tx, mesh)
     with jax.set_mesh(mesh):
@@ -185,11 +152,17 @@ def test_train_step_on_8_devices_matches_one_device():
             sharding.replicate(jax.random.key(0), mesh),
         )  # fmt: skip
     np.testing.assert_allclose(metrics["loss"], want_loss, rtol=1e-6)
-    got = jax.device_get(nnx.to_pure_dict(new["params"]))
+    got = jax.tree.map(
+        lambda new, old: (old - new) / 0.01,
+        jax.device_get(nnx.to_pure_dict(new["params"])),
+        params0,
+    )
+    want = nnx.to_pure_dict(want_grads)
+    scale = max(float(np.abs(x).max()) for x in jax.tree.leaves(want))
     jax.tree.map(
-        lambda g, w: np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6),
+        lambda g, w: np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4 * scale),
         got,
-        nnx.to_pure_dict(want_params),
+        want,
     )
 
 
@@ -213,12 +186,13 @@ def test_step_rngs_differ_per_device_but_share_sample_key():
 def test_train_and_evaluate_runs_and_writes(tmp_path):
     wd = str(tmp_path / "run")
     c = tiny_config()
+    c.num_epochs, c.max_steps_per_epoch = 2, 2
     out = train_lib.train_and_evaluate(
         c, wd, sources=fake_sources(), build_fn=standin_build
     )
-    assert out["epoch"] == 2 and np.isfinite(out["val_loss"])
+    assert out["epoch"] == 1 and np.isfinite(out["val_loss"])
     rows = metrics_lib.read_metrics(wd)
-    assert [r["epoch"] for r in rows] == [0, 1, 2]
+    assert [r["epoch"] for r in rows] == [0, 1]
     assert "val_full_recall@1/photometry->spectra" in rows[-1]
     assert os.listdir(os.path.join(wd, "tensorboard"))
     model, cfg = checkpoints.restore_model(wd, "latest", build_fn=standin_build)
