@@ -199,3 +199,18 @@ def test_torch_default_init():
     assert np.abs(fc1.kernel[...]).max() > 0.9 * bound
     ln = model.encoders["photometry"].norm
     assert ln.epsilon == 1e-5 and np.all(ln.scale[...] == 1)
+
+
+@pytest.mark.parametrize("impl", ["hash", "bernoulli"])
+def test_dropout_rate_and_scaling(impl):
+    from astrom3_jax.models import layers
+
+    drop = layers.Dropout(0.245, rngs=nnx.Rngs(dropout=0), impl=impl)
+    x = jnp.ones((64, 200, 129))
+    y = np.asarray(drop(x))
+    kept = y > 0
+    assert abs(kept.mean() - 0.755) < 3e-3
+    np.testing.assert_allclose(y[kept], 1 / 0.755, rtol=1e-4)
+    assert not np.array_equal(kept, np.asarray(drop(x)) > 0)  # fresh mask per call
+    drop.eval()
+    np.testing.assert_array_equal(drop(x), x)

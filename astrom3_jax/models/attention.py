@@ -8,8 +8,9 @@ ProbSparse (Zhou et al. 2021, as in the AstroM3 reference), factor c:
 - sparsity M(q) = max(sampled scores) - sum(sampled scores) / L;
 - the top-u queries of each (batch, head) get softmax(QK^T / sqrt(Dh)) V,
   all other queries get mean(V); no mask and no attention dropout.
-With L = 200 all L x L scores are cheap, so we compute them once and select
-with top_k + one-hot instead of gathers (gathers are slow on XLA CPU).
+The sparsity needs the sampled scores: with L = 200 computing all L x L
+scores once (without gradient) is cheaper than gathering sampled keys on XLA
+CPU; the active queries are then selected with top_k + one-hot matmuls.
 
 `reference_reshape` reproduces the reference's merge of heads: the
 (B, H, L, Dh) output is reshaped row-major straight to (B, L, H * Dh), which
@@ -43,24 +44,38 @@ def sample_counts(key: jax.Array, length: int, n_sample: int) -> jax.Array:
     return jax.nn.one_hot(idx, length, dtype=jnp.float32).sum(axis=1)
 
 
+def _sparsity(q, k, sample_key, n_sample):
+    """M(q) per (B, H, L) from the sampled keys; no gradient (it only selects)."""
+    length = q.shape[1]
+    q, k = jax.lax.stop_gradient(q), jax.lax.stop_gradient(k)
+    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32)
+    counts = sample_counts(sample_key, length, n_sample)
+    sampled_max = jnp.max(jnp.where(counts > 0, scores, -jnp.inf), axis=-1)
+    return sampled_max - jnp.sum(scores * counts, axis=-1) / length
+
+
 def probsparse_attention(q, k, v, sample_key, factor: int):
-    """ProbSparse attention; q, k, v (B, L, H, Dh) -> (B, H, L, Dh)."""
+    """ProbSparse attention; q, k, v (B, L, H, Dh) -> (B, H, L, Dh).
+
+    Only the u active queries are attended: they are picked with a one-hot
+    (B, H, u, L) matrix and written back with its transpose (top_k indices
+    are distinct), so everything is a matmul.
+    """
     _, length, _, head_dim = q.shape
     n_top, n_sample = probsparse_top_counts(length, factor)
-    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32)
-    values = v.astype(jnp.float32)
-    if n_top < length:
-        counts = sample_counts(sample_key, length, n_sample)
-        sampled_max = jnp.max(jnp.where(counts > 0, scores, -jnp.inf), axis=-1)
-        sparsity = sampled_max - jnp.sum(scores * counts, axis=-1) / length
-        _, top = jax.lax.top_k(sparsity, n_top)  # (B, H, u)
-        active = jax.nn.one_hot(top, length, dtype=jnp.float32).sum(axis=-2) > 0
-    attn = jax.nn.softmax(scores / math.sqrt(head_dim), axis=-1)
-    out = jnp.einsum("bhqk,bkhd->bhqd", attn, values)
-    if n_top < length:
-        mean_v = jnp.mean(values, axis=1)[:, :, None, :]  # (B, H, 1, Dh)
-        out = jnp.where(active[..., None], out, mean_v)
-    return out.astype(q.dtype)
+    scale = 1.0 / math.sqrt(head_dim)
+    if n_top >= length:  # every query active: plain softmax attention
+        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) * scale
+        attn = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+        return jnp.einsum("bhqk,bkhd->bhqd", attn, v)
+    _, top = jax.lax.top_k(_sparsity(q, k, sample_key, n_sample), n_top)
+    pick = jax.nn.one_hot(top, length, dtype=q.dtype)  # (B, H, u, L)
+    q_top = jnp.einsum("bhul,blhd->bhud", pick, q)
+    scores = jnp.einsum("bhud,bkhd->bhuk", q_top, k).astype(jnp.float32) * scale
+    attn = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    ctx_top = jnp.einsum("bhuk,bkhd->bhud", attn, v)
+    mean_v = jnp.mean(v, axis=1)[:, :, None, :]  # (B, H, 1, Dh)
+    return mean_v + jnp.einsum("bhul,bhud->bhld", pick, ctx_top - mean_v)
 
 
 class SelfAttention(nnx.Module):

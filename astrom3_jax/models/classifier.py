@@ -64,6 +64,7 @@ class Classifier(nnx.Module):
         self.fc = layers.linear(
             self.encoder.output_dim, model_config.num_classes, rngs=rngs, dtype=dtype
         )
+        layers.set_dropout_impl(self, model_config)
 
     def __call__(self, batch=None, *, rngs=None, **inputs):
         batch = _merge(batch, inputs)

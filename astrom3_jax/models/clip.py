@@ -66,6 +66,7 @@ class AstroM3(nnx.Module):
                 for a, b in self.pairs
             }
         )
+        layers.set_dropout_impl(self, model_config)
 
     def _canonical(self, a: str, b: str) -> tuple[str, str]:
         if (a, b) in self.pairs:

@@ -14,6 +14,8 @@ def paper_model_config() -> ml_collections.ConfigDict:
     c.num_classes = 10
     c.fusion = "avg"  # multimodal classifier: 'avg' (published) | 'concat'
     c.dtype = "float32"  # compute dtype; params are always float32
+    # dropout masks: 'hash' (fast counter hash, default) | 'bernoulli' (threefry)
+    c.dropout_impl = "hash"
     c.photometry = ml_collections.ConfigDict(
         dict(
             seq_len=200,

@@ -80,3 +80,72 @@ def layer_norm(features: int, *, rngs: nnx.Rngs, dtype=None, eps: float = 1e-5):
     return nnx.LayerNorm(
         features, epsilon=eps, dtype=dtype, param_dtype=jnp.float32, rngs=rngs
     )
+
+
+def _fmix32(x):
+    """MurmurHash3's 32-bit finaliser: a cheap, well-mixing integer hash."""
+    x = x ^ (x >> 16)
+    x = x * jnp.uint32(0x85EBCA6B)
+    x = x ^ (x >> 13)
+    x = x * jnp.uint32(0xC2B2AE35)
+    return x ^ (x >> 16)
+
+
+def hash_keep_mask(key, shape, keep_prob: float):
+    """Bernoulli(keep_prob) mask from a counter hash, 16 bits per draw.
+
+    Dropout needs uniform, independent-looking bits, not a cryptographic
+    generator: hashing (position, 64-bit seed from `key`) is ~50x cheaper
+    than threefry on XLA CPU, where threefry dominated the training step.
+    Returns (mask, the exact keep probability, a multiple of 2**-16).
+    """
+    threshold = int(round(keep_prob * 65536))
+    seed = jax.random.bits(key, (2,), jnp.uint32)
+    n = math.prod(shape)
+    half = (n + 1) // 2
+    bits = _fmix32(_fmix32(jax.lax.iota(jnp.uint32, half) ^ seed[0]) + seed[1])
+    t = jnp.uint32(threshold)
+    mask = jnp.concatenate([(bits & 0xFFFF) < t, (bits >> 16) < t])[:n]
+    return mask.reshape(shape), threshold / 65536
+
+
+class Dropout(nnx.Dropout):
+    """nnx.Dropout with a fast hash-based mask (`impl='hash'`, the default).
+
+    Same streams, train()/eval() and call signature as nnx.Dropout;
+    `impl='bernoulli'` gives nnx.Dropout's jax.random.bernoulli masks.
+    """
+
+    def __init__(self, rate: float, *, rngs=None, impl: str = "hash"):
+        super().__init__(rate, rngs=rngs)
+        self.dropout_impl = impl
+
+    def __call__(self, inputs, *, deterministic=None, rngs=None):
+        if self.dropout_impl != "hash":
+            return super().__call__(inputs, deterministic=deterministic, rngs=rngs)
+        deterministic = self.deterministic if deterministic is None else deterministic
+        if deterministic or self.rate == 0.0:
+            return inputs
+        if self.rate == 1.0:
+            return jnp.zeros_like(inputs)
+        rngs = self.rngs if rngs is None else rngs
+        if rngs is None:
+            raise ValueError("Dropout in training mode needs a 'dropout' rng stream")
+        if isinstance(rngs, nnx.Rngs):
+            key = rngs[self.rng_collection]()
+        elif isinstance(rngs, nnx.RngStream):
+            key = rngs()
+        else:
+            key = rngs
+        mask, keep = hash_keep_mask(key, inputs.shape, 1.0 - self.rate)
+        return jnp.where(mask, inputs / jnp.asarray(keep, inputs.dtype), 0).astype(
+            inputs.dtype
+        )
+
+
+def set_dropout_impl(module: nnx.Module, model_config) -> None:
+    """Apply `config.dropout_impl` ('hash' default | 'bernoulli') to every Dropout."""
+    impl = model_config.get("dropout_impl", "hash")
+    if impl not in ("hash", "bernoulli"):
+        raise ValueError(f"dropout_impl must be 'hash' or 'bernoulli', got {impl!r}")
+    module.set_attributes(dropout_impl=impl, raise_if_not_found=False)

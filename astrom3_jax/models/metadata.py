@@ -16,7 +16,7 @@ class MetadataMLP(nnx.Module):
         self.dtype = dtype
         self.fc1 = layers.linear(cfg.input_dim, cfg.hidden_dim, rngs=rngs, dtype=dtype)
         self.fc2 = layers.linear(cfg.hidden_dim, cfg.hidden_dim, rngs=rngs, dtype=dtype)
-        self.dropout = nnx.Dropout(cfg.dropout, rngs=rngs)
+        self.dropout = layers.Dropout(cfg.dropout, rngs=rngs)
         self._output_dim = cfg.hidden_dim
 
     @property

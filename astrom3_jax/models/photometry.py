@@ -68,7 +68,7 @@ class EncoderLayer(nnx.Module):
         self.ff2 = layers.linear(ff, d, rngs=rngs, dtype=dtype)
         self.norm1 = layers.layer_norm(d, rngs=rngs, dtype=dtype)
         self.norm2 = layers.layer_norm(d, rngs=rngs, dtype=dtype)
-        self.dropout = nnx.Dropout(cfg.dropout, rngs=rngs)
+        self.dropout = layers.Dropout(cfg.dropout, rngs=rngs)
         self.activation = _ACTIVATIONS[cfg.get("activation", "gelu")]
 
     def __call__(self, x, mask, *, rngs=None):
@@ -95,12 +95,12 @@ class Informer(nnx.Module):
             dtype=dtype,
             rngs=rngs,
         )
-        self.embed_dropout = nnx.Dropout(cfg.get("embed_dropout", 0.1), rngs=rngs)
+        self.embed_dropout = layers.Dropout(cfg.get("embed_dropout", 0.1), rngs=rngs)
         self.layers = nnx.List(
             [EncoderLayer(cfg, dtype=dtype, rngs=rngs) for _ in range(cfg.n_layers)]
         )
         self.norm = layers.layer_norm(cfg.d_model, rngs=rngs, dtype=dtype)
-        self.dropout = nnx.Dropout(cfg.dropout, rngs=rngs)
+        self.dropout = layers.Dropout(cfg.dropout, rngs=rngs)
 
     @property
     def output_dim(self) -> int:

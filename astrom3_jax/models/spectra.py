@@ -37,7 +37,7 @@ class GalSpecNet(nnx.Module):
                 for a, b in zip(ch[:-1], ch[1:], strict=True)
             ]
         )
-        self.dropout = nnx.Dropout(cfg.dropout, rngs=rngs)
+        self.dropout = layers.Dropout(cfg.dropout, rngs=rngs)
         self._output_dim = ch[-1] * output_length(cfg)
 
     @property
