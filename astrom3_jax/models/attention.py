@@ -89,6 +89,7 @@ class SelfAttention(nnx.Module):
         kind: str = "probsparse",
         factor: int = 1,
         reference_reshape: bool = True,
+        implementation: str | None = None,
         dtype=None,
         rngs: nnx.Rngs,
     ):
@@ -100,6 +101,7 @@ class SelfAttention(nnx.Module):
         self.kind = kind
         self.factor = factor
         self.reference_reshape = reference_reshape
+        self.implementation = implementation  # for 'full': None (auto), 'xla', 'cudnn'
         self.query = layers.linear(d_model, d_model, rngs=rngs, dtype=dtype)
         self.key = layers.linear(d_model, d_model, rngs=rngs, dtype=dtype)
         self.value = layers.linear(d_model, d_model, rngs=rngs, dtype=dtype)
@@ -122,7 +124,9 @@ class SelfAttention(nnx.Module):
         v = self.value(x).reshape(split)
         if self.kind == "full":
             key_mask = (mask > 0)[:, None, None, :]
-            out = jax.nn.dot_product_attention(q, k, v, mask=key_mask)
+            out = jax.nn.dot_product_attention(
+                q, k, v, mask=key_mask, implementation=self.implementation
+            )
             out = out.reshape(batch, length, d_model)
         else:
             out = probsparse_attention(q, k, v, self._sample_key(rngs), self.factor)

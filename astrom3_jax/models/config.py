@@ -30,6 +30,9 @@ def paper_model_config() -> ml_collections.ConfigDict:
             attention="probsparse",
             probsparse_factor=1,
             reference_reshape=True,
+            # 'full' only: jax.nn.dot_product_attention implementation,
+            # None (XLA picks), 'xla' or 'cudnn' (fused, GPU, bf16/fp16)
+            attention_impl=None,
         )
     )
     c.spectra = ml_collections.ConfigDict(

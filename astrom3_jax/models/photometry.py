@@ -60,6 +60,7 @@ class EncoderLayer(nnx.Module):
             kind=cfg.attention,
             factor=cfg.probsparse_factor,
             reference_reshape=cfg.reference_reshape,
+            implementation=cfg.get("attention_impl", None),
             dtype=dtype,
             rngs=rngs,
         )
