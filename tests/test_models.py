@@ -214,3 +214,27 @@ def test_dropout_rate_and_scaling(impl):
     assert not np.array_equal(kept, np.asarray(drop(x)) > 0)  # fresh mask per call
     drop.eval()
     np.testing.assert_array_equal(drop(x), x)
+
+
+def test_init_from_clip():
+    cfg = models.small_model_config()
+    clip_model = models.build_clip_model(cfg, nnx.Rngs(0))
+    cfg.task = "classification"
+    multi = models.build_model(cfg, nnx.Rngs(1))
+    models.init_from_clip(multi, clip_model)
+    for a, b in zip(
+        jax.tree.leaves(nnx.state(multi.clip, nnx.Param)),
+        jax.tree.leaves(nnx.state(clip_model, nnx.Param)),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(a, b)
+    cfg.modalities = ("spectra",)
+    single = models.build_model(cfg, nnx.Rngs(1))
+    models.init_from_clip(single, clip_model)
+    np.testing.assert_array_equal(
+        single.encoder.convs[0].kernel[...],
+        clip_model.encoders["spectra"].convs[0].kernel[...],
+    )
+    cfg.spectra.conv_channels = (3, 4, 4, 4, 4)
+    with pytest.raises(ValueError, match="spectra encoder"):
+        models.init_from_clip(models.build_model(cfg, nnx.Rngs(1)), clip_model)

@@ -10,7 +10,11 @@ from __future__ import annotations
 from flax import nnx
 
 from astrom3_jax.models import registry
-from astrom3_jax.models.classifier import Classifier, MultimodalClassifier
+from astrom3_jax.models.classifier import (
+    Classifier,
+    MultimodalClassifier,
+    init_from_clip,
+)
 from astrom3_jax.models.clip import AstroM3
 from astrom3_jax.models.config import paper_model_config, small_model_config
 from astrom3_jax.models.metadata import MetadataMLP
@@ -27,6 +31,7 @@ __all__ = [
     "build_classifier",
     "build_clip_model",
     "build_model",
+    "init_from_clip",
     "paper_model_config",
     "registry",
     "small_model_config",

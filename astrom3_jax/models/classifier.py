@@ -70,3 +70,28 @@ class Classifier(nnx.Module):
         batch = _merge(batch, inputs)
         x = self.encoder(*gather_inputs(batch, registry.get(self.modality)), rngs=rngs)
         return self.fc(x).astype(jnp.float32)
+
+
+def _copy_params(dst: nnx.Module, src: nnx.Module, what: str) -> None:
+    got = nnx.state(src, nnx.Param)
+    want = nnx.state(dst, nnx.Param)
+    a = {p: v[...].shape for p, v in nnx.to_flat_state(got)}
+    b = {p: v[...].shape for p, v in nnx.to_flat_state(want)}
+    if a != b:
+        diff = sorted(set(a.items()) ^ set(b.items()))
+        raise ValueError(f"{what}: parameters do not match the classifier's: {diff}")
+    nnx.update(dst, got)
+
+
+def init_from_clip(classifier, clip: AstroM3) -> None:
+    """Start fine-tuning from pre-training, in place, as the reference does.
+
+    A single-modality classifier takes that modality's encoder only (head
+    stays new); the multimodal one takes encoders, projections and
+    temperatures.
+    """
+    if isinstance(classifier, MultimodalClassifier):
+        _copy_params(classifier.clip, clip, "CLIP model")
+    else:
+        name = classifier.modality
+        _copy_params(classifier.encoder, clip.encoders[name], f"{name} encoder")
