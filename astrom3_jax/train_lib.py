@@ -246,6 +246,9 @@ def make_loaders(config, sources: Mapping, *, batch_size_check=True):
 # --------------------------------------------------------------- evaluation
 
 
+_full_set_metrics = jax.jit(losses.clip_metrics)
+
+
 def evaluate(eval_step, params, rest, batches, mesh, key, config) -> dict:
     """Validation metrics: batch means weighted by real rows, and retrieval
     recall over the whole split (masked padding rows dropped)."""
@@ -269,7 +272,7 @@ def evaluate(eval_step, params, rest, batches, mesh, key, config) -> dict:
             for i, a in enumerate(config.model.modalities)
             for b in config.model.modalities[i + 1 :]
         ]
-        m = losses.clip_metrics(full, {p: 1.0 for p in pairs})
+        m = _full_set_metrics(full, {p: jnp.float32(1.0) for p in pairs})
         out.update({f"val_full_{k}": float(v) for k, v in m.items() if "recall" in k})
     return out
 

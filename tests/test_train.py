@@ -62,6 +62,7 @@ def fake_sources(n_train=64, n_val=21):
 
 def tiny_config(**kw):
     c = pretrain.get_config("smoke")
+    c.seq_len = c.model.photometry.seq_len = 32  # light curves cropped short: fast
     c.batch_size = 16
     c.eval_batch_size = 16
     c.num_epochs = 3
@@ -132,7 +133,11 @@ def test_train_step_on_8_devices_matches_one_device():
     from astrom3_jax.data import pipeline
 
     loader = pipeline.make_train_loader(
-        fake_examples(16, 3), batch_size=16, seed=0, modalities=c.model.modalities
+        fake_examples(16, 3),
+        batch_size=16,
+        seed=0,
+        seq_len=c.seq_len,
+        modalities=c.model.modalities,
     )
     batch = next(loader)
     model = standin_build(c.model, nnx.Rngs(0))
