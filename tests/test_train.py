@@ -286,3 +286,58 @@ def test_missing_real_dataset_says_how_to_build(tmp_path):
 def test_config_docstring_has_the_commands():
     for v in ("paper", "cpu", "smoke"):
         assert f"configs/pretrain.py:{v}" in pretrain.__doc__
+
+
+MULTIHOST = textwrap.dedent(
+    """
+    import os, sys
+    os.environ["JAX_PLATFORMS"] = "cpu"
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=" + sys.argv[4]
+    sys.path.insert(0, sys.argv[2])
+    from absl import flags
+    flags.FLAGS.mark_as_parsed()
+    import jax
+    n_proc, pid = int(sys.argv[5]), int(sys.argv[6])
+    if n_proc > 1:
+        jax.distributed.initialize(
+            coordinator_address="localhost:" + sys.argv[3],
+            num_processes=n_proc, process_id=pid,
+        )
+    from tests import test_train as t
+    from astrom3_jax import train_lib
+    c = t.tiny_config(num_epochs=2, max_steps_per_epoch=2)
+    train_lib.train_and_evaluate(
+        c, sys.argv[1], sources=t.fake_sources(64, 21), build_fn=t.standin_build
+    )
+    """
+)
+
+
+@pytest.mark.slow
+def test_two_hosts_train_like_one_host(tmp_path):
+    """2 processes x 2 devices reach the parameters of 1 process x 4 devices."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = str(s.getsockname()[1])
+
+    def launch(wd, n_dev, n_proc, pid):
+        return subprocess.Popen(
+            [sys.executable, "-c", MULTIHOST, wd, ROOT, port, n_dev, n_proc, pid],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+
+    one, two = str(tmp_path / "one"), str(tmp_path / "two")
+    p = launch(one, "4", "1", "0")
+    assert p.wait(timeout=300) == 0, p.stdout.read().decode()[-3000:]
+    procs = [launch(two, "2", "2", str(i)) for i in (0, 1)]
+    for p in procs:
+        assert p.wait(timeout=300) == 0, p.stdout.read().decode()[-3000:]
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+        _params(two),
+        _params(one),
+    )
+    assert [r["epoch"] for r in metrics_lib.read_metrics(two)] == [0, 1]
