@@ -364,7 +364,7 @@ class _Run:
     """The mutable state of one training run and its epoch loop."""
 
     def __init__(self, config, workdir, mesh, train_iter, steps_per_epoch, build_fn):
-        self.config, self.mesh = config, mesh
+        self.config, self.mesh, self.workdir = config, mesh, workdir
         self.train_iter, self.steps_per_epoch = train_iter, steps_per_epoch
         model = checkpoints.build_model(config, build_fn, seed=config.seed)
         tx = make_optimizer(config)
@@ -446,7 +446,11 @@ class _Run:
         return out
 
     def run(self, val_batches) -> dict:
-        c, last, stop = self.config, {}, False
+        c = self.config
+        # A finished (or early-stopped) run started again does nothing.
+        stop = self.schedule.stop_bad >= c.early_stopping_patience
+        done = metrics_lib.read_metrics(self.workdir)
+        last = done[-1] if done else {}
         try:
             while self.epoch < c.num_epochs and not stop:
                 t0 = time.time()

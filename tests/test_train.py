@@ -202,6 +202,12 @@ def test_train_and_evaluate_runs_and_writes(tmp_path):
     assert os.listdir(os.path.join(wd, "tensorboard"))
     model, cfg = checkpoints.restore_model(wd, "latest", build_fn=standin_build)
     assert cfg == c
+    # Started again, a finished run trains no further and reports its end.
+    again = train_lib.train_and_evaluate(
+        c, wd, sources=fake_sources(), build_fn=standin_build
+    )
+    assert again["val_loss"] == out["val_loss"]
+    assert len(metrics_lib.read_metrics(wd)) == 2
     with pytest.raises(ValueError, match="different config"):
         train_lib.train_and_evaluate(
             tiny_config(seed=1), wd, sources=fake_sources(), build_fn=standin_build
