@@ -180,16 +180,12 @@ def make_eval_step(graphdef, mesh) -> Callable:
 def _missing_data_message(config, data_dir) -> str:
     return (
         f"TFDS data set astrom3/{config.dataset} is not prepared in "
-        f"{data_dir or 'the TFDS default data_dir'}.\nBuild it once (it "
-        "downloads the Hub release, or reads a local copy given as manual_dir; "
-        "see tfds_builders/astrom3/README.md):\n"
-        '  python -c "import tensorflow_datasets as tfds, '
-        "tfds_builders.astrom3.astrom3_dataset_builder; "
-        f"tfds.builder('astrom3/{config.dataset}', data_dir=DATA_DIR, "
-        "file_format='array_record')"
-        ".download_and_prepare(download_config=tfds.download."
-        'DownloadConfig(manual_dir=RELEASE_DIR))"\n'
-        "then pass --config.data_dir=DATA_DIR."
+        f"{data_dir or 'the TFDS default data_dir'}. Build it once: it downloads "
+        "the Hub release, or reads a local copy given as --manual_dir (see "
+        "tfds_builders/astrom3/README.md):\n"
+        f"  python -m tfds_builders.build --config {config.dataset} "
+        f"--data_dir {data_dir or '~/tensorflow_datasets'} [--manual_dir RELEASE_DIR]"
+        "\nthen pass the same --config.data_dir here."
     )
 
 
@@ -208,8 +204,10 @@ def _tfds_sources(config) -> dict:
         if not config.dataset.startswith("synthetic"):
             raise FileNotFoundError(_missing_data_message(config, data_dir))
         if jax.process_index() == 0:
+            from tfds_builders import build
+
             logging.info("Generating astrom3/%s (no network needed).", config.dataset)
-            builder.download_and_prepare()
+            build.prepare(config.dataset, data_dir)
         if jax.process_count() > 1:
             from jax.experimental import multihost_utils
 

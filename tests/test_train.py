@@ -285,7 +285,9 @@ def test_sigkill_and_resume_reaches_the_same_parameters(tmp_path):
 
 def test_missing_real_dataset_says_how_to_build(tmp_path):
     c = tiny_config(dataset="full_42", data_dir=str(tmp_path / "tfds"))
-    with pytest.raises(FileNotFoundError, match="download_and_prepare"):
+    with pytest.raises(
+        FileNotFoundError, match="python -m tfds_builders.build --config full_42"
+    ):
         train_lib.train_and_evaluate(c, str(tmp_path / "wd"), build_fn=standin_build)
 
 
