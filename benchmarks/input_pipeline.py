@@ -9,8 +9,8 @@ array_record TFDS data set with the astrom3 public schema and realistic sizes
 `builder.as_data_source('train')` exactly as training does. With --config it
 reads the prepared `astrom3/<config>` data set instead.
 
-Prints samples/s for `cache=True` (decode once, then numpy gathers; the
-default for training) and `cache=False` (every batch read from the
+Prints samples/s for `cache=True` (decode once, then numpy gathers;
+recommended for training) and `cache=False` (every batch read from the
 array_record files and decoded). --profile prints where the time goes.
 """
 
