@@ -31,7 +31,9 @@ def paper() -> ml_collections.ConfigDict:
     c.data_dir = ""  # TFDS data_dir; '' = the TFDS default
     c.seq_len = 200
     c.worker_count = 0  # grain workers (batches do not depend on it)
-    c.cache_data = False  # decode the whole split into memory first
+    # Decode each split into memory once (~0.7 GB for full_42): ~5x the input
+    # throughput of reading the array_record files every epoch.
+    c.cache_data = True
     # Optimisation (REFERENCE.md section 5).
     c.batch_size = 512  # global, over all devices and hosts
     c.eval_batch_size = 512
