@@ -14,7 +14,7 @@ import pytest
 from astropy.io import fits
 
 from astrom3_jax.data import preprocessing, release_io
-from astrom3_jax.data.synthetic import classes, release
+from astrom3_jax.data.synthetic import catalogue, classes, release
 
 N_OBJ = 150
 
@@ -285,3 +285,36 @@ def test_full_preset_on_disk(tmp_path):
     assert {c: tuple(v) for c, v in sizes.items()} == classes.SPLIT_COUNTS_42
     with zipfile.ZipFile(root / "photometry.zip") as zf:
         assert len(zf.namelist()) == 21440 + len(_rows(root, split="unseen"))
+
+
+def _assert_curves_have_scatter(root):
+    """Every curve must pass the builder's MAD check: no flat (saturated) curves."""
+    with zipfile.ZipFile(root / "photometry.zip") as zf:
+        names = [n[len("vardb_files/") : -4] for n in zf.namelist()]
+        for name in names:
+            flux = release_io.read_light_curve(zf, name)[:, 1]
+            mad = np.median(np.abs(flux - np.median(flux)))
+            assert mad > 0 and len(np.unique(flux)) >= 2, name
+    return names
+
+
+def test_light_curves_never_flat(releases):
+    _assert_curves_have_scatter(releases[0])
+
+
+def test_saturated_stars_keep_scatter(tmp_path, monkeypatch):
+    """Stars far above the V ~ 9.8 saturation limit still jitter and vary."""
+    place = catalogue.place_stars
+
+    def bright_place(true_class, phys, rng):
+        pos = place(true_class, phys, rng)
+        pos["v_mean"][::2] = np.linspace(7.5, 10.0, len(pos["v_mean"][::2]))
+        return pos
+
+    monkeypatch.setattr(catalogue, "place_stars", bright_place)
+    root = release.generate_release(
+        tmp_path / "bright", preset="small", seed=5, n_objects=24, n_unseen=2, workers=1
+    )
+    assert len(_assert_curves_have_scatter(root)) >= 24
+    rows = _rows(root) + _rows(root, split="val") + _rows(root, split="test")
+    assert min(float(r["mean_vmag"]) for r in rows) < 9.8  # saturated stars present
