@@ -198,16 +198,21 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         )
 
     def _synthetic_release(self, dl_manager):
-        from astrom3_jax.data.synthetic import generate_release  # lazy: heavy
+        from astrom3_jax.data import synthetic  # lazy: heavy
 
         cfg = self.builder_config
+        # The generator version is in the folder name: a release cached by an
+        # older generator is never silently reused.
         root = os.path.join(
             os.fspath(dl_manager.download_dir),
-            f"synthetic_{cfg.synthetic}_seed{cfg.synthetic_seed}",
+            f"synthetic_{cfg.synthetic}_seed{cfg.synthetic_seed}"
+            f"_v{synthetic.GENERATOR_VERSION}",
         )
         done = os.path.join(root, ".complete")
         if not os.path.exists(done):
-            generate_release(root, preset=cfg.synthetic, seed=cfg.synthetic_seed)
+            synthetic.generate_release(
+                root, preset=cfg.synthetic, seed=cfg.synthetic_seed
+            )
             with open(done, "w") as f:
                 f.write("ok\n")
         return self._folder_files(root)
