@@ -8,9 +8,9 @@ ProbSparse (Zhou et al. 2021, as in the AstroM3 reference), factor c:
 - sparsity M(q) = max(sampled scores) - sum(sampled scores) / L;
 - the top-u queries of each (batch, head) get softmax(QK^T / sqrt(Dh)) V,
   all other queries get mean(V); no mask and no attention dropout.
-The sparsity needs the sampled scores: with L = 200 computing all L x L
-scores once (without gradient) is cheaper than gathering sampled keys on XLA
-CPU; the active queries are then selected with top_k + one-hot matmuls.
+The sparsity scores only the sampled keys (one gather per sample, no
+gradient); the active queries are then selected with top_k + one-hot
+matmuls.
 
 `reference_reshape` reproduces the reference's merge of heads: the
 (B, H, L, Dh) output is reshaped row-major straight to (B, L, H * Dh), which
@@ -45,13 +45,24 @@ def sample_counts(key: jax.Array, length: int, n_sample: int) -> jax.Array:
 
 
 def _sparsity(q, k, sample_key, n_sample):
-    """M(q) per (B, H, L) from the sampled keys; no gradient (it only selects)."""
+    """M(q) per (B, H, L) from the sampled keys; no gradient (it only selects).
+
+    Scores only the n_sample sampled keys of each query (one gather + dot per
+    sample): the (B, H, L, L) score tensor plus its masked max and weighted
+    sum cost ~70 ms per layer on XLA CPU at batch 64 (reductions over a
+    200-wide minor axis vectorise badly), this ~20 ms. Same keys as
+    `sample_counts` (duplicates counted with their multiplicity); only the
+    summation order differs.
+    """
     length = q.shape[1]
     q, k = jax.lax.stop_gradient(q), jax.lax.stop_gradient(k)
-    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32)
-    counts = sample_counts(sample_key, length, n_sample)
-    sampled_max = jnp.max(jnp.where(counts > 0, scores, -jnp.inf), axis=-1)
-    return sampled_max - jnp.sum(scores * counts, axis=-1) / length
+    idx = jax.random.randint(sample_key, (length, n_sample), 0, length)
+    sampled_max = total = None
+    for j in range(n_sample):
+        s = jnp.sum(q * k[:, idx[:, j]], axis=-1, dtype=jnp.float32)  # (B, L, H)
+        sampled_max = s if j == 0 else jnp.maximum(sampled_max, s)
+        total = s if j == 0 else total + s
+    return jnp.swapaxes(sampled_max - total / length, 1, 2)
 
 
 def probsparse_attention(q, k, v, sample_key, factor: int):
