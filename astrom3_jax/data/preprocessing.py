@@ -122,7 +122,9 @@ def preprocess_light_curve(
         raise PreprocessingError(f"light curve must be (N, 3), got {lc.shape}")
     _check_finite("light curve", lc, ("HJD", "FLUX", "FLUX_ERR"))
     x = np.unique(lc, axis=0)  # drops exact duplicates (and sorts rows)
-    x = x[np.argsort(x[:, 0])]
+    # Stable: rows sharing an HJD keep np.unique's (flux, error) order; the
+    # default (SIMD) quicksort may permute ties between runs/machines.
+    x = x[np.argsort(x[:, 0], kind="stable")]
     if len(x) < 2:
         raise PreprocessingError(
             f"light curve has {len(x)} distinct point(s); need at least 2"
