@@ -40,6 +40,8 @@ _PROFILE = flags.DEFINE_bool("profile", False, "cProfile the timed batches.")
 def _bench_builder_class():
     import tensorflow_datasets as tfds
 
+    from tfds_builders.astrom3 import astrom3_dataset_builder as astrom3_builder
+
     class Astrom3Bench(tfds.core.GeneratorBasedBuilder):
         """Random data in the astrom3 public schema, realistic sizes."""
 
@@ -53,17 +55,7 @@ def _bench_builder_class():
             f = tfds.features
             return tfds.core.DatasetInfo(
                 builder=self,
-                features=f.FeaturesDict(
-                    {
-                        "id": f.Text(),
-                        "name": f.Text(),
-                        "photometry": f.Tensor(shape=(None, 3), dtype=np.float32),
-                        "photometry_aux": f.Tensor(shape=(6,), dtype=np.float32),
-                        "spectra": f.Tensor(shape=(3, 2575), dtype=np.float32),
-                        "metadata": f.Tensor(shape=(34,), dtype=np.float32),
-                        "label": f.ClassLabel(num_classes=10),
-                    }
-                ),
+                features=f.FeaturesDict(astrom3_builder.model_input_features()),
             )
 
         def _split_generators(self, dl_manager):

@@ -286,6 +286,8 @@ def test_batch_size_must_split_across_processes(source):
 @pytest.fixture(scope="module")
 def tfds_source(tmp_path_factory, source):
     tfds = pytest.importorskip("tensorflow_datasets")
+    from tfds_builders.astrom3 import astrom3_dataset_builder as astrom3_builder
+
     examples = source
 
     class PipelineToy(tfds.core.GeneratorBasedBuilder):
@@ -297,17 +299,7 @@ def tfds_source(tmp_path_factory, source):
             f = tfds.features
             return tfds.core.DatasetInfo(
                 builder=self,
-                features=f.FeaturesDict(
-                    {
-                        "id": f.Text(),
-                        "name": f.Text(),
-                        "photometry": f.Tensor(shape=(None, 3), dtype=np.float32),
-                        "photometry_aux": f.Tensor(shape=(6,), dtype=np.float32),
-                        "spectra": f.Tensor(shape=(3, 2575), dtype=np.float32),
-                        "metadata": f.Tensor(shape=(34,), dtype=np.float32),
-                        "label": f.ClassLabel(num_classes=10),
-                    }
-                ),
+                features=f.FeaturesDict(astrom3_builder.model_input_features()),
             )
 
         def _split_generators(self, dl_manager):

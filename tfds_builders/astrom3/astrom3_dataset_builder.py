@@ -67,6 +67,24 @@ def _configs():
     return out
 
 
+def model_input_features() -> dict:
+    """The stored features the input pipeline reads (the public schema).
+
+    Shared with toy builders in tests and benchmarks, so they cannot drift
+    from what this builder writes.
+    """
+    f = tfds.features
+    return {
+        "id": f.Text(doc="Gaia EDR3 id"),
+        "name": f.Text(doc="ASAS-SN name"),
+        "photometry": f.Tensor(shape=(None, 3), dtype=np.float32),
+        "photometry_aux": f.Tensor(shape=(6,), dtype=np.float32),
+        "spectra": f.Tensor(shape=(3, schema.SPECTRUM_LENGTH), dtype=np.float32),
+        "metadata": f.Tensor(shape=(len(schema.META_COLS),), dtype=np.float32),
+        "label": f.ClassLabel(names=list(schema.CLASSES)),
+    }
+
+
 class Builder(tfds.core.GeneratorBasedBuilder):
     """DatasetBuilder for the AstroM3 release and its synthetic twin."""
 
@@ -90,14 +108,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     def _info(self) -> tfds.core.DatasetInfo:
         f = tfds.features
         feats = {
-            "id": f.Text(doc="Gaia EDR3 id"),
-            "name": f.Text(doc="ASAS-SN name"),
+            **model_input_features(),
             "spec_filename": f.Text(doc="LAMOST file name"),
-            "photometry": f.Tensor(shape=(None, 3), dtype=np.float32),
-            "photometry_aux": f.Tensor(shape=(6,), dtype=np.float32),
-            "spectra": f.Tensor(shape=(3, schema.SPECTRUM_LENGTH), dtype=np.float32),
-            "metadata": f.Tensor(shape=(len(schema.META_COLS),), dtype=np.float32),
-            "label": f.ClassLabel(names=list(schema.CLASSES)),
             # float64 kept exactly: default Tensor encoding would round to float32.
             "raw_catalogue": f.Tensor(
                 shape=(len(schema.ALL_COLS),),
