@@ -164,6 +164,42 @@ def test_probsparse_selection_matches_a_direct_implementation():
             np.testing.assert_allclose(out[b, h], expect, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize(
+    "length,reference_reshape", [(40, True), (30, True), (30, False)]
+)
+def test_projected_probsparse_equals_the_plain_transcription(length, reference_reshape):
+    """The fast path (no full K/V, lazy output projection) against projecting
+    Q, K, V in full, attending, merging and projecting: outputs and the
+    gradients of every parameter and of the input."""
+    layer = attention.SelfAttention(
+        16, 4, factor=1, reference_reshape=reference_reshape, rngs=nnx.Rngs(0)
+    )
+    x = jnp.asarray(np.random.default_rng(1).normal(size=(3, length, 16)), jnp.float32)
+    mask = jnp.ones((3, length))
+    weights = jnp.sin(jnp.arange(3 * length * 16.0)).reshape(3, length, 16)
+
+    def loss(layer, x, projected):
+        layer.projected = projected
+        y = layer(x, mask, rngs=nnx.Rngs(sample=jax.random.key(5)))
+        return jnp.sum(y * weights), y
+
+    (_, fast), g_fast = nnx.value_and_grad(loss, argnums=(0, 1), has_aux=True)(
+        layer, x, True
+    )
+    (_, plain), g_plain = nnx.value_and_grad(loss, argnums=(0, 1), has_aux=True)(
+        layer, x, False
+    )
+    np.testing.assert_allclose(fast, plain, rtol=1e-5, atol=1e-6)
+    flat_fast = jax.tree_util.tree_leaves_with_path(g_fast)
+    flat_plain = jax.tree_util.tree_leaves_with_path(g_plain)
+    assert len(flat_fast) == len(flat_plain) == 9  # 4 x (kernel, bias) + input
+    for (path, a), (_, b) in zip(flat_fast, flat_plain, strict=True):
+        # the key bias only shifts each softmax row: its gradient is zero
+        # (exactly here, rounding noise in the plain version)
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-6, err_msg=str(path))
+    assert np.abs(np.asarray(g_plain[0]["out"]["kernel"][...])).max() > 0.1
+
+
 def test_full_attention_masks_padding_keys():
     layer = attention.SelfAttention(8, 2, kind="full", rngs=nnx.Rngs(0))
     r = np.random.default_rng(0)
@@ -214,6 +250,44 @@ def test_dropout_rate_and_scaling(impl):
     assert not np.array_equal(kept, np.asarray(drop(x)) > 0)  # fresh mask per call
     drop.eval()
     np.testing.assert_array_equal(drop(x), x)
+
+
+def test_dropout_hash_masks_look_independent():
+    from astrom3_jax.models import layers
+
+    mask, keep = layers.hash_keep_mask(jax.random.key(0), (64, 200, 128), 0.755)
+    m = np.asarray(mask, np.float64)
+    assert abs(keep - 0.755) < 1e-9 and abs(m.mean() - keep) < 2e-3
+    # neighbours along every axis, and two keys, are uncorrelated
+    for a, b in [
+        (m[..., 1:], m[..., :-1]),
+        (m[:, 1:], m[:, :-1]),
+        (m[1:], m[:-1]),
+        (m, np.asarray(layers.hash_keep_mask(jax.random.key(1), m.shape, 0.755)[0])),
+    ]:
+        assert abs(np.corrcoef(a.ravel(), b.ravel())[0, 1]) < 5e-3
+
+
+def test_exact_gelu_and_pool_match_library_versions():
+    from astrom3_jax.models import photometry, spectra
+
+    x = np.linspace(-8.0, 8.0, 4001, dtype=np.float32)
+    exact = [v * 0.5 * math.erfc(-v / math.sqrt(2.0)) for v in x.astype(float)]
+    # 1 + erf cancels for x < -4, as in PyTorch's float32 formula: ~5e-7 abs
+    np.testing.assert_allclose(
+        photometry.gelu_erf(jnp.asarray(x)), exact, rtol=2e-7, atol=1e-6
+    )
+    assert float(photometry.gelu_erf(jnp.float32(1.0))) == pytest.approx(
+        0.8413447460685429,
+        abs=1e-7,  # 1 * Phi(1)
+    )
+    y = np.random.default_rng(0).normal(size=(2, 2573, 3)).astype(np.float32)
+    pooled = spectra.max_pool(jnp.asarray(y), 4)
+    assert pooled.shape == (2, 643, 3)
+    np.testing.assert_array_equal(pooled, y[:, :2572].reshape(2, 643, 4, 3).max(2))
+    np.testing.assert_array_equal(
+        pooled, nnx.max_pool(y, window_shape=(4,), strides=(4,), padding="VALID")
+    )
 
 
 def test_init_from_clip():

@@ -12,6 +12,15 @@ The sparsity scores only the sampled keys (one gather per sample, no
 gradient); the active queries are then selected with top_k + one-hot
 matmuls.
 
+`SelfAttention` never forms the full K and V for training: only the u
+active queries reach the loss, so it projects those rows alone, folds the
+key and value projections into the (u, L) attention (q.(x Wk + bk) =
+(q Wk^T).x + const, and softmax rows sum to 1 so p.(x Wv + bv) =
+(p.x) Wv + bv), and applies the output projection to mean(V) once per head
+plus the u active rows. Q and K for the sparsity are projected without
+gradient. Same outputs; the backward pass skips four (L, D) x (D, D)
+matmul pairs per layer.
+
 `reference_reshape` reproduces the reference's merge of heads: the
 (B, H, L, Dh) output is reshaped row-major straight to (B, L, H * Dh), which
 interleaves heads and positions. Published weights need it.
@@ -27,6 +36,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from astrom3_jax.models import layers
@@ -89,6 +99,20 @@ def probsparse_attention(q, k, v, sample_key, factor: int):
     return mean_v + jnp.einsum("bhul,bhud->bhld", pick, ctx_top - mean_v)
 
 
+def merge_positions(length: int, n_heads: int, reference_reshape: bool):
+    """Where head h, position p lands when heads are merged: (row, slot) (H, L).
+
+    Merged rows hold n_heads slots of head_dim values. Standard merge: row p,
+    slot h. Reference reshape of (H, L, Dh) straight to (L, H * Dh): chunk
+    t = h * L + p goes to row t // H, slot t % H.
+    """
+    h, p = np.meshgrid(np.arange(n_heads), np.arange(length), indexing="ij")
+    if reference_reshape:
+        t = h * length + p
+        return t // n_heads, t % n_heads
+    return p, h
+
+
 class SelfAttention(nnx.Module):
     """Multi-head self-attention with query/key/value/out projections."""
 
@@ -113,6 +137,8 @@ class SelfAttention(nnx.Module):
         self.factor = factor
         self.reference_reshape = reference_reshape
         self.implementation = implementation  # for 'full': None (auto), 'xla', 'cudnn'
+        # probsparse: False projects Q, K, V in full (the plain transcription)
+        self.projected = True
         self.query = layers.linear(d_model, d_model, rngs=rngs, dtype=dtype)
         self.key = layers.linear(d_model, d_model, rngs=rngs, dtype=dtype)
         self.value = layers.linear(d_model, d_model, rngs=rngs, dtype=dtype)
@@ -126,9 +152,72 @@ class SelfAttention(nnx.Module):
             raise ValueError("ProbSparse attention needs an rng stream 'sample'")
         return self.sample_rngs()
 
+    def _weights(self, linear, dtype):
+        """(kernel (D_in, D_out), bias) of an nnx.Linear in the compute dtype."""
+        return linear.kernel[...].astype(dtype), linear.bias[...].astype(dtype)
+
+    def _probsparse(self, x, sample_key):
+        """ProbSparse attention + output projection from x (B, L, D) directly."""
+        batch, length, d_model = x.shape
+        heads = self.n_heads
+        head_dim = d_model // heads
+        n_top, n_sample = probsparse_top_counts(length, self.factor)
+        dtype = x.dtype
+        wq, bq = self._weights(self.query, dtype)
+        wk, bk = self._weights(self.key, dtype)
+        wv, bv = self._weights(self.value, dtype)
+        wo, bo = self._weights(self.out, dtype)
+        by_head = (d_model, heads, head_dim)
+
+        # Selection: Q and K of every row, without gradient (top_k only).
+        qk = jax.lax.stop_gradient(
+            x @ jnp.concatenate([wq, wk], 1) + jnp.concatenate([bq, bk])
+        ).reshape(batch, length, 2, heads, head_dim)
+        sparsity = _sparsity(qk[:, :, 0], qk[:, :, 1], sample_key, n_sample)
+        _, top = jax.lax.top_k(sparsity, n_top)  # (B, H, u)
+
+        # Active queries, projected from their own rows.
+        pick = jax.nn.one_hot(top, length, dtype=dtype)  # (B, H, u, L)
+        x_top = jnp.einsum("bhul,bld->bhud", pick, x)
+        q_top = jnp.einsum("bhud,dhe->bhue", x_top, wq.reshape(by_head))
+        q_top = q_top + bq.reshape(heads, 1, head_dim)
+        # Scores against every key without K; q.bk is constant per row.
+        q_k = jnp.einsum("bhue,dhe->bhud", q_top, wk.reshape(by_head))
+        scores = jnp.einsum("bhud,bld->bhul", q_k, x).astype(jnp.float32)
+        attn = jax.nn.softmax(scores / math.sqrt(head_dim), axis=-1).astype(dtype)
+        # Values without V: attention rows sum to one.
+        ctx = jnp.einsum("bhul,bld->bhud", attn, x)
+        ctx = jnp.einsum("bhud,dhe->bhue", ctx, wv.reshape(by_head))
+        mean_v = jnp.einsum("bd,dhe->bhe", jnp.mean(x, axis=1), wv.reshape(by_head))
+        mean_v = mean_v + bv.reshape(heads, head_dim)
+        ctx = ctx + bv.reshape(heads, 1, head_dim)
+
+        # Output projection. Every position of head h holds mean_v[h] but
+        # the active ones; merged row r, slot j holds head base[r, j].
+        rows, slots = merge_positions(length, heads, self.reference_reshape)
+        base = np.zeros((length, heads, heads), np.float32)  # (row, slot, head)
+        base[rows, slots, np.arange(heads)[:, None]] = 1.0
+        wo_slots = wo.reshape(heads, head_dim, d_model)
+        per_slot = jnp.einsum("bhe,jed->bhjd", mean_v, wo_slots)
+        out = jnp.einsum("rjh,bhjd->brd", jnp.asarray(base, dtype), per_slot)
+        # Active rows: (ctx - mean_v) placed in its slot, projected, added
+        # to its merged row.
+        head_ix = jnp.arange(heads)[None, :, None]
+        slot = jax.nn.one_hot(jnp.asarray(slots)[head_ix, top], heads, dtype=dtype)
+        delta = slot[..., None] * (ctx - mean_v[:, :, None])[..., None, :]
+        delta = delta.reshape(batch, heads, n_top, d_model) @ wo
+        row = jax.nn.one_hot(jnp.asarray(rows)[head_ix, top], length, dtype=dtype)
+        out = out + jnp.einsum("bhur,bhud->brd", row, delta)
+        return out + bo
+
     def __call__(self, x, mask, *, rngs: nnx.Rngs | None = None):
         """x (B, L, D), mask (B, L) with 1 for real rows -> (B, L, D)."""
         batch, length, d_model = x.shape
+        if self.kind == "probsparse" and self.projected:
+            n_top, _ = probsparse_top_counts(length, self.factor)
+            if n_top < length:
+                dtype = self.query.dtype or x.dtype
+                return self._probsparse(x.astype(dtype), self._sample_key(rngs))
         split = (batch, length, self.n_heads, d_model // self.n_heads)
         q = self.query(x).reshape(split)
         k = self.key(x).reshape(split)

@@ -92,21 +92,19 @@ def _fmix32(x):
 
 
 def hash_keep_mask(key, shape, keep_prob: float):
-    """Bernoulli(keep_prob) mask from a counter hash, 16 bits per draw.
+    """Bernoulli(keep_prob) mask from a counter hash, one 32-bit draw per element.
 
     Dropout needs uniform, independent-looking bits, not a cryptographic
-    generator: hashing (position, 64-bit seed from `key`) is ~50x cheaper
-    than threefry on XLA CPU, where threefry dominated the training step.
-    Returns (mask, the exact keep probability, a multiple of 2**-16).
+    generator. Two rounds of fmix32 over (flat index, 64-bit seed from
+    `key`) are elementwise, so XLA fuses the mask into the consumer: at
+    (64, 200, 512) this takes ~3 ms on a 2-core CPU, threefry's bernoulli
+    ~90 ms. Returns (mask, the exact keep probability, a multiple of 2**-32).
     """
-    threshold = int(round(keep_prob * 65536))
+    threshold = min(int(round(keep_prob * 2.0**32)), 2**32 - 1)
     seed = jax.random.bits(key, (2,), jnp.uint32)
-    n = math.prod(shape)
-    half = (n + 1) // 2
-    bits = _fmix32(_fmix32(jax.lax.iota(jnp.uint32, half) ^ seed[0]) + seed[1])
-    t = jnp.uint32(threshold)
-    mask = jnp.concatenate([(bits & 0xFFFF) < t, (bits >> 16) < t])[:n]
-    return mask.reshape(shape), threshold / 65536
+    counter = jax.lax.iota(jnp.uint32, math.prod(shape)).reshape(shape)
+    bits = _fmix32(_fmix32(counter ^ seed[0]) + seed[1])
+    return bits < jnp.uint32(threshold), threshold / 2.0**32
 
 
 class Dropout(nnx.Dropout):

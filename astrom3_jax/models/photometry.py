@@ -8,8 +8,6 @@ mask, flatten to (B, L * d_model).
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -26,8 +24,21 @@ token_conv_init = jax.nn.initializers.variance_scaling(
     "normal",  # untruncated in jax
 )
 
+
+_SQRT_HALF = 0.7071067811865476  # 1/sqrt(2)
+
+
+def gelu_erf(x):
+    """Exact GELU as PyTorch writes it, x/2 * (1 + erf(x/sqrt(2))).
+
+    jax.nn.gelu(approximate=False) goes through erfc, which XLA CPU
+    evaluates with piecewise selects about 2.5x slower than erf.
+    """
+    return 0.5 * x * (1.0 + jax.lax.erf(x * _SQRT_HALF))
+
+
 _ACTIVATIONS = {
-    "gelu": functools.partial(jax.nn.gelu, approximate=False),  # exact (erf)
+    "gelu": gelu_erf,  # exact (erf), not the tanh approximation
     "relu": jax.nn.relu,
 }
 

@@ -20,11 +20,20 @@ def output_length(cfg) -> int:
     return n
 
 
+def max_pool(x, size: int):
+    """(B, T, C) -> (B, T // size, C): max over non-overlapping windows."""
+    batch, length, channels = x.shape
+    n = length // size
+    return x[:, : n * size].reshape(batch, n, size, channels).max(axis=2)
+
+
 class GalSpecNet(nnx.Module):
     """(B, C, T) spectrum -> (B, C_last * T_last), flattened channel-major.
 
     Valid convs + ReLU, max-pool (window = stride = pool_size, floor) after
-    every conv but the last, then dropout.
+    every conv but the last, then dropout. The pool runs before the ReLU
+    (the two commute) and as a reshape + max: XLA CPU lowers the backward
+    of reduce_window max to scatters that cost ~0.3 s per step at batch 64.
     """
 
     def __init__(self, cfg, *, dtype=jnp.float32, rngs: nnx.Rngs):
@@ -47,9 +56,9 @@ class GalSpecNet(nnx.Module):
     def __call__(self, spectra, *, rngs=None):
         x = jnp.swapaxes(spectra.astype(self.dtype), 1, 2)  # (B, T, C)
         for i, conv in enumerate(self.convs):
-            x = jax.nn.relu(conv(x))
+            x = conv(x)
             if i < len(self.convs) - 1:
-                p = self.pool_size
-                x = nnx.max_pool(x, window_shape=(p,), strides=(p,), padding="VALID")
+                x = max_pool(x, self.pool_size)
+            x = jax.nn.relu(x)
         x = jnp.swapaxes(x, 1, 2).reshape(x.shape[0], -1)  # index c * T + t
         return self.dropout(x, rngs=rngs)
