@@ -288,6 +288,12 @@ def test_exact_gelu_and_pool_match_library_versions():
     np.testing.assert_array_equal(
         pooled, nnx.max_pool(y, window_shape=(4,), strides=(4,), padding="VALID")
     )
+    # gradient to the first maximum of each window (PyTorch), ties included
+    t = jnp.asarray([[[1.0], [3.0], [3.0], [0.0], [2.0], [2.0], [2.0], [2.0], [9.0]]])
+    grad = jax.grad(
+        lambda v: jnp.sum(spectra.max_pool(v, 4) * jnp.array([[[5.0], [7.0]]]))
+    )(t)
+    np.testing.assert_array_equal(grad[0, :, 0], [0, 5, 0, 0, 7, 0, 0, 0, 0])
 
 
 def test_init_from_clip():

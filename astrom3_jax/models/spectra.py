@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -20,11 +22,50 @@ def output_length(cfg) -> int:
     return n
 
 
-def max_pool(x, size: int):
-    """(B, T, C) -> (B, T // size, C): max over non-overlapping windows."""
+def _window_max(x, size: int):
+    """Max over non-overlapping windows by pairwise maxima of strided views."""
     batch, length, channels = x.shape
     n = length // size
-    return x[:, : n * size].reshape(batch, n, size, channels).max(axis=2)
+    windows = x[:, : n * size].reshape(batch, n, size, channels)
+    out = windows[:, :, 0]
+    for j in range(1, size):
+        out = jnp.maximum(out, windows[:, :, j])
+    return out
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def max_pool(x, size: int):
+    """(B, T, C) -> (B, T // size, C): max over non-overlapping windows.
+
+    The gradient goes to the first maximum of each window, as in PyTorch's
+    MaxPool1d. Written out because XLA CPU is slow on the alternatives
+    (fwd + bwd at (64, 2573, 64)): reduce_window 105 ms, reshape + max
+    68 ms, this 25 ms.
+    """
+    return _window_max(x, size)
+
+
+def _max_pool_fwd(x, size):
+    out = _window_max(x, size)
+    return out, (x, out)
+
+
+def _max_pool_bwd(size, residuals, grad):
+    x, out = residuals
+    batch, length, channels = x.shape
+    n = length // size
+    windows = x[:, : n * size].reshape(batch, n, size, channels)
+    taken = jnp.zeros(out.shape, bool)
+    parts = []
+    for j in range(size):
+        first = (windows[:, :, j] == out) & ~taken
+        parts.append(jnp.where(first, grad, 0).astype(x.dtype))
+        taken = taken | first
+    dx = jnp.stack(parts, axis=2).reshape(batch, n * size, channels)
+    return (jnp.pad(dx, ((0, 0), (0, length - n * size), (0, 0))),)
+
+
+max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
 class GalSpecNet(nnx.Module):
@@ -32,8 +73,7 @@ class GalSpecNet(nnx.Module):
 
     Valid convs + ReLU, max-pool (window = stride = pool_size, floor) after
     every conv but the last, then dropout. The pool runs before the ReLU
-    (the two commute) and as a reshape + max: XLA CPU lowers the backward
-    of reduce_window max to scatters that cost ~0.3 s per step at batch 64.
+    (the two commute, also in the gradient), on 4x fewer values.
     """
 
     def __init__(self, cfg, *, dtype=jnp.float32, rngs: nnx.Rngs):
