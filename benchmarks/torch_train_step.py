@@ -1,0 +1,302 @@
+"""Train-step throughput of a plain PyTorch AstroM3 CLIP model, for comparison.
+
+The performance target is "2x the published PyTorch implementation". To
+measure that on the same machine as our JAX step (benchmarks/train_step.py),
+this script builds the paper's CLIP model (15,869,827 parameters: Informer
+encoder with ProbSparse attention, GalSpecNet, metadata MLP, projections,
+three temperatures) in straightforward PyTorch, as described in
+shared/REFERENCE.md sections 4 and 5, and times full train steps (zero_grad,
+forward, CLIP loss, backward, clip_grad_norm_ 45, Adam with coupled L2 weight
+decay) on random inputs of the real shapes.
+
+PyTorch is not a project dependency; install it in a separate venv (on the
+project machines `pip install torch==2.13.0` takes a CPU wheel from local
+disk, see the env docs on python machines):
+
+  python3 -m venv /tmp/torchvenv
+  /tmp/torchvenv/bin/pip install torch==2.13.0 numpy
+  /tmp/torchvenv/bin/python benchmarks/torch_train_step.py --batch_sizes 64 512
+  /tmp/torchvenv/bin/python benchmarks/torch_train_step.py --batch_sizes 8 --steps 3
+"""
+
+import argparse
+import math
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+SEQ_LEN, PHOTO_CHANNELS = 200, 9
+SPEC_CHANNELS, SPEC_LEN = 3, 2575
+META_DIM = 34
+D_MODEL, N_HEADS, D_FF, N_LAYERS = 128, 4, 512, 8
+EMBED_DIM = 512
+EXPECTED_PARAMS = 15_869_827
+
+# Paper pre-training hyperparameters (REFERENCE.md section 5).
+LR, BETAS, EPS, WEIGHT_DECAY, CLIP_NORM = 0.00392, (0.926, 0.999), 1e-8, 0.00467, 45.0
+DROPOUT_PHOTO, DROPOUT_SPEC, DROPOUT_META = 0.245, 0.339, 0.160
+
+
+def prob_sparse_attention(q, k, v, factor: int = 1) -> torch.Tensor:
+    """Informer ProbSparse self-attention; q, k, v and result are (B, H, L, E).
+
+    The top-u queries by sparsity measure get softmax attention over all keys;
+    every other query gets the mean of V. With u >= L it is full attention.
+    """
+    B, H, L_q, E = q.shape
+    L_k = k.shape[2]
+    n_sample = min(factor * math.ceil(math.log(L_k)), L_k)
+    n_top = min(factor * math.ceil(math.log(L_q)), L_q)
+
+    # Sparsity from a few random keys per query, shared by batch and heads.
+    sample_idx = torch.randint(L_k, (L_q, n_sample), device=q.device)
+    k_sample = k[:, :, sample_idx]  # (B, H, L_q, n_sample, E)
+    sampled = torch.einsum("bhle,bhlse->bhls", q, k_sample)
+    sparsity = sampled.amax(-1) - sampled.sum(-1) / L_k
+    top = sparsity.topk(n_top, dim=-1, sorted=False).indices  # (B, H, u)
+
+    top_e = top.unsqueeze(-1).expand(-1, -1, -1, E)
+    q_top = q.gather(2, top_e)
+    scores = q_top @ k.transpose(-2, -1) / math.sqrt(E)
+    out = scores.softmax(-1) @ v  # (B, H, u, E)
+
+    lazy = v.mean(2, keepdim=True).expand(B, H, L_q, E).contiguous()
+    return lazy.scatter(2, top_e, out)
+
+
+class AttentionLayer(nn.Module):
+    def __init__(self, factor: int = 1):
+        super().__init__()
+        self.factor = factor
+        self.query_projection = nn.Linear(D_MODEL, D_MODEL)
+        self.key_projection = nn.Linear(D_MODEL, D_MODEL)
+        self.value_projection = nn.Linear(D_MODEL, D_MODEL)
+        self.out_projection = nn.Linear(D_MODEL, D_MODEL)
+
+    def forward(self, x):
+        B, L, _ = x.shape
+
+        def heads(t):
+            return t.view(B, L, N_HEADS, -1).transpose(1, 2)
+
+        q = heads(self.query_projection(x))
+        k = heads(self.key_projection(x))
+        v = heads(self.value_projection(x))
+        context = prob_sparse_attention(q, k, v, self.factor)
+        # Reference quirk: (B, H, L, E) goes row-major straight to (B, L, H*E).
+        return self.out_projection(context.reshape(B, L, -1))
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, dropout: float):
+        super().__init__()
+        self.attention = AttentionLayer()
+        self.conv1 = nn.Conv1d(D_MODEL, D_FF, kernel_size=1)
+        self.conv2 = nn.Conv1d(D_FF, D_MODEL, kernel_size=1)
+        self.norm1 = nn.LayerNorm(D_MODEL)
+        self.norm2 = nn.LayerNorm(D_MODEL)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x):
+        x = self.norm1(x + self.dropout(self.attention(x)))
+        y = self.dropout(F.gelu(self.conv1(x.transpose(1, 2))))
+        y = self.dropout(self.conv2(y).transpose(1, 2))
+        return self.norm2(x + y)
+
+
+class Encoder(nn.Module):
+    def __init__(self, dropout: float):
+        super().__init__()
+        self.attn_layers = nn.ModuleList(EncoderLayer(dropout) for _ in range(N_LAYERS))
+        self.norm = nn.LayerNorm(D_MODEL)
+
+    def forward(self, x):
+        for layer in self.attn_layers:
+            x = layer(x)
+        return self.norm(x)
+
+
+class TokenEmbedding(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.tokenConv = nn.Conv1d(
+            PHOTO_CHANNELS,
+            D_MODEL,
+            kernel_size=3,
+            padding=1,
+            padding_mode="circular",
+            bias=False,
+        )
+
+    def forward(self, x):  # (B, L, C) -> (B, L, D)
+        return self.tokenConv(x.transpose(1, 2)).transpose(1, 2)
+
+
+class PositionalEmbedding(nn.Module):
+    def __init__(self, max_len: int = 5000):
+        super().__init__()
+        pos = torch.arange(max_len, dtype=torch.float32)[:, None]
+        freq = torch.exp(torch.arange(0, D_MODEL, 2) * (-math.log(10000.0) / D_MODEL))
+        pe = torch.zeros(max_len, D_MODEL)
+        pe[:, 0::2] = torch.sin(pos * freq)
+        pe[:, 1::2] = torch.cos(pos * freq)
+        self.register_buffer("pe", pe[None])
+
+    def forward(self, x):
+        return self.pe[:, : x.shape[1]]
+
+
+class DataEmbedding(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.value_embedding = TokenEmbedding()
+        self.position_embedding = PositionalEmbedding()
+        self.dropout = nn.Dropout(0.1)
+
+    def forward(self, x):
+        return self.dropout(self.value_embedding(x) + self.position_embedding(x))
+
+
+class PhotometryEncoder(nn.Module):
+    def __init__(self, dropout: float):
+        super().__init__()
+        self.enc_embedding = DataEmbedding()
+        self.encoder = Encoder(dropout)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x, mask):  # (B, L, 9), (B, L) -> (B, L * D)
+        x = self.dropout(self.encoder(self.enc_embedding(x)))
+        return (x * mask.unsqueeze(-1)).flatten(1)
+
+
+class GalSpecNet(nn.Module):
+    def __init__(self, dropout: float):
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.Conv1d(SPEC_CHANNELS, 64, 3),
+            nn.ReLU(),
+            nn.MaxPool1d(4),
+            nn.Conv1d(64, 64, 3),
+            nn.ReLU(),
+            nn.MaxPool1d(4),
+            nn.Conv1d(64, 32, 3),
+            nn.ReLU(),
+            nn.MaxPool1d(4),
+            nn.Conv1d(32, 32, 3),
+            nn.ReLU(),
+        )
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x):  # (B, 3, 2575) -> (B, 32 * 37), channel-major
+        return self.dropout(self.layers(x).flatten(1))
+
+
+class MetadataEncoder(nn.Module):
+    def __init__(self, dropout: float):
+        super().__init__()
+        self.model = nn.Sequential(
+            nn.Linear(META_DIM, EMBED_DIM),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(EMBED_DIM, EMBED_DIM),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+        )
+
+    def forward(self, x):
+        return self.model(x)
+
+
+class AstroM3CLIP(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.photometry_encoder = PhotometryEncoder(DROPOUT_PHOTO)
+        self.spectra_encoder = GalSpecNet(DROPOUT_SPEC)
+        self.metadata_encoder = MetadataEncoder(DROPOUT_META)
+        self.photometry_proj = nn.Linear(SEQ_LEN * D_MODEL, EMBED_DIM)
+        self.spectra_proj = nn.Linear(32 * 37, EMBED_DIM)
+        self.metadata_proj = nn.Linear(EMBED_DIM, EMBED_DIM)
+        init = torch.tensor(math.log(100.0))
+        self.logit_scale_ps = nn.Parameter(init.clone())
+        self.logit_scale_sm = nn.Parameter(init.clone())
+        self.logit_scale_mp = nn.Parameter(init.clone())
+
+    def forward(self, photometry, photometry_mask, spectra, metadata):
+        p = self.photometry_proj(self.photometry_encoder(photometry, photometry_mask))
+        s = self.spectra_proj(self.spectra_encoder(spectra))
+        m = self.metadata_proj(self.metadata_encoder(metadata))
+        return F.normalize(p, dim=-1), F.normalize(s, dim=-1), F.normalize(m, dim=-1)
+
+    def loss(self, p, s, m) -> torch.Tensor:
+        labels = torch.arange(p.shape[0], device=p.device)
+        total = p.new_zeros(())
+        for a, b, log_scale in (
+            (p, s, self.logit_scale_ps),
+            (s, m, self.logit_scale_sm),
+            (m, p, self.logit_scale_mp),
+        ):
+            logits = log_scale.exp().clamp(1.0, 100.0) * a @ b.T
+            total = total + F.cross_entropy(logits, labels)
+            total = total + F.cross_entropy(logits.T, labels)
+        return total
+
+
+def random_batch(batch_size: int, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(50, SEQ_LEN + 1, (batch_size, 1), generator=g)
+    return {
+        "photometry": torch.randn(batch_size, SEQ_LEN, PHOTO_CHANNELS, generator=g),
+        "photometry_mask": (torch.arange(SEQ_LEN)[None] < lengths).float(),
+        "spectra": torch.randn(batch_size, SPEC_CHANNELS, SPEC_LEN, generator=g),
+        "metadata": torch.randn(batch_size, META_DIM, generator=g),
+    }
+
+
+def bench(batch_size: int, steps: int) -> None:
+    torch.manual_seed(0)
+    model = AstroM3CLIP()
+    n_params = sum(p.numel() for p in model.parameters())
+    assert n_params == EXPECTED_PARAMS, n_params
+    model.train()
+    opt = torch.optim.Adam(
+        model.parameters(), lr=LR, betas=BETAS, eps=EPS, weight_decay=WEIGHT_DECAY
+    )
+    batch = random_batch(batch_size)
+
+    def step() -> float:
+        opt.zero_grad(set_to_none=True)
+        loss = model.loss(*model(**batch))
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), CLIP_NORM)
+        opt.step()
+        return loss.item()
+
+    losses = [step() for _ in range(2)]  # warm-up
+    n, t0 = 0, time.perf_counter()
+    while (steps and n < steps) or (not steps and time.perf_counter() - t0 < 20.0):
+        losses.append(step())
+        n += 1
+    dt = (time.perf_counter() - t0) / n
+    rate = batch_size / dt
+    print(f"batch {batch_size}: {rate:.1f} samples/s ({dt * 1e3:.1f} ms/step)")
+    if steps:  # short check runs: show the losses on the fixed batch
+        print(f"  params {n_params:,}, losses", " ".join(f"{x:.4f}" for x in losses))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch_sizes", type=int, nargs="+", default=[64, 512])
+    parser.add_argument("--steps", type=int, default=0, help="0: about 20 s worth")
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
+    for b in args.batch_sizes:
+        bench(b, args.steps)
+
+
+if __name__ == "__main__":
+    main()
