@@ -37,51 +37,21 @@ _THREADS = flags.DEFINE_integer("read_threads", 1, "grain read threads.")
 _PROFILE = flags.DEFINE_bool("profile", False, "cProfile the timed batches.")
 
 
-def _bench_builder_class():
-    import tensorflow_datasets as tfds
-
-    from tfds_builders.astrom3 import astrom3_dataset_builder as astrom3_builder
-
-    class Astrom3Bench(tfds.core.GeneratorBasedBuilder):
-        """Random data in the astrom3 public schema, realistic sizes."""
-
-        VERSION = tfds.core.Version("1.0.0")
-
-        def __init__(self, *, num_examples: int, **kwargs):
-            self._num_examples = num_examples
-            super().__init__(file_format="array_record", **kwargs)
-
-        def _info(self):
-            f = tfds.features
-            return tfds.core.DatasetInfo(
-                builder=self,
-                features=f.FeaturesDict(astrom3_builder.model_input_features()),
-            )
-
-        def _split_generators(self, dl_manager):
-            return {"train": self._generate_examples()}
-
-        def _generate_examples(self):
-            rng = np.random.default_rng(0)
-            for i in range(self._num_examples):
-                n = int(rng.integers(200, 601))
-                t = np.sort(rng.random(n)).astype(np.float32)
-                yield (
-                    i,
-                    {
-                        "id": str(i),
-                        "name": f"bench{i}",
-                        "photometry": np.stack(
-                            [t, *rng.normal(size=(2, n)).astype(np.float32)], 1
-                        ),
-                        "photometry_aux": rng.normal(size=6).astype(np.float32),
-                        "spectra": rng.normal(size=(3, 2575)).astype(np.float32),
-                        "metadata": rng.normal(size=34).astype(np.float32),
-                        "label": int(rng.integers(10)),
-                    },
-                )
-
-    return Astrom3Bench
+def _random_examples(num_examples: int):
+    """Random examples in the astrom3 public schema, realistic sizes."""
+    rng = np.random.default_rng(0)
+    for i in range(num_examples):
+        n = int(rng.integers(200, 601))
+        t = np.sort(rng.random(n)).astype(np.float32)
+        yield {
+            "id": str(i),
+            "name": f"bench{i}",
+            "photometry": np.stack([t, *rng.normal(size=(2, n)).astype(np.float32)], 1),
+            "photometry_aux": rng.normal(size=6).astype(np.float32),
+            "spectra": rng.normal(size=(3, 2575)).astype(np.float32),
+            "metadata": rng.normal(size=34).astype(np.float32),
+            "label": int(rng.integers(10)),
+        }
 
 
 def _source():
@@ -89,11 +59,11 @@ def _source():
         return pipeline.open_tfds_source(
             _SPLIT.value, config=_CONFIG.value, data_dir=_DATA_DIR.value
         )
-    builder = _bench_builder_class()(
-        num_examples=_NUM_EXAMPLES.value, data_dir=_DATA_DIR.value
+    from tfds_builders.astrom3 import examples_builder
+
+    return examples_builder.examples_source(
+        _random_examples(_NUM_EXAMPLES.value), data_dir=_DATA_DIR.value
     )
-    builder.download_and_prepare()
-    return builder.as_data_source("train")
 
 
 def _time_mode(source, mode: str) -> None:

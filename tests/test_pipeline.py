@@ -285,34 +285,12 @@ def test_batch_size_must_split_across_processes(source):
 
 @pytest.fixture(scope="module")
 def tfds_source(tmp_path_factory, source):
-    tfds = pytest.importorskip("tensorflow_datasets")
-    from tfds_builders.astrom3 import astrom3_dataset_builder as astrom3_builder
+    pytest.importorskip("tensorflow_datasets")
+    from tfds_builders.astrom3 import examples_builder
 
-    examples = source
-
-    class PipelineToy(tfds.core.GeneratorBasedBuilder):
-        """The astrom3 public schema, filled with `examples`."""
-
-        VERSION = tfds.core.Version("1.0.0")
-
-        def _info(self):
-            f = tfds.features
-            return tfds.core.DatasetInfo(
-                builder=self,
-                features=f.FeaturesDict(astrom3_builder.model_input_features()),
-            )
-
-        def _split_generators(self, dl_manager):
-            return {"train": self._generate_examples()}
-
-        def _generate_examples(self):
-            yield from enumerate(examples)
-
-    builder = PipelineToy(
-        data_dir=str(tmp_path_factory.mktemp("tfds")), file_format="array_record"
+    return examples_builder.examples_source(
+        source, data_dir=str(tmp_path_factory.mktemp("tfds"))
     )
-    builder.download_and_prepare()
-    return builder.as_data_source("train")
 
 
 def test_fast_decoder_matches_tfds(tfds_source):
