@@ -19,6 +19,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
+from astrom3_jax.named_registry import NamedRegistry
+
 DEFAULT_MODALITIES = ("photometry", "spectra", "metadata")
 
 
@@ -86,14 +88,8 @@ class Modality:
     ragged_fields: tuple[str, ...] = ()  # subset of `fields` with variable length
 
 
-_REGISTRY: dict[str, Modality] = {}
-
-
-def register(modality: Modality, *, overwrite: bool = False) -> Modality:
-    if modality.name in _REGISTRY and not overwrite:
-        raise ValueError(f"modality {modality.name!r} is already registered")
-    _REGISTRY[modality.name] = modality
-    return modality
+_REGISTRY: NamedRegistry[Modality] = NamedRegistry("modality")
+register = _REGISTRY.register
 
 
 def get(names: Sequence[str]) -> list[Modality]:
@@ -102,14 +98,16 @@ def get(names: Sequence[str]) -> list[Modality]:
         names = (names,)
     unknown = [n for n in names if n not in _REGISTRY]
     if unknown:
-        raise KeyError(f"unknown modalities {unknown}; registered: {sorted(_REGISTRY)}")
+        raise KeyError(
+            f"unknown modalities {unknown}; registered: {sorted(_REGISTRY.names())}"
+        )
     if len(set(names)) != len(names):
         raise ValueError(f"duplicate modality in {names}")
-    return [_REGISTRY[n] for n in names]
+    return [_REGISTRY.get(n) for n in names]
 
 
 def names() -> list[str]:
-    return list(_REGISTRY)
+    return list(_REGISTRY.names())
 
 
 # ---------------------------------------------------------------- photometry

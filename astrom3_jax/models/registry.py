@@ -13,6 +13,7 @@ from collections.abc import Callable
 from astrom3_jax.models.metadata import MetadataMLP
 from astrom3_jax.models.photometry import Informer
 from astrom3_jax.models.spectra import GalSpecNet
+from astrom3_jax.named_registry import NamedRegistry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,31 +26,11 @@ class Modality:
     input_keys: tuple[str, ...]
 
 
-_REGISTRY: dict[str, Modality] = {}
-
-
-def register(modality: Modality, *, overwrite: bool = False) -> Modality:
-    if modality.name in _REGISTRY and not overwrite:
-        raise ValueError(f"modality {modality.name!r} is already registered")
-    _REGISTRY[modality.name] = modality
-    return modality
-
-
-def unregister(name: str) -> None:
-    _REGISTRY.pop(name, None)
-
-
-def get(name: str) -> Modality:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise KeyError(
-            f"unknown modality {name!r}; registered: {sorted(_REGISTRY)}"
-        ) from None
-
-
-def names() -> tuple[str, ...]:
-    return tuple(_REGISTRY)
+_REGISTRY: NamedRegistry[Modality] = NamedRegistry("modality")
+register = _REGISTRY.register
+unregister = _REGISTRY.unregister
+get = _REGISTRY.get
+names = _REGISTRY.names
 
 
 register(Modality("photometry", Informer, ("photometry", "photometry_mask")))

@@ -1,0 +1,43 @@
+"""A name -> entry table shared by the data and model modality registries.
+
+Both registries need the same rules: an entry is registered once unless
+`overwrite=True`, and an unknown name fails with the list of known ones.
+"""
+
+from __future__ import annotations
+
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class NamedRegistry(Generic[T]):
+    """Entries with a `.name`, kept in registration order."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: dict[str, T] = {}
+
+    def register(self, entry: T, *, overwrite: bool = False) -> T:
+        name = entry.name
+        if name in self._entries and not overwrite:
+            raise ValueError(f"{self.kind} {name!r} is already registered")
+        self._entries[name] = entry
+        return entry
+
+    def unregister(self, name: str) -> None:
+        self._entries.pop(name, None)
+
+    def get(self, name: str) -> T:
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise KeyError(
+                f"unknown {self.kind} {name!r}; registered: {sorted(self._entries)}"
+            ) from None
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._entries
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(self._entries)

@@ -1,0 +1,46 @@
+"""The registry both modality tables use: order, duplicates, clear errors."""
+
+import dataclasses
+
+import pytest
+
+from astrom3_jax.data import modalities
+from astrom3_jax.models import registry
+from astrom3_jax.named_registry import NamedRegistry
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    name: str
+    value: int
+
+
+def test_order_duplicates_and_overwrite():
+    table = NamedRegistry("widget")
+    table.register(Entry("b", 1))
+    table.register(Entry("a", 2))
+    assert table.names() == ("b", "a")
+    with pytest.raises(ValueError, match="widget 'a' is already registered"):
+        table.register(Entry("a", 3))
+    table.register(Entry("a", 3), overwrite=True)
+    assert table.get("a").value == 3
+    assert "a" in table and "c" not in table
+    table.unregister("a")
+    assert table.names() == ("b",)
+
+
+def test_unknown_name_lists_known_ones():
+    table = NamedRegistry("widget")
+    table.register(Entry("z", 0))
+    with pytest.raises(KeyError, match=r"unknown widget 'q'; registered: \['z'\]"):
+        table.get("q")
+
+
+def test_both_modality_tables_hold_the_three_modalities():
+    expected = ("photometry", "spectra", "metadata")
+    assert registry.names()[:3] == expected
+    assert tuple(modalities.names())[:3] == expected
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register(registry.get("spectra"))
+    with pytest.raises(ValueError, match="already registered"):
+        modalities.register(modalities.get(["spectra"])[0])
