@@ -10,20 +10,30 @@ it stopped (even after SIGKILL). See configs/pretrain.py for the variants.
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from astrom3_jax import train_lib
+from astrom3_jax import host_memory
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
     "config", None, "Config file, e.g. configs/pretrain.py:cpu", lock_config=True
 )
 flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics.")
+flags.DEFINE_bool(
+    "tcmalloc",
+    True,
+    "Restart under tcmalloc when it is installed: XLA:CPU steps run 1.4-1.9x "
+    "faster (see astrom3_jax/host_memory.py).",
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if FLAGS.tcmalloc:  # before importing JAX: this process may be replaced
+        host_memory.reexec_with_tcmalloc()  # train_lib warns if still on glibc
     logging.set_verbosity(logging.WARNING)  # Orbax is chatty at INFO
+    from astrom3_jax import train_lib
+
     train_lib.train_and_evaluate(FLAGS.config, FLAGS.workdir)
 
 

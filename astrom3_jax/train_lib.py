@@ -35,7 +35,7 @@ from absl import logging
 from flax import nnx
 from jax.sharding import PartitionSpec as P
 
-from astrom3_jax import checkpoints, losses, sharding
+from astrom3_jax import checkpoints, host_memory, losses, sharding
 from astrom3_jax import metrics_writer as metrics_lib
 
 MODEL_KEYS_EXCLUDED = ("label", "mask")
@@ -327,6 +327,16 @@ def _checkpoint_items(state):
 # ------------------------------------------------------------------ the loop
 
 
+def _warn_if_slow_allocator() -> None:
+    """XLA:CPU under glibc malloc re-faults every step's buffers (host_memory)."""
+    if jax.default_backend() == "cpu" and host_memory.allocator() == "glibc":
+        logging.warning(
+            "Training on CPU under glibc malloc: steps run about 1.4x faster "
+            "under tcmalloc; %s.",
+            host_memory.INSTALL_HINT,
+        )
+
+
 def train_and_evaluate(
     config: ml_collections.ConfigDict,
     workdir: str,
@@ -341,6 +351,7 @@ def train_and_evaluate(
     the model builder; both are for tests and notebooks.
     """
     sharding.maybe_initialize_distributed(config.distributed)
+    _warn_if_slow_allocator()
     mesh = sharding.make_mesh()
     sharding.check_batch_size(config.batch_size, mesh)
     sharding.check_batch_size(config.eval_batch_size, mesh)

@@ -17,10 +17,16 @@ disk, see the env docs on python machines):
   /tmp/torchvenv/bin/pip install torch==2.13.0 numpy
   /tmp/torchvenv/bin/python benchmarks/torch_train_step.py --batch_sizes 64 512
   /tmp/torchvenv/bin/python benchmarks/torch_train_step.py --batch_sizes 8 --steps 3
+  /tmp/torchvenv/bin/python benchmarks/torch_train_step.py --malloc system
+
+Both benchmarks restart themselves under tcmalloc when it is installed
+(astrom3_jax/host_memory.py); it speeds up PyTorch's step too.
 """
 
 import argparse
+import importlib.util
 import math
+import os
 import time
 
 import torch
@@ -285,15 +291,39 @@ def bench(batch_size: int, steps: int) -> None:
         print(f"  params {n_params:,}, losses", " ".join(f"{x:.4f}" for x in losses))
 
 
+def reexec_with_tcmalloc() -> str:
+    """Restart under tcmalloc like our JAX benchmark, for a fair comparison.
+
+    Loads astrom3_jax/host_memory.py by path (stdlib only), so this script
+    runs in a venv without the project installed.
+    """
+    path = os.path.join(
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        "astrom3_jax",
+        "host_memory.py",
+    )
+    spec = importlib.util.spec_from_file_location("host_memory", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.reexec_with_tcmalloc()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch_sizes", type=int, nargs="+", default=[64, 512])
     parser.add_argument("--steps", type=int, default=0, help="0: about 20 s worth")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument(
+        "--malloc",
+        choices=["tcmalloc", "system"],
+        default="tcmalloc",
+        help="tcmalloc: restart under it if installed, as benchmarks/train_step.py",
+    )
     args = parser.parse_args()
+    malloc = reexec_with_tcmalloc() if args.malloc == "tcmalloc" else "system"
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}; {malloc}")
     for b in args.batch_sizes:
         bench(b, args.steps)
 

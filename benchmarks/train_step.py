@@ -3,10 +3,12 @@ r"""Train-step throughput and FLOPs of the AstroM3 CLIP model.
 Times the full data-parallel train step (forward, global-batch loss,
 backward, Adam update) on random inputs of the real shapes, on every device
 there is, and prints samples/s and the model FLOPs per sample from XLA's
-cost analysis of the compiled step.
+cost analysis of the compiled step. It restarts itself under tcmalloc
+when that is installed, as the trainer does (astrom3_jax/host_memory.py).
 
   python benchmarks/train_step.py                       # paper config, 64 + 512
   python benchmarks/train_step.py --batch_sizes=64 --attention=full --dtype=bfloat16
+  python benchmarks/train_step.py --notcmalloc   # the system malloc (glibc)
 """
 
 import os
@@ -21,7 +23,7 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from astrom3_jax import checkpoints, sharding, train_lib  # noqa: E402
+from astrom3_jax import checkpoints, host_memory, sharding, train_lib  # noqa: E402
 from configs import pretrain  # noqa: E402
 
 flags.DEFINE_string("variant", "paper", "configs/pretrain.py variant")
@@ -29,6 +31,7 @@ flags.DEFINE_list("batch_sizes", ["64", "512"], "global batch sizes")
 flags.DEFINE_string("attention", None, "override: probsparse | full")
 flags.DEFINE_string("dtype", None, "override: float32 | bfloat16")
 flags.DEFINE_integer("steps", 0, "timed steps (0: about 20 s worth)")
+flags.DEFINE_bool("tcmalloc", True, "restart under tcmalloc (host_memory.py)")
 FLAGS = flags.FLAGS
 
 
@@ -87,9 +90,9 @@ def bench(config, batch_size: int, steps: int) -> dict:
         t_one = time.perf_counter() - t_one
         steps = steps or max(3, int(20 / max(t_one, 1e-3)))
         t0 = time.perf_counter()
-        for _ in range(steps):
+        for _ in range(steps):  # one step in flight, as in the trainer
             state, m = compiled(state, rest, batch, lr, key)
-        jax.block_until_ready(m)
+            jax.block_until_ready(m)
         dt = time.perf_counter() - t0
     return {
         "batch": batch_size,
@@ -105,6 +108,10 @@ def bench(config, batch_size: int, steps: int) -> dict:
 
 def main(argv):
     del argv
+    if FLAGS.tcmalloc:  # replaces this process when tcmalloc is installed
+        malloc = host_memory.reexec_with_tcmalloc()
+    else:
+        malloc = f"malloc: {host_memory.allocator()}"
     config = pretrain.get_config(FLAGS.variant)
     if FLAGS.attention:
         config.model.photometry.attention = FLAGS.attention
@@ -114,7 +121,7 @@ def main(argv):
     print(
         f"{jax.device_count()} x {dev.platform} ({dev.device_kind}); "
         f"variant={FLAGS.variant} attention={config.model.photometry.attention} "
-        f"dtype={config.model.dtype}"
+        f"dtype={config.model.dtype}; {malloc}"
     )
     for b in FLAGS.batch_sizes:
         r = bench(config, int(b), FLAGS.steps)
