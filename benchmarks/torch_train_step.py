@@ -291,11 +291,11 @@ def bench(batch_size: int, steps: int) -> None:
         print(f"  params {n_params:,}, losses", " ".join(f"{x:.4f}" for x in losses))
 
 
-def reexec_with_tcmalloc() -> str:
-    """Restart under tcmalloc like our JAX benchmark, for a fair comparison.
+def load_host_memory():
+    """astrom3_jax/host_memory.py, loaded by path (it needs only the stdlib).
 
-    Loads astrom3_jax/host_memory.py by path (stdlib only), so this script
-    runs in a venv without the project installed.
+    This script runs in a venv without the project installed, and restarts
+    under tcmalloc like our JAX benchmark, for a fair comparison.
     """
     path = os.path.join(
         os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -305,7 +305,7 @@ def reexec_with_tcmalloc() -> str:
     spec = importlib.util.spec_from_file_location("host_memory", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.reexec_with_tcmalloc()
+    return module
 
 
 def main() -> None:
@@ -320,7 +320,11 @@ def main() -> None:
         help="tcmalloc: restart under it if installed, as benchmarks/train_step.py",
     )
     args = parser.parse_args()
-    malloc = reexec_with_tcmalloc() if args.malloc == "tcmalloc" else "system"
+    host_memory = load_host_memory()
+    if args.malloc == "tcmalloc":  # replaces this process when installed
+        malloc = host_memory.reexec_with_tcmalloc()
+    else:
+        malloc = f"malloc: {host_memory.allocator()}"
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}; {malloc}")
