@@ -7,7 +7,8 @@ encoder with ProbSparse attention, GalSpecNet, metadata MLP, projections,
 three temperatures) in straightforward PyTorch, as described in
 shared/REFERENCE.md sections 4 and 5, and times full train steps (zero_grad,
 forward, CLIP loss, backward, clip_grad_norm_ 45, Adam with coupled L2 weight
-decay) on random inputs of the real shapes.
+decay) on random inputs of the real shapes, summarised like
+benchmarks/train_step.py (median step, range, mean: benchmarks/step_timing.py).
 
 PyTorch is not a project dependency; install it in a separate venv (on the
 project machines `pip install torch==2.13.0` takes a CPU wheel from local
@@ -29,6 +30,7 @@ import math
 import os
 import time
 
+import step_timing
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -280,13 +282,15 @@ def bench(batch_size: int, steps: int) -> None:
         return loss.item()
 
     losses = [step() for _ in range(2)]  # warm-up
-    n, t0 = 0, time.perf_counter()
-    while (steps and n < steps) or (not steps and time.perf_counter() - t0 < 20.0):
-        losses.append(step())
-        n += 1
-    dt = (time.perf_counter() - t0) / n
-    rate = batch_size / dt
-    print(f"batch {batch_size}: {rate:.1f} samples/s ({dt * 1e3:.1f} ms/step)")
+    times, t_start = [], time.perf_counter()
+    while (steps and len(times) < steps) or (
+        not steps and time.perf_counter() - t_start < 20.0
+    ):
+        t0 = time.perf_counter()
+        losses.append(step())  # .item() waits for the step
+        times.append(time.perf_counter() - t0)
+    stats = step_timing.summarize(times, batch_size)
+    print(f"batch {batch_size}: {step_timing.describe(stats)}")
     if steps:  # short check runs: show the losses on the fixed batch
         print(f"  params {n_params:,}, losses", " ".join(f"{x:.4f}" for x in losses))
 

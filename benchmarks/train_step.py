@@ -2,8 +2,9 @@ r"""Train-step throughput and FLOPs of the AstroM3 CLIP model.
 
 Times the full data-parallel train step (forward, global-batch loss,
 backward, Adam update) on random inputs of the real shapes, on every device
-there is, and prints samples/s and the model FLOPs per sample from XLA's
-cost analysis of the compiled step. It restarts itself under tcmalloc
+there is, and prints samples/s (from the median step; the step range and
+the mean show noise from other machines) and the model FLOPs per sample
+from XLA's cost analysis of the compiled step. It restarts itself under tcmalloc
 when that is installed, as the trainer does (astrom3_jax/host_memory.py).
 
   python benchmarks/train_step.py                       # paper config, 64 + 512
@@ -20,6 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+import step_timing  # noqa: E402
 from absl import app, flags  # noqa: E402
 from flax import nnx  # noqa: E402
 
@@ -89,17 +91,17 @@ def bench(config, batch_size: int, steps: int) -> dict:
         jax.block_until_ready(m)
         t_one = time.perf_counter() - t_one
         steps = steps or max(3, int(20 / max(t_one, 1e-3)))
-        t0 = time.perf_counter()
+        times = []
         for _ in range(steps):  # one step in flight, as in the trainer
+            t0 = time.perf_counter()
             state, m = compiled(state, rest, batch, lr, key)
             jax.block_until_ready(m)
-        dt = time.perf_counter() - t0
+            times.append(time.perf_counter() - t0)
     return {
         "batch": batch_size,
         "devices": mesh.size,
         "params": int(n_params),
-        "samples_per_s": steps * batch_size / dt,
-        "step_ms": 1e3 * dt / steps,
+        **step_timing.summarize(times, batch_size),
         "gflops_per_sample": flops / 1e9,
         "compile_s": compile_s,
         "loss": float(m["loss"]),
@@ -126,9 +128,8 @@ def main(argv):
     for b in FLAGS.batch_sizes:
         r = bench(config, int(b), FLAGS.steps)
         print(
-            f"batch {r['batch']:4d}: {r['samples_per_s']:8.1f} samples/s  "
-            f"({r['step_ms']:.0f} ms/step), train-step FLOPs/sample "
-            f"{r['gflops_per_sample']:.3f} G, params {r['params']:,}, "
+            f"batch {r['batch']:4d}: {step_timing.describe(r)}, train-step "
+            f"FLOPs/sample {r['gflops_per_sample']:.3f} G, params {r['params']:,}, "
             f"compile {r['compile_s']:.1f} s",
             flush=True,
         )
