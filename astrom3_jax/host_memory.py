@@ -73,17 +73,18 @@ def find_tcmalloc() -> str | None:
     return None
 
 
-def reexec_with_tcmalloc() -> str:
+def reexec_with_tcmalloc(enabled: bool = True) -> str:
     """Restart this command with tcmalloc preloaded, if that would help.
 
-    Returns (without restarting) a sentence saying why not: a non-glibc
+    Returns (without restarting) a sentence saying why not: the caller
+    opted out (`enabled=False`, e.g. a --notcmalloc flag), a non-glibc
     allocator is already in use, this is the restarted process, or tcmalloc
     is not installed. Call it first thing in a command's main(), before JAX
     starts computing. The restarted process keeps the interpreter options
     and arguments (sys.orig_argv) and the environment.
     """
     current = allocator()
-    if current != "glibc":
+    if not enabled or current != "glibc":
         return f"malloc: {current}"
     if os.environ.get(REEXEC_MARK):
         return "malloc: glibc (tcmalloc was preloaded but did not load)"

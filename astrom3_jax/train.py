@@ -29,8 +29,9 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    if FLAGS.tcmalloc:  # before importing JAX: this process may be replaced
-        host_memory.reexec_with_tcmalloc()  # train_lib warns if still on glibc
+    # Before importing JAX: this process may be replaced. train_lib warns if
+    # it still runs on glibc.
+    host_memory.reexec_with_tcmalloc(enabled=FLAGS.tcmalloc)
     logging.set_verbosity(logging.WARNING)  # Orbax is chatty at INFO
     from astrom3_jax import train_lib
 

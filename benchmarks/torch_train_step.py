@@ -325,10 +325,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     host_memory = load_host_memory()
-    if args.malloc == "tcmalloc":  # replaces this process when installed
-        malloc = host_memory.reexec_with_tcmalloc()
-    else:
-        malloc = f"malloc: {host_memory.allocator()}"
+    # replaces this process when tcmalloc is installed
+    malloc = host_memory.reexec_with_tcmalloc(enabled=args.malloc == "tcmalloc")
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}; {malloc}")

@@ -110,10 +110,8 @@ def bench(config, batch_size: int, steps: int) -> dict:
 
 def main(argv):
     del argv
-    if FLAGS.tcmalloc:  # replaces this process when tcmalloc is installed
-        malloc = host_memory.reexec_with_tcmalloc()
-    else:
-        malloc = f"malloc: {host_memory.allocator()}"
+    # replaces this process when tcmalloc is installed
+    malloc = host_memory.reexec_with_tcmalloc(enabled=FLAGS.tcmalloc)
     config = pretrain.get_config(FLAGS.variant)
     if FLAGS.attention:
         config.model.photometry.attention = FLAGS.attention

@@ -101,6 +101,14 @@ def test_reexec_leaves_another_allocator_alone(monkeypatch):
     assert host_memory.reexec_with_tcmalloc() == "malloc: jemalloc"
 
 
+def test_reexec_disabled_only_reports_the_allocator(monkeypatch):
+    monkeypatch.setattr(host_memory, "allocator", lambda: "glibc")
+    monkeypatch.delenv(host_memory.REEXEC_MARK, raising=False)
+    monkeypatch.setattr(host_memory, "find_tcmalloc", lambda: "/lib/libtcmalloc.so")
+    monkeypatch.setattr(os, "execve", _no_exec)
+    assert host_memory.reexec_with_tcmalloc(enabled=False) == "malloc: glibc"
+
+
 def _no_exec(*args):
     raise AssertionError(f"unexpected execve{args}")
 
