@@ -19,6 +19,7 @@ disk, see the env docs on python machines):
   /tmp/torchvenv/bin/python benchmarks/torch_train_step.py --batch_sizes 64 512
   /tmp/torchvenv/bin/python benchmarks/torch_train_step.py --batch_sizes 8 --steps 3
   /tmp/torchvenv/bin/python benchmarks/torch_train_step.py --malloc system
+  /tmp/torchvenv/bin/python benchmarks/torch_train_step.py --batch_sizes 64 --profile 12
 
 Both benchmarks restart themselves under tcmalloc when it is installed
 (astrom3_jax/host_memory.py); it speeds up PyTorch's step too.
@@ -262,7 +263,7 @@ def random_batch(batch_size: int, seed: int = 0) -> dict:
     }
 
 
-def bench(batch_size: int, steps: int) -> None:
+def bench(batch_size: int, steps: int, profile_rows: int = 0) -> None:
     torch.manual_seed(0)
     model = AstroM3CLIP()
     n_params = sum(p.numel() for p in model.parameters())
@@ -293,6 +294,15 @@ def bench(batch_size: int, steps: int) -> None:
     print(f"batch {batch_size}: {step_timing.describe(stats)}")
     if steps:  # short check runs: show the losses on the fixed batch
         print(f"  params {n_params:,}, losses", " ".join(f"{x:.4f}" for x in losses))
+    if profile_rows:  # where PyTorch's step spends its time
+        cpu = [torch.profiler.ProfilerActivity.CPU]
+        with torch.profiler.profile(activities=cpu) as p:
+            for _ in range(3):
+                step()
+        table = p.key_averages().table(
+            sort_by="self_cpu_time_total", row_limit=profile_rows
+        )
+        print(f"  3 profiled steps, ops by own CPU time:\n{table}")
 
 
 def load_host_memory():
@@ -318,6 +328,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=0, help="0: about 20 s worth")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument(
+        "--profile", type=int, default=0, help="then print the top N ops of 3 steps"
+    )
+    parser.add_argument(
         "--malloc",
         choices=["tcmalloc", "system"],
         default="tcmalloc",
@@ -331,7 +344,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}; {malloc}")
     for b in args.batch_sizes:
-        bench(b, args.steps)
+        bench(b, args.steps, args.profile)
 
 
 if __name__ == "__main__":
