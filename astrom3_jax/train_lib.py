@@ -177,45 +177,13 @@ def make_eval_step(graphdef, mesh) -> Callable:
 # --------------------------------------------------------------------- data
 
 
-def _missing_data_message(config, data_dir) -> str:
-    return (
-        f"TFDS data set astrom3/{config.dataset} is not prepared in "
-        f"{data_dir or 'the TFDS default data_dir'}. Build it once: it downloads "
-        "the Hub release, or reads a local copy given as --manual_dir (see "
-        "tfds_builders/astrom3/README.md):\n"
-        f"  python -m tfds_builders.build --config {config.dataset} "
-        f"--data_dir {data_dir or '~/tensorflow_datasets'} [--manual_dir RELEASE_DIR]"
-        "\nthen pass the same --config.data_dir here."
-    )
-
-
 def _tfds_sources(config) -> dict:
     """Train/validation sources; synthetic data sets are generated if absent."""
-    import tensorflow_datasets as tfds
+    from astrom3_jax.data import datasets
 
-    import tfds_builders.astrom3.astrom3_dataset_builder  # noqa: F401  registers
-    from astrom3_jax.data import pipeline
-
-    data_dir = config.data_dir or None
-    builder = tfds.builder(
-        f"astrom3/{config.dataset}", data_dir=data_dir, file_format="array_record"
+    return datasets.open_sources(
+        config.dataset, ("train", "validation"), config.data_dir or None
     )
-    if not builder.is_prepared():
-        if not config.dataset.startswith("synthetic"):
-            raise FileNotFoundError(_missing_data_message(config, data_dir))
-        if jax.process_index() == 0:
-            from tfds_builders import build
-
-            logging.info("Generating astrom3/%s (no network needed).", config.dataset)
-            build.prepare(config.dataset, data_dir)
-        if jax.process_count() > 1:
-            from jax.experimental import multihost_utils
-
-            multihost_utils.sync_global_devices("astrom3 data prepared")
-    return {
-        s: pipeline.open_tfds_source(s, config=config.dataset, data_dir=data_dir)
-        for s in ("train", "validation")
-    }
 
 
 def make_loaders(config, sources: Mapping, *, batch_size_check=True):

@@ -59,7 +59,7 @@ def _source():
         return pipeline.open_tfds_source(
             _SPLIT.value, config=_CONFIG.value, data_dir=_DATA_DIR.value
         )
-    from tfds_builders.astrom3 import examples_builder
+    from astrom3_jax.data.astrom3_tfds import examples_builder
 
     return examples_builder.examples_source(
         _random_examples(_NUM_EXAMPLES.value), data_dir=_DATA_DIR.value

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from tfds_builders import build
-from tfds_builders.astrom3 import astrom3_dataset_builder as astrom3
+from astrom3_jax.data import datasets as build
+from astrom3_jax.data.astrom3_tfds import astrom3_dataset_builder as astrom3
 
 DUMMY = os.path.join(
     os.path.dirname(__file__), "..", "tfds_builders", "astrom3", "dummy_data"

@@ -286,7 +286,7 @@ def test_batch_size_must_split_across_processes(source):
 @pytest.fixture(scope="module")
 def tfds_source(tmp_path_factory, source):
     pytest.importorskip("tensorflow_datasets")
-    from tfds_builders.astrom3 import examples_builder
+    from astrom3_jax.data.astrom3_tfds import examples_builder
 
     return examples_builder.examples_source(
         source, data_dir=str(tmp_path_factory.mktemp("tfds"))

@@ -9,10 +9,12 @@ import os
 import numpy as np
 import pytest
 
+from astrom3_jax.data import datasets as build
 from astrom3_jax.data import pipeline
-from tfds_builders import build
 
-DUMMY = os.path.join(os.path.dirname(build.__file__), "astrom3", "dummy_data")
+DUMMY = os.path.join(
+    os.path.dirname(__file__), "..", "tfds_builders", "astrom3", "dummy_data"
+)
 SEQ = 200
 
 

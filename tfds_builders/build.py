@@ -10,48 +10,16 @@ Synthetic configs (synthetic_small, synthetic_full) generate their raw files.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 
-from tfds_builders.astrom3 import astrom3_dataset_builder as astrom3
+from astrom3_jax.data import datasets
 
-
-def prepare(
-    config_name: str = "full_42",
-    data_dir: str | None = None,
-    manual_dir: str | None = None,
-    *,
-    skip_bad: bool = False,
-    num_workers: int | None = None,
-):
-    """Builds `astrom3/<config_name>` (once) and returns the ready builder.
-
-    Read it with `builder.as_data_source(split)`; splits are train,
-    validation, test (+ unseen for synthetic configs).
-    """
-    import tensorflow_datasets as tfds
-
-    builder = astrom3.Builder(
-        config=config_name,
-        data_dir=data_dir,
-        skip_bad=skip_bad,
-        num_workers=num_workers,
-    )
-    dl_config = tfds.download.DownloadConfig(
-        manual_dir=os.path.abspath(manual_dir) if manual_dir else None
-    )
-    builder.download_and_prepare(file_format="array_record", download_config=dl_config)
-    return builder
-
-
-def report(builder) -> dict:
-    """The bad-object report written next to the prepared data (bad_objects.json)."""
-    with open(os.path.join(builder.data_dir, astrom3.REPORT_NAME)) as f:
-        return json.load(f)
+# Kept for callers of the old names.
+prepare = datasets.prepare
+report = datasets.report
 
 
 def main(argv=None):
-    names = [c.name for c in astrom3.Builder.BUILDER_CONFIGS]
+    names = datasets.config_names()
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--config", default="full_42", choices=names)
     p.add_argument(

@@ -511,10 +511,6 @@ def open_tfds_source(
     split: str, *, config: str = "full_42", data_dir: str | None = None
 ):
     """`builder.as_data_source(split)` for the prepared `astrom3/<config>` data set."""
-    import tensorflow_datasets as tfds
+    from astrom3_jax.data import datasets
 
-    try:  # registers the builder class; prepared data is readable without it too
-        import tfds_builders.astrom3.astrom3_dataset_builder  # noqa: F401
-    except ImportError:
-        pass
-    return tfds.builder(f"astrom3/{config}", data_dir=data_dir).as_data_source(split)
+    return datasets.open_sources(config, [split], data_dir)[split]

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 import tensorflow_datasets as tfds
 
-from tfds_builders.astrom3 import astrom3_dataset_builder
+from astrom3_jax.data.astrom3_tfds import astrom3_dataset_builder
 
 
 class ModelInputExamples(tfds.core.GeneratorBasedBuilder):

@@ -1,0 +1,109 @@
+"""Prepared `astrom3/<config>` data sets: build once, then open splits.
+
+The one place the library touches the TFDS builder. Synthetic configs are
+generated on first use (no network); a real config that is not prepared
+stops with the command that prepares it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+from absl import logging
+
+from astrom3_jax.data.astrom3_tfds import astrom3_dataset_builder as astrom3
+
+
+def config_names() -> list[str]:
+    """Every astrom3 config: the release's 20 and the synthetic ones."""
+    return [c.name for c in astrom3.Builder.BUILDER_CONFIGS]
+
+
+def check_config_name(name: str) -> None:
+    names = config_names()
+    if name not in names:
+        raise ValueError(
+            f"unknown data set config {name!r}; valid configs: {', '.join(names)}"
+        )
+
+
+def builder(config_name: str, data_dir: str | None = None, **kwargs):
+    """The astrom3 builder of `config_name` (not necessarily prepared)."""
+    check_config_name(config_name)
+    return astrom3.Builder(config=config_name, data_dir=data_dir or None, **kwargs)
+
+
+def prepare(
+    config_name: str = "full_42",
+    data_dir: str | None = None,
+    manual_dir: str | None = None,
+    *,
+    skip_bad: bool = False,
+    num_workers: int | None = None,
+):
+    """Builds `astrom3/<config_name>` (once) and returns the ready builder.
+
+    Read it with `builder.as_data_source(split)`; splits are train,
+    validation, test (+ unseen for synthetic configs).
+    """
+    import tensorflow_datasets as tfds
+
+    b = builder(config_name, data_dir, skip_bad=skip_bad, num_workers=num_workers)
+    dl_config = tfds.download.DownloadConfig(
+        manual_dir=os.path.abspath(manual_dir) if manual_dir else None
+    )
+    b.download_and_prepare(file_format="array_record", download_config=dl_config)
+    return b
+
+
+def report(prepared) -> dict:
+    """The bad-object report written next to the prepared data (bad_objects.json)."""
+    with open(os.path.join(prepared.data_dir, astrom3.REPORT_NAME)) as f:
+        return json.load(f)
+
+
+def missing_data_message(config_name: str, data_dir: str | None) -> str:
+    where = data_dir or "~/tensorflow_datasets"
+    return (
+        f"TFDS data set astrom3/{config_name} is not prepared in {where}. Build it "
+        "once: it downloads the Hugging Face Hub release, or reads a local copy "
+        "given as --manual_dir:\n"
+        f"  python -m tfds_builders.build --config {config_name} "
+        f"--data_dir {where} [--manual_dir RELEASE_DIR]\n"
+        "then pass the same data_dir here."
+    )
+
+
+def ensure_prepared(config_name: str, data_dir: str | None = None):
+    """The prepared builder; synthetic configs are generated if absent.
+
+    On several hosts process 0 generates and the others wait for it.
+    """
+    b = builder(config_name, data_dir)
+    if not b.is_prepared():
+        if not astrom3.is_synthetic(config_name):
+            raise FileNotFoundError(missing_data_message(config_name, data_dir))
+        if jax.process_index() == 0:
+            logging.info("Generating astrom3/%s (no network needed).", config_name)
+            b = prepare(config_name, data_dir)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("astrom3 data prepared")
+            b = builder(config_name, data_dir)
+    return b
+
+
+def open_sources(
+    config_name: str, splits, data_dir: str | None = None
+) -> dict[str, object]:
+    """{split: random-access source} of the prepared (or generated) data set."""
+    b = ensure_prepared(config_name, data_dir)
+    return {s: b.as_data_source(s) for s in splits}
+
+
+def split_names(config_name: str, data_dir: str | None = None) -> list[str]:
+    """The splits a prepared data set holds (train, validation, test, unseen)."""
+    return list(ensure_prepared(config_name, data_dir).info.splits)
