@@ -8,8 +8,12 @@ column order is the global row order) and offsets its labels by
 single-device computation, so one implementation serves both.
 
 Results are reduced with `psum` over the mesh before they are returned, so
-a loss is device-invariant and its gradient inside `shard_map` is already
-the gradient of the global loss (see the gradient trap in DESIGN.md).
+a loss is device-invariant and its gradient, taken inside `shard_map` or
+outside, is already the gradient of the global loss. The tempting
+alternative, the gradient of each device's local loss followed by a
+`pmean`, is wrong under `shard_map`: replicated parameters already receive
+gradients summed over devices, so it comes out device-count times too large
+(tests/test_losses.py checks both ways against one device).
 
 `mask` (B,) marks real rows (1) and padding (0) of a padded evaluation
 batch; padded rows are left out of every mean and padded columns can never
@@ -112,10 +116,20 @@ def clip_loss(
 
 
 def _recall(logits, labels, row_mask, k, axis_name):
-    """Fraction of real rows whose true column ranks in the top k."""
+    """Fraction of real rows whose true column ranks in the top k.
+
+    A rival column counts against the true one unless its logit is known
+    to be lower: ties go against the true match, so a collapsed model (all
+    embeddings equal) finds nothing, and a NaN rival counts against too. A
+    row whose own logit is NaN is never a hit. Padded columns hold `_NEG`,
+    far below any real logit, so they never count.
+    """
     true = jnp.take_along_axis(logits, labels[:, None], axis=-1)
-    rank = jnp.sum(logits > true, axis=-1)
-    return _masked_mean((rank < k).astype(jnp.float32), row_mask, axis_name)
+    rival = jnp.arange(logits.shape[-1])[None, :] != labels[:, None]
+    ahead = (logits >= true) | jnp.isnan(logits)
+    rank = jnp.sum(ahead & rival, axis=-1)
+    hit = (rank < k) & ~jnp.isnan(true[:, 0])
+    return _masked_mean(hit.astype(jnp.float32), row_mask, axis_name)
 
 
 def clip_metrics(
@@ -128,10 +142,11 @@ def clip_metrics(
 ) -> dict[str, jax.Array]:
     """Loss, pre-training accuracy and retrieval recall@k, as a flat dict.
 
-    Keys: `loss`, `loss/<a>-<b>`, `accuracy` (REFERENCE.md section 5: the
-    row softmax of the logits and of their transpose, averaged over both
-    and over pairs; a row is right when its argmax is the diagonal) and
-    `recall@<k>/<q>-><r>` for retrieving modality r from a query in q.
+    Keys: `loss`, `loss/<a>-<b>`, `accuracy` and `recall@<k>/<q>-><r>` for
+    retrieving modality r from a query in q. `accuracy` is the pre-training
+    accuracy of the AstroM3 code: for each pair, the row softmax of the
+    logits and of their transpose are averaged, the results are summed over
+    pairs, and a row is right when its argmax is the true match.
     """
     n_local = next(iter(embeddings.values())).shape[0]
     row_mask = _row_mask(mask, n_local)

@@ -47,6 +47,15 @@ def reference_loss(emb, raw):
     return total
 
 
+def reference_rank(logits):
+    """Rivals not known to rank below the true match (ties and NaN count),
+    and whether the true match itself is NaN (never a hit)."""
+    true = np.diag(logits)[:, None]
+    ahead = ~(logits < true)
+    np.fill_diagonal(ahead, False)
+    return ahead.sum(axis=1), np.isnan(true[:, 0])
+
+
 def reference_metrics(emb, raw):
     emb = {k: np.asarray(v, np.float64) for k, v in emb.items()}
     out, probs = {}, 0.0
@@ -61,9 +70,9 @@ def reference_metrics(emb, raw):
 
         probs = probs + (softmax(logits) + softmax(logits.T)) / 2
         for q, lg in ((f"{a}->{b}", logits), (f"{b}->{a}", logits.T)):
-            rank = (lg > np.diag(lg)[:, None]).sum(axis=1)
-            out[f"recall@1/{q}"] = np.mean(rank < 1)
-            out[f"recall@5/{q}"] = np.mean(rank < 5)
+            rank, lost = reference_rank(lg)
+            out[f"recall@1/{q}"] = np.mean((rank < 1) & ~lost)
+            out[f"recall@5/{q}"] = np.mean((rank < 5) & ~lost)
     out["accuracy"] = np.mean(np.argmax(probs, axis=1) == np.arange(n))
     return out
 
@@ -126,9 +135,11 @@ def test_eight_devices_loss_and_grads_match_one_device(mesh):
         np.testing.assert_allclose(g_emb[m], g_emb_want[m], rtol=1e-5, atol=1e-5)
 
 
-def _sharded_metrics(mesh, emb, raw, mask):
+def _sharded_metrics(mesh, emb, raw, mask, ks=(1, 5)):
     def per_device(emb, raw, mask):
-        return losses.clip_metrics(emb, _scales(raw), axis_name="data", mask=mask)
+        return losses.clip_metrics(
+            emb, _scales(raw), axis_name="data", mask=mask, ks=ks
+        )
 
     f = sharding.data_parallel(
         per_device,
@@ -164,6 +175,65 @@ def test_padded_eval_batch_scores_like_unpadded(mesh):
     for k in want:
         np.testing.assert_allclose(got[k], want[k], rtol=1e-5, err_msg=k)
     np.testing.assert_allclose(got["loss"], reference_loss(real, raw), rtol=1e-5)
+
+
+def _recalls(metrics):
+    return {k: float(v) for k, v in metrics.items() if k.startswith("recall@")}
+
+
+# 0.5 * 4 = 1 and 0.25 * 4 = 1 exactly: every logit of a collapsed model is
+# the same float however the matmul orders its sums, so the ties are exact.
+_COLLAPSED = np.full(4, 0.5, np.float32)
+
+
+def test_collapsed_model_retrieves_nothing():
+    # All 8 logits of a row tie, so the true match has 7 rivals ahead of it.
+    emb = {m: np.tile(_COLLAPSED, (8, 1)) for m in MODS}
+    got = _recalls(losses.clip_metrics(emb, _scales(jnp.zeros(3)), ks=(1, 5, 8)))
+    assert len(got) == 18
+    for k, v in got.items():
+        assert v == (1.0 if k.startswith("recall@8/") else 0.0), k
+
+
+def test_nan_model_retrieves_nothing():
+    emb = {m: np.full((6, 4), np.nan, np.float32) for m in MODS}
+    got = _recalls(losses.clip_metrics(emb, _scales(jnp.zeros(3)), ks=(1, 6)))
+    assert len(got) == 12 and set(got.values()) == {0.0}, got
+
+
+def test_a_nan_row_misses_and_its_nan_column_counts_against_every_row():
+    # One-hot embeddings, equal across modalities: logits are s on the
+    # diagonal and 0 elsewhere, a perfect retrieval, until photometry row 2
+    # turns NaN. Then photometry->x: row 2 (all NaN) misses, 3 of 4 hit.
+    # x->photometry: column 2 is NaN in every row, a rival not known to be
+    # lower, so no row is first; rows 0, 1 and 3 are second.
+    emb = {m: np.eye(4, dtype=np.float32) for m in MODS}
+    emb["photometry"][2] = np.nan
+    got = _recalls(losses.clip_metrics(emb, _scales(jnp.zeros(3)), ks=(1, 2)))
+    for other in ("spectra", "metadata"):
+        assert got[f"recall@1/photometry->{other}"] == 0.75
+        assert got[f"recall@2/photometry->{other}"] == 0.75
+        assert got[f"recall@1/{other}->photometry"] == 0.0
+        assert got[f"recall@2/{other}->photometry"] == 0.75
+    assert got["recall@1/spectra->metadata"] == 1.0
+    assert got["recall@1/metadata->spectra"] == 1.0
+
+
+def test_collapsed_padding_never_counts_as_a_rival(mesh):
+    # 4 real rows and 12 padding rows, all the same vector: unmasked, every
+    # real row would have 15 tied rivals. The padded columns must not count,
+    # leaving 3 rivals: recall@1 = 0 and recall@5 = 1, on 8 devices and on one.
+    emb = {m: np.tile(_COLLAPSED, (16, 1)) for m in MODS}
+    mask = np.r_[np.ones(4), np.zeros(12)].astype(np.float32)
+    raw = jnp.array([0.5, 1.0, 2.0])
+    sharded = _recalls(_sharded_metrics(mesh, emb, raw, mask, ks=(1, 3, 4, 5)))
+    single = _recalls(
+        losses.clip_metrics(emb, _scales(raw), mask=jnp.asarray(mask), ks=(1, 3, 4, 5))
+    )
+    assert sharded == single
+    assert len(sharded) == 24
+    for k, v in sharded.items():
+        assert v == (0.0 if k.startswith(("recall@1/", "recall@3/")) else 1.0), k
 
 
 def test_device_keys_give_different_dropout_masks(mesh):
