@@ -1,4 +1,4 @@
-"""Run XLA:CPU under tcmalloc: glibc re-faults the step's buffers every step.
+r"""Run XLA:CPU under tcmalloc: glibc re-faults the step's buffers every step.
 
 XLA:CPU allocates an executable's temporaries afresh on every call: 1.4 GB
 for the paper train step at batch 64, 11 GB at batch 512. glibc serves
@@ -12,8 +12,24 @@ flight at a time (the trainer waits for each step's metrics).
 
 The allocator has to be chosen when the process starts (LD_PRELOAD), so the
 command-line entry points call `reexec_with_tcmalloc()` first: it restarts
-the same command with tcmalloc preloaded when the library is installed
+the same command once with tcmalloc preloaded when the library is installed
 (Debian/Ubuntu: `apt install libtcmalloc-minimal4`; conda: gperftools).
+It restarts only a run that will compute on the CPU, decided without
+importing JAX: not when JAX_PLATFORMS names another platform, nor, with
+JAX_PLATFORMS unset, when a GPU or TPU runtime is installed (libtpu, a
+`jax_cuda*`/`jax_rocm*` plugin, the `jax_plugins` package) or a device node
+(/dev/nvidia0, /dev/accel0) exists; JAX_PLATFORMS=cpu forces a CPU run.
+Nor when ASTROM3_NO_TCMALLOC=1 is set, or a debugger, tracer or profiler
+is attached (a restart would leave it behind). The restarted process takes
+our entry out of LD_PRELOAD in its own environment at once, so the
+subprocesses it starts (compilers, workers, tools) run under their usual
+allocator, while it keeps running under tcmalloc.
+
+The same without a restart, as one shell command:
+
+    LD_PRELOAD=$(ldconfig -p | grep -o '/[^ ]*libtcmalloc_minimal.so.4' | head -1) \
+        python -m astrom3_jax.train ...
+
 Notebooks: start Jupyter with LD_PRELOAD set (Colab preloads tcmalloc
 already); `train_lib.train_and_evaluate` warns when it trains on CPU under
 glibc malloc. glibc's own knobs are no substitute: one arena without mmap
@@ -25,10 +41,22 @@ from __future__ import annotations
 import ctypes.util
 import glob
 import os
+import pkgutil
 import sys
 
-# Set in the restarted process, so that a failed preload cannot loop.
+# Set, to the preloaded path, for the restarted process only: it tells that
+# process which LD_PRELOAD entry is ours, and a failed preload cannot loop.
 REEXEC_MARK = "ASTROM3_JAX_TCMALLOC_REEXEC"
+# Set to 1 to never restart under tcmalloc.
+OPT_OUT = "ASTROM3_NO_TCMALLOC"
+
+# Device nodes of an NVIDIA GPU and of a TPU (or other accelerator chip).
+ACCELERATOR_DEVICES = ("/dev/nvidia0", "/dev/accel0")
+# Top-level Python packages of JAX's GPU and TPU runtimes.
+_RUNTIME_PACKAGES = ("libtpu", "jax_plugins")
+_RUNTIME_PREFIXES = ("jax_cuda", "jax_rocm")
+# Debuggers that a restart would leave behind (or start a second time).
+_DEBUGGER_MODULES = ("pdb", "debugpy", "pydevd", "pudb")
 
 _LIBRARY_DIRS = (
     "/usr/lib/x86_64-linux-gnu",
@@ -73,27 +101,101 @@ def find_tcmalloc() -> str | None:
     return None
 
 
+def accelerator_hint() -> str | None:
+    """Why this run will likely compute on a GPU or TPU, or None for CPU.
+
+    Decided without importing JAX (that would be too late to restart
+    cheaply): JAX_PLATFORMS when set, else an installed GPU/TPU runtime or
+    an accelerator device node.
+    """
+    platforms = os.environ.get("JAX_PLATFORMS", "").strip().lower()
+    if platforms:
+        others = [p for p in platforms.split(",") if p.strip() not in ("", "cpu")]
+        return f"JAX_PLATFORMS={platforms}" if others else None
+    for module in pkgutil.iter_modules():
+        name = module.name
+        if name in _RUNTIME_PACKAGES or name.startswith(_RUNTIME_PREFIXES):
+            return f"{name} is installed"
+    for device in ACCELERATOR_DEVICES:
+        if os.path.exists(device):
+            return f"{device} exists"
+    return None
+
+
+def debugger_hint() -> str | None:
+    """The debugger, tracer or profiler attached to this process, or None."""
+    if sys.gettrace() is not None:
+        return "a debugger or tracer is attached (sys.gettrace)"
+    if sys.getprofile() is not None:
+        return "a profiler is attached (sys.getprofile)"
+    monitoring = getattr(sys, "monitoring", None)  # Python 3.12+
+    if monitoring is not None:
+        for tool in (monitoring.DEBUGGER_ID, monitoring.PROFILER_ID):
+            if monitoring.get_tool(tool) is not None:
+                return f"{monitoring.get_tool(tool)} is attached (sys.monitoring)"
+    argv = list(getattr(sys, "orig_argv", ()))
+    for i, arg in enumerate(argv[:-1]):
+        if arg == "-m" and argv[i + 1] in _DEBUGGER_MODULES:
+            return f"running under python -m {argv[i + 1]}"
+    for name in _DEBUGGER_MODULES:
+        if name != "pdb" and name in sys.modules:  # absl imports pdb anyway
+            return f"{name} is loaded"
+    return None
+
+
+def _opted_out() -> bool:
+    return os.environ.get(OPT_OUT, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _forget_preload(path: str) -> None:
+    """Take our `path` out of LD_PRELOAD (and the restart mark) in
+    os.environ, so that subprocesses do not inherit it. This process keeps
+    tcmalloc: the loader read LD_PRELOAD once, when it started."""
+    os.environ.pop(REEXEC_MARK, None)
+    entries = os.environ.get("LD_PRELOAD", "").split(":")
+    if path in entries:
+        entries.remove(path)
+    kept = ":".join(e for e in entries if e)
+    if kept:
+        os.environ["LD_PRELOAD"] = kept
+    else:
+        os.environ.pop("LD_PRELOAD", None)
+
+
 def reexec_with_tcmalloc(enabled: bool = True) -> str:
     """Restart this command with tcmalloc preloaded, if that would help.
 
-    Returns (without restarting) a sentence saying why not: the caller
-    opted out (`enabled=False`, e.g. a --notcmalloc flag), a non-glibc
-    allocator is already in use, this is the restarted process, or tcmalloc
-    is not installed. Call it first thing in a command's main(), before JAX
-    starts computing. The restarted process keeps the interpreter options
-    and arguments (sys.orig_argv) and the environment.
+    Returns (without restarting) a sentence saying which allocator runs and,
+    where it is glibc, why there was no restart: the caller opted out
+    (`enabled=False`, e.g. a --notcmalloc flag, or ASTROM3_NO_TCMALLOC=1),
+    the run is for a GPU or TPU, a debugger is attached, this is the
+    restarted process and the preload failed, or tcmalloc is not installed.
+    Call it first thing in a command's main(), before JAX starts computing.
+    The restarted process keeps the interpreter options and arguments
+    (sys.orig_argv) and the environment, and drops our LD_PRELOAD entry from
+    its environment as soon as it calls this function again.
     """
+    ours = os.environ.get(REEXEC_MARK)
+    if ours:
+        _forget_preload(ours)
     current = allocator()
-    if not enabled or current != "glibc":
+    if current != "glibc":
         return f"malloc: {current}"
-    if os.environ.get(REEXEC_MARK):
+    if ours:
         return "malloc: glibc (tcmalloc was preloaded but did not load)"
+    if not enabled:
+        return "malloc: glibc"
+    if _opted_out():
+        return f"malloc: glibc ({OPT_OUT} is set)"
+    why_not = accelerator_hint() or debugger_hint()
+    if why_not:
+        return f"malloc: glibc (no tcmalloc restart: {why_not})"
     path = find_tcmalloc()
     if path is None:
         return f"malloc: glibc; XLA:CPU steps run faster if you {INSTALL_HINT}"
     env = dict(os.environ)
     env["LD_PRELOAD"] = ":".join(p for p in (path, env.get("LD_PRELOAD")) if p)
-    env[REEXEC_MARK] = "1"
+    env[REEXEC_MARK] = path
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)

@@ -48,16 +48,23 @@ def test_allocator_sees_what_is_loaded():
 
 
 _RESTART = """
-import json, os, sys
+import json, os, subprocess, sys
 from astrom3_jax import host_memory
 print("started")
 status = host_memory.reexec_with_tcmalloc()
+child = subprocess.run(
+    [sys.executable, "-c", "from astrom3_jax import host_memory as h; "
+     "import os; print(h.allocator(), os.environ.get('LD_PRELOAD'))"],
+    capture_output=True, text=True, check=True,
+)
 print(json.dumps({
     "status": status,
     "allocator": host_memory.allocator(),
     "argv": sys.argv[1:],
     "utf8_mode": sys.flags.utf8_mode,
     "mark": os.environ.get(host_memory.REEXEC_MARK),
+    "preload": os.environ.get("LD_PRELOAD"),
+    "child": child.stdout.strip(),
     "kept": os.environ.get("ASTROM3_TEST_VAR"),
 }))
 """
@@ -70,47 +77,177 @@ def test_reexec_restarts_once_under_tcmalloc_with_the_same_command(tmp_path):
     lines = _run(["-X", "utf8", str(script), "a", "--b=c d"], ASTROM3_TEST_VAR="kept")
     assert lines[:2] == ["started", "started"]  # ran twice: once per process
     result = json.loads(lines[2])
+    # The restarted process runs under tcmalloc, but its environment no
+    # longer names it: a subprocess it starts gets glibc malloc.
     assert result == {
         "status": "malloc: tcmalloc",
         "allocator": "tcmalloc",
         "argv": ["a", "--b=c d"],
         "utf8_mode": 1,
-        "mark": "1",
+        "mark": None,
+        "preload": None,
+        "child": "glibc None",
         "kept": "kept",
     }
 
 
-def test_reexec_stops_when_the_preload_failed(monkeypatch):
+@needs_tcmalloc
+def test_restarted_process_keeps_the_users_own_preload(tmp_path):
+    other = "/lib/x86_64-linux-gnu/libz.so.1"
+    if not os.path.exists(other):
+        pytest.skip(f"{other} is not here")
+    script = tmp_path / "restart.py"
+    script.write_text(_RESTART)
+    lines = _run([str(script)], preload=other)
+    assert lines[:2] == ["started", "started"]
+    result = json.loads(lines[2])
+    assert result["allocator"] == "tcmalloc"
+    assert result["preload"] == other
+    assert result["child"] == f"glibc {other}"
+
+
+_TRACED = """
+import sys
+from astrom3_jax import host_memory
+print("started")
+sys.settrace(lambda *args: None)
+print(host_memory.reexec_with_tcmalloc())
+"""
+
+
+@needs_tcmalloc
+def test_no_restart_under_a_tracer():
+    assert _run(["-c", _TRACED]) == [
+        "started",
+        "malloc: glibc (no tcmalloc restart: a debugger or tracer is attached "
+        "(sys.gettrace))",
+    ]
+
+
+@needs_tcmalloc
+def test_no_restart_when_opted_out_by_environment():
+    lines = _run(["-c", _RESTART], **{host_memory.OPT_OUT: "1"})
+    assert lines[0] == "started"
+    assert (
+        json.loads(lines[1])["status"] == "malloc: glibc (ASTROM3_NO_TCMALLOC is set)"
+    )
+
+
+_real_debugger_hint = host_memory.debugger_hint
+
+
+class _Exec(Exception):
+    """Raised by the fake execve: the restart was attempted."""
+
+
+@pytest.fixture
+def cpu_host(monkeypatch, tmp_path):
+    """A glibc process on a CPU-only host with tcmalloc installed, whose
+    execve only records: no GPU runtimes on sys.path, no device nodes."""
     monkeypatch.setattr(host_memory, "allocator", lambda: "glibc")
-    monkeypatch.setenv(host_memory.REEXEC_MARK, "1")
-    monkeypatch.setattr(os, "execve", _no_exec)
+    monkeypatch.setattr(host_memory, "find_tcmalloc", lambda: "/lib/libtcmalloc.so")
+    monkeypatch.setattr(host_memory, "debugger_hint", lambda: None)
+    monkeypatch.setattr(host_memory, "ACCELERATOR_DEVICES", ())
+    monkeypatch.setattr(sys, "path", [str(tmp_path)])
+    for var in (host_memory.REEXEC_MARK, host_memory.OPT_OUT, "JAX_PLATFORMS"):
+        monkeypatch.delenv(var, raising=False)
+
+    def execve(exe, argv, env):
+        raise _Exec(env["LD_PRELOAD"], env[host_memory.REEXEC_MARK])
+
+    monkeypatch.setattr(os, "execve", execve)
+    return tmp_path
+
+
+@pytest.mark.parametrize("platforms", [None, "cpu", "CPU, cpu"])
+def test_cpu_run_restarts(cpu_host, monkeypatch, platforms):
+    if platforms is not None:
+        monkeypatch.setenv("JAX_PLATFORMS", platforms)
+    monkeypatch.setenv("LD_PRELOAD", "/lib/other.so")
+    with pytest.raises(_Exec) as restart:
+        host_memory.reexec_with_tcmalloc()
+    assert restart.value.args == (
+        "/lib/libtcmalloc.so:/lib/other.so",
+        "/lib/libtcmalloc.so",
+    )
+
+
+@pytest.mark.parametrize("platforms", ["cuda", "tpu", "cuda,cpu", "cpu,rocm"])
+def test_no_restart_for_an_accelerator_platform(cpu_host, monkeypatch, platforms):
+    monkeypatch.setenv("JAX_PLATFORMS", platforms)
+    assert host_memory.reexec_with_tcmalloc() == (
+        f"malloc: glibc (no tcmalloc restart: JAX_PLATFORMS={platforms})"
+    )
+
+
+@pytest.mark.parametrize("package", ["jax_cuda12_plugin", "libtpu", "jax_plugins"])
+def test_no_restart_when_a_gpu_or_tpu_runtime_is_installed(cpu_host, package):
+    (cpu_host / package).mkdir()
+    (cpu_host / package / "__init__.py").write_text("")
+    assert host_memory.reexec_with_tcmalloc() == (
+        f"malloc: glibc (no tcmalloc restart: {package} is installed)"
+    )
+
+
+def test_no_restart_when_an_accelerator_device_exists(cpu_host, monkeypatch):
+    node = cpu_host / "accel0"
+    node.write_text("")
+    monkeypatch.setattr(host_memory, "ACCELERATOR_DEVICES", ("/nonexistent", str(node)))
+    assert host_memory.reexec_with_tcmalloc() == (
+        f"malloc: glibc (no tcmalloc restart: {node} exists)"
+    )
+
+
+def test_jax_platforms_cpu_overrides_the_hardware(cpu_host, monkeypatch):
+    (cpu_host / "libtpu").mkdir()
+    (cpu_host / "libtpu" / "__init__.py").write_text("")
+    monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+    with pytest.raises(_Exec):
+        host_memory.reexec_with_tcmalloc()
+
+
+@pytest.mark.parametrize("value,restarts", [("1", False), ("yes", False), ("0", True)])
+def test_environment_opt_out(cpu_host, monkeypatch, value, restarts):
+    monkeypatch.setenv(host_memory.OPT_OUT, value)
+    if restarts:
+        with pytest.raises(_Exec):
+            host_memory.reexec_with_tcmalloc()
+    else:
+        assert host_memory.reexec_with_tcmalloc() == (
+            "malloc: glibc (ASTROM3_NO_TCMALLOC is set)"
+        )
+
+
+def test_no_restart_under_python_m_pdb(cpu_host, monkeypatch):
+    monkeypatch.setattr(host_memory, "debugger_hint", _real_debugger_hint)
+    monkeypatch.setattr(sys, "orig_argv", ["python", "-m", "pdb", "train.py"])
+    monkeypatch.setattr(sys, "gettrace", lambda: None)
+    monkeypatch.setattr(sys, "getprofile", lambda: None)
+    assert host_memory.reexec_with_tcmalloc() == (
+        "malloc: glibc (no tcmalloc restart: running under python -m pdb)"
+    )
+
+
+def test_reexec_stops_when_the_preload_failed(cpu_host, monkeypatch):
+    monkeypatch.setenv(host_memory.REEXEC_MARK, "/lib/libtcmalloc.so")
+    monkeypatch.setenv("LD_PRELOAD", "/lib/libtcmalloc.so:/lib/other.so")
     assert "did not load" in host_memory.reexec_with_tcmalloc()
+    assert os.environ["LD_PRELOAD"] == "/lib/other.so"
+    assert host_memory.REEXEC_MARK not in os.environ
 
 
-def test_reexec_without_tcmalloc_says_how_to_install(monkeypatch):
-    monkeypatch.setattr(host_memory, "allocator", lambda: "glibc")
-    monkeypatch.delenv(host_memory.REEXEC_MARK, raising=False)
+def test_reexec_without_tcmalloc_says_how_to_install(cpu_host, monkeypatch):
     monkeypatch.setattr(host_memory, "find_tcmalloc", lambda: None)
-    monkeypatch.setattr(os, "execve", _no_exec)
     assert "apt install libtcmalloc-minimal4" in host_memory.reexec_with_tcmalloc()
 
 
-def test_reexec_leaves_another_allocator_alone(monkeypatch):
+def test_reexec_leaves_another_allocator_alone(cpu_host, monkeypatch):
     monkeypatch.setattr(host_memory, "allocator", lambda: "jemalloc")
-    monkeypatch.setattr(os, "execve", _no_exec)
     assert host_memory.reexec_with_tcmalloc() == "malloc: jemalloc"
 
 
-def test_reexec_disabled_only_reports_the_allocator(monkeypatch):
-    monkeypatch.setattr(host_memory, "allocator", lambda: "glibc")
-    monkeypatch.delenv(host_memory.REEXEC_MARK, raising=False)
-    monkeypatch.setattr(host_memory, "find_tcmalloc", lambda: "/lib/libtcmalloc.so")
-    monkeypatch.setattr(os, "execve", _no_exec)
+def test_reexec_disabled_only_reports_the_allocator(cpu_host):
     assert host_memory.reexec_with_tcmalloc(enabled=False) == "malloc: glibc"
-
-
-def _no_exec(*args):
-    raise AssertionError(f"unexpected execve{args}")
 
 
 def test_trainer_warns_on_cpu_under_glibc(monkeypatch, caplog):
