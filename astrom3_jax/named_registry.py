@@ -2,10 +2,14 @@
 
 Both registries need the same rules: an entry is registered once unless
 `overwrite=True`, and an unknown name fails with the list of known ones.
+`temporarily` registers an entry for a `with` block only, so a test that
+adds a modality leaves the tables as it found them.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -27,6 +31,25 @@ class NamedRegistry(Generic[T]):
 
     def unregister(self, name: str) -> None:
         self._entries.pop(name, None)
+
+    @contextlib.contextmanager
+    def temporarily(self, entry: T, *, overwrite: bool = False) -> Iterator[T]:
+        """Register `entry` inside the `with` block, then undo it.
+
+        On exit, even by an exception, the name is removed again or, when
+        `overwrite=True` replaced an entry, the old entry is put back in
+        its old place.
+        """
+        name = entry.name
+        previous = self._entries.get(name)
+        self.register(entry, overwrite=overwrite)
+        try:
+            yield entry
+        finally:
+            if previous is None:
+                self._entries.pop(name, None)
+            else:
+                self._entries[name] = previous
 
     def get(self, name: str) -> T:
         try:

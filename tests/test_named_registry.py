@@ -36,10 +36,38 @@ def test_unknown_name_lists_known_ones():
         table.get("q")
 
 
-def test_both_modality_tables_hold_the_three_modalities():
+def test_temporarily_registers_for_the_block_only():
+    table = NamedRegistry("widget")
+    table.register(Entry("a", 1))
+    table.register(Entry("b", 2))
+    with table.temporarily(Entry("c", 3)) as entry:
+        assert entry == Entry("c", 3)
+        assert table.names() == ("a", "b", "c") and table.get("c").value == 3
+    assert table.names() == ("a", "b")
+    with pytest.raises(RuntimeError, match="boom"):
+        with table.temporarily(Entry("c", 3)):
+            raise RuntimeError("boom")
+    assert table.names() == ("a", "b")
+
+
+def test_temporarily_overwritten_entry_comes_back_in_place():
+    table = NamedRegistry("widget")
+    table.register(Entry("a", 1))
+    table.register(Entry("b", 2))
+    with pytest.raises(ValueError, match="widget 'a' is already registered"):
+        with table.temporarily(Entry("a", 9)):
+            pass
+    assert table.get("a").value == 1
+    with table.temporarily(Entry("a", 9), overwrite=True):
+        assert table.get("a").value == 9
+    assert table.names() == ("a", "b") and table.get("a") == Entry("a", 1)
+
+
+def test_both_modality_tables_hold_exactly_the_three_modalities():
+    # Exact: a test that registers a modality and leaves it behind fails here.
     expected = ("photometry", "spectra", "metadata")
-    assert registry.names()[:3] == expected
-    assert tuple(modalities.names())[:3] == expected
+    assert registry.names() == expected
+    assert tuple(modalities.names()) == expected
     with pytest.raises(ValueError, match="already registered"):
         registry.register(registry.get("spectra"))
     with pytest.raises(ValueError, match="already registered"):

@@ -252,16 +252,17 @@ def test_fourth_modality_is_a_registry_entry(source):
     def colour(cols, ctx):
         return {"colour": cols["metadata"][:, :2] * 2}
 
-    modalities.register(
-        modalities.Modality("colour", ("metadata",), ("colour",), colour),
-        overwrite=True,
-    )
-    b = next(
-        pipeline.make_eval_batches(
-            source, batch_size=8, modalities=("colour",)
-        ).__iter__()
-    )
+    # modalities exports no unregister: its table is used directly, and the
+    # entry is gone again after the block.
+    entry = modalities.Modality("colour", ("metadata",), ("colour",), colour)
+    with modalities._REGISTRY.temporarily(entry):
+        b = next(
+            pipeline.make_eval_batches(
+                source, batch_size=8, modalities=("colour",)
+            ).__iter__()
+        )
     np.testing.assert_array_equal(b["colour"][:, 0], 2 * np.arange(8))
+    assert "colour" not in modalities.names()
 
 
 def test_cache_gives_identical_batches(source):
