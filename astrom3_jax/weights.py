@@ -9,10 +9,11 @@ orders already agree (photometry l * d_model + c, spectra c * T + t).
 
 Every source tensor is mapped or listed in IGNORED; the position table
 `pe` is a buffer that we recompute, so it is checked against ours instead
-of loaded. Missing tensors, unexpected tensors and shape mismatches raise
-with the tensor's name. Imported models use the reference-compatible mode:
-ProbSparse attention with the reference's head/position reshape, embedding
-dropout 0.1, LayerNorm eps 1e-5, exact GELU.
+of loaded. Missing tensors, unexpected tensors, shape mismatches and
+non-finite values raise with the tensor's name (and the file's, when read
+from a folder); unreadable files raise with the file's name. Imported models
+use the reference-compatible mode: ProbSparse attention with the reference's
+head/position reshape, embedding dropout 0.1, LayerNorm eps 1e-5, exact GELU.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import nnx
+from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from astrom3_jax import models
@@ -339,37 +341,64 @@ def _check_covers_params(model, entries):
         )
 
 
-def _check_position_table(name, pe, d_model):
+def _check_position_table(name, pe, d_model, origin):
     if pe.ndim != 3 or pe.shape[0] != 1 or pe.shape[2] != d_model:
-        raise WeightsError(f"{name}: shape {pe.shape}, expected (1, N, {d_model})")
+        raise WeightsError(
+            f"{origin}: {name}: shape {pe.shape}, expected (1, N, {d_model})"
+        )
     ours = position_table(pe.shape[1], d_model)
     # float32 sin(position * freq) of two libraries differ by ~1e-4 at row
     # 5000 (~4e-6 in the first 200 rows); a layout error would be O(1).
     err = float(np.max(np.abs(pe[0] - ours)))
     if err > 1e-3:
-        raise WeightsError(f"{name}: differs from our sinusoidal table by {err:.3g}")
+        raise WeightsError(
+            f"{origin}: {name}: differs from our sinusoidal table by {err:.3g}"
+        )
 
 
-def load_reference_tensors(model, model_config, kind, tensors: dict) -> list[str]:
-    """Copy reference tensors into `model` in place; returns ignored names."""
+def _check_finite(tensors: dict, origin: str) -> None:
+    """Refuse NaN or inf anywhere: they would only surface as NaN outputs."""
+    for name in sorted(tensors):
+        value = np.asarray(tensors[name])
+        if not np.issubdtype(value.dtype, np.floating):
+            continue
+        n_nan = int(np.isnan(value).sum())
+        n_inf = int(np.isinf(value).sum())
+        if n_nan or n_inf:
+            raise WeightsError(
+                f"{origin}: tensor {name!r} {tuple(value.shape)} holds "
+                f"{n_nan} NaN and {n_inf} infinite value(s)"
+            )
+
+
+def load_reference_tensors(
+    model, model_config, kind, tensors: dict, *, origin: str = "checkpoint"
+) -> list[str]:
+    """Copy reference tensors into `model` in place; returns ignored names.
+
+    `origin` (e.g. the file's path) prefixes every error message.
+    """
     entries, buffers = layout_entries(kind, model_config)
     _check_covers_params(model, entries)
     names = {e.torch_name for e in entries}
     missing = sorted((names | set(buffers)) - set(tensors))
     if missing:
-        raise WeightsError(f"missing tensors in checkpoint: {missing}")
+        raise WeightsError(f"{origin}: missing tensors {missing}")
     unexpected = sorted(set(tensors) - names - set(buffers))
     if unexpected:
-        raise WeightsError(f"unexpected tensors in checkpoint: {unexpected}")
+        raise WeightsError(f"{origin}: unexpected tensors {unexpected}")
+    _check_finite(tensors, origin)
     for name in buffers:
-        _check_position_table(name, tensors[name], model_config.photometry.d_model)
+        d_model = model_config.photometry.d_model
+        _check_position_table(name, tensors[name], d_model, origin)
     for e in entries:
         var = _variable(model, e.path)
         value = LAYOUTS[e.layout][0](np.asarray(tensors[e.torch_name], np.float32))
         if value.shape != var[...].shape:
             raise WeightsError(
-                f"{e.torch_name}: shape {tensors[e.torch_name].shape} does not fit "
-                f"our {'.'.join(map(str, e.path))} {var[...].shape} ({e.layout})"
+                f"{origin}: {e.torch_name}: shape {tensors[e.torch_name].shape} "
+                f"does not fit our {'.'.join(map(str, e.path))} "
+                f"{var[...].shape} ({e.layout})"
             )
         var.set_value(jnp.asarray(value))
     return sorted(buffers)
@@ -405,17 +434,44 @@ def import_reference(source, *, rngs_seed: int = 0):
     for f in (CONFIG_FILE, WEIGHTS_FILE):
         if not (source / f).is_file():
             raise FileNotFoundError(f"{source / f} not found")
-    ref = json.loads((source / CONFIG_FILE).read_text())
-    model_config, kind = model_config_from_reference(ref)
+    ref = read_reference_config(source / CONFIG_FILE)
+    try:
+        model_config, kind = model_config_from_reference(ref)
+    except WeightsError as e:
+        raise WeightsError(f"{source / CONFIG_FILE}: {e}") from e
+    tensors = read_tensors(source / WEIGHTS_FILE)
     model = models.build_model(model_config, nnx.Rngs(rngs_seed))
     ignored = load_reference_tensors(
-        model, model_config, kind, load_file(str(source / WEIGHTS_FILE))
+        model, model_config, kind, tensors, origin=str(source / WEIGHTS_FILE)
     )
     model.eval()
     config = ml_collections.ConfigDict(
         {"model": model_config, "reference_kind": kind, "imported_from": str(source)}
     )
     return model, config, ignored
+
+
+def read_reference_config(path) -> dict:
+    """A published config.json as a dict; unreadable JSON names the file."""
+    try:
+        ref = json.loads(pathlib.Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise WeightsError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(ref, dict):
+        raise WeightsError(f"{path}: expected a JSON object, got {type(ref).__name__}")
+    return ref
+
+
+def read_tensors(path) -> dict[str, np.ndarray]:
+    """All tensors of a safetensors file; a truncated or corrupt file names itself."""
+    try:
+        return load_file(str(path))
+    except SafetensorError as e:
+        size = pathlib.Path(path).stat().st_size
+        raise WeightsError(
+            f"{path} ({size} bytes) is truncated or corrupt, not a readable "
+            f"safetensors file ({e}); download it again"
+        ) from e
 
 
 def export_reference(model, model_config, out_dir) -> pathlib.Path:
@@ -446,30 +502,48 @@ def default_cache_dir() -> pathlib.Path:
 
 
 def download_from_hub(repo_id: str, cache_dir=None, timeout: float = 60.0):
-    """Fetch config.json + model.safetensors of a Hub model with plain HTTPS."""
+    """Fetch config.json + model.safetensors of a Hub model with plain HTTPS.
+
+    Files arrive as `<name>.part` and are renamed when complete, so an
+    interrupted download is never mistaken for a model.
+    """
     target = pathlib.Path(cache_dir or default_cache_dir()) / repo_id.replace("/", "--")
     if is_reference_folder(target):
         return target
     target.mkdir(parents=True, exist_ok=True)
-    for f in (CONFIG_FILE, WEIGHTS_FILE):
-        url = HUB_URL.format(repo=repo_id, file=f)
-        tmp = target / (f + ".part")
-        try:
-            with (
-                urllib.request.urlopen(url, timeout=timeout) as r,
-                open(tmp, "wb") as w,
-            ):
-                while chunk := r.read(1 << 20):
-                    w.write(chunk)
-        except (urllib.error.URLError, OSError) as e:
-            tmp.unlink(missing_ok=True)
-            raise ConnectionError(
-                f"could not download {url} ({e}). Without network access, download "
-                f"{CONFIG_FILE} and {WEIGHTS_FILE} of {repo_id} elsewhere and pass "
-                "their folder instead."
-            ) from e
-        tmp.replace(target / f)
+    try:
+        for f in (CONFIG_FILE, WEIGHTS_FILE):
+            _download(
+                HUB_URL.format(repo=repo_id, file=f), target / f, repo_id, timeout
+            )
+    finally:
+        if not any(target.iterdir()):
+            target.rmdir()  # leave no empty cache folder behind
     return target
+
+
+def _download(url: str, dest: pathlib.Path, repo_id: str, timeout: float) -> None:
+    tmp = dest.with_name(dest.name + ".part")
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r, open(tmp, "wb") as w:
+            while chunk := r.read(1 << 20):
+                w.write(chunk)
+    except urllib.error.HTTPError as e:
+        tmp.unlink(missing_ok=True)
+        if e.code in (401, 404):
+            raise FileNotFoundError(
+                f"no Hub model {repo_id!r}: {url} answered HTTP {e.code}; check "
+                "the id (e.g. AstroMLCore/AstroM3-CLIP)"
+            ) from e
+        raise ConnectionError(f"could not download {url}: HTTP {e.code}") from e
+    except (urllib.error.URLError, OSError) as e:
+        tmp.unlink(missing_ok=True)
+        raise ConnectionError(
+            f"could not download {url} ({e}). Without network access, download "
+            f"{CONFIG_FILE} and {WEIGHTS_FILE} of {repo_id} elsewhere and pass "
+            "their folder instead."
+        ) from e
+    tmp.replace(dest)
 
 
 def resolve_source(source, cache_dir=None) -> pathlib.Path:
@@ -480,5 +554,10 @@ def resolve_source(source, cache_dir=None) -> pathlib.Path:
             raise FileNotFoundError(f"{path} has no {CONFIG_FILE} + {WEIGHTS_FILE}")
         return path
     if str(source).count("/") == 1 and not str(source).startswith((".", "/", "~")):
-        return download_from_hub(str(source), cache_dir)
-    raise FileNotFoundError(f"{source} is neither a folder nor a Hub id 'owner/name'")
+        try:
+            return download_from_hub(str(source), cache_dir)
+        except (ConnectionError, FileNotFoundError) as e:
+            raise type(e)(f"{source}: no such folder; as a Hub id: {e}") from e
+    raise FileNotFoundError(
+        f"{source} does not exist, and is not a Hub id 'owner/name' either"
+    )

@@ -158,3 +158,47 @@ def test_bad_position_table_is_rejected(tmp_path):
     save_file(tensors, str(tmp_path / weights.WEIGHTS_FILE))
     with pytest.raises(weights.WeightsError, match="position_embedding.pe"):
         weights.import_reference(tmp_path)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_tensor_is_refused_naming_tensor_and_file(tmp_path, bad):
+    def edit(t):
+        t["model.3.weight"][2, 5] = bad
+
+    src = _broken_copy(tmp_path, edit)
+    with pytest.raises(weights.WeightsError) as info:
+        weights.import_reference(src)
+    message = str(info.value)
+    assert "model.3.weight" in message
+    assert str(src / weights.WEIGHTS_FILE) in message
+    nan, inf = (1, 0) if np.isnan(bad) else (0, 1)
+    assert f"{nan} NaN and {inf} infinite" in message
+
+
+def test_nan_in_the_position_buffer_is_refused(tmp_path):
+    # Its check compares against our table with `>`, which NaN slips past.
+    shutil.copy(FIXTURES / "photo" / weights.CONFIG_FILE, tmp_path)
+    tensors = load_file(str(FIXTURES / "photo" / weights.WEIGHTS_FILE))
+    tensors["enc_embedding.position_embedding.pe"][0, 7, 3] = np.nan
+    save_file(tensors, str(tmp_path / weights.WEIGHTS_FILE))
+    with pytest.raises(weights.WeightsError, match=r"position_embedding\.pe.*1 NaN"):
+        weights.import_reference(tmp_path)
+
+
+@pytest.mark.parametrize("keep", [0.99, 0.5, 0.001])
+def test_truncated_weights_file_is_named(tmp_path, keep):
+    shutil.copy(FIXTURES / "meta" / weights.CONFIG_FILE, tmp_path)
+    data = (FIXTURES / "meta" / weights.WEIGHTS_FILE).read_bytes()
+    path = tmp_path / weights.WEIGHTS_FILE
+    path.write_bytes(data[: int(len(data) * keep)])
+    with pytest.raises(weights.WeightsError) as info:
+        weights.import_reference(tmp_path)
+    assert str(path) in str(info.value)
+    assert "truncated or corrupt" in str(info.value)
+
+
+def test_corrupt_config_is_named(tmp_path):
+    shutil.copy(FIXTURES / "meta" / weights.WEIGHTS_FILE, tmp_path)
+    (tmp_path / weights.CONFIG_FILE).write_text('{"input_dim": 34,')
+    with pytest.raises(weights.WeightsError, match="config.json: not valid JSON"):
+        weights.import_reference(tmp_path)
