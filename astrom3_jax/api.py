@@ -5,19 +5,31 @@
     emb = model.embed(photometry=p, photometry_mask=m, spectra=s, metadata=x)
     logits = classifier(photometry=p, photometry_mask=m)  # a classifier
 
-Inputs are the prepared arrays of REFERENCE.md section 3: photometry
-(B, 200, 9), photometry_mask (B, 200), spectra (B, 3, 2575), metadata (B, 34).
+Inputs are the prepared arrays of the AstroM3 data (Rizhko & Bloom 2024,
+arXiv:2411.08842): photometry (B, 200, 9) = 3 light-curve channels (scaled
+time, flux, flux error) and 6 per-object auxiliary values repeated on every
+row; photometry_mask (B, 200), 1 on real rows; spectra (B, 3, 2575);
+metadata (B, 34). `astrom3_jax.models.inputs` checks them, names any
+argument of the wrong shape, and puts padding rows in canonical form.
 """
 
 from __future__ import annotations
 
 import pathlib
+import shutil
 
 from astrom3_jax import weights
 
+WORKDIR_CONFIG = "config.json"
+WORKDIR_CHECKPOINTS = "checkpoints"
+
+
+class WorkdirExistsError(FileExistsError):
+    """The target workdir already holds a model (and overwriting was not asked)."""
+
 
 def _is_workdir(path: pathlib.Path) -> bool:
-    return (path / "config.json").is_file() and (path / "checkpoints").is_dir()
+    return (path / WORKDIR_CONFIG).is_file() and (path / WORKDIR_CHECKPOINTS).is_dir()
 
 
 def load_model(path, *, step=None, cache_dir=None):
@@ -28,27 +40,52 @@ def load_model(path, *, step=None, cache_dir=None):
     - a published-weights folder (`config.json` + `model.safetensors`);
     - a Hugging Face Hub model id such as 'AstroMLCore/AstroM3-CLIP'
       (downloaded to `cache_dir`, default ~/.cache/astrom3_jax).
-    Published weights get the reference-compatible model mode.
+    Published weights get the reference-compatible model mode. The model's
+    kind (CLIP or classifier) comes from the workdir's `config.model.task`.
     """
     local = pathlib.Path(str(path)).expanduser()
     if local.is_dir() and _is_workdir(local):
-        from astrom3_jax import checkpoints, models
+        from astrom3_jax import checkpoints
 
-        return checkpoints.restore_model(str(local), step, build_fn=models.build_model)
+        return checkpoints.restore_model(str(local), step)
     source = weights.resolve_source(path, cache_dir)
     model, config, _ = weights.import_reference(source)
     return model, config
 
 
-def import_to_workdir(source, workdir, *, cache_dir=None):
+def _held_model_files(workdir: pathlib.Path) -> list[pathlib.Path]:
+    """The files of a workdir that an import writes, where they already exist."""
+    names = (WORKDIR_CONFIG, WORKDIR_CHECKPOINTS)
+    return [workdir / n for n in names if (workdir / n).exists()]
+
+
+def import_to_workdir(source, workdir, *, cache_dir=None, overwrite=False):
     """Published weights (folder or Hub id) -> a workdir our tools accept.
 
+    A workdir that already holds a model (config.json or checkpoints/) is
+    refused unless `overwrite=True`, which replaces both; other files in it
+    stay. The weights are read and checked before anything is replaced.
     Returns (model, config, ignored tensor names).
     """
     from astrom3_jax import checkpoints
 
+    workdir = pathlib.Path(workdir).expanduser()
+    if workdir.exists() and not workdir.is_dir():
+        raise NotADirectoryError(f"workdir {workdir} exists and is not a folder")
+    held = _held_model_files(workdir)
+    if held and not overwrite:
+        raise WorkdirExistsError(
+            f"workdir {workdir} already holds a model "
+            f"({', '.join(p.name for p in held)}); choose another workdir, or "
+            "replace it with --overwrite (Python: overwrite=True)"
+        )
     folder = weights.resolve_source(source, cache_dir)
     model, config, ignored = weights.import_reference(folder)
+    for path in held:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
     checkpoints.save_model_only(str(workdir), model, config)
     return model, config, ignored
 

@@ -1,11 +1,15 @@
-"""load_model, the import/export workdir path and the Hub download error."""
+"""load_model, the import/export workdir path, Hub errors and the import CLI."""
 
+import io as io_lib
 import json
 import pathlib
+import subprocess
+import sys
 import urllib.error
 
 import numpy as np
 import pytest
+from absl.testing import flagsaver
 from safetensors.numpy import load_file
 
 from astrom3_jax import api, weights
@@ -67,3 +71,122 @@ def test_hub_download_error_is_clear(tmp_path, monkeypatch):
 def test_not_a_model_folder(tmp_path):
     with pytest.raises(FileNotFoundError):
         api.load_model(tmp_path)
+
+
+def test_hub_404_says_the_id_is_wrong(tmp_path, monkeypatch):
+    def not_found(url, *args, **kwargs):
+        raise urllib.error.HTTPError(url, 404, "Not Found", {}, io_lib.BytesIO())
+
+    monkeypatch.setattr(weights.urllib.request, "urlopen", not_found)
+    with pytest.raises(FileNotFoundError, match="no Hub model 'someone/no-such'"):
+        api.load_model("someone/no-such", cache_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []  # no empty cache folder left behind
+
+
+def clip_embeddings(model):
+    data = np.load(FIXTURES / "clip" / "io.npz")
+    return model.embed(**{k: data[k] for k in INPUTS}), data
+
+
+INPUTS = ("photometry", "photometry_mask", "spectra", "metadata")
+
+
+def test_reimport_needs_overwrite_which_replaces_config_and_checkpoints(tmp_path):
+    run = tmp_path / "run"
+    api.import_to_workdir(FIXTURES / "meta", run)
+    (run / "notes.txt").write_text("mine")
+    with pytest.raises(api.WorkdirExistsError) as info:
+        api.import_to_workdir(FIXTURES / "meta", run)
+    assert str(run) in str(info.value) and "already holds a model" in str(info.value)
+    assert "--overwrite" in str(info.value) and "overwrite=True" in str(info.value)
+
+    # A source that fails to import leaves the workdir as it was.
+    with pytest.raises(FileNotFoundError):
+        api.import_to_workdir(tmp_path / "missing", run, overwrite=True)
+    assert json.loads((run / "config.json").read_text())["reference_kind"] == "meta"
+
+    api.import_to_workdir(FIXTURES / "clip", run, overwrite=True)
+    assert json.loads((run / "config.json").read_text())["reference_kind"] == "clip"
+    steps = [p.name for p in (run / "checkpoints").iterdir() if p.name.isdigit()]
+    assert steps == ["0"]
+    assert (run / "notes.txt").read_text() == "mine"
+    model, _ = api.load_model(run)
+    emb, data = clip_embeddings(model)
+    for name, key in [("photometry", "p_emb"), ("spectra", "s_emb")]:
+        err = np.max(np.abs(emb[name] - data[key]))
+        assert err < 1e-5 * np.max(np.abs(data[key])), name
+
+
+# ---------------------------------------------------------------- the CLI
+
+
+def run_cli(capsys, **flag_values):
+    """main() of the import CLI in-process: (exit status, stderr lines)."""
+    from astrom3_jax import import_weights
+
+    values = {"cache_dir": None, "overwrite": False, "source": None, "workdir": None}
+    values.update(flag_values)
+    with flagsaver.flagsaver(**values):
+        try:
+            import_weights.main(["import_weights"])
+            status = 0
+        except SystemExit as e:
+            status = e.code
+    err = capsys.readouterr().err
+    return status, [line for line in err.splitlines() if line.strip()]
+
+
+def test_cli_missing_folder_is_one_line(tmp_path, capsys):
+    missing = tmp_path / "no" / "weights"
+    status, err = run_cli(capsys, source=str(missing), workdir=str(tmp_path / "w"))
+    assert status == 1
+    assert len(err) == 1 and str(missing) in err[0] and "does not exist" in err[0]
+
+
+def test_cli_offline_hub_id_is_one_line(tmp_path, capsys, monkeypatch):
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(weights.urllib.request, "urlopen", offline)
+    status, err = run_cli(
+        capsys,
+        source="AstroMLCore/AstroM3-CLIP",
+        workdir=str(tmp_path / "w"),
+        cache_dir=str(tmp_path / "cache"),
+    )
+    assert status == 1
+    assert len(err) == 1 and "AstroMLCore/AstroM3-CLIP" in err[0]
+    assert "could not download" in err[0]
+
+
+def test_cli_existing_workdir_is_one_line_and_overwrite_works(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert run_cli(capsys, source=str(FIXTURES / "meta"), workdir=str(run))[0] == 0
+    status, err = run_cli(capsys, source=str(FIXTURES / "meta"), workdir=str(run))
+    assert status == 1
+    assert len(err) == 1 and "already holds a model" in err[0]
+    assert "--overwrite" in err[0]
+    status, _ = run_cli(
+        capsys, source=str(FIXTURES / "spectra"), workdir=str(run), overwrite=True
+    )
+    assert status == 0
+    assert json.loads((run / "config.json").read_text())["reference_kind"] == "spectra"
+
+
+def test_cli_missing_workdir_flag_is_a_usage_error(capsys):
+    status, err = run_cli(capsys, source=str(FIXTURES / "meta"))
+    assert status == 2 and err == ["import_weights: error: --workdir is required"]
+
+
+def test_cli_process_prints_no_traceback(tmp_path):
+    """The real command: one line on stderr, exit status 1, no traceback."""
+    run = tmp_path / "run"
+    api.import_to_workdir(FIXTURES / "meta", run)
+    cmd = [sys.executable, "-m", "astrom3_jax.import_weights"]
+    cmd += [f"--source={FIXTURES / 'meta'}", f"--workdir={run}"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr
+    lines = [x for x in done.stderr.splitlines() if x.strip()]
+    assert "Traceback" not in done.stderr
+    assert lines[-1].startswith("import_weights: error: workdir ")
+    assert "already holds a model" in lines[-1]
