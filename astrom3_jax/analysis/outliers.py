@@ -1,0 +1,165 @@
+"""Outlier and unseen-class detection in the embedding space.
+
+Three scores per object and embedding, each higher = more unusual, all
+fitted on the train split: the mean cosine distance to the k nearest train
+objects, an isolation forest's anomaly score and the local outlier factor
+(scikit-learn; AstroM3 uses the latter two, Rizhko & Bloom 2024,
+arXiv:2411.08842). Train objects are scored without themselves as a
+neighbour. With an `unseen` split (classes outside the ten), the ROC AUC of
+unseen vs test objects measures how well each score finds new classes.
+
+    python -m astrom3_jax.analysis.outliers --embeddings EXPORT --out OUT \\
+        [--splits test unseen] [--k 10] [--seed 0]
+
+writes OUT/outliers.csv and OUT/outliers.json.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+from collections.abc import Sequence
+
+import numpy as np
+
+from astrom3_jax.analysis import _common, store
+
+METHODS = ("knn", "isolation_forest", "lof")
+DEFAULT_K = 10
+
+
+def knn_distance(
+    train_x: np.ndarray, x: np.ndarray | None, k: int = DEFAULT_K
+) -> np.ndarray:
+    """Mean cosine distance to the k nearest train rows; x=None scores the
+    train rows themselves, each without itself."""
+    neighbors = _common.require("sklearn.neighbors", "k-NN outlier scores")
+    k = min(k, len(train_x) - (x is None))
+    nn = neighbors.NearestNeighbors(metric="cosine", algorithm="brute")
+    distances, _ = nn.fit(train_x).kneighbors(x, n_neighbors=k)
+    return distances.mean(axis=1)
+
+
+def isolation_forest(
+    train_x: np.ndarray, x: np.ndarray | None, *, seed: int = 0, n_trees: int = 200
+) -> np.ndarray:
+    """Isolation-forest anomaly score (negated score_samples) of x, or of the
+    train rows when x is None."""
+    ensemble = _common.require("sklearn.ensemble", "isolation-forest scores")
+    forest = ensemble.IsolationForest(n_estimators=n_trees, random_state=seed)
+    forest.fit(train_x)
+    return -forest.score_samples(train_x if x is None else x)
+
+
+def local_outlier_factor(
+    train_x: np.ndarray, x: np.ndarray | None, k: int = 20
+) -> np.ndarray:
+    """Local outlier factor (cosine) of x against the train rows; x=None
+    gives the train rows' own factors."""
+    neighbors = _common.require("sklearn.neighbors", "local-outlier-factor scores")
+    k = min(k, len(train_x) - 1)
+    lof = neighbors.LocalOutlierFactor(
+        n_neighbors=k, metric="cosine", algorithm="brute", novelty=x is not None
+    )
+    lof.fit(train_x)
+    if x is None:
+        return -lof.negative_outlier_factor_
+    return -lof.score_samples(x)
+
+
+def score(
+    train: store.Split,
+    splits: Sequence[store.Split],
+    *,
+    k: int = DEFAULT_K,
+    seed: int = 0,
+    methods: Sequence[str] = METHODS,
+) -> dict[str, dict[str, list[np.ndarray]]]:
+    """{embedding: {method: [scores of each split]}}; a split that *is* the
+    train split is scored leave-self-out."""
+    out = {}
+    for key in _common.embedding_keys(train):
+        tx = train.unit(key)
+        xs = [None if s is train else s.unit(key) for s in splits]
+        out[key] = {}
+        for method in methods:
+            if method == "knn":
+                out[key][method] = [knn_distance(tx, x, k) for x in xs]
+            elif method == "isolation_forest":
+                out[key][method] = [isolation_forest(tx, x, seed=seed) for x in xs]
+            elif method == "lof":
+                out[key][method] = [local_outlier_factor(tx, x, 2 * k) for x in xs]
+            else:
+                raise ValueError(f"unknown outlier method {method!r}")
+    return out
+
+
+def unseen_auc(scores_known: np.ndarray, scores_unseen: np.ndarray) -> float:
+    """ROC AUC of telling unseen (positive) from known objects by the score."""
+    metrics = _common.require("sklearn.metrics", "unseen-class AUC")
+    y = np.r_[np.zeros(len(scores_known)), np.ones(len(scores_unseen))]
+    return float(metrics.roc_auc_score(y, np.r_[scores_known, scores_unseen]))
+
+
+def run(
+    export_dir,
+    out_dir,
+    *,
+    splits: Sequence[str] | None = None,
+    k: int = DEFAULT_K,
+    seed: int = 0,
+) -> dict:
+    """Writes outliers.csv and outliers.json; returns the JSON content."""
+    out = pathlib.Path(out_dir)
+    train = _common.load(export_dir, "train")
+    if splits is None:
+        present = store.list_splits(export_dir)
+        splits = [s for s in ("test", "unseen") if s in present]
+    loaded = [train if s == "train" else _common.load(export_dir, s) for s in splits]
+    scores = score(train, loaded, k=k, seed=seed)
+    cols = {"split": np.concatenate([np.full(len(s), s.name) for s in loaded])}
+    info = [_common.object_columns(s) for s in loaded]
+    cols.update({c: np.concatenate([i[c] for i in info]) for c in info[0]})
+    for key, per_method in scores.items():
+        for method, parts in per_method.items():
+            cols[f"{key}/{method}"] = np.concatenate(parts)
+    headline = cols[f"{store.FUSED}/knn"]
+    order = np.argsort(-headline, kind="stable")
+    cols = {c: np.asarray(v)[order] for c, v in cols.items()}
+    _common.write_csv(out / "outliers.csv", cols)
+    result = {"splits": list(splits), "k": k, "seed": seed}
+    result["top_ids_fused_knn"] = cols["id"][:20].tolist()
+    names = [s.name for s in loaded]
+    if "test" in names and "unseen" in names:
+        t, u = names.index("test"), names.index("unseen")
+        result["unseen_vs_test_auc"] = {
+            key: {m: unseen_auc(p[t], p[u]) for m, p in per_method.items()}
+            for key, per_method in scores.items()
+        }
+    _common.write_json(out / "outliers.json", result)
+    return result
+
+
+def main(argv=None) -> int:
+    p = _common.parser(__spec__.name, __doc__.split("\n\n")[0])
+    p.add_argument("--splits", nargs="*", default=None, help="default: test unseen")
+    p.add_argument("--k", type=int, default=DEFAULT_K, help="neighbours (LOF: 2k)")
+    p.add_argument("--seed", type=int, default=0, help="isolation-forest seed")
+    args = p.parse_args(argv)
+    result = run(
+        args.embeddings, args.out, splits=args.splits, k=args.k, seed=args.seed
+    )
+    if "unseen_vs_test_auc" in result:
+        rows = [
+            (key, *(v[m] for m in METHODS))
+            for key, v in result["unseen_vs_test_auc"].items()
+        ]
+        print("ROC AUC, unseen vs test objects")
+        print(_common.markdown_table(["embedding", *METHODS], rows))
+    print(f"most unusual (fused k-NN): {', '.join(result['top_ids_fused_knn'][:5])}")
+    print(f"wrote {args.out}/outliers.csv and outliers.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,306 @@
+"""On-disk format of exported embeddings: one folder per export, NumPy only.
+
+An export holds the frozen encoders' embeddings of every object of a data
+set, so the analyses (similarity search, classification from frozen
+embeddings, mislabel and outlier hunting, maps) run without JAX or a model::
+
+    <out_dir>/
+      manifest.json          what was exported (see `write_manifest`)
+      <split>/               train, val, test, unseen, ...
+        <modality>.npy       float32 (N, D), each row L2-normalised
+        fused.npy            float32 (N, D), mean of the modality rows
+        logits.npy           float32 (N, C), optional classifier outputs
+        index.npz            per-object columns, row i <-> row i of every .npy:
+                               id, name     str (N,)
+                               label        int64 (N,), index into class_names
+                               true_target  str (N,), optional ground truth
+                               subtype      str (N,), optional ground truth
+                               (any further (N,) columns are kept as given)
+
+`fused` is the mean of the per-modality unit vectors, as AstroM3 fuses its
+modalities (Rizhko & Bloom 2024, arXiv:2411.08842). It is not re-normalised,
+so its norm says how much the modalities agree; every cosine analysis
+normalises it before use. The manifest carries at least `modalities` (their
+order) and `class_names` (label i is class_names[i]); an exporter adds what
+it knows (source workdir, dataset, splits, embed_dim, step, ...).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+import re
+
+import numpy as np
+
+__all__ = [
+    "FUSED",
+    "Split",
+    "list_splits",
+    "load_split",
+    "read_manifest",
+    "save_split",
+    "write_manifest",
+]
+
+FUSED = "fused"
+MANIFEST = "manifest.json"
+INDEX = "index.npz"
+LOGITS = "logits.npy"
+REQUIRED_INDEX = ("id", "name", "label")
+STRING_INDEX = ("id", "name", "true_target", "subtype")
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_RESERVED = (FUSED, "logits", "index")
+
+
+@dataclasses.dataclass
+class Split:
+    """One split of an export: embeddings (modalities, then 'fused'), index
+    columns, logits (or None) and the class names labels index into."""
+
+    name: str
+    embeddings: dict[str, np.ndarray]
+    index: dict[str, np.ndarray]
+    logits: np.ndarray | None
+    class_names: list[str] | None
+
+    def __len__(self) -> int:
+        return len(self.index["id"])
+
+    @property
+    def modalities(self) -> list[str]:
+        """The encoder modalities, without 'fused'."""
+        return [k for k in self.embeddings if k != FUSED]
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.index["label"]
+
+    @property
+    def label_names(self) -> np.ndarray:
+        """Class name of each object's label (str(label) without class_names)."""
+        if self.class_names is None:
+            return self.labels.astype(str)
+        _check_labels(self.labels, self.class_names, self.index["id"], self.name)
+        return np.asarray(self.class_names)[self.labels]
+
+    @property
+    def has_truth(self) -> bool:
+        return "true_target" in self.index
+
+    def mislabelled(self) -> np.ndarray:
+        """True where the catalogue label differs from the ground-truth class."""
+        if not self.has_truth:
+            raise ValueError(f"split {self.name!r} has no true_target column")
+        return self.label_names != self.index["true_target"]
+
+    def unit(self, key: str) -> np.ndarray:
+        """Row-normalised float64 copy of one embedding (use for 'fused')."""
+        return normalise_rows(self.embeddings[key], f"{self.name}/{key}")
+
+
+def normalise_rows(x: np.ndarray, what: str = "embeddings") -> np.ndarray:
+    """float64 rows scaled to unit L2 norm; a zero row is an error."""
+    x = np.asarray(x, np.float64)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    zero = np.flatnonzero(norms[:, 0] == 0)
+    if zero.size:
+        raise ValueError(f"{what}: row {zero[0]} has zero norm; cannot normalise it")
+    return x / norms
+
+
+def _check_labels(labels, class_names, ids, where: str) -> None:
+    bad = np.flatnonzero((labels < 0) | (labels >= len(class_names)))
+    if bad.size:
+        raise ValueError(
+            f"{where}: label {int(labels[bad[0]])} of object {str(ids[bad[0]])!r} is "
+            f"outside the {len(class_names)} class names"
+        )
+
+
+def _check_name(name: str, what: str) -> str:
+    if not isinstance(name, str) or not _SAFE_NAME.match(name):
+        raise ValueError(f"{what} {name!r} must be letters, digits, '_', '-', '.'")
+    return name
+
+
+def _check_finite(x: np.ndarray, what: str) -> None:
+    bad = ~np.isfinite(x)
+    if bad.any():
+        row = np.argwhere(bad)[0][0]
+        raise ValueError(f"{what}: non-finite value in row {row}")
+
+
+def _as_index(index: dict, n: int | None, where: str) -> dict[str, np.ndarray]:
+    missing = [k for k in REQUIRED_INDEX if k not in index]
+    if missing:
+        raise ValueError(f"{where}: index lacks column(s) {missing}")
+    n = len(index["id"]) if n is None else n
+    out = {}
+    for key, col in index.items():
+        _check_name(key, f"{where}: index column")
+        col = np.asarray(col)
+        if col.ndim != 1 or len(col) != n:
+            raise ValueError(
+                f"{where}: index column {key!r} has shape {col.shape}, expected ({n},)"
+            )
+        if key in STRING_INDEX:
+            col = col.astype(str)
+        elif key == "label":
+            if col.dtype.kind not in "iu" and not (
+                col.dtype.kind == "f" and np.all(np.isfinite(col) & (col == col // 1))
+            ):
+                raise ValueError(f"{where}: label must be integers, got {col.dtype}")
+            col = col.astype(np.int64)
+        elif col.dtype == object:
+            raise ValueError(f"{where}: index column {key!r} has object dtype")
+        out[key] = col
+    return out
+
+
+def save_split(
+    out_dir,
+    split: str,
+    *,
+    embeddings: dict[str, np.ndarray],
+    index: dict[str, np.ndarray],
+    logits: np.ndarray | None = None,
+) -> pathlib.Path:
+    """Writes one split of an export (layout in the module docstring).
+
+    `embeddings` maps modality -> (N, D) array, all the same D; rows are
+    L2-normalised here and stored as float32, and `fused.npy` (their mean,
+    not re-normalised) is added. `index` needs id, name and label; every
+    array must have N rows and finite values. Returns the split folder.
+    """
+    where = f"split {split!r}"
+    _check_name(split, "split name")
+    if not embeddings:
+        raise ValueError(f"{where}: no embeddings given")
+    n = len(np.asarray(index.get("id", ())))
+    units = {}
+    for modality, emb in embeddings.items():
+        _check_name(modality, f"{where}: modality")
+        if modality in _RESERVED:
+            raise ValueError(f"{where}: modality name {modality!r} is reserved")
+        emb = np.asarray(emb)
+        what = f"{where}, modality {modality!r}"
+        if emb.ndim != 2 or emb.shape[0] != n:
+            raise ValueError(f"{what}: shape {emb.shape}, expected ({n}, D) (N = ids)")
+        _check_finite(emb, what)
+        units[modality] = normalise_rows(emb, what)
+    dims = {m: u.shape[1] for m, u in units.items()}
+    if len(set(dims.values())) != 1:
+        raise ValueError(f"{where}: modalities differ in dimension {dims}")
+    cols = _as_index(index, n, where)
+    if logits is not None:
+        logits = np.asarray(logits)
+        if logits.ndim != 2 or logits.shape[0] != n:
+            raise ValueError(f"{where}: logits shape {logits.shape}, expected ({n}, C)")
+        _check_finite(logits, f"{where}, logits")
+    folder = pathlib.Path(out_dir) / split
+    folder.mkdir(parents=True, exist_ok=True)
+    for modality, unit in units.items():
+        np.save(folder / f"{modality}.npy", unit.astype(np.float32))
+    fused = np.mean(np.stack(list(units.values())), axis=0)
+    np.save(folder / f"{FUSED}.npy", fused.astype(np.float32))
+    if logits is not None:
+        np.save(folder / LOGITS, logits.astype(np.float32))
+    elif (folder / LOGITS).exists():
+        (folder / LOGITS).unlink()
+    np.savez(folder / INDEX, **cols)
+    return folder
+
+
+def _jsonable(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (pathlib.PurePath, tuple, set)):
+        return str(value) if isinstance(value, pathlib.PurePath) else list(value)
+    raise TypeError(f"manifest value {value!r} of type {type(value).__name__}")
+
+
+def write_manifest(out_dir, **info) -> pathlib.Path:
+    """Writes `<out_dir>/manifest.json` from keyword fields (source workdir,
+    dataset, splits, modalities, class_names, embed_dim, step, ...)."""
+    path = pathlib.Path(out_dir) / MANIFEST
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        text = json.dumps(info, indent=2, default=_jsonable)
+    except TypeError as err:
+        raise ValueError(f"{path}: cannot write as JSON: {err}") from None
+    path.write_text(text + "\n")
+    return path
+
+
+def read_manifest(out_dir) -> dict:
+    """The manifest of an export as a dict."""
+    path = pathlib.Path(out_dir) / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no manifest; is {out_dir} an export?")
+    try:
+        info = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON: {err}") from None
+    if not isinstance(info, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    return info
+
+
+def list_splits(out_dir) -> list[str]:
+    """Split folders of an export: the manifest's order, then any others."""
+    root = pathlib.Path(out_dir)
+    present = sorted(p.name for p in root.iterdir() if (p / INDEX).is_file())
+    try:
+        listed = [s for s in read_manifest(root).get("splits", []) if s in present]
+    except FileNotFoundError:
+        listed = []
+    return listed + [s for s in present if s not in listed]
+
+
+def _load_array(path: pathlib.Path, n: int, ndim_what: str) -> np.ndarray:
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: cannot read: {err}") from None
+    if arr.ndim != 2 or arr.shape[0] != n:
+        raise ValueError(f"{path}: shape {arr.shape}, expected ({n}, {ndim_what})")
+    _check_finite(arr, str(path))
+    return arr
+
+
+def load_split(out_dir, split: str) -> Split:
+    """Reads one split written by `save_split` (checks shapes and values)."""
+    root = pathlib.Path(out_dir)
+    folder = root / split
+    index_path = folder / INDEX
+    if not index_path.is_file():
+        raise FileNotFoundError(f"{index_path}: no such split in export {root}")
+    try:
+        manifest = read_manifest(root)
+    except FileNotFoundError:
+        manifest = {}
+    with np.load(index_path, allow_pickle=False) as npz:
+        raw = {k: npz[k] for k in npz.files}
+    index = _as_index(raw, None, str(index_path))
+    n = len(index["id"])
+    modalities = manifest.get("modalities") or sorted(
+        p.stem for p in folder.glob("*.npy") if p.stem not in _RESERVED
+    )
+    embeddings = {}
+    for name in [*modalities, FUSED]:
+        path = folder / f"{name}.npy"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: missing (manifest lists {modalities})")
+        embeddings[name] = _load_array(path, n, "D")
+    logits = None
+    if (folder / LOGITS).is_file():
+        logits = _load_array(folder / LOGITS, n, "C")
+    class_names = manifest.get("class_names")
+    if class_names is not None:
+        class_names = [str(c) for c in class_names]
+        _check_labels(index["label"], class_names, index["id"], str(index_path))
+    return Split(split, embeddings, index, logits, class_names)
