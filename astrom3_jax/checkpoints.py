@@ -15,6 +15,7 @@ killed mid-save resumes from the previous checkpoint.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Callable
@@ -22,7 +23,9 @@ from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
 from etils import epath
 from flax import nnx
 from orbax.checkpoint import checkpoint_managers as cm
@@ -30,6 +33,7 @@ from orbax.checkpoint import checkpoint_managers as cm
 CONFIG_FILE = "config.json"
 CKPT_DIR = "checkpoints"
 BEST_METRIC = "val_accuracy"  # maximised; the reference keeps best-by-accuracy
+CHECKSUM_KEY = "params_sha256"
 
 
 # ------------------------------------------------------------------ configs
@@ -81,7 +85,9 @@ def save_or_check_config(workdir: str, config: ml_collections.ConfigDict) -> Non
     if path.exists():
         old = json.loads(path.read_text())
         if old != new:
-            raise ValueError(
+            from astrom3_jax import errors
+
+            raise errors.ConfigError(
                 f"{workdir} holds a run with a different config:\n"
                 + "\n".join(_diff(old, new))
                 + "\nUse a new --workdir, or the same config to resume."
@@ -123,6 +129,22 @@ def make_manager(workdir: str, *, keep_best: int = 1) -> ocp.CheckpointManager:
     )
 
 
+def params_checksum(params) -> str:
+    """SHA-256 over every parameter array (paths, dtypes, shapes, bytes).
+
+    Stored in each checkpoint's meta and checked on restore, so a corrupted
+    file is noticed instead of silently restored.
+    """
+    flat = jax.tree_util.tree_flatten_with_path(jax.device_get(params))[0]
+    digest = hashlib.sha256()
+    for path, leaf in sorted(flat, key=lambda kv: jax.tree_util.keystr(kv[0])):
+        arr = np.ascontiguousarray(np.asarray(leaf))
+        digest.update(jax.tree_util.keystr(path).encode())
+        digest.update(f"{arr.dtype}{arr.shape}".encode())
+        digest.update(arr.tobytes())
+    return digest.hexdigest()
+
+
 def save(
     manager: ocp.CheckpointManager,
     step: int,
@@ -132,11 +154,22 @@ def save(
     meta: dict | None = None,
     metrics: dict | None = None,
 ) -> None:
-    """Save one checkpoint (asynchronously; call `manager.wait_until_finished`)."""
+    """Save one checkpoint (asynchronously; call `manager.wait_until_finished`).
+
+    Refuses non-finite parameters: a NaN model must never become `best`.
+    """
+    leaves = jax.tree.leaves(jax.device_get(params))
+    bad = [i for i, x in enumerate(leaves) if not np.all(np.isfinite(x))]
+    if bad:
+        raise FloatingPointError(
+            f"refusing to save step {step}: {len(bad)} parameter arrays hold NaN/inf"
+        )
+    meta = dict(meta or {})
+    meta[CHECKSUM_KEY] = params_checksum(params)
     items = {"params": ocp.args.StandardSave(params)}
     if train_state is not None:
         items["train"] = ocp.args.StandardSave(train_state)
-    items["meta"] = ocp.args.JsonSave(meta or {})
+    items["meta"] = ocp.args.JsonSave(meta)
     manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
 
 
@@ -157,6 +190,10 @@ def resolve_step(manager: ocp.CheckpointManager, step=None) -> int | None:
     return int(step)
 
 
+class CorruptCheckpointError(RuntimeError):
+    """A checkpoint that cannot be read back, or reads back altered."""
+
+
 def restore(
     manager: ocp.CheckpointManager,
     step: int,
@@ -164,33 +201,65 @@ def restore(
     abstract_params,
     abstract_train_state=None,
 ) -> dict[str, Any]:
-    """Restore params (+ train state) and meta of `step` into the given shapes."""
+    """Restore params (+ train state) and meta of `step` into the given shapes.
+
+    The parameters are checked against the checksum saved with them.
+    """
     items = {
         "params": ocp.args.StandardRestore(abstract_params),
         "meta": ocp.args.JsonRestore(),
     }
     if abstract_train_state is not None:
         items["train"] = ocp.args.StandardRestore(abstract_train_state)
-    return dict(manager.restore(step, args=ocp.args.Composite(**items)).items())
+    try:
+        got = dict(manager.restore(step, args=ocp.args.Composite(**items)).items())
+    except Exception as e:  # noqa: BLE001  Orbax raises many kinds for bad files
+        raise CorruptCheckpointError(
+            f"checkpoint {step} in {manager.directory} cannot be read: "
+            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        ) from e
+    want = (got.get("meta") or {}).get(CHECKSUM_KEY)
+    if want is not None and params_checksum(got["params"]) != want:
+        raise CorruptCheckpointError(
+            f"checkpoint {step} in {manager.directory}: the parameters do not match "
+            "the checksum saved with them (a corrupted file)"
+        )
+    return got
+
+
+def restore_newest_good(manager: ocp.CheckpointManager, restore_fn, steps=None):
+    """`restore_fn(step)` on the newest step that restores cleanly.
+
+    A checkpoint that fails is moved aside to `<step>.corrupt` (nothing is
+    deleted) with a warning saying why, and the next older one is tried.
+    Returns (step, result), or (None, None) when there is no checkpoint.
+    """
+    steps = sorted(manager.all_steps() if steps is None else steps, reverse=True)
+    reasons = []
+    for step in steps:
+        try:
+            return step, restore_fn(step)
+        except CorruptCheckpointError as e:
+            reasons.append(str(e))
+            logging.warning("Skipping checkpoint %d: %s", step, e)
+            print(f"warning: skipping checkpoint {step}: {e}", flush=True)
+            _move_aside(manager, step)
+    if reasons:
+        raise CorruptCheckpointError(
+            "no checkpoint restores cleanly:\n" + "\n".join(reasons)
+        )
+    return None, None
+
+
+def _move_aside(manager, step: int) -> None:
+    if jax.process_index() == 0:
+        src = epath.Path(manager.directory) / str(step)
+        if src.exists():
+            src.rename(src.parent / f"{step}.corrupt")
+    manager.reload()
 
 
 # ---------------------------------------------------- models in a workdir
-
-
-def _default_build(model_config, rngs):
-    from astrom3_jax.models import build_clip_model
-
-    return build_clip_model(model_config, rngs)
-
-
-def build_model(config, build_fn: Callable | None = None, seed: int = 0):
-    """A freshly initialised model from `config.model`.
-
-    Built under `nnx.jit`: one compilation instead of one per initialiser
-    (eager initialisation of the paper model takes many seconds on CPU).
-    """
-    build_fn = build_fn or _default_build
-    return nnx.jit(lambda: build_fn(config.model, nnx.Rngs(seed)))()
 
 
 def _abstract(tree, sharding=None):
@@ -205,19 +274,30 @@ def restore_model(
 ) -> tuple[nnx.Module, ml_collections.ConfigDict]:
     """The model of a workdir at `step` (None: best if any, else latest).
 
-    `build_fn(model_config, rngs)` defaults to
-    `astrom3_jax.models.build_clip_model`. The model comes back in eval mode.
+    The model is built from `config.model` (its `task` says which kind);
+    `build_fn(model_config, rngs)` replaces that builder (tests). The model
+    comes back in eval mode. Asked for no particular step, a corrupted newest
+    checkpoint is skipped (with a warning) for the next one that restores.
     """
+    from astrom3_jax import models
+
     config = load_config(workdir)
-    model = build_model(config, build_fn)
+    model = models.init_model(config.model, build_fn=build_fn)
     params = nnx.state(model, nnx.Param)
+    abstract = _abstract(nnx.to_pure_dict(params))
     with make_manager(workdir) as manager:
         resolved = resolve_step(manager, step)
         if resolved is None:
             raise FileNotFoundError(f"no checkpoint in {manager.directory}")
-        got = restore(
-            manager, resolved, abstract_params=_abstract(nnx.to_pure_dict(params))
-        )
+        if step is None:
+            candidates = [s for s in manager.all_steps() if s <= resolved]
+            _, got = restore_newest_good(
+                manager,
+                lambda s: restore(manager, s, abstract_params=abstract),
+                candidates,
+            )
+        else:
+            got = restore(manager, resolved, abstract_params=abstract)
     nnx.replace_by_pure_dict(params, got["params"])
     nnx.update(model, params)
     model.eval()

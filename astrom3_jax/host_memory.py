@@ -31,7 +31,7 @@ The same without a restart, as one shell command:
         python -m astrom3_jax.train ...
 
 Notebooks: start Jupyter with LD_PRELOAD set (Colab preloads tcmalloc
-already); `train_lib.train_and_evaluate` warns when it trains on CPU under
+already); the training loop warns when it trains on CPU under
 glibc malloc. glibc's own knobs are no substitute: one arena without mmap
 stops the faults too, but fragments until batch 512 runs out of memory.
 """

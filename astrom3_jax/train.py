@@ -7,10 +7,10 @@ Running the same command again resumes the run in --workdir exactly where
 it stopped (even after SIGKILL). See configs/pretrain.py for the variants.
 """
 
-from absl import app, flags, logging
+from absl import flags
 from ml_collections import config_flags
 
-from astrom3_jax import host_memory
+from astrom3_jax import cli, host_memory
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -20,23 +20,23 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics.")
 flags.DEFINE_bool(
     "tcmalloc",
     True,
-    "Restart under tcmalloc when it is installed: XLA:CPU steps run 1.4-1.9x "
-    "faster (see astrom3_jax/host_memory.py).",
+    "On CPU, restart under tcmalloc when it is installed: XLA:CPU steps run "
+    "1.4-1.9x faster (see astrom3_jax/host_memory.py).",
 )
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    # Before importing JAX: this process may be replaced. train_lib warns if
-    # it still runs on glibc.
+        raise cli.errors.ConfigError(f"unexpected arguments: {argv[1:]}")
+    # Before importing JAX: this process may be replaced.
     host_memory.reexec_with_tcmalloc(enabled=FLAGS.tcmalloc)
-    logging.set_verbosity(logging.WARNING)  # Orbax is chatty at INFO
     from astrom3_jax import train_lib
+    from astrom3_jax.training import loop, tasks
 
-    train_lib.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    outcome = train_lib.run(FLAGS.config, FLAGS.workdir)
+    loop.say(loop.describe(outcome, tasks.clip_task()))
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.main(main)

@@ -26,7 +26,7 @@ from absl import app, flags  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from astrom3_jax import checkpoints, host_memory, sharding, train_lib  # noqa: E402
-from configs import pretrain  # noqa: E402
+from astrom3_jax.configs import pretrain  # noqa: E402
 
 flags.DEFINE_string("variant", "paper", "configs/pretrain.py variant")
 flags.DEFINE_list("batch_sizes", ["64", "512"], "global batch sizes")

@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from astrom3_jax import host_memory, train_lib
+from astrom3_jax import host_memory
+from astrom3_jax.training import loop
 
 TCMALLOC = host_memory.find_tcmalloc()
 needs_tcmalloc = pytest.mark.skipif(
@@ -253,12 +254,12 @@ def test_reexec_disabled_only_reports_the_allocator(cpu_host):
 def test_trainer_warns_on_cpu_under_glibc(monkeypatch, caplog):
     monkeypatch.setattr(host_memory, "allocator", lambda: "glibc")
     with caplog.at_level(logging.WARNING):
-        train_lib._warn_if_slow_allocator()
+        loop.warn_if_slow_allocator()
     assert "tcmalloc" in caplog.text
     caplog.clear()
     monkeypatch.setattr(host_memory, "allocator", lambda: "tcmalloc")
     with caplog.at_level(logging.WARNING):
-        train_lib._warn_if_slow_allocator()
+        loop.warn_if_slow_allocator()
     assert caplog.text == ""
 
 

@@ -4,6 +4,7 @@ All use the real AstroM3 model at the `smoke` size on random examples in the
 stored TFDS layout (no data set to prepare).
 """
 
+import json
 import os
 import signal
 import subprocess
@@ -22,7 +23,8 @@ from jax.sharding import PartitionSpec as P
 
 from astrom3_jax import checkpoints, sharding, train_lib
 from astrom3_jax import metrics_writer as metrics_lib
-from configs import pretrain
+from astrom3_jax.configs import pretrain
+from astrom3_jax.training import loop, optim, tasks
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -86,7 +88,7 @@ def test_configs_build():
 
 def test_optimizer_is_adam_with_coupled_l2():
     c = pretrain.get_config("paper")
-    tx = train_lib.make_optimizer(c)
+    tx = optim.make_optimizer(c)
     p = {"w": jnp.array([1.0, -2.0])}
     g = {"w": jnp.array([0.5, 0.25])}
     up, _ = tx.update(g, tx.init(p), p)
@@ -97,10 +99,10 @@ def test_optimizer_is_adam_with_coupled_l2():
 
 def test_warmup_and_plateau():
     c = pretrain.get_config("paper")
-    assert train_lib.warmup_factor(c, 0, 10) == pytest.approx(1e-5)
-    assert train_lib.warmup_factor(c, 55, 10) == pytest.approx(1e-5 + (1 - 1e-5) / 2)
-    assert train_lib.warmup_factor(c, 100, 10) == 1.0
-    s = train_lib.Schedule()
+    assert optim.warmup_factor(c, 0, 10) == pytest.approx(1e-5)
+    assert optim.warmup_factor(c, 55, 10) == pytest.approx(1e-5 + (1 - 1e-5) / 2)
+    assert optim.warmup_factor(c, 100, 10) == 1.0
+    s = optim.Schedule()
     stops = [s.end_of_epoch(c, e, 1.0) for e in range(10, 17)]
     # Best at epoch 10, then 4 bad epochs > patience 3: one reduction.
     assert s.lr_scale == pytest.approx(c.plateau_factor)
@@ -143,18 +145,24 @@ def test_train_step_on_8_devices_matches_one_device():
     model = standin_build(c.model, nnx.Rngs(0))
     model.eval()  # dropout off: the two computations must agree exactly
     tx = optax.identity()  # so that the step's update is exactly -lr * grad
-    graphdef, state, rest = train_lib.init_state(model, tx)
+    parts = loop.split_model(model, nnx.Param)
+    model.eval()
+    state = {"step": jnp.zeros((), jnp.int32), "params": parts.params}
+    state["opt_state"] = tx.init(parts.params)
     params0 = jax.device_get(nnx.to_pure_dict(state["params"]))
     want_loss, want_grads = _reference_step(
         model, {k: jnp.asarray(v) for k, v in batch.items()}, 0.01, tx,
         state["opt_state"], jax.random.key(0),
     )  # fmt: skip
-    step = train_lib.make_train_step(graphdef, tx, mesh)
+    # The eval-mode graph: dropout off, as in the reference computation.
+    step = loop.make_train_step(parts.eval_def, tx, mesh, tasks.clip_task())
     with jax.set_mesh(mesh):
-        state, rest = sharding.replicate((state, rest), mesh)
+        state, frozen, rest = sharding.replicate(
+            (state, parts.frozen, parts.rest), mesh
+        )
         new, metrics = step(
-            state, rest, sharding.shard_batch(batch, mesh), jnp.float32(0.01),
-            sharding.replicate(jax.random.key(0), mesh),
+            state, frozen, rest, sharding.shard_batch(batch, mesh),
+            jnp.float32(0.01), sharding.replicate(jax.random.key(0), mesh),
         )  # fmt: skip
     np.testing.assert_allclose(metrics["loss"], want_loss, rtol=1e-6)
     got = jax.tree.map(
@@ -175,7 +183,7 @@ def test_step_rngs_differ_per_device_but_share_sample_key():
     mesh = sharding.make_mesh(8)
 
     def per_device(key):
-        r = train_lib.step_rngs(key, 3)
+        r = loop.step_rngs(key, 3)
         d = jax.random.key_data(r.dropout())[None]
         s = jax.random.key_data(r.sample())[None]
         return d, s
@@ -349,3 +357,26 @@ def test_two_hosts_train_like_one_host(tmp_path):
         _params(one),
     )
     assert [r["epoch"] for r in metrics_lib.read_metrics(two)] == [0, 1]
+
+
+def test_shared_loop_reproduces_the_pre_refactor_metrics(tmp_path):
+    """Pre-training moved onto the task-agnostic loop: same numbers, bit for bit."""
+    path = os.path.join(
+        ROOT,
+        "tests",
+        "fixtures",
+        "pretrain_smoke",
+        "metrics_before_task_refactor.jsonl",
+    )
+    with open(path) as f:
+        want = [json.loads(line) for line in f]
+    wd = str(tmp_path / "run")
+    train_lib.train_and_evaluate(tiny_config(), wd, sources=fake_sources())
+    got = metrics_lib.read_metrics(wd)
+    assert len(got) == len(want) == 3
+    timing = ("train_samples_per_s", "epoch_time_s")
+    for g, w in zip(got, want, strict=True):
+        assert set(g) == set(w)
+        for k in w:
+            if k not in timing:
+                assert g[k] == w[k], (w["epoch"], k)

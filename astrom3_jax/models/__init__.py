@@ -10,6 +10,7 @@ from __future__ import annotations
 from flax import nnx
 
 from astrom3_jax.models import registry
+from astrom3_jax.models.building import copy_params, init_model
 from astrom3_jax.models.classifier import (
     Classifier,
     MultimodalClassifier,
@@ -31,7 +32,9 @@ __all__ = [
     "build_classifier",
     "build_clip_model",
     "build_model",
+    "copy_params",
     "init_from_clip",
+    "init_model",
     "paper_model_config",
     "registry",
     "small_model_config",

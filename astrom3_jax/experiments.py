@@ -1,0 +1,361 @@
+r"""The paper's experiment grid: does CLIP pre-training help classification?
+
+  python -m astrom3_jax.experiments --root runs/grid_cpu --preset cpu \
+      --seeds 42,0,66 [--modes photo,spectra,meta,all] \
+      [--subsets full,sub50,sub25,sub10] [--dry_run]
+  python -m astrom3_jax.experiments --root runs/grid_paper --preset paper \
+      --seeds 42,0,66,12,123 [--pretrained published]
+
+For every split seed: one CLIP pre-training on that seed's full train split
+(or, with --pretrained published, the authors' AstroM3-CLIP-<seed> weights),
+then each (mode, subset) classifier twice: from scratch and from the
+pre-training. Each run has its own workdir under --root; started again, the
+grid skips finished runs and resumes a killed one where it stopped.
+
+Writes <root>/results.json (every run's test accuracy), results.md (mean
+and population std over seeds, paired t-test per row, as the paper's table)
+and results.png (test accuracy against subset, scratch vs CLIP, per mode).
+`--preset cpu` uses the synthetic survey (`synthetic_small_<subset>_<seed>`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+
+import numpy as np
+
+from astrom3_jax import cli
+
+MODES = ("photo", "spectra", "meta", "all")
+SUBSETS = ("full", "sub50", "sub25", "sub10")
+MODE_NAMES = {
+    "photo": "photometry",
+    "spectra": "spectra",
+    "meta": "metadata",
+    "all": "all",
+}
+DONE_FILE = "grid_done.json"
+# Rough seconds per run when nothing has been measured yet (2-core CPU for
+# cpu; one accelerator for paper), per subset; pre-training per seed.
+DEFAULT_SECONDS = {
+    "cpu": {"pretrain": 300, "full": 60, "sub50": 35, "sub25": 20, "sub10": 12},
+    "smoke": {"pretrain": 15, "full": 8, "sub50": 8, "sub25": 8, "sub10": 8},
+    "paper": {"pretrain": 3600, "full": 900, "sub50": 500, "sub25": 300, "sub10": 150},
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneRun:
+    mode: str
+    subset: str
+    clip: bool
+    seed: int
+
+    @property
+    def name(self) -> str:
+        init = "clip" if self.clip else "scratch"
+        return f"{self.mode}_{self.subset}_{init}_seed{self.seed}"
+
+
+def dataset_name(preset: str, subset: str, seed: int) -> str:
+    if preset == "paper":
+        return f"{subset}_{seed}"
+    return f"synthetic_small_{subset}_{seed}"
+
+
+def pretrain_config(preset: str, seed: int):
+    from astrom3_jax.configs import pretrain
+
+    c = pretrain.get_config(preset)
+    c.dataset = dataset_name(preset, "full", seed)
+    c.seed = seed
+    c.progress_bar = False
+    return c
+
+
+def finetune_config(preset: str, run: FinetuneRun, init_from: str, data_dir: str):
+    from astrom3_jax.configs import finetune
+
+    arg = f"{run.mode},{run.subset}" + (",clip" if run.clip else "") + f",{preset}"
+    c = finetune.get_config(arg)
+    c.dataset = dataset_name(preset, run.subset, run.seed)
+    c.seed = run.seed
+    c.data_dir = data_dir
+    c.progress_bar = False
+    if run.clip:
+        c.init_from = init_from
+    return c
+
+
+class Grid:
+    """The planned runs of one grid root and their state on disk."""
+
+    def __init__(self, root, preset, seeds, modes, subsets, pretrained, data_dir=""):
+        self.root, self.preset = root, preset
+        self.seeds, self.modes, self.subsets = seeds, modes, subsets
+        self.pretrained, self.data_dir = pretrained, data_dir
+        self.runs = [
+            FinetuneRun(m, s, clip, seed)
+            for seed in seeds
+            for m in modes
+            for s in subsets
+            for clip in (False, True)
+        ]
+
+    def pretrain_dir(self, seed: int) -> str:
+        return os.path.join(self.root, "pretrain", f"seed{seed}")
+
+    def run_dir(self, run: FinetuneRun) -> str:
+        return os.path.join(self.root, "finetune", run.name)
+
+    def init_from(self, seed: int) -> str:
+        if self.pretrained == "published":
+            return f"AstroMLCore/AstroM3-CLIP-{seed}"
+        return self.pretrain_dir(seed)
+
+    @staticmethod
+    def status(workdir: str) -> str:
+        if os.path.exists(os.path.join(workdir, DONE_FILE)):
+            return "done"
+        return "partial" if os.path.isdir(workdir) else "todo"
+
+    def _measured(self) -> dict:
+        """Mean seconds of finished runs by kind ('pretrain' or subset)."""
+        got = {}
+        dirs = [(self.pretrain_dir(s), "pretrain") for s in self.seeds]
+        dirs += [(self.run_dir(r), r.subset) for r in self.runs]
+        for d, kind in dirs:
+            path = os.path.join(d, DONE_FILE)
+            if os.path.exists(path):
+                with open(path) as f:
+                    got.setdefault(kind, []).append(json.load(f)["seconds"])
+        return {k: float(np.mean(v)) for k, v in got.items()}
+
+    def plan(self) -> list[tuple[str, str, str, float]]:
+        """(kind, name, status, estimated seconds) of every run, in order."""
+        est = dict(DEFAULT_SECONDS[self.preset], **self._measured())
+        out = []
+        for seed in self.seeds:
+            if self.pretrained == "train":
+                d = self.pretrain_dir(seed)
+                out.append(("pretrain", f"seed{seed}", self.status(d), est["pretrain"]))
+            for r in (r for r in self.runs if r.seed == seed):
+                out.append(
+                    ("finetune", r.name, self.status(self.run_dir(r)), est[r.subset])
+                )
+        return out
+
+    def describe_plan(self) -> str:
+        rows = self.plan()
+        todo = [r for r in rows if r[2] != "done"]
+        lines = [f"{k:8s} {n:32s} {s:8s} ~{t / 60:.1f} min" for k, n, s, t in rows]
+        total = sum(r[3] for r in todo)
+        lines.append(
+            f"{len(rows)} runs, {len(rows) - len(todo)} done, {len(todo)} to run: "
+            f"about {total / 60:.0f} min ({self.preset} preset)"
+        )
+        return "\n".join(lines)
+
+    # ----------------------------------------------------------- running
+    def _mark_done(self, workdir: str, seconds: float, extra=None) -> None:
+        with open(os.path.join(workdir, DONE_FILE), "w") as f:
+            json.dump({"seconds": seconds, **(extra or {})}, f)
+
+    def run_all(self, log=print) -> None:
+        from astrom3_jax import finetune_lib, train_lib
+
+        for seed in self.seeds:
+            if self.pretrained == "train":
+                d = self.pretrain_dir(seed)
+                if self.status(d) != "done":
+                    log(f"[grid] pre-training seed {seed} in {d}")
+                    t0 = time.time()
+                    c = pretrain_config(self.preset, seed)
+                    c.data_dir = self.data_dir
+                    train_lib.run(c, d)
+                    self._mark_done(d, time.time() - t0)
+            for r in (r for r in self.runs if r.seed == seed):
+                d = self.run_dir(r)
+                if self.status(d) == "done":
+                    continue
+                log(f"[grid] fine-tuning {r.name} in {d}")
+                t0 = time.time()
+                c = finetune_config(self.preset, r, self.init_from(seed), self.data_dir)
+                rep = finetune_lib.finetune_and_evaluate(c, d)
+                self._mark_done(d, time.time() - t0, {"accuracy": rep["accuracy"]})
+
+    # ----------------------------------------------------------- results
+    def collect(self) -> dict:
+        """{(mode, subset, 'scratch'|'clip'): {seed: test accuracy}}."""
+        out = {}
+        for r in self.runs:
+            path = os.path.join(self.run_dir(r), "eval.json")
+            if not os.path.exists(path):
+                continue
+            with open(path) as f:
+                acc = json.load(f)["accuracy"]
+            key = (r.mode, r.subset, "clip" if r.clip else "scratch")
+            out.setdefault(key, {})[r.seed] = acc
+        return out
+
+
+def summarize(results: dict, modes=MODES, subsets=SUBSETS) -> list[dict]:
+    """Per (mode, subset): mean and population std (%) of scratch and CLIP
+    over seeds, the mean gain, and a paired t-test over seeds in both."""
+    from scipy import stats
+
+    rows = []
+    for mode in modes:
+        for subset in subsets:
+            a = results.get((mode, subset, "scratch"), {})
+            b = results.get((mode, subset, "clip"), {})
+            if not a and not b:
+                continue
+            row = {"mode": mode, "subset": subset}
+            for name, d in (("scratch", a), ("clip", b)):
+                v = 100 * np.asarray(list(d.values()), float)
+                row[name] = {
+                    "mean": float(v.mean()) if len(v) else None,
+                    "std": float(v.std(ddof=0)) if len(v) else None,
+                    "n": len(v),
+                    "per_seed": {str(k): 100 * x for k, x in sorted(d.items())},
+                }
+            paired = sorted(set(a) & set(b))
+            row["paired_seeds"] = paired
+            if len(paired) >= 2:
+                x = np.array([a[s] for s in paired]) * 100
+                y = np.array([b[s] for s in paired]) * 100
+                row["gain"] = float(np.mean(y - x))
+                p = stats.ttest_rel(y, x).pvalue
+                row["p_value"] = None if np.isnan(p) else float(p)
+            else:
+                row["gain"], row["p_value"] = None, None
+            rows.append(row)
+    return rows
+
+
+def _cell(d) -> str:
+    if d["mean"] is None:
+        return "-"
+    return f"{d['mean']:.2f} ± {d['std']:.2f}"
+
+
+def to_markdown(rows: list[dict]) -> str:
+    lines = [
+        "| mode | subset | scratch | CLIP | gain | p (paired t) | seeds |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        gain = "-" if r["gain"] is None else f"{r['gain']:+.2f}"
+        p = "-" if r["p_value"] is None else f"{r['p_value']:.3f}"
+        lines.append(
+            f"| {MODE_NAMES[r['mode']]} | {r['subset']} | {_cell(r['scratch'])} | "
+            f"{_cell(r['clip'])} | {gain} | {p} | {len(r['paired_seeds'])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    modes = [m for m in MODES if any(r["mode"] == m for r in rows)]
+    fig, axes = plt.subplots(1, len(modes), figsize=(3.6 * len(modes), 3.4))
+    axes = np.atleast_1d(axes)
+    for ax, mode in zip(axes, modes, strict=True):
+        mine = [r for r in rows if r["mode"] == mode]
+        x = np.arange(len(mine))
+        for name, color in (("scratch", "tab:gray"), ("clip", "tab:blue")):
+            m = [
+                r[name]["mean"] if r[name]["mean"] is not None else np.nan for r in mine
+            ]
+            s = [r[name]["std"] if r[name]["std"] is not None else np.nan for r in mine]
+            label = "CLIP" if name == "clip" else "scratch"
+            ax.errorbar(x, m, yerr=s, marker="o", capsize=3, color=color, label=label)
+        ax.set_xticks(x, [r["subset"] for r in mine])
+        ax.set_title(MODE_NAMES[mode])
+        ax.set_xlabel("labelled subset")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("test accuracy (%)")
+    axes[0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_results(grid: Grid) -> list[dict]:
+    results = grid.collect()
+    rows = summarize(results, grid.modes, grid.subsets)
+    with open(os.path.join(grid.root, "results.json"), "w") as f:
+        json.dump(
+            {"preset": grid.preset, "seeds": grid.seeds, "rows": rows}, f, indent=2
+        )
+    with open(os.path.join(grid.root, "results.md"), "w") as f:
+        f.write(
+            f"Test accuracy (%), mean ± population std over seeds {grid.seeds} "
+            f"({grid.preset} preset); gain = mean paired CLIP - scratch.\n\n"
+        )
+        f.write(to_markdown(rows))
+    if rows:
+        plot(rows, os.path.join(grid.root, "results.png"))
+    return rows
+
+
+def _list(value: str, cast=str) -> list:
+    return [cast(v) for v in value.split(",") if v]
+
+
+def main(argv):
+    del argv
+    from absl import flags
+
+    f = flags.FLAGS
+    modes, subsets = _list(f.modes), _list(f.subsets)
+    bad = [m for m in modes if m not in MODES] + [
+        s for s in subsets if s not in SUBSETS
+    ]
+    if bad:
+        raise cli.errors.ConfigError(f"unknown modes/subsets: {bad}")
+    grid = Grid(
+        f.root, f.preset, _list(f.seeds, int), modes, subsets, f.pretrained, f.data_dir
+    )
+    print(grid.describe_plan(), flush=True)
+    if f.dry_run:
+        return
+    from astrom3_jax import host_memory
+
+    host_memory.reexec_with_tcmalloc(enabled=True)
+    os.makedirs(f.root, exist_ok=True)
+    grid.run_all()
+    rows = write_results(grid)
+    print(to_markdown(rows))
+    print(f"wrote {os.path.join(f.root, 'results.md')} and results.json, results.png")
+
+
+def define_flags():
+    from absl import flags
+
+    flags.DEFINE_string("root", None, "Folder for every run of the grid.")
+    flags.DEFINE_enum("preset", "cpu", ["cpu", "smoke", "paper"], "Config preset.")
+    flags.DEFINE_string("seeds", "42,0,66", "Split seeds, comma-separated.")
+    flags.DEFINE_string("modes", ",".join(MODES), "Modes, comma-separated.")
+    flags.DEFINE_string("subsets", ",".join(SUBSETS), "Subsets, comma-separated.")
+    flags.DEFINE_enum(
+        "pretrained",
+        "train",
+        ["train", "published"],
+        "train: pre-train per seed; published: the AstroM3-CLIP-<seed> weights.",
+    )
+    flags.DEFINE_string("data_dir", "", "TFDS data_dir ('' = the TFDS default).")
+    flags.DEFINE_bool("dry_run", False, "Print the plan and estimated time only.")
+    flags.mark_flag_as_required("root")
+
+
+if __name__ == "__main__":
+    define_flags()
+    cli.main(main)

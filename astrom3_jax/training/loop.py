@@ -1,0 +1,538 @@
+"""The one training loop: pre-training and fine-tuning differ only in a Task.
+
+Start order (as big_vision's): resume from the workdir if it holds a
+checkpoint, else initialise from `config.init_from` (see init_from.py),
+else from scratch.
+
+The train and eval steps are per-device programs (`jax.shard_map` over the
+('data',) mesh): the task's loss is already reduced over the mesh, and the
+gradient is taken of that global loss inside the per-device program, so
+replicated parameters get the global gradient directly (taking the gradient
+of a local loss and then averaging would count it once per device). Dropout
+keys are folded with the device index; the ProbSparse 'sample' key is shared
+by all devices, as one reference forward pass draws one sample per batch.
+
+Per-step metrics stay on the device and are fetched every
+`config.log_every_steps` steps (a host sync per step costs accelerator
+throughput). Each step also reports whether its loss and gradient were
+finite; at the next fetch the run stops with an error naming the first bad
+step, before anything else is saved (checkpoints.save also refuses
+non-finite parameters), so the newest checkpoint on disk is the last good
+one. The check is a flag, not a select on the update: it leaves the
+compiled update, and so every number of a healthy run, unchanged.
+
+Exact resume: parameters, optimiser state, step, schedule and early-stopping
+state, the data iterator's position and the epoch's running metric sums are
+checkpointed; every random key is a function of (seed, step), so a run
+killed at any point and started again repeats exactly what it lost.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+from flax import nnx
+from jax.sharding import PartitionSpec as P
+
+from astrom3_jax import checkpoints, errors, host_memory, sharding
+from astrom3_jax import metrics_writer as metrics_lib
+from astrom3_jax import models as models_lib
+from astrom3_jax.training import init_from as init_from_lib
+from astrom3_jax.training import optim
+from astrom3_jax.training.tasks import Task
+
+TIMING_KEYS = ("train_samples_per_s", "epoch_time_s")
+
+
+# ---------------------------------------------------------------- the steps
+
+
+def step_rngs(key: jax.Array, step) -> nnx.Rngs:
+    """Per-step keys: dropout differs per device, the ProbSparse sample not."""
+    key = jax.random.fold_in(key, step)
+    dropout = sharding.device_key(jax.random.fold_in(key, 0))
+    return nnx.Rngs(dropout=dropout, sample=jax.random.fold_in(key, 1))
+
+
+def make_train_step(graphdef, tx, mesh, task: Task) -> Callable:
+    """jit(shard_map(per-device step)):
+    (state, frozen, rest, batch, lr, key) -> (state, metrics)."""
+
+    def per_device(state, frozen, rest, batch, lr, key):
+        rngs_key = key
+
+        def loss_fn(params):
+            model = nnx.merge(graphdef, params, frozen, rest)
+            # Rngs are built inside the traced function: NNX counts draws.
+            rngs = step_rngs(rngs_key, state["step"])
+            return task.loss_fn(model, batch, rngs, sharding.AXIS)
+
+        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"])
+        grad_norm = optax.tree.norm(grads)
+        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+        updates = jax.tree.map(lambda u: -lr * u, updates)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        new = {
+            "step": state["step"] + 1,
+            "params": optax.apply_updates(state["params"], updates),
+            "opt_state": opt_state,
+        }
+        metrics = {"loss": loss, "grad_norm": grad_norm, **aux}
+        metrics["nonfinite"] = jnp.logical_not(finite).astype(jnp.int32)
+        return new, metrics
+
+    fn = sharding.data_parallel(
+        per_device,
+        mesh,
+        in_specs=(P(), P(), P(), P(sharding.AXIS), P(), P()),
+        out_specs=(P(), P()),
+    )
+    return jax.jit(fn, donate_argnums=(0,))
+
+
+def make_eval_step(graphdef, mesh, task: Task) -> Callable:
+    """(params, frozen, rest, batch, key) -> (batch metrics, per-row outputs)."""
+
+    def per_device(params, frozen, rest, batch, key):
+        model = nnx.merge(graphdef, params, frozen, rest)
+        metrics, outputs = task.eval_fn(
+            model, batch, nnx.Rngs(sample=key), sharding.AXIS
+        )
+        metrics["count"] = jax.lax.psum(jnp.sum(batch["mask"]), sharding.AXIS)
+        return metrics, outputs
+
+    fn = sharding.data_parallel(
+        per_device,
+        mesh,
+        in_specs=(P(), P(), P(), P(sharding.AXIS), P()),
+        out_specs=(P(), P(sharding.AXIS)),
+    )
+    return jax.jit(fn)
+
+
+def device_fields(batch: Mapping) -> dict:
+    """The numeric fields of a host batch (text fields such as ids stay home)."""
+    return {k: v for k, v in batch.items() if np.asarray(v).dtype.kind in "biuf"}
+
+
+def evaluate(eval_step, parts, batches, mesh, key) -> tuple[dict, dict]:
+    """(metrics averaged over real rows, per-row outputs of the real rows).
+
+    The device results of every batch are fetched once, at the end.
+    """
+    pending = []
+    for batch in batches:
+        batch = sharding.shard_batch(device_fields(batch), mesh)
+        metrics, outputs = eval_step(*parts, batch, key)
+        pending.append((metrics, outputs, batch["mask"]))
+    sums, total, outs = {}, 0.0, []
+    for metrics, outputs, mask in pending:
+        m = jax.device_get(metrics)
+        n = float(m.pop("count"))
+        total += n
+        for k, v in m.items():
+            sums[k] = sums.get(k, 0.0) + float(v) * n
+        keep = sharding.to_host(mask) > 0
+        outs.append({k: sharding.to_host(v)[keep] for k, v in outputs.items()})
+    metrics = {k: v / max(total, 1.0) for k, v in sums.items()}
+    outputs = {k: np.concatenate([o[k] for o in outs]) for k in outs[0]} if outs else {}
+    return metrics, outputs
+
+
+# -------------------------------------------------------------------- state
+
+
+@dataclasses.dataclass
+class ModelParts:
+    """A model split for the steps: structure, trained and frozen parameters."""
+
+    train_def: nnx.GraphDef
+    eval_def: nnx.GraphDef
+    params: nnx.State  # parameters that train
+    frozen: nnx.State  # parameters that do not (empty unless config.freeze)
+    rest: nnx.State  # everything that is not a parameter (e.g. rng counts)
+
+
+def split_model(model, trainable) -> ModelParts:
+    model.train()
+    train_def = nnx.split(model, trainable, nnx.Param, ...)[0]
+    model.eval()
+    eval_def, params, frozen, rest = nnx.split(model, trainable, nnx.Param, ...)
+    return ModelParts(train_def, eval_def, params, frozen, rest)
+
+
+def _all_params(params, frozen):
+    return nnx.to_pure_dict(nnx.merge_state(params, frozen))
+
+
+def _abstract(tree, mesh):
+    return jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(
+            x.shape, x.dtype, sharding=sharding.replicated(mesh)
+        ),
+        tree,
+    )
+
+
+# ------------------------------------------------------------------ the loop
+
+
+@dataclasses.dataclass
+class Outcome:
+    """How a run ended, for the summary and for callers."""
+
+    reason: str  # 'finished' | 'early_stopped' | 'already_finished'
+    last: dict
+    best_step: int | None
+    best_metrics: dict
+    checkpoint_dir: str
+
+
+class Run:
+    """The mutable state of one training run and its epoch loop."""
+
+    def __init__(self, config, workdir, task: Task, mesh, sources, build_fn=None):
+        from astrom3_jax.data import pipeline
+
+        self.config, self.workdir, self.task, self.mesh = config, workdir, task, mesh
+        c = config
+        common = dict(
+            modalities=tuple(c.model.modalities),
+            seq_len=c.seq_len,
+            shard_index=jax.process_index(),
+            shard_count=jax.process_count(),
+            cache=c.cache_data,
+        )
+        self.train_iter = pipeline.make_train_loader(
+            sources["train"],
+            batch_size=c.batch_size,
+            seed=c.seed,
+            worker_count=c.worker_count,
+            **common,
+        )
+        self.val_batches = pipeline.make_eval_batches(
+            sources["validation"], batch_size=c.eval_batch_size, **common
+        )
+        self.eval_common = common
+        steps = len(sources["train"]) // c.batch_size
+        if c.max_steps_per_epoch:
+            steps = min(steps, c.max_steps_per_epoch)
+        self.steps_per_epoch = steps
+
+        self.model = models_lib.init_model(c.model, seed=c.seed, build_fn=build_fn)
+        self.trainable = task.trainable(c)
+        self.tx = optim.make_optimizer(c)
+        self.manager = checkpoints.make_manager(workdir, keep_best=c.keep_best)
+        self.writer = metrics_lib.MetricsWriter(workdir)
+        self.writer.write_config(checkpoints.config_to_json(config))
+        self.schedule, self.epoch, self.epoch_step = optim.Schedule(), 0, 0
+        self.sums, self.count, self.elapsed = {}, 0, 0.0
+        self.start_message = self._start()
+        self.train_step = make_train_step(self.parts.train_def, self.tx, mesh, task)
+        self.eval_step = make_eval_step(self.parts.eval_def, mesh, task)
+        key = jax.random.key(c.seed)
+        self.eval_key = sharding.replicate(jax.random.fold_in(key, 2**31 - 1), mesh)
+        self.key = sharding.replicate(key, mesh)
+
+    # ------------------------------------------------------------ starting
+    def _set_parts(self, opt_state=None, step=0):
+        parts = split_model(self.model, self.trainable)
+        state = {
+            "step": jnp.asarray(step, jnp.int32),
+            "params": parts.params,
+            "opt_state": self.tx.init(parts.params) if opt_state is None else opt_state,
+        }
+        self.state, parts.frozen, parts.rest = sharding.replicate(
+            (state, parts.frozen, parts.rest), self.mesh
+        )
+        self.parts = parts
+
+    def _start(self) -> str:
+        c = self.config
+        if self.manager.all_steps():
+            step, got = self._restore_newest()
+            if step is not None:
+                return got
+        if c.get("init_from"):
+            source, described = init_from_lib.load_source(c)
+            try:
+                self.task.init_from(self.model, source)
+            except ValueError as e:
+                raise errors.ConfigError(
+                    f"config.init_from={c.init_from!r} does not fit this model: {e}. "
+                    "config.model must have the sizes of the pre-trained model."
+                ) from e
+            self._set_parts()
+            return f"initialised from {described}"
+        self._set_parts()
+        return "started from scratch"
+
+    def _restore_newest(self):
+        self._set_parts()  # shapes and shardings to restore into
+        params_abs = _abstract(
+            _all_params(self.parts.params, self.parts.frozen), self.mesh
+        )
+        train_abs = _abstract(
+            {"step": self.state["step"], "opt_state": self.state["opt_state"]},
+            self.mesh,
+        )
+
+        def restore(step):
+            return checkpoints.restore(
+                self.manager,
+                step,
+                abstract_params=params_abs,
+                abstract_train_state=train_abs,
+            )
+
+        step, got = checkpoints.restore_newest_good(self.manager, restore)
+        if step is None:
+            return None, None
+        full = nnx.state(self.model, nnx.Param)
+        nnx.replace_by_pure_dict(full, got["params"])
+        nnx.update(self.model, full)
+        self._set_parts(
+            opt_state=got["train"]["opt_state"], step=int(got["train"]["step"])
+        )
+        meta = got["meta"]
+        self.schedule = optim.Schedule.from_json(meta["schedule"])
+        self.epoch, self.epoch_step = meta["epoch"], meta["epoch_step"]
+        self.sums = meta.get("epoch_sums", {})
+        self.count = meta.get("epoch_count", 0)
+        self.elapsed = meta.get("epoch_elapsed", 0.0)
+        self.train_iter.set_state(meta["data"])
+        return step, f"resumed from step {step} (epoch {self.epoch})"
+
+    # ------------------------------------------------------------- saving
+    def save(self, metrics=None):
+        meta = {
+            "epoch": self.epoch,
+            "epoch_step": self.epoch_step,
+            "schedule": self.schedule.to_json(),
+            "data": self.train_iter.get_state(),
+            "epoch_sums": self.sums,
+            "epoch_count": self.count,
+            "epoch_elapsed": self.elapsed,
+        }
+        step = int(self.state["step"])
+        try:
+            checkpoints.save(
+                self.manager,
+                step,
+                params=_all_params(self.state["params"], self.parts.frozen),
+                train_state={
+                    "step": self.state["step"],
+                    "opt_state": self.state["opt_state"],
+                },
+                meta=meta,
+                metrics=metrics,
+            )
+            # Surface a failed background write now, not at some later save.
+            self.manager.wait_until_finished()
+        except Exception as e:
+            raise errors.CheckpointSaveError(
+                f"saving checkpoint {step} in {self.manager.directory} failed: "
+                f"{type(e).__name__}: {e}. Checkpoints already on disk are intact; "
+                "fix the problem (disk space, permissions) and start the same "
+                "command again to resume."
+            ) from e
+
+    # ------------------------------------------------------------ training
+    def _flush(self, pending, bar, t0) -> None:
+        """Fetch the pending steps' metrics (one host sync) and add them up."""
+        if not pending:
+            return
+        first_step = int(pending[0][0])
+        rows = jax.device_get([m for _, m in pending])
+        for i, m in enumerate(rows):
+            if int(m.pop("nonfinite")):
+                raise errors.NonFiniteError(
+                    f"the loss or gradient is not finite at step {first_step + i} "
+                    f"(epoch {self.epoch}): loss={float(m['loss'])}, "
+                    f"grad_norm={float(m['grad_norm'])}. Nothing was saved after it: "
+                    "the newest checkpoint in the workdir is the last good one. "
+                    f"Lower the learning rate (now {self.config.learning_rate})."
+                )
+            for k, v in m.items():
+                self.sums[k] = self.sums.get(k, 0.0) + float(v)
+        self.count += len(rows)
+        bar.update(len(rows))
+        rate = len(rows) * self.config.batch_size / max(time.time() - t0, 1e-9)
+        bar.set_postfix(loss=f"{float(rows[-1]['loss']):.3f}", samples_s=f"{rate:.0f}")
+        pending.clear()
+
+    def train_epoch(self) -> dict:
+        """The rest of the current epoch; mid-epoch checkpoints if configured."""
+        from tqdm import tqdm
+
+        c = self.config
+        bar = tqdm(
+            total=self.steps_per_epoch,
+            initial=self.epoch_step,
+            desc=f"epoch {self.epoch}",
+            disable=not c.progress_bar or jax.process_index() != 0,
+            leave=False,
+        )
+        every_fetch = max(int(c.get("log_every_steps", 20)), 1)
+        pending, t_start, t_fetch = [], time.time(), time.time()
+        while self.epoch_step < self.steps_per_epoch:
+            step = int(self.state["step"])
+            lr = optim.learning_rate(c, self.schedule, step, self.steps_per_epoch)
+            batch = sharding.shard_batch(next(self.train_iter), self.mesh)
+            self.state, metrics = self.train_step(
+                self.state,
+                self.parts.frozen,
+                self.parts.rest,
+                batch,
+                jnp.float32(lr),
+                self.key,
+            )
+            pending.append((step, metrics))
+            self.epoch_step += 1
+            if len(pending) >= every_fetch:
+                self._flush(pending, bar, t_fetch)
+                t_fetch = time.time()
+            every = c.checkpoint_every_steps
+            if every and (step + 1) % every == 0:
+                if self.epoch_step < self.steps_per_epoch:
+                    self._flush(pending, bar, t_fetch)
+                    self.elapsed += time.time() - t_start
+                    t_start = time.time()
+                    self.save()
+        self._flush(pending, bar, t_fetch)
+        bar.close()
+        self.elapsed += time.time() - t_start
+        n = max(self.count, 1)
+        out = {f"train_{k}": v / n for k, v in self.sums.items()}
+        out["train_samples_per_s"] = self.count * c.batch_size / max(self.elapsed, 1e-9)
+        out["lr"] = c.learning_rate * self.schedule.lr_scale
+        self.sums, self.count, self.elapsed = {}, 0, 0.0
+        return out
+
+    def evaluate(self, batches, prefix: str) -> tuple[dict, dict]:
+        parts = (self.state["params"], self.parts.frozen, self.parts.rest)
+        metrics, outputs = evaluate(
+            self.eval_step, parts, batches, self.mesh, self.eval_key
+        )
+        metrics.update(self.task.split_metrics(outputs, self.config))
+        return {f"{prefix}{k}": v for k, v in metrics.items()}, outputs
+
+    def run(self) -> Outcome:
+        c = self.config
+        say(self.start_message)
+        done = metrics_lib.read_metrics(self.workdir)
+        last = done[-1] if done else {}
+        reason = "already_finished"
+        self.writer.drop_from_epoch(self.epoch)
+        stop = self.schedule.early_stopped(c)
+        if stop:
+            reason = "early_stopped"
+        elif self.epoch >= c.num_epochs:
+            reason = "finished"
+        if self.epoch >= c.num_epochs or stop:
+            say(f"this run has already ended ({reason.replace('_', ' ')})")
+            reason = "already_finished"
+        try:
+            while self.epoch < c.num_epochs and not stop:
+                t0 = time.time()
+                train_metrics = self.train_epoch()
+                train_time = time.time() - t0
+                val, _ = self.evaluate(self.val_batches, "val_")
+                stop = self.schedule.end_of_epoch(c, self.epoch, val["val_loss"])
+                last = {"epoch": self.epoch, **train_metrics, **val}
+                last.update(lr_scale=self.schedule.lr_scale, epoch_time_s=train_time)
+                # Metrics first: a kill between the two redoes this epoch,
+                # and drop_from_epoch() then forgets the line written here.
+                self.writer.write(int(self.state["step"]), last)
+                say(f"epoch {self.epoch}: {_summary(last)}")
+                self.epoch, self.epoch_step = self.epoch + 1, 0
+                best = val[self.task.best_metric]
+                self.save(metrics={checkpoints.BEST_METRIC: best})
+                reason = "early_stopped" if stop else "finished"
+            self.manager.wait_until_finished()
+        finally:
+            self.manager.close()
+            self.writer.close()
+        return self._outcome(reason, last)
+
+    def _outcome(self, reason, last) -> Outcome:
+        best_step = self.manager.best_step()
+        rows = metrics_lib.read_metrics(self.workdir)
+        best = next((r for r in rows if r.get("step") == best_step), {})
+        return Outcome(
+            reason=reason,
+            last=last,
+            best_step=best_step,
+            best_metrics=best,
+            checkpoint_dir=str(self.manager.directory),
+        )
+
+
+def say(message: str) -> None:
+    """A line for the person at the terminal (process 0 only)."""
+    logging.info(message)
+    if jax.process_index() == 0:
+        print(message, flush=True)
+
+
+def _summary(m: dict) -> str:
+    keys = ("train_loss", "val_loss", "val_accuracy", "lr", "train_samples_per_s")
+    out = [f"{k}={m[k]:.4g}" for k in keys if k in m]
+    out += [f"{k}={v:.3f}" for k, v in m.items() if k.startswith("val_full_recall@1")]
+    return ", ".join(out)
+
+
+def describe(outcome: Outcome, task: Task) -> str:
+    """The end-of-run summary printed by the command lines."""
+    why = {
+        "finished": "reached num_epochs",
+        "early_stopped": "early stopping on the validation loss",
+        "already_finished": "nothing to do: this workdir's run had already ended",
+    }[outcome.reason]
+    epochs = outcome.last.get("epoch", -1) + 1
+    lines = [f"run ended: {why}; {epochs} epochs"]
+    if outcome.best_step is not None:
+        m = outcome.best_metrics
+        shown = ", ".join(
+            f"{k}={m[k]:.4g}"
+            for k in ("epoch", "val_loss", task.best_metric)
+            if isinstance(m.get(k), int | float)
+        )
+        lines.append(f"best checkpoint: step {outcome.best_step} ({shown})")
+    lines.append(f"checkpoints: {outcome.checkpoint_dir}")
+    return "\n".join(lines)
+
+
+def warn_if_slow_allocator() -> None:
+    """XLA:CPU under glibc malloc re-faults every step's buffers (host_memory)."""
+    if jax.default_backend() == "cpu" and host_memory.allocator() == "glibc":
+        logging.warning(
+            "Training on CPU under glibc malloc: steps run about 1.4x faster "
+            "under tcmalloc; %s.",
+            host_memory.INSTALL_HINT,
+        )
+
+
+def train(
+    config, workdir: str, task: Task, sources: Mapping, *, build_fn=None
+) -> Outcome:
+    """Train `task` in `workdir` (resuming if it holds a run); see the module doc."""
+    from astrom3_jax.training import validate
+
+    validate.check_config(config)
+    sharding.maybe_initialize_distributed(config.distributed)
+    warn_if_slow_allocator()
+    mesh = sharding.make_mesh()
+    sharding.check_batch_size(config.batch_size, mesh)
+    sharding.check_batch_size(config.eval_batch_size, mesh)
+    checkpoints.save_or_check_config(workdir, config)
+    with jax.set_mesh(mesh):
+        run = Run(config, workdir, task, mesh, sources, build_fn)
+        return run.run()

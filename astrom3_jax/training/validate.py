@@ -1,0 +1,120 @@
+"""Checks a whole config before anything is written, listing every problem.
+
+A typo must fail before `config.json` is written, so it never poisons a
+workdir that later runs would have to match.
+"""
+
+from __future__ import annotations
+
+import math
+
+from astrom3_jax import errors
+
+ATTENTION_KINDS = ("probsparse", "full")
+TASKS = ("clip", "classification")
+FUSIONS = ("avg", "concat")
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def _positive_int(problems, name, value):
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        problems.append(f"{name} must be a positive integer, got {value!r}")
+
+
+def _fraction(problems, name, value, *, upper_open=True):
+    ok = isinstance(value, int | float) and 0.0 <= value < 1.0
+    if not ok:
+        problems.append(f"{name} must be in [0, 1), got {value!r}")
+
+
+def _model_problems(m) -> list[str]:
+    from astrom3_jax.models import registry
+
+    problems = []
+    task = m.get("task", "clip")
+    if task not in TASKS:
+        problems.append(f"model.task must be one of {TASKS}, got {task!r}")
+    names = tuple(m.get("modalities", ()))
+    known = tuple(registry.names())
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        problems.append(
+            f"model.modalities: unknown {unknown}; known modalities: {list(known)}"
+        )
+    if len(set(names)) != len(names):
+        problems.append(f"model.modalities lists a modality twice: {list(names)}")
+    if task == "clip" and len(names) < 2:
+        problems.append("CLIP pre-training needs at least two model.modalities")
+    if not names:
+        problems.append("model.modalities is empty")
+    if m.get("fusion", "avg") not in FUSIONS:
+        problems.append(f"model.fusion must be one of {FUSIONS}, got {m.fusion!r}")
+    if m.get("dtype", "float32") not in DTYPES:
+        problems.append(f"model.dtype must be one of {DTYPES}, got {m.dtype!r}")
+    _positive_int(problems, "model.embed_dim", m.get("embed_dim"))
+    _positive_int(problems, "model.num_classes", m.get("num_classes"))
+    if "photometry" in names:
+        p = m.photometry
+        if p.attention not in ATTENTION_KINDS:
+            problems.append(
+                f"model.photometry.attention must be one of {ATTENTION_KINDS}, "
+                f"got {p.attention!r}"
+            )
+        for k in ("seq_len", "d_model", "n_heads", "d_ff", "n_layers"):
+            _positive_int(problems, f"model.photometry.{k}", p.get(k))
+        if (
+            isinstance(p.get("d_model"), int)
+            and isinstance(p.get("n_heads"), int)
+            and p.n_heads > 0
+            and p.d_model % p.n_heads
+        ):
+            problems.append(
+                f"model.photometry.d_model ({p.d_model}) must divide by n_heads "
+                f"({p.n_heads})"
+            )
+    for name in names:
+        if name in m and "dropout" in m[name]:
+            _fraction(problems, f"model.{name}.dropout", m[name].dropout)
+    return problems
+
+
+def problems(config) -> list[str]:
+    """Every problem found in `config` (empty when it is valid)."""
+    from astrom3_jax.data import datasets
+
+    out = []
+    try:
+        datasets.check_config_name(config.dataset)
+    except ValueError as e:
+        out.append(f"dataset: {e}")
+    for k in ("batch_size", "eval_batch_size", "seq_len", "keep_best"):
+        _positive_int(out, k, config.get(k))
+    if not isinstance(config.get("num_epochs"), int) or config.num_epochs < 0:
+        out.append(f"num_epochs must be an integer >= 0, got {config.num_epochs!r}")
+    lr = config.get("learning_rate")
+    if not isinstance(lr, int | float) or not math.isfinite(lr) or lr <= 0:
+        out.append(f"learning_rate must be a positive finite number, got {lr!r}")
+    for k in ("beta1", "beta2"):
+        _fraction(out, k, config.get(k))
+    if config.get("grad_clip", 0) < 0:
+        out.append(f"grad_clip must be >= 0 (0 disables), got {config.grad_clip!r}")
+    if config.get("weight_decay", 0) < 0:
+        out.append(f"weight_decay must be >= 0, got {config.weight_decay!r}")
+    if "photometry" in tuple(config.model.get("modalities", ())):
+        if config.seq_len != config.model.photometry.seq_len:
+            out.append(
+                f"seq_len ({config.seq_len}) must equal model.photometry.seq_len "
+                f"({config.model.photometry.seq_len})"
+            )
+    if config.get("freeze", "") not in ("", "none", "encoders"):
+        out.append(f"freeze must be '', 'none' or 'encoders', got {config.freeze!r}")
+    return out + _model_problems(config.model)
+
+
+def check_config(config) -> None:
+    """Raise ConfigError listing every problem of `config`."""
+    found = problems(config)
+    if found:
+        raise errors.ConfigError(
+            "invalid config:\n" + "\n".join(f"  - {p}" for p in found)
+        )

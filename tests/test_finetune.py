@@ -1,0 +1,223 @@
+"""Fine-tuning on the shared loop: init_from, the leak guard, eval files, resume.
+
+The pre-training these runs start from is written by a subprocess on 2
+devices, while the tests run on 8: restoring must not depend on the device
+count.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from astrom3_jax import checkpoints, errors, finetune_lib, models, sharding
+from astrom3_jax.configs import finetune
+from astrom3_jax.training import init_from, loop, tasks
+from tests.test_train import ROOT, fake_examples, fake_sources
+
+PRETRAIN_2_DEVICES = textwrap.dedent(
+    """
+    import os, sys
+    os.environ["JAX_PLATFORMS"] = "cpu"
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    sys.path.insert(0, sys.argv[2])
+    from absl import flags
+    flags.FLAGS.mark_as_parsed()
+    from tests import test_train as t
+    from astrom3_jax import train_lib
+    c = t.tiny_config(num_epochs=2, max_steps_per_epoch=2)
+    train_lib.train_and_evaluate(c, sys.argv[1], sources=t.fake_sources())
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    wd = str(tmp_path_factory.mktemp("pretrain") / "run")
+    p = subprocess.run(
+        [sys.executable, "-c", PRETRAIN_2_DEVICES, wd, ROOT],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    return wd
+
+
+def ft_config(arg, **kw):
+    c = finetune.get_config(arg + ",smoke")
+    c.seq_len = c.model.photometry.seq_len = 32  # as the pre-training above
+    c.batch_size = c.eval_batch_size = c.test_batch_size = 16
+    c.max_steps_per_epoch = 2
+    c.update(kw)
+    return c
+
+
+def ft_sources():
+    src = fake_sources()
+    src["test"] = fake_examples(19, 2)  # 19: the last test batch is padded
+    return src
+
+
+def _flat(state):
+    pure = nnx.to_pure_dict(state)
+    flat = jax.tree_util.tree_flatten_with_path(pure)[0]
+    return {"/".join(str(p.key) for p in path): np.asarray(v) for path, v in flat}
+
+
+def _start(config, workdir):
+    """The loop's start (resume / init_from / scratch) without training."""
+    mesh = sharding.make_mesh()
+    with jax.set_mesh(mesh):
+        return loop.Run(config, workdir, tasks.for_config(config), mesh, ft_sources())
+
+
+@pytest.mark.parametrize("mode", ["photo", "all"])
+def test_init_from_takes_exactly_the_shared_arrays(pretrained, tmp_path, mode):
+    c = ft_config(f"{mode},full,clip", init_from=pretrained)
+    run = _start(c, str(tmp_path / "ft"))
+    assert run.start_message.startswith("initialised from")
+    source, _ = checkpoints.restore_model(pretrained, "best")
+    got = _flat(nnx.state(run.model, nnx.Param))
+    fresh = _flat(nnx.state(models.init_model(c.model, seed=c.seed), nnx.Param))
+    if mode == "photo":
+        want = {
+            f"encoder/{k[len('encoders/photometry/') :]}": v
+            for k, v in _flat(nnx.state(source, nnx.Param)).items()
+            if k.startswith("encoders/photometry/")
+        }
+    else:  # encoders, projections and temperatures, under `clip/`
+        want = {f"clip/{k}": v for k, v in _flat(nnx.state(source, nnx.Param)).items()}
+    heads = {k for k in got if k.startswith("fc/")}
+    assert heads == {"fc/kernel", "fc/bias"}
+    assert set(got) == set(want) | heads
+    for k, v in want.items():
+        np.testing.assert_array_equal(got[k], v, err_msg=k)
+    for k in heads:  # the head is new: exactly a fresh initialisation
+        np.testing.assert_array_equal(got[k], fresh[k])
+    # and the encoder really differs from a fresh one (pre-training moved it)
+    k = next(iter(want))
+    assert not np.array_equal(got[k], fresh[k])
+
+
+def test_init_from_step_is_honoured(pretrained, tmp_path):
+    with checkpoints.make_manager(pretrained) as m:
+        steps = sorted(m.all_steps())
+    first = steps[0]
+    c = ft_config("meta,full,clip", init_from=pretrained, init_from_step=str(first))
+    model, _ = init_from.load_source(c)
+    want, _ = checkpoints.restore_model(pretrained, first)
+    a, b = _flat(nnx.state(model, nnx.Param)), _flat(nnx.state(want, nnx.Param))
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_seed_and_release_guard(pretrained, tmp_path):
+    # Pre-trained on synthetic_small (split seed 42): seed 0 would leak.
+    c = ft_config(
+        "meta,full,clip", init_from=pretrained, dataset="synthetic_small_full_0"
+    )
+    with pytest.raises(errors.DataLeakError, match="split seed 42"):
+        _start(c, str(tmp_path / "a"))
+    c = ft_config("meta,full,clip", init_from=pretrained, dataset="full_42")
+    with pytest.raises(errors.DataLeakError, match="release synthetic_small"):
+        _start(c, str(tmp_path / "b"))
+    c.allow_data_mismatch = True
+    assert _start(c, str(tmp_path / "c")).start_message.startswith("initialised")
+    # A different subset of the same release and seed is the paper's protocol.
+    c = ft_config("meta,sub10,clip", init_from=pretrained)
+    assert _start(c, str(tmp_path / "d")).start_message.startswith("initialised")
+
+
+def test_published_names_tell_the_seed():
+    cfg = {"imported_from": "/cache/AstroMLCore--AstroM3-CLIP-66"}
+    assert init_from.data_of(cfg, "runs/x") == ("hub", 66)
+    assert init_from.data_of({}, "AstroMLCore/AstroM3-CLIP") == ("hub", 42)
+    assert init_from.data_of({}, "AstroMLCore/AstroM3-CLIP-photo") is None
+    assert init_from.data_of({"dataset": "synthetic_full_sub25_12"}, "x") == (
+        "synthetic_full",
+        12,
+    )
+
+
+def test_linear_probe_trains_only_the_head(pretrained, tmp_path):
+    c = ft_config("spectra,full,clip", init_from=pretrained, freeze="encoders")
+    run = _start(c, str(tmp_path / "probe"))
+    trained = _flat(run.parts.params)
+    assert set(trained) == {"fc/kernel", "fc/bias"}
+    assert any(k.startswith("encoder/") for k in _flat(run.parts.frozen))
+
+
+def test_eval_json_matches_predictions(tmp_path):
+    wd = str(tmp_path / "ft")
+    c = ft_config("meta,full")
+    report = finetune_lib.finetune_and_evaluate(c, wd, sources=ft_sources())
+    with open(os.path.join(wd, "eval.json")) as f:
+        saved = json.load(f)
+    assert saved == json.loads(json.dumps(report))
+    pred = np.load(os.path.join(wd, "predictions.npz"))
+    labels, logits = pred["label"], pred["logits"]
+    assert len(labels) == 19 and logits.shape == (19, 10)  # padded rows dropped
+    want_labels = np.array([e["label"] for e in fake_examples(19, 2)])
+    np.testing.assert_array_equal(labels, want_labels)
+    np.testing.assert_array_equal(pred["id"], [str(i) for i in range(19)])
+    p = logits.argmax(1)
+    np.testing.assert_array_equal(pred["pred"], p)
+    assert saved["accuracy"] == pytest.approx(np.mean(p == labels))
+    conf = np.zeros((10, 10), int)
+    for t, q in zip(labels, p, strict=True):
+        conf[t, q] += 1
+    assert saved["confusion_matrix"] == conf.tolist()
+    recalls, f1s = [], []
+    for k in range(10):
+        tp = conf[k, k]
+        prec = tp / conf[:, k].sum() if conf[:, k].sum() else 0.0
+        rec = tp / conf[k].sum()
+        f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
+        recalls.append(rec)
+        f1s.append(f1)
+        got = saved["per_class"][saved["class_names"][k]]
+        assert got["support"] == conf[k].sum()
+        assert got["recall"] == pytest.approx(rec)
+        assert got["f1"] == pytest.approx(f1)
+    assert saved["balanced_accuracy"] == pytest.approx(np.mean(recalls))
+    assert saved["macro_f1"] == pytest.approx(np.mean(f1s))
+    assert os.path.getsize(os.path.join(wd, "confusion.png")) > 1000
+    # the test loss is the mean cross-entropy of the saved logits
+    logp = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+    assert saved["loss"] == pytest.approx(-logp[np.arange(19), labels].mean(), rel=1e-5)
+
+
+def test_clip_preset_needs_init_from(tmp_path):
+    with pytest.raises(errors.ConfigError, match="init_from"):
+        finetune_lib.finetune_and_evaluate(
+            ft_config("photo,sub10,clip"), str(tmp_path / "x"), sources=ft_sources()
+        )
+    c = ft_config("photo,sub10", dataset="synthetic_small_sub25_42")
+    with pytest.raises(errors.ConfigError, match="subset"):
+        finetune_lib.finetune_and_evaluate(c, str(tmp_path / "y"), sources=ft_sources())
+
+
+def test_paper_presets_carry_the_published_runs():
+    c = finetune.get_config("photo,full,clip")
+    assert (c.learning_rate, c.beta1, c.weight_decay, c.plateau_factor) == (
+        9.34e-4,
+        0.835,
+        4.66e-4,
+        0.385,
+    )
+    assert c.model.photometry.dropout == 0.149 and c.grad_clip == 5.0
+    a = finetune.get_config("all,sub10")
+    assert a.model.modalities == ("photometry", "spectra", "metadata")
+    assert (a.model.photometry.dropout, a.model.spectra.dropout) == (0.058, 0.331)
+    assert a.model.metadata.dropout == 0.263 and a.grad_clip == 0.0
+    assert a.dataset == "sub10_42" and a.num_epochs == 50
+    assert len(finetune.PAPER_RUNS) == 32
+    with pytest.raises(ValueError, match="not understood"):
+        finetune.get_config("photo,full,clipp")
