@@ -30,8 +30,8 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from astrom3_jax.models import clip  # noqa: E402
 from astrom3_jax.configs import pretrain  # noqa: E402
+from astrom3_jax.models import clip  # noqa: E402
 
 flags.DEFINE_string("variant", "paper", "configs/pretrain.py variant")
 flags.DEFINE_integer("batch_size", 64, "global batch size")
