@@ -114,3 +114,26 @@ def test_parse_dat_bad_rows(text, msg):
     with pytest.raises(release_io.ReleaseError, match=msg) as err:
         release_io.parse_dat(text, file="f.dat", obj="obj1")
     assert "f.dat" in str(err.value) and "obj1" in str(err.value)
+
+
+ROWS = "2457000.5 12.10 0.02 5.25 0.10\n2457001.5 12.20 0.03 4.75 0.12\n"
+WANT = [[2457000.5, 5.25, 0.10], [2457001.5, 4.75, 0.12]]
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "",  # no header: nothing may be dropped
+        "HJD MAG MAG_ERR FLUX FLUX_ERR\n",
+        "#Object: X\n\n# more comments\nHJD MAG MAG_ERR FLUX FLUX_ERR\n",
+    ],
+)
+def test_parse_dat_detects_header_lines_by_content(header):
+    np.testing.assert_array_equal(release_io.parse_dat(header + ROWS), WANT)
+
+
+def test_parse_dat_text_after_the_data_is_an_error_naming_the_line():
+    text = "HJD MAG MAG_ERR FLUX FLUX_ERR\n" + ROWS + "# trailer\n"
+    with pytest.raises(release_io.ReleaseError, match="light curve line 4") as err:
+        release_io.parse_dat(text, file="f.dat", obj="obj1")
+    assert "f.dat" in str(err.value) and "obj1" in str(err.value)

@@ -1,6 +1,6 @@
-"""Readers for the raw AstroM3 release (REFERENCE.md section 2).
+"""Readers for the raw AstroM3 release (Hub dataset AstroMLCore/AstroM3Dataset).
 
-Layout of a release root:
+Layout of a release root (Rizhko & Bloom 2024, arXiv:2411.08842):
   photometry.zip                      members vardb_files/<name>.dat
   spectra/<CLASS>/<spec_filename>     LAMOST FITS, one or two HDUs, maybe .gz
   splits/<sub>/<seed>/{train,val,test}.csv and info.json
@@ -58,11 +58,26 @@ def dat_member(name: str) -> str:
     return f"vardb_files/{name.replace(' ', '')}.dat"
 
 
+def _starts_with_number(line: str) -> bool:
+    fields = line.split(maxsplit=1)
+    if not fields:
+        return False
+    try:
+        float(fields[0])
+    except ValueError:
+        return False
+    return True
+
+
 def parse_dat(data: bytes | str, *, file: str = "", obj: str = "") -> np.ndarray:
     """(N, 3) float64 of HJD, FLUX, FLUX_ERR from an ASAS-SN .dat text.
 
-    Two header lines, then five whitespace-separated floats per row:
-    HJD MAG MAG_ERR FLUX FLUX_ERR.
+    Data rows hold five whitespace-separated floats: HJD MAG MAG_ERR FLUX
+    FLUX_ERR. Header lines are recognised by content, not counted: every line
+    before the first row that starts with a number is a header (the Hub files
+    have two, a comment and the column names), so a file without header keeps
+    all its rows. After the first data row, every non-blank line must be a
+    data row.
     """
     if isinstance(data, bytes):
         try:
@@ -71,22 +86,37 @@ def parse_dat(data: bytes | str, *, file: str = "", obj: str = "") -> np.ndarray
             raise ReleaseError(
                 f"not a text light curve ({e})", file=file, obj=obj
             ) from None
-    lines = [ln for ln in data.splitlines()[2:] if ln.strip()]
-    try:
-        values = np.array(" ".join(lines).split(), dtype=np.float64)
-    except ValueError as e:
-        raise ReleaseError(
-            f"non-numeric value in light curve ({e})", file=file, obj=obj
-        ) from None
-    if values.size != 5 * len(lines):
-        bad = next(i for i, ln in enumerate(lines) if len(ln.split()) != 5)
-        raise ReleaseError(
-            f"data line {bad + 1} has {len(lines[bad].split())} columns, expected 5 "
-            "(HJD MAG MAG_ERR FLUX FLUX_ERR)",
-            file=file,
-            obj=obj,
-        )
-    return values.reshape(len(lines), 5)[:, [0, 3, 4]]
+    lines = data.splitlines()
+    first = next(
+        (i for i, ln in enumerate(lines) if _starts_with_number(ln)), len(lines)
+    )
+    numbered = [(i + 1, ln) for i, ln in enumerate(lines) if i >= first and ln.strip()]
+    rows = [ln for _, ln in numbered]
+    try:  # fast path: one conversion for the whole file
+        values = np.array(" ".join(rows).split(), dtype=np.float64)
+        if values.size == 5 * len(rows):
+            return values.reshape(len(rows), 5)[:, [0, 3, 4]]
+    except ValueError:
+        pass
+    parsed = []  # slow path: find the bad line
+    for number, line in numbered:
+        fields = line.split()
+        try:
+            parsed.append([float(x) for x in fields])
+        except ValueError as e:
+            raise ReleaseError(
+                f"non-numeric value in light curve line {number} ({e})",
+                file=file,
+                obj=obj,
+            ) from None
+        if len(fields) != 5:
+            raise ReleaseError(
+                f"line {number} has {len(fields)} columns, expected 5 "
+                "(HJD MAG MAG_ERR FLUX FLUX_ERR)",
+                file=file,
+                obj=obj,
+            )
+    return np.array(parsed, dtype=np.float64).reshape(-1, 5)[:, [0, 3, 4]]
 
 
 def read_light_curve(
@@ -101,9 +131,11 @@ def read_light_curve(
         raise ReleaseError(
             "light curve missing from the zip", file=where, obj=obj or name
         ) from None
-    except (zipfile.BadZipFile, OSError, EOFError) as e:
+    except Exception as e:  # bad CRC, zlib.error, truncated data, encryption...
         raise ReleaseError(
-            f"corrupt zip member ({e})", file=where, obj=obj or name
+            f"corrupt zip member ({type(e).__name__}: {e})",
+            file=where,
+            obj=obj or name,
         ) from None
     return parse_dat(raw, file=where, obj=obj or name)
 
@@ -194,8 +226,10 @@ def read_split_csv(
 ) -> list[dict]:
     """Rows of a split CSV: text columns as str, numeric columns as float.
 
-    Extra columns are kept as text. A missing column is an error naming the
-    file; an unparseable number names the row's object.
+    Extra columns are kept as text. A blank numeric cell (how pandas writes a
+    missing value) becomes nan, so the builder reports that object as bad
+    rather than the whole file. A missing column is an error naming the file;
+    a cell that is neither blank nor a number names the row's object.
     """
     if not os.path.exists(path):
         raise ReleaseError("split CSV not found", file=path)
@@ -209,6 +243,9 @@ def read_split_csv(
         for line, row in enumerate(reader, start=2):
             obj = row.get("name") or f"line {line}"
             for c in numeric_cols:
+                if row[c] is not None and not row[c].strip():
+                    row[c] = float("nan")
+                    continue
                 try:
                     row[c] = float(row[c])
                 except (TypeError, ValueError):
