@@ -1,8 +1,9 @@
 """Build-time preprocessing of one object, as the published models saw it.
 
-Pure numpy (REFERENCE.md section 3). Computation is float64 throughout (the
-raw readers return float64); results are cast to float32 once, at the end,
-as the reference does. Invalid input raises `PreprocessingError` instead of
+Pure numpy, following the published code (Rizhko & Bloom 2024,
+arXiv:2411.08842). Computation is float64 throughout (the raw readers return
+float64); results are cast to float32 once, at the end, as the published code
+does. Invalid input raises `PreprocessingError` instead of
 silently producing zeros, NaN or inf.
 """
 

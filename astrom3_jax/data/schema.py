@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-# Class ids are the class names sorted alphabetically (REFERENCE.md section 2).
+# Class ids are the class names sorted alphabetically, as in the published
+# release (Rizhko & Bloom 2024, arXiv:2411.08842).
 CLASSES = ("DSCT", "EA", "EB", "EW", "HADS", "M", "ROT", "RRAB", "RRC", "SR")
 
 PHOTO_COLS = ("amplitude", "period", "lksl_statistic", "rfr_score")

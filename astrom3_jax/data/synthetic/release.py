@@ -1,4 +1,4 @@
-"""Writes a complete raw release in the Hub layout (REFERENCE.md section 2).
+"""Writes a complete raw release in the layout of the Hub's AstroM3Dataset.
 
 <root>/photometry.zip                      vardb_files/<name>.dat
 <root>/spectra/<CLASS>/<spec_filename>     LAMOST FITS (1-HDU or 2-HDU, some .gz)
@@ -6,7 +6,9 @@
 
 Determinism: every random stream is derived from (seed, purpose, index), work
 is chunked with a fixed chunk size (so the worker count never changes the
-output), zip members carry a fixed timestamp, gzip has mtime 0.
+output), zip members carry a fixed timestamp, gzip has mtime 0. Worker
+processes are spawned, not forked: the caller may already run JAX threads,
+and forking a threaded process can deadlock the child.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import concurrent.futures as cf
 import csv
 import io
 import json
+import multiprocessing
 import os
 import pathlib
 import zipfile
@@ -267,7 +270,8 @@ def simulate_all(root, seed, cat, workers):
             for s in range(0, n, CHUNK)]  # fmt: skip
     lc_files, stats = [], []
     if workers > 1:
-        with cf.ProcessPoolExecutor(workers) as pool:
+        spawn = multiprocessing.get_context("spawn")
+        with cf.ProcessPoolExecutor(workers, mp_context=spawn) as pool:
             results = pool.map(_chunk_work, jobs)
             for files, st in results:
                 lc_files += files
