@@ -1,10 +1,12 @@
 r"""Prepares an astrom3 TFDS config from Python (the `tfds` CLI needs TensorFlow).
 
     python -m tfds_builders.build --config full_42 [--manual_dir DIR] \
-        [--data_dir DIR] [--skip_bad] [--num_workers N]
+        [--data_dir DIR] [--skip_bad [--max_bad_fraction F]] [--overwrite] \
+        [--num_workers N]
 
 Without --manual_dir the raw release is downloaded from the Hugging Face Hub.
-Synthetic configs (synthetic_small, synthetic_full) generate their raw files.
+Synthetic configs (synthetic_<preset> and synthetic_<preset>_<subset>_<seed>)
+generate their raw files.
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ from __future__ import annotations
 import argparse
 
 from astrom3_jax.data import datasets
+from astrom3_jax.data.astrom3_tfds.astrom3_dataset_builder import (
+    DEFAULT_MAX_BAD_FRACTION,
+)
 
 # Kept for callers of the old names.
 prepare = datasets.prepare
@@ -27,7 +32,21 @@ def main(argv=None):
     )
     p.add_argument("--manual_dir", default=None, help="local copy of the Hub release")
     p.add_argument("--skip_bad", action="store_true", help="skip and count bad objects")
-    p.add_argument("--num_workers", type=int, default=None)
+    p.add_argument(
+        "--max_bad_fraction",
+        type=float,
+        default=DEFAULT_MAX_BAD_FRACTION,
+        help="with --skip_bad, fail when more than this fraction of a split is bad "
+        f"(default {DEFAULT_MAX_BAD_FRACTION})",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="rebuild even if the data set is already prepared in data_dir",
+    )
+    p.add_argument(
+        "--num_workers", type=int, default=None, help="parsing processes (0: none)"
+    )
     args = p.parse_args(argv)
     builder = prepare(
         args.config,
@@ -35,6 +54,8 @@ def main(argv=None):
         args.manual_dir,
         skip_bad=args.skip_bad,
         num_workers=args.num_workers,
+        max_bad_fraction=args.max_bad_fraction,
+        overwrite=args.overwrite,
     )
     rep = report(builder)
     print(f"prepared {builder.info.full_name} in {builder.data_dir}")

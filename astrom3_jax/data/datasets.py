@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import jax
 from absl import logging
@@ -42,15 +43,30 @@ def prepare(
     *,
     skip_bad: bool = False,
     num_workers: int | None = None,
+    max_bad_fraction: float = astrom3.DEFAULT_MAX_BAD_FRACTION,
+    overwrite: bool = False,
 ):
     """Builds `astrom3/<config_name>` (once) and returns the ready builder.
 
     Read it with `builder.as_data_source(split)`; splits are train,
-    validation, test (+ unseen for synthetic configs).
+    validation, test (+ unseen for synthetic configs). With skip_bad, bad
+    objects are left out and listed, but more than max_bad_fraction of a
+    split still fails the build. An existing build is reused unless it left
+    out objects these options would not: then this raises, and
+    overwrite=True deletes and rebuilds it (downloads are kept).
     """
     import tensorflow_datasets as tfds
 
-    b = builder(config_name, data_dir, skip_bad=skip_bad, num_workers=num_workers)
+    options = dict(
+        skip_bad=skip_bad, max_bad_fraction=max_bad_fraction, num_workers=num_workers
+    )
+    b = builder(config_name, data_dir, **options)
+    if overwrite and os.path.isdir(b.data_dir):
+        # Removed here rather than by TFDS's overwrite mode, which cannot set
+        # the file format of a builder that has read the old data's info.
+        logging.info("Deleting %s to rebuild it.", b.data_dir)
+        shutil.rmtree(b.data_dir)
+        b = builder(config_name, data_dir, **options)
     dl_config = tfds.download.DownloadConfig(
         manual_dir=os.path.abspath(manual_dir) if manual_dir else None
     )

@@ -10,11 +10,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
+import pathlib
+import socket
+import threading
+import urllib.parse
+import urllib.request
 from collections.abc import Mapping
 
 import numpy as np
 import tensorflow_datasets as tfds
+from absl import logging
 from tqdm import tqdm
 
 from astrom3_jax.data import release_io, schema
@@ -22,6 +29,23 @@ from astrom3_jax.data.astrom3_tfds import objects
 
 HUB_URL = "https://huggingface.co/datasets/AstroMLCore/AstroM3Dataset/resolve/main/"
 REPORT_NAME = "bad_objects.json"
+# Written next to the version folder (<data_dir>/astrom3/<config>/) when a
+# build fails: inside it, TFDS would take the folder for a prepared data set.
+FAILED_REPORT_NAME = "bad_objects.failed.json"
+DEFAULT_MAX_BAD_FRACTION = 0.05
+# Seconds to wait for a TCP connection to the Hub before calling the machine
+# offline (TFDS's own retries would take minutes to give up).
+HUB_PROBE_TIMEOUT_S = 5.0
+
+
+class BuildError(RuntimeError):
+    """The data set cannot be built, or reused, as asked."""
+
+
+def allowed_bad(n_objects: int, max_bad_fraction: float) -> int:
+    """How many of a split's n_objects may be skipped: floor(fraction * n)."""
+    return math.floor(max_bad_fraction * n_objects + 1e-9)
+
 
 _MANUAL = """\
 Put a copy of the Hub release (https://huggingface.co/datasets/AstroMLCore/AstroM3Dataset)
@@ -140,14 +164,31 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     DEFAULT_CONFIG_NAME = "full_42"
     MANUAL_DOWNLOAD_INSTRUCTIONS = _MANUAL
 
-    def __init__(self, *, skip_bad: bool = False, num_workers: int | None = None, **kw):
+    def __init__(
+        self,
+        *,
+        skip_bad: bool = False,
+        max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION,
+        num_workers: int | None = None,
+        **kw,
+    ):
         """skip_bad: skip (and count in bad_objects.json) objects whose files are
         missing or invalid, instead of stopping at the first one.
-        num_workers: worker processes for parsing (default: CPU count, max 8)."""
+        max_bad_fraction: with skip_bad, the build still fails when more than
+        this fraction of a split's objects is bad (a broken release, not a few
+        bad files).
+        num_workers: worker processes for parsing (default: CPU count, max 8,
+        for splits over 256 objects)."""
+        if not 0.0 <= max_bad_fraction <= 1.0:
+            raise ValueError(
+                f"max_bad_fraction must be in [0, 1], got {max_bad_fraction}"
+            )
         self._skip_bad = skip_bad
+        self._max_bad_fraction = float(max_bad_fraction)
         self._num_workers = num_workers
         self._bad: dict[str, list] = {}
         self._counts: dict[str, int] = {}
+        self._final_data_dir: str | None = None
         super().__init__(**kw)
 
     # ---------------------------------------------------------------- schema
@@ -184,6 +225,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             files = self._synthetic_release(dl_manager)
         else:
             files = self._local_release(dl_manager) or self._hub_release(dl_manager)
+        _check_splits_disjoint(files.split_csvs)
         return {
             split: self._generate_examples(split, files) for split in files.split_csvs
         }
@@ -227,6 +269,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     def _hub_release(self, dl_manager):
         cfg = self.builder_config
         split_dir = f"splits/{cfg.subset}/{cfg.split_seed}/"
+        _fail_fast_if_offline(dl_manager)
         urls = {"photometry_zip": HUB_URL + "photometry.zip"}
         urls["info_json"] = HUB_URL + split_dir + "info.json"
         for split, stem in schema.SPLIT_FILES.items():
@@ -283,7 +326,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             schema.TRUTH_COLS if self.builder_config.synthetic else ()
         )
         rows = release_io.read_split_csv(csv_path, schema.ALL_COLS, text)
-        _check_unique(rows, csv_path)
+        if not rows:
+            raise release_io.ReleaseError("split CSV lists no objects", file=csv_path)
         extra = schema.TRUTH_COLS if self.builder_config.synthetic else ()
         ctx = objects.Context(
             files=files, info=info, csv_path=csv_path, extra_text=extra
@@ -292,14 +336,16 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         if workers is None:
             workers = min(os.cpu_count() or 1, 8) if len(rows) > 256 else 0
         bad = self._bad.setdefault(split, [])
-        done = 0
+        limit = allowed_bad(len(rows), self._max_bad_fraction) if self._skip_bad else 0
+        self._counts[split] = 0
         bar = tqdm(total=len(rows), desc=f"astrom3/{self.builder_config.name} {split}")
         with bar:
             for row, example, error in objects.process_rows(rows, ctx, workers):
                 bar.update()
                 if error is None:
-                    done += 1
-                    yield row["name"], example
+                    if len(bad) <= limit:  # past the limit: count, write nothing
+                        self._counts[split] += 1
+                        yield row["name"], example
                 elif self._skip_bad:
                     bad.append(
                         {
@@ -317,29 +363,192 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                         file=error.file,
                         obj=error.obj,
                     )
-        self._counts[split] = done
+        self._check_bad_count(split, len(rows), limit)
+
+    def _check_bad_count(self, split: str, n_rows: int, limit: int):
+        n_bad = len(self._bad.get(split, ()))
+        where = f"split {split} of astrom3/{self.builder_config.name}"
+        listed = f"They are listed in {self._failed_report_path()}"
+        if n_bad == n_rows:
+            raise BuildError(
+                f"{where}: all {n_rows} objects are bad, nothing to write.\n{listed}."
+            )
+        if n_bad > limit:
+            raise BuildError(
+                f"{where}: {n_bad} of {n_rows} objects are bad "
+                f"({100 * n_bad / n_rows:.1f}%), more than max_bad_fraction="
+                f"{self._max_bad_fraction:g} allows ({limit}).\n{listed}; fix the "
+                "release, or allow more with max_bad_fraction= / --max_bad_fraction."
+            )
+
+    # ---------------------------------------------------------------- report
+    def _report(self, complete: bool, error: BaseException | None = None) -> dict:
+        report = {
+            "config": self.builder_config.name,
+            "version": str(self.version),
+            "complete": complete,
+            "skip_bad": self._skip_bad,
+            "max_bad_fraction": self._max_bad_fraction,
+            "written": self._counts,
+            "skipped": {s: len(v) for s, v in self._bad.items()},
+            "bad_objects": self._bad,
+        }
+        if error is not None:
+            report["error"] = str(error)
+        return report
+
+    def _failed_report_path(self) -> str:
+        final = self._final_data_dir or os.fspath(self.data_dir)
+        return os.path.join(os.path.dirname(final), FAILED_REPORT_NAME)
 
     def _download_and_prepare(self, dl_manager, download_config=None):
         out = super()._download_and_prepare(
             dl_manager=dl_manager, download_config=download_config
         )
-        report = {
-            "config": self.builder_config.name,
-            "skip_bad": self._skip_bad,
-            "written": self._counts,
-            "skipped": {s: len(v) for s, v in self._bad.items()},
-            "bad_objects": self._bad,
-        }
+        # self.data_dir is TFDS's temporary folder here, renamed when done.
         with open(os.path.join(self.data_dir, REPORT_NAME), "w") as f:
-            json.dump(report, f, indent=2)
+            json.dump(self._report(complete=True), f, indent=2)
         return out
 
+    def download_and_prepare(self, *, download_config=None, **kwargs):
+        """TFDS's download_and_prepare, plus: an existing build made with looser
+        bad-object options is not silently reused, and a failed build leaves
+        its bad-object list in FAILED_REPORT_NAME beside the version folder."""
+        download_config = download_config or tfds.download.DownloadConfig()
+        final = os.fspath(self.data_dir)
+        reuse = not download_config.download_mode.overwrite_dataset
+        if reuse and os.path.isdir(final) and self.is_prepared():
+            self._refuse_looser_build(final)
+        self._final_data_dir = final
+        self._bad, self._counts = {}, {}
+        failed = self._failed_report_path()
+        try:
+            super().download_and_prepare(download_config=download_config, **kwargs)
+        except BaseException as e:
+            if self._bad:  # examples were being generated
+                os.makedirs(os.path.dirname(failed), exist_ok=True)
+                with open(failed, "w") as f:
+                    json.dump(self._report(complete=False, error=e), f, indent=2)
+            raise
+        if os.path.exists(failed):
+            os.remove(failed)
 
-def _check_unique(rows, csv_path):
-    seen = set()
-    for row in rows:
-        if row["name"] in seen:
-            raise release_io.ReleaseError(
-                "object listed twice in the split", file=csv_path, obj=row["name"]
+    def _refuse_looser_build(self, data_dir: str):
+        path = os.path.join(data_dir, REPORT_NAME)
+        try:
+            with open(path) as f:
+                report = json.load(f)
+        except (OSError, ValueError):
+            logging.warning("%s has no readable %s; reusing it.", data_dir, REPORT_NAME)
+            return
+        skipped = {s: k for s, k in report.get("skipped", {}).items() if k}
+        if not skipped:
+            return  # nothing was left out: a strict build would be the same
+        written = report.get("written", {})
+        totals = {s: k + written.get(s, 0) for s, k in skipped.items()}
+        if not self._skip_bad:
+            asked = "this call asks for a strict build (skip_bad=False)"
+        else:
+            over = [
+                s
+                for s, k in skipped.items()
+                if k > allowed_bad(totals[s], self._max_bad_fraction)
+            ]
+            if not over:
+                return
+            asked = (
+                f"this call allows at most max_bad_fraction={self._max_bad_fraction:g}"
+                f" per split ({', '.join(over)} exceed it)"
             )
-        seen.add(row["name"])
+        counts = ", ".join(f"{s} {k} of {totals[s]}" for s, k in skipped.items())
+        raise BuildError(
+            f"astrom3/{self.builder_config.name} in {data_dir} was built with "
+            f"skip_bad=True and left out bad objects ({counts}); {asked}, so it "
+            "is not reused.\n"
+            f"The left-out objects are listed in {path}. To rebuild, pass "
+            "overwrite=True to datasets.prepare() (--overwrite on python -m "
+            f"tfds_builders.build), or delete {data_dir}."
+        )
+
+
+def _check_splits_disjoint(split_csvs: Mapping[str, str]):
+    """An object may appear once in one split: a repeat is a train/test leak."""
+    seen: dict[str, tuple[str, str]] = {}
+    for split, path in split_csvs.items():
+        rows = release_io.read_split_csv(path, numeric_cols=(), text_cols=("name",))
+        for row in rows:
+            name = (row["name"] or "").strip()
+            if not name:
+                continue  # reported as a bad object when its row is processed
+            if name in seen:
+                first_split, first_path = seen[name]
+                where = (
+                    "twice in the split"
+                    if first_split == split
+                    else f"in two splits: {first_split} ({first_path}) and {split}"
+                )
+                raise release_io.ReleaseError(
+                    f"object listed {where}; each object must be in one split "
+                    "once (a repeat leaks between train, validation and test)",
+                    file=path,
+                    obj=name,
+                )
+            seen[name] = (split, path)
+
+
+# ------------------------------------------------------------- offline check
+def _hub_unreachable(url: str, timeout: float = HUB_PROBE_TIMEOUT_S) -> str | None:
+    """None if a TCP connection to the Hub (or the https proxy) opens in time.
+
+    Otherwise why not. Runs in a thread so a hanging DNS lookup is bounded too.
+    """
+    target = urllib.parse.urlsplit(url)
+    proxy = urllib.request.getproxies().get(target.scheme)
+    if proxy and not urllib.request.proxy_bypass(target.hostname or ""):
+        target = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    host = target.hostname or ""
+    port = target.port or (443 if target.scheme == "https" else 80)
+    outcome: list[str | None] = []
+
+    def connect():
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            outcome.append(None)
+        except OSError as e:
+            outcome.append(f"{type(e).__name__}: {e}")
+
+    probe = threading.Thread(target=connect, daemon=True)
+    probe.start()
+    probe.join(timeout)
+    if not outcome:
+        return f"no answer from {host}:{port} within {timeout:g} s"
+    return outcome[0] and f"{host}:{port}: {outcome[0]}"
+
+
+def _hub_download_cached(download_dir) -> bool:
+    """Whether TFDS's download cache already holds the Hub's photometry.zip."""
+    try:
+        from tensorflow_datasets.core.download import resource
+
+        name = resource.get_dl_fname(HUB_URL + "photometry.zip")
+        hits = pathlib.Path(os.fspath(download_dir)).rglob(name)
+        return any(resource.is_locally_cached(p) for p in hits)
+    except Exception:  # a TFDS without these helpers: assume not cached
+        return False
+
+
+def _fail_fast_if_offline(dl_manager):
+    problem = _hub_unreachable(HUB_URL)
+    if problem is None:
+        return
+    if _hub_download_cached(dl_manager.download_dir):
+        logging.warning(
+            "The Hub is unreachable (%s); building from TFDS's download cache.",
+            problem,
+        )
+        return
+    raise BuildError(
+        f"Cannot reach the Hugging Face Hub to download the AstroM3 release "
+        f"({problem}).\nWithout internet, download it elsewhere and pass it "
+        "with --manual_dir DIR (manual_dir= in datasets.prepare()):\n" + _MANUAL
+    )

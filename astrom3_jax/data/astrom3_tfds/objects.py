@@ -7,6 +7,8 @@ Hub release, a local copy, and synthetic releases.
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures as cf
 import dataclasses
 import multiprocessing
 import os
@@ -64,6 +66,9 @@ def _column_indices(info, cols, info_path):
 def process_row(row: Mapping, ctx: Context, archive: zipfile.ZipFile) -> dict:
     """The stored example of one CSV row; raises ReleaseError naming object and file."""
     obj = _describe(row)
+    for c in ("name", "spec_filename"):
+        if not (row.get(c) or "").strip():
+            raise ReleaseError(f"blank {c}", file=ctx.csv_path, obj=obj)
     target = row["target"]
     if target not in schema.CLASSES:
         raise ReleaseError(
@@ -75,7 +80,7 @@ def process_row(row: Mapping, ctx: Context, archive: zipfile.ZipFile) -> dict:
     bad = [c for c, v in zip(schema.ALL_COLS, raw, strict=True) if not np.isfinite(v)]
     if bad:
         raise ReleaseError(
-            f"non-finite catalogue value(s) in {', '.join(bad)}",
+            f"blank or non-finite catalogue value(s) in {', '.join(bad)}",
             file=ctx.csv_path,
             obj=obj,
         )
@@ -126,20 +131,49 @@ def process_row(row: Mapping, ctx: Context, archive: zipfile.ZipFile) -> dict:
 
 
 # ------------------------------------------------------------------ parallel map
+class WorkerFailure(RuntimeError):
+    """A parsing worker died or failed outside any one object's files."""
+
+
 _WORKER: dict = {}
 
 
 def _init_worker(ctx: Context):
+    """Opens photometry.zip once per worker; never raises.
+
+    An initializer that raises makes a process pool restart the worker
+    forever, so a failure is kept and raised by the worker's first task.
+    """
+    _WORKER.clear()
     _WORKER["ctx"] = ctx
-    _WORKER["zip"] = release_io.open_photometry(ctx.files.photometry_zip)
-
-
-def _work(row):
-    """(row, example, None) on success, (row, None, error) for a bad object."""
     try:
-        return row, process_row(row, _WORKER["ctx"], _WORKER["zip"]), None
+        _WORKER["zip"] = release_io.open_photometry(ctx.files.photometry_zip)
+    except Exception as e:  # reported by the first task, see above
+        _WORKER["init_error"] = e
+
+
+def _work_one(row):
+    """(example, None) on success, (None, error) for a bad object.
+
+    ReleaseError is a bad object (skippable); anything else is a bug or a
+    broken environment and stops the build, naming the object.
+    """
+    ctx = _WORKER["ctx"]
+    try:
+        return process_row(row, ctx, _WORKER["zip"]), None
     except ReleaseError as e:
-        return row, None, e
+        return None, e
+    except Exception as e:
+        raise WorkerFailure(
+            f"object {_describe(row)} (split CSV {ctx.csv_path}): unexpected "
+            f"{type(e).__name__}: {e}"
+        ) from e
+
+
+def _work_chunk(rows):
+    if "init_error" in _WORKER:
+        raise _WORKER["init_error"]
+    return [_work_one(row) for row in rows]
 
 
 def process_rows(
@@ -148,17 +182,58 @@ def process_rows(
     """Yields (row, example | None, ReleaseError | None) in row order.
 
     num_workers <= 1 works in this process; otherwise a spawn-started pool
-    (safe when JAX or threads are already running in the parent).
+    (safe when JAX or threads are already running in the parent). Any worker
+    failure (photometry.zip unreadable, a crash, a killed process) ends the
+    iteration with an exception instead of a hang.
     """
-    if num_workers <= 1:
-        _init_worker(ctx)
-        try:
-            for row in rows:
-                yield _work(row)
-        finally:
-            _WORKER.pop("zip").close()
+    # Opened here first so an unreadable zip fails before any worker starts.
+    archive = release_io.open_photometry(ctx.files.photometry_zip)
+    if num_workers > 1:
+        archive.close()
+        yield from _process_in_pool(rows, ctx, num_workers)
         return
-    mp = multiprocessing.get_context("spawn")
-    chunk = max(1, min(64, len(rows) // (8 * num_workers)))
-    with mp.Pool(num_workers, initializer=_init_worker, initargs=(ctx,)) as pool:
-        yield from pool.imap(_work, rows, chunksize=chunk)
+    _init_worker(ctx)
+    _WORKER["zip"] = archive
+    try:
+        for row in rows:
+            yield (row, *_work_one(row))
+    finally:
+        _WORKER.pop("zip").close()
+        _WORKER.clear()
+
+
+def _process_in_pool(rows, ctx, num_workers):
+    size = max(1, min(64, len(rows) // (8 * num_workers)))
+    chunks = iter([rows[i : i + size] for i in range(0, len(rows), size)])
+    pool = cf.ProcessPoolExecutor(
+        num_workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_init_worker,
+        initargs=(ctx,),
+    )
+    pending = collections.deque()  # bounded: results cannot pile up in memory
+
+    def submit():
+        chunk = next(chunks, None)
+        if chunk is not None:
+            pending.append((chunk, pool.submit(_work_chunk, chunk)))
+
+    try:
+        for _ in range(4 * num_workers):
+            submit()
+        while pending:
+            chunk, future = pending.popleft()
+            try:
+                results = future.result()
+            except cf.process.BrokenProcessPool as e:
+                raise WorkerFailure(
+                    "a parsing worker process died (killed, out of memory or "
+                    f"crashed) while reading objects {_describe(chunk[0])} to "
+                    f"{_describe(chunk[-1])} of {ctx.csv_path} "
+                    f"(photometry {ctx.files.photometry_zip}): {e}"
+                ) from None
+            submit()
+            for row, (example, error) in zip(chunk, results, strict=True):
+                yield row, example, error
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
