@@ -63,4 +63,9 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from astrom3_jax import errors
+
+    try:
+        main()
+    except errors.UserError as e:  # bad input or no network: one clear message
+        raise SystemExit(f"error: {e}") from None

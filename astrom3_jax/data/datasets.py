@@ -14,6 +14,7 @@ import shutil
 import jax
 from absl import logging
 
+from astrom3_jax import errors
 from astrom3_jax.data.astrom3_tfds import astrom3_dataset_builder as astrom3
 
 
@@ -100,7 +101,9 @@ def ensure_prepared(config_name: str, data_dir: str | None = None):
     b = builder(config_name, data_dir)
     if not b.is_prepared():
         if not astrom3.is_synthetic(config_name):
-            raise FileNotFoundError(missing_data_message(config_name, data_dir))
+            raise errors.DataNotPreparedError(
+                missing_data_message(config_name, data_dir)
+            )
         if jax.process_index() == 0:
             logging.info("Generating astrom3/%s (no network needed).", config_name)
             b = prepare(config_name, data_dir)

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from astrom3_jax import errors
 from astrom3_jax.data import schema
 
 INFO_KEYS = (
@@ -32,7 +33,7 @@ INFO_KEYS = (
 )
 
 
-class ReleaseError(ValueError):
+class ReleaseError(errors.UserError, ValueError):
     """A raw file is missing, unreadable or holds values we refuse to use."""
 
     def __init__(self, problem: str, *, file: str | os.PathLike = "", obj: str = ""):

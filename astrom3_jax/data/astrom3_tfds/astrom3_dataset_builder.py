@@ -24,6 +24,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 from tqdm import tqdm
 
+from astrom3_jax import errors
 from astrom3_jax.data import release_io, schema
 from astrom3_jax.data.astrom3_tfds import objects
 
@@ -38,7 +39,7 @@ DEFAULT_MAX_BAD_FRACTION = 0.05
 HUB_PROBE_TIMEOUT_S = 5.0
 
 
-class BuildError(RuntimeError):
+class BuildError(errors.UserError, RuntimeError):
     """The data set cannot be built, or reused, as asked."""
 
 

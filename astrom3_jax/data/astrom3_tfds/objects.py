@@ -17,6 +17,7 @@ from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 
+from astrom3_jax import errors
 from astrom3_jax.data import preprocessing, release_io, schema
 from astrom3_jax.data.release_io import ReleaseError
 
@@ -131,7 +132,7 @@ def process_row(row: Mapping, ctx: Context, archive: zipfile.ZipFile) -> dict:
 
 
 # ------------------------------------------------------------------ parallel map
-class WorkerFailure(RuntimeError):
+class WorkerFailure(errors.UserError, RuntimeError):
     """A parsing worker died or failed outside any one object's files."""
 
 
