@@ -171,9 +171,13 @@ def export(
     seed: int = 0,
     sources=None,
     progress: bool = True,
+    random_init: bool = False,
 ) -> str:
     """Export `splits` of `dataset` embedded by the model of `workdir` to `out`.
 
+    `random_init=True` embeds with a freshly initialised model of the same
+    shape instead (seeded by `seed`): the control that says how much of an
+    analysis' score is the architecture and the data rather than training.
     `sources` ({split: random-access source}) replaces the TFDS data set
     (tests, notebooks). Returns `out`.
     """
@@ -186,6 +190,11 @@ def export(
             f"{out} exists and is not empty; choose another --out or pass --overwrite"
         )
     model, config = api.load_model(workdir, step=step)
+    if random_init:
+        from astrom3_jax import models
+
+        model = models.init_model(config.model, seed=seed)
+        model.eval()
     if "seq_len" not in config:  # imported published weights: the reference's
         config.seq_len = config.model.photometry.seq_len
     if sources is None:
@@ -225,6 +234,7 @@ def export(
             embed_dim=int(config.model.embed_dim),
             model_task=config.model.get("task", "clip"),
             seed=seed,
+            random_init=random_init,
         )
     return out
 
@@ -243,7 +253,14 @@ def define_flags():
     flags.DEFINE_integer("batch_size", 256, "Global batch size.")
     flags.DEFINE_string("data_dir", "", "TFDS data_dir ('' = the TFDS default).")
     flags.DEFINE_bool("overwrite", False, "Write into a non-empty --out.")
-    flags.DEFINE_integer("seed", 0, "Seed of the ProbSparse key sample.")
+    flags.DEFINE_integer(
+        "seed", 0, "Seed of the ProbSparse key sample (and of --random_init)."
+    )
+    flags.DEFINE_bool(
+        "random_init",
+        False,
+        "Embed with a freshly initialised model of the workdir's shape (a control).",
+    )
     flags.mark_flags_as_required(["workdir", "dataset", "out"])
 
 
@@ -263,6 +280,7 @@ def main(argv):
         data_dir=FLAGS.data_dir or None,
         overwrite=FLAGS.overwrite,
         seed=FLAGS.seed,
+        random_init=FLAGS.random_init,
     )
     print(f"wrote embeddings to {out}")
 
