@@ -4,6 +4,12 @@ Multimodal: the full AstroM3 model (encoders, projections, temperatures, so
 a CLIP checkpoint loads whole), fused by the mean ('avg', published) or the
 concatenation of the L2-normalised embeddings, then Linear -> num_classes.
 Single-modality: Linear on the raw encoder output (no projection).
+
+Called on concrete arrays (a user), the inputs are checked, padding rows
+made canonical and the forward pass runs compiled once per input shape
+(astrom3_jax.models.inputs); batch size 0 gives (0, num_classes) logits.
+Called under a jax transformation (the trainer's jit), only the static
+shape checks run.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 from flax import nnx
 
+from astrom3_jax.models import inputs as model_inputs
 from astrom3_jax.models import layers, registry
 from astrom3_jax.models.clip import AstroM3, build_encoder, gather_inputs
 
@@ -19,6 +26,18 @@ def _merge(batch, inputs):
     merged = dict(batch or {})
     merged.update({k: v for k, v in inputs.items() if v is not None})
     return merged
+
+
+def _classify(model, encoders, batch, keywords, rngs):
+    """Logits from a user's arrays (checked, compiled) or a traced batch."""
+    where = type(model).__name__
+    if model_inputs.is_traced(batch, model.fc.kernel[...]):
+        model_inputs.check_shapes(batch, model_inputs.model_specs(encoders), where)
+        return model._forward(batch, rngs=rngs)
+    arrays, size = model_inputs.prepare(batch, encoders, where, keywords=keywords)
+    if size == 0:
+        return jnp.zeros((0, model.fc.out_features), jnp.float32)
+    return model_inputs.run_compiled(model, "_forward", arrays, rngs)
 
 
 class MultimodalClassifier(nnx.Module):
@@ -42,7 +61,12 @@ class MultimodalClassifier(nnx.Module):
 
     def __call__(self, batch=None, *, rngs=None, **inputs):
         """Logits (B, num_classes); inputs as a batch dict and/or keywords."""
-        emb = self.clip(_merge(batch, inputs), rngs=rngs)
+        return _classify(
+            self, self.clip.encoders, _merge(batch, inputs), tuple(inputs), rngs
+        )
+
+    def _forward(self, batch, *, rngs=None):
+        emb = self.clip(batch, rngs=rngs)
         parts = [emb[n] for n in self.clip.modality_names]
         if self.fusion == "avg":
             fused = sum(parts[1:], parts[0]) / len(parts)
@@ -67,7 +91,11 @@ class Classifier(nnx.Module):
         layers.set_dropout_impl(self, model_config)
 
     def __call__(self, batch=None, *, rngs=None, **inputs):
-        batch = _merge(batch, inputs)
+        """Logits (B, num_classes); inputs as a batch dict and/or keywords."""
+        encoders = {self.modality: self.encoder}
+        return _classify(self, encoders, _merge(batch, inputs), tuple(inputs), rngs)
+
+    def _forward(self, batch, *, rngs=None):
         x = self.encoder(*gather_inputs(batch, registry.get(self.modality)), rngs=rngs)
         return self.fc(x).astype(jnp.float32)
 

@@ -100,15 +100,38 @@ class AstroM3(nnx.Module):
     def embed(
         self, photometry=None, photometry_mask=None, spectra=None, metadata=None, **more
     ) -> dict:
-        """Keyword form of __call__ for people holding arrays."""
-        batch = dict(
+        """L2-normalised float32 embeddings (B, embed_dim) for NumPy/JAX arrays.
+
+        The entry point for people holding arrays: the inputs are checked
+        and padding rows made canonical (astrom3_jax.models.inputs; errors
+        name the argument and the expected and actual shapes), then the
+        forward pass runs compiled, once per input shape. Batch size 0
+        gives (0, embed_dim) arrays. Under a jax transformation only the
+        static shape checks run and inputs are used as given.
+        """
+        from astrom3_jax.models import inputs  # the boundary checks and runner
+
+        given = dict(
             photometry=photometry,
             photometry_mask=photometry_mask,
             spectra=spectra,
             metadata=metadata,
             **more,
         )
-        return self(batch)
+        first = self.projections[self.modality_names[0]].kernel[...]
+        if inputs.is_traced(given, first):
+            specs = inputs.model_specs(self.encoders)
+            inputs.check_shapes(given, specs, "AstroM3.embed")
+            return self({k: given[k] for k in specs})
+        batch, size = inputs.prepare(
+            given, self.encoders, "AstroM3.embed", keywords=tuple(given)
+        )
+        if size == 0:
+            return {
+                n: jnp.zeros((0, self.projections[n].out_features), jnp.float32)
+                for n in self.modality_names
+            }
+        return inputs.run_compiled(self, "__call__", batch)
 
     def logits(self, embeddings: dict) -> dict:
         """{(a, b): scale_ab * emb_a @ emb_b.T} for every pair."""

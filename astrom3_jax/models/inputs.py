@@ -1,0 +1,288 @@
+"""Arrays at the API boundary: checked, made canonical, then run compiled.
+
+`AstroM3.embed(...)` and the classifiers' `__call__` hand the arrays users
+pass through `prepare`, which
+- names any input the model reads that is missing, and any keyword that no
+  modality reads (a typo would otherwise be ignored);
+- checks each shape against what the model was built for and that all
+  inputs share one batch size, naming the argument, the expected and the
+  actual shape (instead of an XLA shape error, or embeddings of different
+  lengths);
+- binarises `photometry_mask`: any non-zero value marks a real row, so 0/1,
+  0/255 and boolean masks mean the same; a NaN in a mask is refused;
+- refuses NaN or inf in data the model reads (real light-curve rows,
+  spectra, metadata), naming the argument and the samples;
+- rewrites the light curve's padding rows (mask 0) in canonical form.
+
+Why canonical padding rather than ignored padding: the ProbSparse attention
+of the reference lets padded rows act as keys and values, so what they hold
+changes the real rows' outputs (only the encoder output is masked). The
+data pipeline pads with zeros in the 3 light-curve channels and repeats the
+object's 6 auxiliary values (amplitude, log period, LKSL statistic, RFR
+score, log10 MAD, time span; Rizhko & Bloom 2024, arXiv:2411.08842) on every
+row; `canonical_photometry` writes exactly that, so any padding content
+(NaN included) gives the pipeline's answer.
+
+Shapes are static, so `check_shapes` also runs under `jax.jit` (the
+trainer's path); everything that reads values runs only on concrete arrays.
+`run_compiled` then runs the model under `nnx.jit`, which compiles once per
+model structure and input shape and reuses the program afterwards.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Mapping
+
+import jax
+import numpy as np
+from flax import nnx
+
+from astrom3_jax.models import registry
+from astrom3_jax.models.metadata import MetadataMLP
+from astrom3_jax.models.photometry import Informer
+from astrom3_jax.models.spectra import GalSpecNet
+
+AUX_CHANNELS = 6  # per-object values the pipeline repeats on every light-curve row
+
+
+class InputError(ValueError):
+    """An input array that the model cannot use as given (names the argument)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """Expected shape after the batch axis; a dim is an int or an inclusive range."""
+
+    dims: tuple
+
+    def matches(self, shape) -> bool:
+        if len(shape) != len(self.dims) + 1:
+            return False
+        for want, got in zip(self.dims, shape[1:], strict=True):
+            ok = got == want if isinstance(want, int) else want[0] <= got <= want[1]
+            if not ok:
+                return False
+        return True
+
+    def describe(self) -> str:
+        parts = ["B"] + [
+            str(d) if isinstance(d, int) else f"{d[0]}..{d[1]}" for d in self.dims
+        ]
+        return "(" + ", ".join(parts) + ")"
+
+
+# ----------------------------------------------------------- what models read
+
+
+def spectra_lengths(encoder: GalSpecNet) -> tuple[int, int]:
+    """(shortest, longest) spectrum length giving the encoder's output size.
+
+    Valid convolutions and floor pooling map several lengths to one output
+    length; the projection after the encoder fixes that output length.
+    Walks the conv/pool stack backwards from it.
+    """
+    sizes = [conv.kernel_size[0] for conv in encoder.convs]
+    n_out = encoder.output_dim // encoder.convs[-1].out_features
+    lo = hi = n_out + sizes[-1] - 1
+    pool = encoder.pool_size
+    for size in reversed(sizes[:-1]):
+        lo, hi = lo * pool + size - 1, hi * pool + pool - 1 + size - 1
+    return lo, hi
+
+
+def encoder_specs(name: str, encoder) -> dict[str, Spec | None]:
+    """{batch key: Spec} for one modality's encoder; None where unknown."""
+    keys = registry.get(name).input_keys
+    if isinstance(encoder, Informer):
+        values, mask = keys
+        channels = encoder.token_conv.in_features
+        return {
+            values: Spec((encoder.seq_len, channels)),
+            mask: Spec((encoder.seq_len,)),
+        }
+    if isinstance(encoder, GalSpecNet):
+        return {keys[0]: Spec((encoder.convs[0].in_features, spectra_lengths(encoder)))}
+    if isinstance(encoder, MetadataMLP):
+        return {keys[0]: Spec((encoder.fc1.in_features,))}
+    return dict.fromkeys(keys)  # a registered modality we know nothing about
+
+
+def model_specs(encoders: Mapping) -> dict[str, Spec | None]:
+    """{batch key: Spec} for every input of {modality name: encoder}."""
+    out = {}
+    for name, encoder in encoders.items():
+        out.update(encoder_specs(name, encoder))
+    return out
+
+
+def photometry_keys(encoders: Mapping) -> list[tuple[str, str]]:
+    """(values key, mask key) of every light-curve (Informer) modality."""
+    return [
+        tuple(registry.get(name).input_keys)
+        for name, encoder in encoders.items()
+        if isinstance(encoder, Informer)
+    ]
+
+
+def known_keys() -> set[str]:
+    """Every batch key some registered modality reads."""
+    return {k for n in registry.names() for k in registry.get(n).input_keys}
+
+
+# ---------------------------------------------------------------- shapes
+
+
+def _shapes_text(arrays: Mapping) -> str:
+    return ", ".join(f"{k} {tuple(np.shape(v))}" for k, v in arrays.items())
+
+
+def check_shapes(arrays: Mapping, specs: Mapping, where: str) -> int:
+    """Static checks (fine under jit): presence, shapes, one batch size.
+
+    Returns the batch size.
+    """
+    reads = ", ".join(specs)
+    for key, spec in specs.items():
+        if arrays.get(key) is None:
+            want = f" {spec.describe()}" if spec else ""
+            raise InputError(f"{where}: missing input {key}{want}; it reads {reads}")
+    for key, spec in specs.items():
+        shape = tuple(np.shape(arrays[key]))
+        if spec is None:
+            if len(shape) < 1:
+                raise InputError(f"{where}: {key} needs a batch axis, got {shape}")
+        elif not spec.matches(shape):
+            raise InputError(
+                f"{where}: {key} must have shape {spec.describe()}, got {shape}"
+            )
+    sizes = {int(np.shape(arrays[k])[0]) for k in specs}
+    if len(sizes) > 1:
+        raise InputError(
+            f"{where}: inputs disagree on the batch size (first axis): "
+            + _shapes_text({k: arrays[k] for k in specs})
+        )
+    return sizes.pop() if sizes else 0
+
+
+def is_traced(arrays: Mapping, *params) -> bool:
+    """True inside jax transformations (jit, shard_map, grad): values unknown.
+
+    `params` are a few of the model's parameter values: a model merged
+    inside a transformation holds tracers even when the inputs are constants.
+    """
+    values = [*arrays.values(), *params]
+    return any(isinstance(v, jax.core.Tracer) for v in values)
+
+
+# ---------------------------------------------------------------- values
+
+
+def _as_float_array(key: str, value, where: str) -> np.ndarray:
+    try:
+        array = np.asarray(value)
+    except ValueError as e:  # e.g. ragged nested lists
+        raise InputError(f"{where}: {key} is not an array: {e}") from e
+    if array.dtype.kind not in "biuf":  # bool, signed, unsigned, float
+        raise InputError(
+            f"{where}: {key} must hold real numbers, got dtype {array.dtype}"
+        )
+    return array.astype(np.float32, copy=False)
+
+
+def binary_mask(mask: np.ndarray, key: str = "photometry_mask", where="") -> np.ndarray:
+    """1.0 where `mask` is non-zero, else 0.0; NaN is refused."""
+    if np.isnan(mask).any():
+        samples = np.unique(np.nonzero(np.isnan(mask))[0]).tolist()
+        raise InputError(f"{where}: {key} holds NaN (samples {samples[:10]})")
+    return (mask != 0).astype(np.float32)
+
+
+def canonical_photometry(photometry: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Padding rows (mask 0) as the pipeline writes them, whatever they held.
+
+    Light-curve channels become 0; the last AUX_CHANNELS channels take the
+    values of the sample's first real row (0 when it has none).
+    """
+    photometry = np.asarray(photometry, np.float32)
+    real = np.asarray(mask) != 0
+    channels = photometry.shape[-1]
+    n_aux = AUX_CHANNELS if channels > AUX_CHANNELS else 0
+    first_real = real.argmax(axis=1)
+    filler = np.zeros((photometry.shape[0], channels), np.float32)
+    if n_aux:
+        aux = photometry[np.arange(len(photometry)), first_real, channels - n_aux :]
+        filler[:, channels - n_aux :] = np.where(real.any(axis=1)[:, None], aux, 0)
+    return np.where(real[..., None], photometry, filler[:, None, :])
+
+
+def _refuse_non_finite(key: str, array: np.ndarray, where: str, rows=None) -> None:
+    bad = ~np.isfinite(array)
+    if rows is not None:  # only the real light-curve rows count
+        bad &= rows[..., None]
+    if bad.any():
+        samples = np.unique(np.nonzero(bad)[0]).tolist()
+        place = "real (mask 1) rows of " if rows is not None else ""
+        raise InputError(
+            f"{where}: {key} holds NaN or inf on {place}sample(s) {samples[:10]}"
+            + (" ..." if len(samples) > 10 else "")
+        )
+
+
+def prepare(
+    given: Mapping,
+    encoders: Mapping,
+    where: str,
+    *,
+    keywords: tuple[str, ...] = (),
+) -> tuple[dict[str, np.ndarray], int]:
+    """(the model's inputs, checked and canonical, as float32 NumPy; batch size).
+
+    `given` maps batch keys to arrays (None = not given); `encoders` is the
+    model's {modality name: encoder}; `keywords` are the names the user
+    passed as keyword arguments: those must be keys some modality reads.
+    Keys a modality reads but this model does not are ignored.
+    """
+    known = known_keys()
+    unknown = sorted(k for k in keywords if k not in known and given.get(k) is not None)
+    specs = model_specs(encoders)
+    if unknown:
+        raise InputError(
+            f"{where}: unexpected input(s) {unknown}; it reads {', '.join(specs)}"
+        )
+    arrays = {
+        k: _as_float_array(k, given[k], where)
+        for k in specs
+        if given.get(k) is not None
+    }
+    batch = check_shapes(arrays, specs, where)
+    light_curves = dict(photometry_keys(encoders))  # values key -> mask key
+    for mask_key in light_curves.values():
+        arrays[mask_key] = binary_mask(arrays[mask_key], mask_key, where)
+    for key in specs:
+        if key in light_curves:
+            real = arrays[light_curves[key]] != 0
+            _refuse_non_finite(key, arrays[key], where, rows=real)
+            arrays[key] = canonical_photometry(arrays[key], real)
+        elif key not in light_curves.values():
+            _refuse_non_finite(key, arrays[key], where)
+    return arrays, batch
+
+
+# ----------------------------------------------------------- compiled runs
+
+
+@functools.partial(nnx.jit, static_argnames="method")
+def _run(model, batch, rngs, method):
+    return getattr(model, method)(batch, rngs=rngs)
+
+
+def run_compiled(model: nnx.Module, method: str, batch: dict, rngs=None):
+    """`model.<method>(batch, rngs=rngs)` compiled, once per structure and shapes.
+
+    nnx.jit keys its cache on the model's structure (so train()/eval() or a
+    different model compiles anew) and on the input shapes and dtypes, and
+    writes changed state (rng counters) back to `model`.
+    """
+    return _run(model, batch, rngs, method=method)
