@@ -4,11 +4,17 @@ The performance target is "2x the published PyTorch implementation". To
 measure that on the same machine as our JAX step (benchmarks/train_step.py),
 this script builds the paper's CLIP model (15,869,827 parameters: Informer
 encoder with ProbSparse attention, GalSpecNet, metadata MLP, projections,
-three temperatures) in straightforward PyTorch, as described in
-shared/REFERENCE.md sections 4 and 5, and times full train steps (zero_grad,
-forward, CLIP loss, backward, clip_grad_norm_ 45, Adam with coupled L2 weight
-decay) on random inputs of the real shapes, summarised like
-benchmarks/train_step.py (median step, range, mean: benchmarks/step_timing.py).
+three temperatures) in straightforward PyTorch, following the authors'
+published implementation (Rizhko & Bloom 2024, arXiv:2411.08842), and times
+full train steps (zero_grad, forward, CLIP loss, backward, clip_grad_norm_
+45, Adam with coupled L2 weight decay) on random inputs of the real shapes,
+summarised like benchmarks/train_step.py (median step, range, mean:
+benchmarks/step_timing.py).
+
+With --forward it times the inference forward pass instead (eval mode,
+torch.no_grad, the three normalised embeddings); --json prints one JSON
+object per batch size with the raw step times, which benchmarks/inference.py
+reads to compare against our compiled `embed`.
 
 PyTorch is not a project dependency; install it in a separate venv (on the
 project machines `pip install torch==2.13.0` takes a CPU wheel from local
@@ -20,6 +26,7 @@ disk, see the env docs on python machines):
   /tmp/torchvenv/bin/python benchmarks/torch_train_step.py --batch_sizes 8 --steps 3
   /tmp/torchvenv/bin/python benchmarks/torch_train_step.py --malloc system
   /tmp/torchvenv/bin/python benchmarks/torch_train_step.py --batch_sizes 64 --profile 12
+  /tmp/torchvenv/bin/python benchmarks/torch_train_step.py --forward --steps 10
 
 Both benchmarks restart themselves under tcmalloc when it is installed
 (astrom3_jax/host_memory.py); it speeds up PyTorch's step too.
@@ -27,6 +34,7 @@ Both benchmarks restart themselves under tcmalloc when it is installed
 
 import argparse
 import importlib.util
+import json
 import math
 import os
 import time
@@ -43,7 +51,7 @@ D_MODEL, N_HEADS, D_FF, N_LAYERS = 128, 4, 512, 8
 EMBED_DIM = 512
 EXPECTED_PARAMS = 15_869_827
 
-# Paper pre-training hyperparameters (REFERENCE.md section 5).
+# The paper's pre-training hyperparameters (Rizhko & Bloom 2024).
 LR, BETAS, EPS, WEIGHT_DECAY, CLIP_NORM = 0.00392, (0.926, 0.999), 1e-8, 0.00467, 45.0
 DROPOUT_PHOTO, DROPOUT_SPEC, DROPOUT_META = 0.245, 0.339, 0.160
 
@@ -305,6 +313,34 @@ def bench(batch_size: int, steps: int, profile_rows: int = 0) -> None:
         print(f"  3 profiled steps, ops by own CPU time:\n{table}")
 
 
+def bench_forward(batch_size: int, steps: int, as_json: bool) -> None:
+    """Inference: eval mode (no dropout) under torch.no_grad, embeddings out."""
+    torch.manual_seed(0)
+    model = AstroM3CLIP()
+    assert sum(p.numel() for p in model.parameters()) == EXPECTED_PARAMS
+    model.eval()
+    batch = random_batch(batch_size)
+
+    def forward() -> None:
+        with torch.no_grad():
+            model(**batch)  # eager CPU ops: done when they return
+
+    for _ in range(2):  # warm-up
+        forward()
+    times, t_start = [], time.perf_counter()
+    while (steps and len(times) < steps) or (
+        not steps and time.perf_counter() - t_start < 20.0
+    ):
+        t0 = time.perf_counter()
+        forward()
+        times.append(time.perf_counter() - t0)
+    stats = step_timing.summarize(times, batch_size)
+    if as_json:
+        print(json.dumps({"batch": batch_size, "step_s": times, **stats}), flush=True)
+    else:
+        print(f"batch {batch_size} forward: {step_timing.describe(stats)}")
+
+
 def load_host_memory():
     """astrom3_jax/host_memory.py, loaded by path (it needs only the stdlib).
 
@@ -331,6 +367,14 @@ def main() -> None:
         "--profile", type=int, default=0, help="then print the top N ops of 3 steps"
     )
     parser.add_argument(
+        "--forward",
+        action="store_true",
+        help="time the eval-mode forward under torch.no_grad instead",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="--forward: one JSON line per batch size"
+    )
+    parser.add_argument(
         "--malloc",
         choices=["tcmalloc", "system"],
         default="tcmalloc",
@@ -342,9 +386,15 @@ def main() -> None:
     malloc = host_memory.reexec_with_tcmalloc(enabled=args.malloc == "tcmalloc")
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}; {malloc}")
+    header = f"torch {torch.__version__}, threads {torch.get_num_threads()}; {malloc}"
+    if args.json:
+        header = json.dumps({"header": header})
+    print(header, flush=True)
     for b in args.batch_sizes:
-        bench(b, args.steps, args.profile)
+        if args.forward:
+            bench_forward(b, args.steps, args.json)
+        else:
+            bench(b, args.steps, args.profile)
 
 
 if __name__ == "__main__":
