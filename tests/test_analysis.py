@@ -331,7 +331,7 @@ def test_unseen_cluster_auc():
 
 
 def test_outliers_run_on_export(export, tmp_path):
-    result = outliers.run(export, tmp_path)
+    result = outliers.run(export, tmp_path, methods=outliers.METHODS)
     assert result["splits"] == ["test", "unseen"]
     aucs = result["unseen_vs_test_auc"]
     assert set(aucs) == {*MODALITIES, "fused"}
@@ -434,10 +434,12 @@ def test_maps_cli_with_pca(export, tmp_path, capsys):
 
 def test_report_and_compare(export, tmp_path):
     kwargs = dict(shots=(1,), seeds=(0,), projection="pca", knn_k=3, mislabel_k=1)
+    kwargs["outlier_methods"] = ("knn", "lof")
     summary = report.run(export, tmp_path / "a", **kwargs)
     assert summary["retrieval"]["spectra->metadata"]["recall@1"] <= 1.0
     assert summary["accuracy"]["fused"] == {"prototype": 1.0, "knn": 1.0, "probe": 1.0}
     assert summary["mislabels"]["fused"] == {"precision@k": 1.0, "recall@k": 1.0}
+    assert summary["unseen_auc"]["fused"].keys() == {"knn", "lof"}
     assert summary["unseen_auc"]["fused"]["knn"] == pytest.approx(1.0)
     assert summary["silhouette"]["fused"]["ROT:dwarf/giant"] > 0.9
     on_disk = json.loads((tmp_path / "a" / "summary.json").read_text())
@@ -460,3 +462,14 @@ def test_report_and_compare(export, tmp_path):
     assert "| accuracy.fused.probe | 1.000 | 0.250 | -0.750 |" in lines
     assert f"| silhouette.fused.M:carbon/oxygen | {silhouette:.3f} | - | - |" in lines
     assert not any(line.startswith("| export.") for line in lines)
+
+
+def test_cli_prints_user_errors_as_one_line(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "astrom3_jax.analysis.mislabels"]
+        + ["--embeddings", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert result.stderr == f"error: {tmp_path / 'nowhere'}: export folder not found\n"

@@ -8,6 +8,7 @@ import importlib
 import json
 import math
 import pathlib
+import sys
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -143,3 +144,17 @@ def load(export_dir, split: str, *, required: bool = True) -> store.Split | None
             f"{path}: export has no {split!r} split (has {store.list_splits(path)})"
         )
     return None
+
+
+USER_ERRORS = (FileNotFoundError, ValueError, KeyError, ImportError)
+
+
+def entry(main) -> int:
+    """Runs a command's main(); a user error (missing file, bad input,
+    missing extra) prints as one line and exits 2 instead of a traceback."""
+    try:
+        return main()
+    except USER_ERRORS as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"error: {message}", file=sys.stderr)
+        return 2

@@ -1,15 +1,17 @@
 """Outlier and unseen-class detection in the embedding space.
 
-Three scores per object and embedding, each higher = more unusual, all
-fitted on the train split: the mean cosine distance to the k nearest train
-objects, an isolation forest's anomaly score and the local outlier factor
-(scikit-learn; AstroM3 uses the latter two, Rizhko & Bloom 2024,
-arXiv:2411.08842). Train objects are scored without themselves as a
-neighbour. With an `unseen` split (classes outside the ten), the ROC AUC of
+Scores per object and embedding, each higher = more unusual, all fitted on
+the train split: the mean cosine distance to the k nearest train objects,
+an isolation forest's anomaly score and, on request (`--methods ... lof`:
+it compares every pair of train objects, minutes on a full export), the
+local outlier factor (scikit-learn; AstroM3 uses the latter two, Rizhko &
+Bloom 2024, arXiv:2411.08842). Train objects are scored without themselves
+as a neighbour. With an `unseen` split (classes outside the ten), the ROC AUC of
 unseen vs test objects measures how well each score finds new classes.
 
     python -m astrom3_jax.analysis.outliers --embeddings EXPORT --out OUT \\
-        [--splits test unseen] [--k 10] [--seed 0]
+        [--splits test unseen] [--k 10] [--seed 0] \\
+        [--methods knn isolation_forest lof]
 
 writes OUT/outliers.csv and OUT/outliers.json.
 """
@@ -25,6 +27,7 @@ import numpy as np
 from astrom3_jax.analysis import _common, store
 
 METHODS = ("knn", "isolation_forest", "lof")
+DEFAULT_METHODS = ("knn", "isolation_forest")
 DEFAULT_K = 10
 
 
@@ -73,7 +76,7 @@ def score(
     *,
     k: int = DEFAULT_K,
     seed: int = 0,
-    methods: Sequence[str] = METHODS,
+    methods: Sequence[str] = DEFAULT_METHODS,
 ) -> dict[str, dict[str, list[np.ndarray]]]:
     """{embedding: {method: [scores of each split]}}; a split that *is* the
     train split is scored leave-self-out."""
@@ -108,6 +111,7 @@ def run(
     splits: Sequence[str] | None = None,
     k: int = DEFAULT_K,
     seed: int = 0,
+    methods: Sequence[str] = DEFAULT_METHODS,
 ) -> dict:
     """Writes outliers.csv and outliers.json; returns the JSON content."""
     out = pathlib.Path(out_dir)
@@ -116,7 +120,7 @@ def run(
         present = store.list_splits(export_dir)
         splits = [s for s in ("test", "unseen") if s in present]
     loaded = [train if s == "train" else _common.load(export_dir, s) for s in splits]
-    scores = score(train, loaded, k=k, seed=seed)
+    scores = score(train, loaded, k=k, seed=seed, methods=methods)
     cols = {"split": np.concatenate([np.full(len(s), s.name) for s in loaded])}
     info = [_common.object_columns(s) for s in loaded]
     cols.update({c: np.concatenate([i[c] for i in info]) for c in info[0]})
@@ -127,7 +131,7 @@ def run(
     order = np.argsort(-headline, kind="stable")
     cols = {c: np.asarray(v)[order] for c, v in cols.items()}
     _common.write_csv(out / "outliers.csv", cols)
-    result = {"splits": list(splits), "k": k, "seed": seed}
+    result = {"splits": list(splits), "k": k, "seed": seed, "methods": list(methods)}
     result["top_ids_fused_knn"] = cols["id"][:20].tolist()
     names = [s.name for s in loaded]
     if "test" in names and "unseen" in names:
@@ -145,21 +149,30 @@ def main(argv=None) -> int:
     p.add_argument("--splits", nargs="*", default=None, help="default: test unseen")
     p.add_argument("--k", type=int, default=DEFAULT_K, help="neighbours (LOF: 2k)")
     p.add_argument("--seed", type=int, default=0, help="isolation-forest seed")
+    p.add_argument(
+        "--methods", nargs="+", choices=METHODS, default=list(DEFAULT_METHODS)
+    )
     args = p.parse_args(argv)
     result = run(
-        args.embeddings, args.out, splits=args.splits, k=args.k, seed=args.seed
+        args.embeddings,
+        args.out,
+        splits=args.splits,
+        k=args.k,
+        seed=args.seed,
+        methods=args.methods,
     )
     if "unseen_vs_test_auc" in result:
+        methods = result["methods"]
         rows = [
-            (key, *(v[m] for m in METHODS))
+            (key, *(v[m] for m in methods))
             for key, v in result["unseen_vs_test_auc"].items()
         ]
         print("ROC AUC, unseen vs test objects")
-        print(_common.markdown_table(["embedding", *METHODS], rows))
+        print(_common.markdown_table(["embedding", *methods], rows))
     print(f"most unusual (fused k-NN): {', '.join(result['top_ids_fused_knn'][:5])}")
     print(f"wrote {args.out}/outliers.csv and outliers.json")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_common.entry(main))

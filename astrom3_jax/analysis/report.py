@@ -5,7 +5,8 @@ control, and passing both summaries to `astrom3_jax.analysis.compare`
 shows what pre-training bought, number by number.
 
     python -m astrom3_jax.analysis.report --embeddings EXPORT --out OUT \\
-        [--mislabel-k 50] [--projection umap|pca] [--umap-epochs N] \\
+        [--mislabel-k 50] [--outlier-methods knn isolation_forest lof] \\
+        [--projection umap|pca] [--umap-epochs N] \\
         [--max-points 5000] [--shots 1 5 10 20 50 100] [--seeds 0 1 2 3 4]
 
 writes OUT/{similarity,classify,mislabels,outliers,maps}/ (each analysis's
@@ -49,6 +50,7 @@ def run(
     knn_k: int = 5,
     mislabel_k: int = mislabels.DEFAULT_K,
     outlier_k: int = outliers.DEFAULT_K,
+    outlier_methods: Sequence[str] = outliers.DEFAULT_METHODS,
     shots: Sequence[int] = classify.DEFAULT_SHOTS,
     seeds: Sequence[int] = classify.DEFAULT_SEEDS,
     projection: str = "umap",
@@ -92,7 +94,13 @@ def run(
         }
 
     splits = [s for s in (eval_split, "unseen") if s in present]
-    outl = outliers.run(export_dir, out / "outliers", splits=splits, k=outlier_k)
+    outl = outliers.run(
+        export_dir,
+        out / "outliers",
+        splits=splits,
+        k=outlier_k,
+        methods=outlier_methods,
+    )
     if "unseen_vs_test_auc" in outl:
         summary["unseen_auc"] = outl["unseen_vs_test_auc"]
 
@@ -117,6 +125,12 @@ def main(argv=None) -> int:
     p.add_argument("--knn-k", type=int, default=5)
     p.add_argument("--mislabel-k", type=int, default=mislabels.DEFAULT_K)
     p.add_argument("--outlier-k", type=int, default=outliers.DEFAULT_K)
+    p.add_argument(
+        "--outlier-methods",
+        nargs="+",
+        choices=outliers.METHODS,
+        default=list(outliers.DEFAULT_METHODS),
+    )
     p.add_argument("--shots", type=int, nargs="*", default=list(classify.DEFAULT_SHOTS))
     p.add_argument("--seeds", type=int, nargs="*", default=list(classify.DEFAULT_SEEDS))
     p.add_argument("--projection", choices=sorted(maps.PROJECTIONS), default="umap")
@@ -130,6 +144,7 @@ def main(argv=None) -> int:
         knn_k=args.knn_k,
         mislabel_k=args.mislabel_k,
         outlier_k=args.outlier_k,
+        outlier_methods=args.outlier_methods,
         shots=args.shots,
         seeds=args.seeds,
         projection=args.projection,
@@ -144,4 +159,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_common.entry(main))
