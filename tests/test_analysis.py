@@ -148,10 +148,10 @@ def test_save_split_rejects_bad_input(tmp_path):
         store.save_split(
             tmp_path, "t", embeddings={"photometry": np.eye(3)}, index=index
         )
-    with pytest.raises(ValueError, match="non-finite value in row 1"):
+    with pytest.raises(ValueError, match=r"non-finite value in row 1 \(object 'b'\)"):
         bad = np.array([[1.0, 0.0], [np.nan, 1.0]])
         store.save_split(tmp_path, "t", embeddings={"photometry": bad}, index=index)
-    with pytest.raises(ValueError, match="row 0 has zero norm"):
+    with pytest.raises(ValueError, match=r"row 0 \(object 'a'\) has zero norm"):
         zero = np.array([[0.0, 0.0], [1.0, 1.0]])
         store.save_split(tmp_path, "t", embeddings={"photometry": zero}, index=index)
     with pytest.raises(ValueError, match="column 'name' has shape"):

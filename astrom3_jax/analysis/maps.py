@@ -119,14 +119,19 @@ def plot_map(
     agg.FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     names = sorted(set(groups.tolist()) - {muted})
-    cmap = colormaps["tab20" if len(names) > 10 else "tab10"]
+    if len(names) <= 10:
+        colours = colormaps["tab10"].colors
+    else:  # tab20's dark shades first, then the light ones: neighbours differ
+        tab20 = colormaps["tab20"].colors
+        colours = tab20[0::2] + tab20[1::2]
     if np.any(groups == muted):
         m = groups == muted
         ax.scatter(*coords[m].T, s=3, c="0.8", label=muted or "none", rasterized=True)
     for i, name in enumerate(names):
         m = groups == name
         size = 6 if m.sum() > 200 else 14
-        ax.scatter(*coords[m].T, s=size, color=cmap(i % cmap.N), label=name)
+        colour = colours[i % len(colours)]
+        ax.scatter(*coords[m].T, s=size, color=colour, label=name)
     ax.set_title(title)
     ax.set_xticks([])
     ax.set_yticks([])

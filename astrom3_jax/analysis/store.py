@@ -100,14 +100,22 @@ class Split:
         return normalise_rows(self.embeddings[key], f"{self.name}/{key}")
 
 
-def normalise_rows(x: np.ndarray, what: str = "embeddings") -> np.ndarray:
+def normalise_rows(
+    x: np.ndarray, what: str = "embeddings", ids: np.ndarray | None = None
+) -> np.ndarray:
     """float64 rows scaled to unit L2 norm; a zero row is an error."""
     x = np.asarray(x, np.float64)
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     zero = np.flatnonzero(norms[:, 0] == 0)
     if zero.size:
-        raise ValueError(f"{what}: row {zero[0]} has zero norm; cannot normalise it")
+        raise ValueError(
+            f"{what}: row {_row(zero[0], ids)} has zero norm; cannot normalise it"
+        )
     return x / norms
+
+
+def _row(row: int, ids: np.ndarray | None) -> str:
+    return f"{row}" if ids is None else f"{row} (object {str(ids[row])!r})"
 
 
 def _check_labels(labels, class_names, ids, where: str) -> None:
@@ -125,11 +133,11 @@ def _check_name(name: str, what: str) -> str:
     return name
 
 
-def _check_finite(x: np.ndarray, what: str) -> None:
+def _check_finite(x: np.ndarray, what: str, ids: np.ndarray | None = None) -> None:
     bad = ~np.isfinite(x)
     if bad.any():
         row = np.argwhere(bad)[0][0]
-        raise ValueError(f"{what}: non-finite value in row {row}")
+        raise ValueError(f"{what}: non-finite value in row {_row(row, ids)}")
 
 
 def _as_index(index: dict, n: int | None, where: str) -> dict[str, np.ndarray]:
@@ -178,7 +186,8 @@ def save_split(
     _check_name(split, "split name")
     if not embeddings:
         raise ValueError(f"{where}: no embeddings given")
-    n = len(np.asarray(index.get("id", ())))
+    ids = np.asarray(index.get("id", ()))
+    n = len(ids)
     units = {}
     for modality, emb in embeddings.items():
         _check_name(modality, f"{where}: modality")
@@ -188,8 +197,8 @@ def save_split(
         what = f"{where}, modality {modality!r}"
         if emb.ndim != 2 or emb.shape[0] != n:
             raise ValueError(f"{what}: shape {emb.shape}, expected ({n}, D) (N = ids)")
-        _check_finite(emb, what)
-        units[modality] = normalise_rows(emb, what)
+        _check_finite(emb, what, ids)
+        units[modality] = normalise_rows(emb, what, ids)
     dims = {m: u.shape[1] for m, u in units.items()}
     if len(set(dims.values())) != 1:
         raise ValueError(f"{where}: modalities differ in dimension {dims}")
@@ -198,7 +207,7 @@ def save_split(
         logits = np.asarray(logits)
         if logits.ndim != 2 or logits.shape[0] != n:
             raise ValueError(f"{where}: logits shape {logits.shape}, expected ({n}, C)")
-        _check_finite(logits, f"{where}, logits")
+        _check_finite(logits, f"{where}, logits", ids)
     folder = pathlib.Path(out_dir) / split
     folder.mkdir(parents=True, exist_ok=True)
     for modality, unit in units.items():
@@ -261,14 +270,15 @@ def list_splits(out_dir) -> list[str]:
     return listed + [s for s in present if s not in listed]
 
 
-def _load_array(path: pathlib.Path, n: int, ndim_what: str) -> np.ndarray:
+def _load_array(path: pathlib.Path, ids: np.ndarray, ndim_what: str) -> np.ndarray:
+    n = len(ids)
     try:
         arr = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as err:
         raise ValueError(f"{path}: cannot read: {err}") from None
     if arr.ndim != 2 or arr.shape[0] != n:
         raise ValueError(f"{path}: shape {arr.shape}, expected ({n}, {ndim_what})")
-    _check_finite(arr, str(path))
+    _check_finite(arr, str(path), ids)
     return arr
 
 
@@ -286,7 +296,6 @@ def load_split(out_dir, split: str) -> Split:
     with np.load(index_path, allow_pickle=False) as npz:
         raw = {k: npz[k] for k in npz.files}
     index = _as_index(raw, None, str(index_path))
-    n = len(index["id"])
     modalities = manifest.get("modalities") or sorted(
         p.stem for p in folder.glob("*.npy") if p.stem not in _RESERVED
     )
@@ -295,10 +304,10 @@ def load_split(out_dir, split: str) -> Split:
         path = folder / f"{name}.npy"
         if not path.is_file():
             raise FileNotFoundError(f"{path}: missing (manifest lists {modalities})")
-        embeddings[name] = _load_array(path, n, "D")
+        embeddings[name] = _load_array(path, index["id"], "D")
     logits = None
     if (folder / LOGITS).is_file():
-        logits = _load_array(folder / LOGITS, n, "C")
+        logits = _load_array(folder / LOGITS, index["id"], "C")
     class_names = manifest.get("class_names")
     if class_names is not None:
         class_names = [str(c) for c in class_names]
