@@ -262,8 +262,14 @@ def main(argv=None) -> int:
     p.add_argument("--train-split", default="train")
     p.add_argument("--test-split", default="test")
     p.add_argument("--k", type=int, default=5, help="neighbours for k-NN")
-    p.add_argument("--shots", type=int, nargs="*", default=list(DEFAULT_SHOTS))
-    p.add_argument("--seeds", type=int, nargs="*", default=list(DEFAULT_SEEDS))
+    p.add_argument(
+        "--shots",
+        type=int,
+        nargs="*",
+        default=list(DEFAULT_SHOTS),
+        help="labelled objects per class for few-shot curves (none: skip them)",
+    )
+    p.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS))
     args = p.parse_args(argv)
     result = run(
         args.embeddings,
@@ -280,7 +286,8 @@ def main(argv=None) -> int:
     ]
     print(f"test accuracy ({args.train_split} -> {args.test_split})")
     print(_common.markdown_table(["embedding", *METHODS], rows))
-    print(f"wrote {args.out}/classification.json, predictions.csv, few_shot.*")
+    extra = ", few_shot.json, few_shot.png" if args.shots else ""
+    print(f"wrote {args.out}/classification.json, .csv, predictions.csv{extra}")
     return 0
 
 
