@@ -259,13 +259,15 @@ def to_markdown(rows: list[dict]) -> str:
 
 
 def plot(rows: list[dict], path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A Figure with its own Agg canvas: no pyplot, so a notebook's backend
+    # is left alone.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     modes = [m for m in MODES if any(r["mode"] == m for r in rows)]
-    fig, axes = plt.subplots(1, len(modes), figsize=(3.6 * len(modes), 3.4))
+    fig = Figure(figsize=(3.6 * len(modes), 3.4))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(modes))
     axes = np.atleast_1d(axes)
     for ax, mode in zip(axes, modes, strict=True):
         mine = [r for r in rows if r["mode"] == mode]
@@ -285,7 +287,6 @@ def plot(rows: list[dict], path: str) -> None:
     axes[0].legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def write_results(grid: Grid) -> list[dict]:

@@ -107,13 +107,15 @@ def predict(model, config, source, *, batch_size: int | None = None) -> dict:
 
 
 def _plot_confusion(matrix, names, path, title) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A Figure with its own Agg canvas: no pyplot, so a notebook's backend
+    # is left alone.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     m = np.asarray(matrix)
-    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    fig = Figure(figsize=(6.5, 5.5))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
     im = ax.imshow(m, cmap="Blues")
     ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
     ax.set_yticks(range(len(names)), names)
@@ -128,7 +130,6 @@ def _plot_confusion(matrix, names, path, title) -> None:
     fig.colorbar(im, ax=ax)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def evaluate_test(

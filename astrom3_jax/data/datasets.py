@@ -126,3 +126,18 @@ def open_sources(
 def split_names(config_name: str, data_dir: str | None = None) -> list[str]:
     """The splits a prepared data set holds (train, validation, test, unseen)."""
     return list(ensure_prepared(config_name, data_dir).info.splits)
+
+
+def with_subset(config_name: str, subset: str) -> str:
+    """The config of the same release and split seed with another subset.
+
+    `with_subset("synthetic_small", "sub10")` -> "synthetic_small_sub10_42":
+    the data set a model pre-trained on `config_name` may be fine-tuned on
+    without leaking test objects.
+    """
+    check_config_name(config_name)
+    release = astrom3.release_of(config_name)
+    seed = astrom3.split_seed_of(config_name)
+    name = f"{subset}_{seed}" if release == "hub" else f"{release}_{subset}_{seed}"
+    check_config_name(name)
+    return name
