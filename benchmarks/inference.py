@@ -17,6 +17,14 @@ PyTorch is not a project dependency; install it in its own venv:
   python benchmarks/inference.py                       # batch 64 and 512, 3 rounds
   python benchmarks/inference.py --batch_sizes 64 --rounds 5 --steps 10
   python benchmarks/inference.py --torch_python ''     # JAX only
+  python benchmarks/inference.py --threads 1   # both sides on one CPU
+
+--threads N pins both processes to the first N CPUs (and sets PyTorch's
+thread count to N). On a 2-core machine shared with other jobs, PyTorch's
+OpenMP threads wait on each other at every op barrier whenever one of them
+is descheduled, which can make its 2-thread forward many times slower
+than its 1-thread one; compare at --threads 1 as well when the load
+average is above the core count.
 
 Both sides restart themselves under tcmalloc when it is installed
 (astrom3_jax/host_memory.py).
@@ -79,7 +87,7 @@ def time_embed(model, batch: dict, steps: int) -> list[float]:
     return times
 
 
-def time_torch(python: str, batch_size: int, steps: int) -> list[float]:
+def time_torch(python: str, batch_size: int, steps: int, threads) -> list[float]:
     cmd = [
         python,
         os.path.join(HERE, "torch_train_step.py"),
@@ -90,6 +98,8 @@ def time_torch(python: str, batch_size: int, steps: int) -> list[float]:
         "--steps",
         str(steps),
     ]
+    if threads:
+        cmd += ["--threads", str(threads)]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-2000:]}")
@@ -118,9 +128,14 @@ def main() -> None:
     )
     parser.add_argument("--torch_python", default="/tmp/torchvenv/bin/python")
     parser.add_argument("--notcmalloc", action="store_true")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="pin both sides to N CPUs (0: all)"
+    )
     args = parser.parse_args()
     # replaces this process when tcmalloc is installed
     malloc = host_memory.reexec_with_tcmalloc(enabled=not args.notcmalloc)
+    if args.threads:  # before JAX starts its CPU client; the torch child inherits
+        os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[: args.threads]))
     use_torch = bool(args.torch_python) and os.path.exists(args.torch_python)
     if args.torch_python and not use_torch:
         print(f"{args.torch_python} not found: timing JAX only (see --help)")
@@ -129,7 +144,8 @@ def main() -> None:
     n_params = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
     print(
         f"jax {jax.__version__} on {jax.device_count()} x "
-        f"{jax.devices()[0].platform}, {os.cpu_count()} CPUs; paper model "
+        f"{jax.devices()[0].platform}, {len(os.sched_getaffinity(0))} CPUs; "
+        "paper model "
         f"{n_params:,} params, eval, float32; {malloc}",
         flush=True,
     )
@@ -147,7 +163,7 @@ def main() -> None:
             line = f"round {r + 1} batch {b:4d}: JAX embed {rate(jax_times, b):6.1f}"
             per_round[b]["jax"].append(rate(jax_times, b))
             if use_torch:
-                torch_times = time_torch(args.torch_python, b, steps)
+                torch_times = time_torch(args.torch_python, b, steps, args.threads)
                 per_round[b]["torch"].append(rate(torch_times, b))
                 ratio = per_round[b]["jax"][-1] / per_round[b]["torch"][-1]
                 line += (
