@@ -161,6 +161,7 @@ class Grid:
 
     # ----------------------------------------------------------- running
     def _mark_done(self, workdir: str, seconds: float, extra=None) -> None:
+        os.makedirs(workdir, exist_ok=True)
         with open(os.path.join(workdir, DONE_FILE), "w") as f:
             json.dump({"seconds": seconds, **(extra or {})}, f)
 

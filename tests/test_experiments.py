@@ -1,0 +1,104 @@
+"""The experiment grid: its plan, skipping finished runs, and the results table."""
+
+import json
+import math
+import os
+
+import pytest
+
+from astrom3_jax import experiments, finetune_lib, train_lib
+from astrom3_jax.data import datasets
+
+
+def grid(root, seeds=(42, 0), modes=("meta",), subsets=("full", "sub10")):
+    return experiments.Grid(str(root), "cpu", list(seeds), modes, subsets, "train")
+
+
+def test_plan_lists_every_run_once(tmp_path):
+    g = grid(tmp_path)
+    plan = g.plan()
+    names = [name for _, name, _, _ in plan]
+    assert len(names) == len(set(names)) == 2 * (1 + 2 * 2)  # per seed: 1 + 4
+    assert [k for k, *_ in plan].count("pretrain") == 2
+    assert {s for *_, s, _ in plan} == {"todo"}
+    text = g.describe_plan()
+    assert "10 runs, 0 done, 10 to run" in text
+
+
+def test_finished_runs_are_skipped_and_killed_ones_resumed(tmp_path, monkeypatch):
+    g = grid(tmp_path, seeds=(42,))
+    runs = g.runs
+    done, partial = runs[0], runs[1]
+    os.makedirs(g.pretrain_dir(42))
+    g._mark_done(g.pretrain_dir(42), 12.0)
+    os.makedirs(g.run_dir(done))
+    g._mark_done(g.run_dir(done), 3.0, {"accuracy": 0.5})
+    os.makedirs(g.run_dir(partial))  # killed: a workdir without the marker
+    status = {name: s for _, name, s, _ in g.plan()}
+    assert status["seed42"] == "done" and status[done.name] == "done"
+    assert status[partial.name] == "partial"
+    calls = []
+
+    def fake_finetune(config, workdir):
+        calls.append((config.dataset, config.get("init_from"), workdir))
+        return {"accuracy": 0.25}
+
+    def no_pretrain(config, workdir):
+        raise AssertionError("a finished pre-training was run again")
+
+    monkeypatch.setattr(train_lib, "run", no_pretrain)
+    monkeypatch.setattr(finetune_lib, "finetune_and_evaluate", fake_finetune)
+    g.run_all(log=lambda *_: None)
+    ran = [w for _, _, w in calls]
+    assert g.run_dir(done) not in ran
+    assert ran == [g.run_dir(r) for r in runs[1:]]  # the partial one included
+    for dataset, init_from, workdir in calls:
+        assert dataset in ("synthetic_small_full_42", "synthetic_small_sub10_42")
+        assert (init_from == g.pretrain_dir(42)) == workdir.endswith("clip_seed42")
+    # everything is marked done now, so a second pass runs nothing
+    calls.clear()
+    g.run_all(log=lambda *_: None)
+    assert calls == []
+
+
+def test_summary_matches_a_hand_computation(tmp_path):
+    results = {
+        ("meta", "sub10", "scratch"): {42: 0.70, 0: 0.60, 66: 0.65},
+        ("meta", "sub10", "clip"): {42: 0.80, 0: 0.66, 66: 0.71},
+    }
+    (row,) = experiments.summarize(results, ("meta",), ("sub10",))
+    assert row["scratch"]["mean"] == pytest.approx(65.0)
+    want_std = math.sqrt(((70 - 65) ** 2 + (60 - 65) ** 2 + 0) / 3)  # population
+    assert row["scratch"]["std"] == pytest.approx(want_std)
+    d = [10.0, 6.0, 6.0]  # paired differences (CLIP - scratch), in points
+    mean = sum(d) / 3
+    sd = math.sqrt(sum((x - mean) ** 2 for x in d) / 2)  # sample std for the t
+    t = mean / (sd / math.sqrt(3))
+    assert row["gain"] == pytest.approx(mean)
+    # two-sided p of Student's t with 2 degrees of freedom, closed form
+    want_p = 1 - abs(t) / math.sqrt(2 + t * t)
+    assert row["p_value"] == pytest.approx(want_p, rel=1e-6)
+    md = experiments.to_markdown([row])
+    assert "| metadata | sub10 | 65.00 ± 4.08 | 72.33 ± 5.79 | +7.33 |" in md
+
+
+def test_results_files(tmp_path):
+    g = grid(tmp_path, seeds=(42, 0), subsets=("sub10",))
+    for r in g.runs:
+        os.makedirs(g.run_dir(r))
+        acc = 0.5 + 0.1 * r.clip + 0.01 * (r.seed == 0) * (1 + r.clip)
+        with open(os.path.join(g.run_dir(r), "eval.json"), "w") as f:
+            json.dump({"accuracy": acc}, f)
+    rows = experiments.write_results(g)
+    assert rows[0]["clip"]["per_seed"] == pytest.approx({"0": 62.0, "42": 60.0})
+    for name in ("results.md", "results.json", "results.png"):
+        assert os.path.getsize(os.path.join(str(tmp_path), name)) > 0
+
+
+def test_fine_tuning_data_set_of_a_pre_training():
+    assert (
+        datasets.with_subset("synthetic_small", "sub10") == "synthetic_small_sub10_42"
+    )
+    assert datasets.with_subset("full_0", "sub25") == "sub25_0"
+    with pytest.raises(ValueError, match="unknown data set config"):
+        datasets.with_subset("full_0", "sub33")
