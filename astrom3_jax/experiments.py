@@ -230,7 +230,10 @@ def summarize(results: dict, modes=MODES, subsets=SUBSETS) -> list[dict]:
                 x = np.array([a[s] for s in paired]) * 100
                 y = np.array([b[s] for s in paired]) * 100
                 row["gain"] = float(np.mean(y - x))
-                p = stats.ttest_rel(y, x).pvalue
+                # Identical differences on every seed leave the t statistic
+                # undefined (zero variance): no p-value rather than p = 0.
+                spread = np.ptp(y - x) > 1e-9
+                p = stats.ttest_rel(y, x).pvalue if spread else np.nan
                 row["p_value"] = None if np.isnan(p) else float(p)
             else:
                 row["gain"], row["p_value"] = None, None

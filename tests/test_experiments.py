@@ -78,6 +78,13 @@ def test_summary_matches_a_hand_computation(tmp_path):
     # two-sided p of Student's t with 2 degrees of freedom, closed form
     want_p = 1 - abs(t) / math.sqrt(2 + t * t)
     assert row["p_value"] == pytest.approx(want_p, rel=1e-6)
+    # identical gains on every seed: the t statistic is undefined, no p-value
+    same = {
+        ("m", "s", "scratch"): {1: 0.5, 2: 0.6},
+        ("m", "s", "clip"): {1: 0.6, 2: 0.7},
+    }
+    (flat,) = experiments.summarize(same, ("m",), ("s",))
+    assert flat["gain"] == pytest.approx(10.0) and flat["p_value"] is None
     md = experiments.to_markdown([row])
     assert "| metadata | sub10 | 65.00 ± 4.08 | 72.33 ± 5.79 | +7.33 |" in md
 
