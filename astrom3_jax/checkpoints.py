@@ -5,12 +5,18 @@ Layout of a workdir:
   checkpoints/<step>/params   model parameters (nnx.Param state, pure dict)
   checkpoints/<step>/train    optimizer state and step counter (training only)
   checkpoints/<step>/meta     JSON: epoch, schedule / early-stopping state,
-                              data-iterator state, the config
+                              data-iterator state, running metric sums, and
+                              SHA-256 checksums of params and train state
+  checkpoints/<step>.corrupt  a checkpoint that failed to restore, moved aside
 Orbax keeps the LATEST checkpoint (for resume) and the BEST one by the
 validation metric (for use), through a preservation policy: `best_fn` with
 `max_to_keep` alone may delete the latest checkpoint and break resume.
 Writes are atomic (Orbax renames a finished temporary directory), so a run
-killed mid-save resumes from the previous checkpoint.
+killed mid-save resumes from the previous checkpoint. Step directories are
+created in the caller's thread: created in Orbax's background threads, a
+failed mkdir (disk full, `checkpoints` being a file) left the threads that
+write the arrays waiting for a "directory created" signal for 300 s, which
+kept the process from exiting.
 """
 
 from __future__ import annotations
@@ -30,10 +36,14 @@ from etils import epath
 from flax import nnx
 from orbax.checkpoint import checkpoint_managers as cm
 
+from astrom3_jax import errors
+
 CONFIG_FILE = "config.json"
 CKPT_DIR = "checkpoints"
 BEST_METRIC = "val_accuracy"  # maximised; the reference keeps best-by-accuracy
 CHECKSUM_KEY = "params_sha256"
+TRAIN_CHECKSUM_KEY = "train_sha256"
+CORRUPT_SUFFIX = ".corrupt"
 
 
 # ------------------------------------------------------------------ configs
@@ -74,6 +84,28 @@ def _diff(a: dict, b: dict, prefix="") -> list[str]:
     return out
 
 
+def check_config(workdir: str, config: ml_collections.ConfigDict) -> None:
+    """Raise ConfigError if `workdir` holds a run made with another config.
+
+    Reads only `<workdir>/config.json`: the command lines call it before
+    opening any data, so a wrong --workdir fails at once.
+    """
+    path = epath.Path(workdir) / CONFIG_FILE
+    if not path.exists():
+        return
+    new = json.loads(config_to_json(config))
+    try:
+        old = json.loads(path.read_text())
+    except ValueError as e:
+        raise errors.ConfigError(f"{path} is not valid JSON ({e})") from e
+    if old != new:
+        raise errors.ConfigError(
+            f"{workdir} holds a run with a different config:\n"
+            + "\n".join(_diff(old, new))
+            + "\nUse a new --workdir, or the same config to resume."
+        )
+
+
 def save_or_check_config(workdir: str, config: ml_collections.ConfigDict) -> None:
     """Write config.json, or check that the workdir was made with this config.
 
@@ -81,17 +113,8 @@ def save_or_check_config(workdir: str, config: ml_collections.ConfigDict) -> Non
     different experiment from someone else's optimizer state.
     """
     path = epath.Path(workdir) / CONFIG_FILE
-    new = json.loads(config_to_json(config))
     if path.exists():
-        old = json.loads(path.read_text())
-        if old != new:
-            from astrom3_jax import errors
-
-            raise errors.ConfigError(
-                f"{workdir} holds a run with a different config:\n"
-                + "\n".join(_diff(old, new))
-                + "\nUse a new --workdir, or the same config to resume."
-            )
+        check_config(workdir, config)
         return
     if jax.process_index() == 0:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -123,17 +146,44 @@ def make_manager(workdir: str, *, keep_best: int = 1) -> ocp.CheckpointManager:
         best_mode="max",
         keep_checkpoints_without_metrics=False,
         create=True,
+        # A failed mkdir must raise here, not strand Orbax's writer threads.
+        async_options=ocp.AsyncOptions(create_directories_asynchronously=False),
     )
     return ocp.CheckpointManager(
         epath.Path(workdir).absolute() / CKPT_DIR, options=options
     )
 
 
-def params_checksum(params) -> str:
-    """SHA-256 over every parameter array (paths, dtypes, shapes, bytes).
+def check_can_save(workdir: str) -> None:
+    """Fail now, not after an epoch of training, if checkpoints cannot be written.
 
-    Stored in each checkpoint's meta and checked on restore, so a corrupted
-    file is noticed instead of silently restored.
+    Creates `<workdir>/checkpoints` and writes and removes a small file in it.
+    """
+    directory = epath.Path(workdir).absolute() / CKPT_DIR
+    if directory.exists() and not directory.is_dir():
+        raise errors.CheckpointSaveError(
+            f"cannot write checkpoints in {directory}: it is a file, not a folder. "
+            "Move it away, or use another --workdir."
+        )
+    probe = directory / f".write_test.{os.getpid()}"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise errors.CheckpointSaveError(
+            f"cannot write checkpoints in {directory}: {type(e).__name__}: {e}. "
+            "Fix the directory (it must be a writable folder), or use another "
+            "--workdir."
+        ) from e
+
+
+def params_checksum(params) -> str:
+    """SHA-256 over every array of a tree (paths, dtypes, shapes, bytes).
+
+    Stored in each checkpoint's meta (for the parameters and for the train
+    state) and checked on restore, so a corrupted file is noticed instead of
+    silently restored.
     """
     flat = jax.tree_util.tree_flatten_with_path(jax.device_get(params))[0]
     digest = hashlib.sha256()
@@ -143,6 +193,15 @@ def params_checksum(params) -> str:
         digest.update(f"{arr.dtype}{arr.shape}".encode())
         digest.update(arr.tobytes())
     return digest.hexdigest()
+
+
+def _nonfinite_paths(tree) -> list[str]:
+    flat = jax.tree_util.tree_flatten_with_path(jax.device_get(tree))[0]
+    return [
+        jax.tree_util.keystr(path)
+        for path, leaf in flat
+        if np.asarray(leaf).dtype.kind in "fc" and not np.all(np.isfinite(leaf))
+    ]
 
 
 def save(
@@ -156,18 +215,23 @@ def save(
 ) -> None:
     """Save one checkpoint (asynchronously; call `manager.wait_until_finished`).
 
-    Refuses non-finite parameters: a NaN model must never become `best`.
+    Refuses non-finite parameters (errors.NonFiniteError, nothing written): a
+    NaN model must never become `best` or the checkpoint a run resumes from.
     """
-    leaves = jax.tree.leaves(jax.device_get(params))
-    bad = [i for i, x in enumerate(leaves) if not np.all(np.isfinite(x))]
+    bad = _nonfinite_paths(params)
     if bad:
-        raise FloatingPointError(
-            f"refusing to save step {step}: {len(bad)} parameter arrays hold NaN/inf"
+        shown = ", ".join(bad[:5]) + (
+            f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        )
+        raise errors.NonFiniteError(
+            f"refusing to save checkpoint {step} in {manager.directory}: "
+            f"{len(bad)} parameter arrays hold NaN/inf ({shown})"
         )
     meta = dict(meta or {})
     meta[CHECKSUM_KEY] = params_checksum(params)
     items = {"params": ocp.args.StandardSave(params)}
     if train_state is not None:
+        meta[TRAIN_CHECKSUM_KEY] = params_checksum(train_state)
         items["train"] = ocp.args.StandardSave(train_state)
     items["meta"] = ocp.args.JsonSave(meta)
     manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
@@ -190,8 +254,26 @@ def resolve_step(manager: ocp.CheckpointManager, step=None) -> int | None:
     return int(step)
 
 
-class CorruptCheckpointError(RuntimeError):
+class CorruptCheckpointError(errors.UserError, RuntimeError):
     """A checkpoint that cannot be read back, or reads back altered."""
+
+
+def error_reason(e: BaseException) -> str:
+    """The innermost cause of a failed read, in one short line.
+
+    Orbax wraps TensorStore's errors ('OUT_OF_RANGE: ... local file X ...')
+    in exceptions whose own text is a page of JSON spec.
+    """
+    seen = []
+    while e is not None and e not in seen:
+        seen.append(e)
+        e = e.__cause__ or e.__context__
+    inner = seen[-1]
+    text = (str(inner).strip().splitlines() or [""])[0]
+    text = text.split(" [tensorstore_spec")[0]
+    if len(text) > 400:
+        text = text[:400] + " ..."
+    return f"{type(inner).__name__}: {text}" if text else type(inner).__name__
 
 
 def restore(
@@ -203,8 +285,11 @@ def restore(
 ) -> dict[str, Any]:
     """Restore params (+ train state) and meta of `step` into the given shapes.
 
-    The parameters are checked against the checksum saved with them.
+    Raises CorruptCheckpointError when a file is missing, truncated or
+    unreadable, or when the arrays do not match the checksums saved with
+    them. (Checkpoints written before the checksums existed are not checked.)
     """
+    where = f"checkpoint {step} in {manager.directory}"
     items = {
         "params": ocp.args.StandardRestore(abstract_params),
         "meta": ocp.args.JsonRestore(),
@@ -215,15 +300,23 @@ def restore(
         got = dict(manager.restore(step, args=ocp.args.Composite(**items)).items())
     except Exception as e:  # noqa: BLE001  Orbax raises many kinds for bad files
         raise CorruptCheckpointError(
-            f"checkpoint {step} in {manager.directory} cannot be read: "
-            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            f"{where} cannot be read: {error_reason(e)}"
         ) from e
-    want = (got.get("meta") or {}).get(CHECKSUM_KEY)
-    if want is not None and params_checksum(got["params"]) != want:
+    meta = got.get("meta")
+    if not isinstance(meta, dict):
         raise CorruptCheckpointError(
-            f"checkpoint {step} in {manager.directory}: the parameters do not match "
-            "the checksum saved with them (a corrupted file)"
+            f"{where}: its meta (JSON) is missing or unreadable"
         )
+    checks = [("params", "parameters", CHECKSUM_KEY)]
+    if abstract_train_state is not None:
+        checks.append(("train", "optimiser state", TRAIN_CHECKSUM_KEY))
+    for item, what, key in checks:
+        want = meta.get(key)
+        if want is not None and params_checksum(got[item]) != want:
+            raise CorruptCheckpointError(
+                f"{where}: the {what} do not match the checksum saved with them "
+                f"(a corrupted file under {manager.directory / str(step) / item})"
+            )
     return got
 
 
@@ -235,28 +328,51 @@ def restore_newest_good(manager: ocp.CheckpointManager, restore_fn, steps=None):
     Returns (step, result), or (None, None) when there is no checkpoint.
     """
     steps = sorted(manager.all_steps() if steps is None else steps, reverse=True)
+    return restore_first_good(manager, restore_fn, steps)
+
+
+def restore_first_good(manager: ocp.CheckpointManager, restore_fn, steps):
+    """`restore_fn(step)` on the first of `steps` (in order) that restores.
+
+    See `restore_newest_good`; raises CorruptCheckpointError when every one
+    of `steps` fails.
+    """
     reasons = []
     for step in steps:
         try:
             return step, restore_fn(step)
         except CorruptCheckpointError as e:
-            reasons.append(str(e))
-            logging.warning("Skipping checkpoint %d: %s", step, e)
-            print(f"warning: skipping checkpoint {step}: {e}", flush=True)
-            _move_aside(manager, step)
+            moved = _move_aside(manager, step)
+            reasons.append(f"  {e}")
+            message = f"skipping checkpoint {step}: {e}"
+            if moved:
+                message += f"; moved it aside to {moved}"
+            logging.warning("%s", message)
+            if jax.process_index() == 0:
+                print(f"warning: {message}", flush=True)
     if reasons:
         raise CorruptCheckpointError(
-            "no checkpoint restores cleanly:\n" + "\n".join(reasons)
+            f"no checkpoint in {manager.directory} restores cleanly (each was moved "
+            "aside to <step>.corrupt):\n" + "\n".join(reasons)
         )
     return None, None
 
 
-def _move_aside(manager, step: int) -> None:
+def _move_aside(manager, step: int) -> str | None:
+    """Rename `<step>` to `<step>.corrupt` (`.corrupt.1`, ... if taken)."""
+    moved = None
     if jax.process_index() == 0:
         src = epath.Path(manager.directory) / str(step)
         if src.exists():
-            src.rename(src.parent / f"{step}.corrupt")
+            dst = src.parent / f"{step}{CORRUPT_SUFFIX}"
+            n = 0
+            while dst.exists():
+                n += 1
+                dst = src.parent / f"{step}{CORRUPT_SUFFIX}.{n}"
+            src.rename(dst)
+            moved = str(dst)
     manager.reload()
+    return moved
 
 
 # ---------------------------------------------------- models in a workdir
@@ -276,8 +392,10 @@ def restore_model(
 
     The model is built from `config.model` (its `task` says which kind);
     `build_fn(model_config, rngs)` replaces that builder (tests). The model
-    comes back in eval mode. Asked for no particular step, a corrupted newest
-    checkpoint is skipped (with a warning) for the next one that restores.
+    comes back in eval mode. Asked for no particular step, a checkpoint that
+    does not restore cleanly is moved aside (with a warning) and the next is
+    tried: the best first, then the others newest first. An explicit step
+    that is corrupt raises CorruptCheckpointError.
     """
     from astrom3_jax import models
 
@@ -290,11 +408,13 @@ def restore_model(
         if resolved is None:
             raise FileNotFoundError(f"no checkpoint in {manager.directory}")
         if step is None:
-            candidates = [s for s in manager.all_steps() if s <= resolved]
-            _, got = restore_newest_good(
+            others = sorted(
+                (s for s in manager.all_steps() if s != resolved), reverse=True
+            )
+            _, got = restore_first_good(
                 manager,
                 lambda s: restore(manager, s, abstract_params=abstract),
-                candidates,
+                [resolved, *others],
             )
         else:
             got = restore(manager, resolved, abstract_params=abstract)

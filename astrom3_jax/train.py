@@ -31,9 +31,12 @@ def main(argv):
         raise cli.errors.ConfigError(f"unexpected arguments: {argv[1:]}")
     # Before importing JAX: this process may be replaced.
     host_memory.reexec_with_tcmalloc(enabled=FLAGS.tcmalloc)
-    from astrom3_jax import train_lib
-    from astrom3_jax.training import loop, tasks
+    from astrom3_jax import checkpoints, train_lib
+    from astrom3_jax.training import loop, tasks, validate
 
+    # Config mistakes and a --workdir of another run fail before data is read.
+    validate.check_config(FLAGS.config)
+    checkpoints.check_config(FLAGS.workdir, FLAGS.config)
     outcome = train_lib.run(FLAGS.config, FLAGS.workdir)
     loop.say(loop.describe(outcome, tasks.clip_task()))
 

@@ -1,4 +1,10 @@
-"""Workdirs: config checks, latest + best retention, model save/restore."""
+"""Workdirs: config checks, latest + best retention, model save/restore,
+and the faults: damaged files, NaN parameters, a save that cannot write."""
+
+import glob
+import os
+import threading
+import time
 
 import jax
 import jax.numpy as jnp
@@ -7,7 +13,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from astrom3_jax import checkpoints
+from astrom3_jax import checkpoints, errors
 
 
 class TinyModel(nnx.Module):
@@ -85,3 +91,145 @@ def test_keeps_latest_and_best(tmp_path):
     np.testing.assert_array_equal(best.scale[...], 2.0)
     latest, _ = checkpoints.restore_model(wd, "latest", build_fn=tiny_build)
     np.testing.assert_allclose(latest.scale[...], np.log(100.0))
+
+
+# ------------------------------------------------------------------ faults
+
+
+def _big_config():
+    """Kernels of 512 x 4 random floats: each array has its own data file."""
+    return _config(model=ml_collections.ConfigDict({"dim": 512, "modalities": ("a",)}))
+
+
+def _save_steps(wd, accs):
+    """Checkpoints 1..n with distinct random parameters; returns them."""
+    cfg = _big_config()
+    checkpoints.save_or_check_config(wd, cfg)
+    saved = {}
+    with checkpoints.make_manager(wd) as mgr:
+        for step, acc in enumerate(accs, start=1):
+            model = tiny_build(cfg.model, nnx.Rngs(step))
+            params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+            checkpoints.save(
+                mgr, step, params=params, meta={"epoch": step},
+                metrics=None if acc is None else {checkpoints.BEST_METRIC: acc},
+            )  # fmt: skip
+            saved[step] = jax.device_get(params)
+        mgr.wait_until_finished()
+    return saved
+
+
+def _data_file(wd, step):
+    files = glob.glob(f"{wd}/checkpoints/{step}/params/ocdbt.process_*/d/*")
+    return max(files, key=os.path.getsize)
+
+
+def _restored(model):
+    return jax.device_get(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+
+
+def test_bit_flip_is_caught_by_the_checksum(tmp_path):
+    wd = str(tmp_path)
+    _save_steps(wd, [0.5])
+    path = _data_file(wd, 1)
+    data = bytearray(open(path, "rb").read())
+    data[len(data) // 2] ^= 0x01
+    open(path, "wb").write(data)
+    with pytest.raises(
+        checkpoints.CorruptCheckpointError,
+        match="checkpoint 1 .* parameters do not match the checksum",
+    ):
+        checkpoints.restore_model(wd, 1, build_fn=tiny_build)
+
+
+@pytest.mark.parametrize("how", ["truncate", "delete", "meta"])
+def test_restore_model_skips_a_damaged_best_checkpoint(tmp_path, capsys, how):
+    wd = str(tmp_path)
+    saved = _save_steps(wd, [0.1, 0.9, None])  # best 2, latest 3; 1 is neither: deleted
+    if how == "truncate":
+        path = _data_file(wd, 2)
+        open(path, "r+b").truncate(os.path.getsize(path) // 2)
+    elif how == "delete":
+        os.remove(_data_file(wd, 2))
+    else:  # the meta JSON (with the checksums) is gone
+        os.remove(f"{wd}/checkpoints/2/meta/metadata")
+    with pytest.raises(checkpoints.CorruptCheckpointError, match="checkpoint 2 in"):
+        checkpoints.restore_model(wd, "best", build_fn=tiny_build)
+    capsys.readouterr()
+    model, _ = checkpoints.restore_model(wd, build_fn=tiny_build)
+    jax.tree.map(np.testing.assert_array_equal, _restored(model), saved[3])
+    out = capsys.readouterr().out
+    assert f"warning: skipping checkpoint 2: checkpoint 2 in {wd}/checkpoints" in out
+    assert f"moved it aside to {wd}/checkpoints/2.corrupt" in out
+    # One readable reason, not TensorStore's page of JSON spec.
+    assert "tensorstore_spec" not in out and len(out.splitlines()[0]) < 1000
+    assert sorted(os.listdir(f"{wd}/checkpoints")) == ["2.corrupt", "3"]
+
+
+def test_moving_aside_never_overwrites_an_earlier_corrupt_copy(tmp_path):
+    wd = str(tmp_path)
+    _save_steps(wd, [0.5])
+    os.makedirs(f"{wd}/checkpoints/1.corrupt")
+    os.remove(_data_file(wd, 1))
+    with pytest.raises(checkpoints.CorruptCheckpointError, match="no checkpoint"):
+        checkpoints.restore_model(wd, build_fn=tiny_build)
+    assert sorted(os.listdir(f"{wd}/checkpoints")) == ["1.corrupt", "1.corrupt.1"]
+
+
+def test_save_refuses_nonfinite_parameters(tmp_path):
+    wd = str(tmp_path)
+    params = {"a": np.ones(3, np.float32), "b": {"w": np.array([1.0, np.inf])}}
+    with checkpoints.make_manager(wd) as mgr:
+        with pytest.raises(
+            errors.NonFiniteError, match=r"1 parameter arrays .*\['b'\]"
+        ):
+            checkpoints.save(mgr, 1, params=params)
+        mgr.wait_until_finished()
+        assert mgr.all_steps() == []
+
+
+def _new_threads(before):
+    """Non-daemon threads started since `before` still alive after 3 s."""
+    deadline = time.time() + 3
+    while time.time() < deadline:
+        alive = [t for t in threading.enumerate() if t not in before and not t.daemon]
+        if not alive:
+            return []
+        time.sleep(0.1)
+    return [t.name for t in alive]
+
+
+def test_failed_step_directory_raises_and_strands_no_thread(tmp_path):
+    """Orbax once made step directories in a background thread; when that
+    failed, its writer threads waited 300 s for a signal and the process
+    could not exit."""
+    wd = str(tmp_path)
+    open(f"{wd}/checkpoints", "w").write("a file where the folder should be")
+    before = set(threading.enumerate())
+    t0 = time.time()
+    mgr = checkpoints.make_manager(wd)
+    with pytest.raises(OSError, match="Not a directory"):
+        checkpoints.save(mgr, 1, params={"w": np.ones(3, np.float32)})
+        mgr.wait_until_finished()
+    mgr.close()
+    assert time.time() - t0 < 30
+    assert _new_threads(before) == []
+
+
+def test_unwritable_checkpoint_folder_is_found_before_training(tmp_path):
+    wd = str(tmp_path)
+    open(f"{wd}/checkpoints", "w").write("a file where the folder should be")
+    with pytest.raises(errors.CheckpointSaveError, match="it is a file, not a folder"):
+        checkpoints.check_can_save(wd)
+    os.remove(f"{wd}/checkpoints")
+    checkpoints.check_can_save(wd)  # creates the folder, leaves nothing in it
+    assert os.listdir(f"{wd}/checkpoints") == []
+
+
+def test_config_check_reads_only(tmp_path):
+    wd = str(tmp_path)
+    checkpoints.check_config(wd, _config())  # no workdir yet: fine, writes nothing
+    assert not os.path.exists(f"{wd}/config.json")
+    checkpoints.save_or_check_config(wd, _config())
+    with pytest.raises(errors.ConfigError, match="batch_size: workdir has 8, now 4"):
+        checkpoints.check_config(wd, _config(batch_size=4))

@@ -16,10 +16,18 @@ Per-step metrics stay on the device and are fetched every
 `config.log_every_steps` steps (a host sync per step costs accelerator
 throughput). Each step also reports whether its loss and gradient were
 finite; at the next fetch the run stops with an error naming the first bad
-step, before anything else is saved (checkpoints.save also refuses
-non-finite parameters), so the newest checkpoint on disk is the last good
-one. The check is a flag, not a select on the update: it leaves the
-compiled update, and so every number of a healthy run, unchanged.
+step, before anything else is saved. A validation loss that is not finite
+(parameters blown up by a step whose own loss was still finite) also stops
+the run, before its metrics line and checkpoint are written, and
+checkpoints.save refuses non-finite parameters: the newest checkpoint on
+disk is the last good one. The check is a flag, not a select on the update:
+it leaves the compiled update, and so every number of a healthy run,
+unchanged.
+
+Checkpoint writes are checked before training starts (a workdir where they
+cannot be written fails at once) and every save is waited for, so a failed
+save ends the run with errors.CheckpointSaveError naming the checkpoint and
+the cause, with the checkpoints already on disk untouched.
 
 Exact resume: parameters, optimiser state, step, schedule and early-stopping
 state, the data iterator's position and the epoch's running metric sums are
@@ -30,6 +38,7 @@ killed at any point and started again repeats exactly what it lost.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable, Mapping
 
@@ -193,6 +202,7 @@ class Outcome:
     best_step: int | None
     best_metrics: dict
     checkpoint_dir: str
+    latest_step: int | None = None
 
 
 class Run:
@@ -229,6 +239,7 @@ class Run:
         self.model = models_lib.init_model(c.model, seed=c.seed, build_fn=build_fn)
         self.trainable = task.trainable(c)
         self.tx = optim.make_optimizer(c)
+        checkpoints.check_can_save(workdir)
         self.manager = checkpoints.make_manager(workdir, keep_best=c.keep_best)
         self.writer = metrics_lib.MetricsWriter(workdir)
         self.writer.write_config(checkpoints.config_to_json(config))
@@ -336,11 +347,13 @@ class Run:
             )
             # Surface a failed background write now, not at some later save.
             self.manager.wait_until_finished()
+        except errors.NonFiniteError:
+            raise
         except Exception as e:
             raise errors.CheckpointSaveError(
                 f"saving checkpoint {step} in {self.manager.directory} failed: "
-                f"{type(e).__name__}: {e}. Checkpoints already on disk are intact; "
-                "fix the problem (disk space, permissions) and start the same "
+                f"{checkpoints.error_reason(e)}. Checkpoints already on disk are "
+                "intact; fix the problem (disk space, permissions) and start the same "
                 "command again to resume."
             ) from e
 
@@ -445,6 +458,7 @@ class Run:
                 train_metrics = self.train_epoch()
                 train_time = time.time() - t0
                 val, _ = self.evaluate(self.val_batches, "val_")
+                self._check_finite_validation(val)
                 stop = self.schedule.end_of_epoch(c, self.epoch, val["val_loss"])
                 last = {"epoch": self.epoch, **train_metrics, **val}
                 last.update(lr_scale=self.schedule.lr_scale, epoch_time_s=train_time)
@@ -462,6 +476,20 @@ class Run:
             self.writer.close()
         return self._outcome(reason, last)
 
+    def _check_finite_validation(self, val: dict) -> None:
+        """Stop before a blown-up model is logged, saved or made `best`."""
+        bad = {k: v for k, v in val.items() if not math.isfinite(v)}
+        if "val_loss" in bad:
+            step = int(self.state["step"])
+            raise errors.NonFiniteError(
+                f"the validation loss is not finite after step {step} (end of "
+                f"epoch {self.epoch}): {', '.join(f'{k}={v}' for k, v in bad.items())}"
+                ". The parameters blew up although every training loss so far was "
+                "finite; nothing was saved for this epoch: the newest checkpoint in "
+                f"the workdir is the last good one. Lower the learning rate (now "
+                f"{self.config.learning_rate})."
+            )
+
     def _outcome(self, reason, last) -> Outcome:
         best_step = self.manager.best_step()
         rows = metrics_lib.read_metrics(self.workdir)
@@ -472,6 +500,7 @@ class Run:
             best_step=best_step,
             best_metrics=best,
             checkpoint_dir=str(self.manager.directory),
+            latest_step=self.manager.latest_step(),
         )
 
 
@@ -490,7 +519,8 @@ def _summary(m: dict) -> str:
 
 
 def describe(outcome: Outcome, task: Task) -> str:
-    """The end-of-run summary printed by the command lines."""
+    """The end-of-run summary printed by the command lines: why it stopped,
+    how many epochs, the best checkpoint and its metrics, checkpoint paths."""
     why = {
         "finished": "reached num_epochs",
         "early_stopped": "early stopping on the validation loss",
@@ -498,6 +528,7 @@ def describe(outcome: Outcome, task: Task) -> str:
     }[outcome.reason]
     epochs = outcome.last.get("epoch", -1) + 1
     lines = [f"run ended: {why}; {epochs} epochs"]
+    where = outcome.checkpoint_dir
     if outcome.best_step is not None:
         m = outcome.best_metrics
         shown = ", ".join(
@@ -505,8 +536,16 @@ def describe(outcome: Outcome, task: Task) -> str:
             for k in ("epoch", "val_loss", task.best_metric)
             if isinstance(m.get(k), int | float)
         )
-        lines.append(f"best checkpoint: step {outcome.best_step} ({shown})")
-    lines.append(f"checkpoints: {outcome.checkpoint_dir}")
+        lines.append(
+            f"best checkpoint: step {outcome.best_step} ({shown}): "
+            f"{where}/{outcome.best_step}"
+        )
+    if outcome.latest_step is not None:
+        lines.append(
+            f"latest checkpoint: step {outcome.latest_step}: "
+            f"{where}/{outcome.latest_step}"
+        )
+    lines.append(f"checkpoints: {where}")
     return "\n".join(lines)
 
 

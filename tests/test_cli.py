@@ -1,0 +1,245 @@
+"""The command lines, run as a user runs them (subprocesses).
+
+A mistake (a bad value, an unknown data set, a misspelt field, a workdir of
+another run) is one clear message and exit status 1, before anything is
+written or any data is read. A run says how it started and ends with a
+summary; absl/Orbax INFO logs appear only with --verbosity / -v.
+
+Where training is needed, a small script runs the real command (flags,
+cli.main, train.main) with the data swapped for test_train.py's fake
+examples and the model for test_training_faults.py's toy classifier.
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from astrom3_jax import checkpoints
+from astrom3_jax import metrics_writer as metrics_lib
+from astrom3_jax.configs import finetune, pretrain
+from tests.test_train import ROOT
+
+ENV = {
+    **os.environ,
+    "JAX_PLATFORMS": "cpu",
+    "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+}
+PRETRAIN = ("astrom3_jax.train", "configs/pretrain.py:smoke")
+FINETUNE = ("astrom3_jax.finetune", "configs/finetune.py:photo,sub10,smoke")
+ABSL_INFO = re.compile(r"^I\d{4} ", re.MULTILINE)  # absl's INFO line prefix
+
+
+def command(module, config, workdir, *args, timeout=180):
+    return subprocess.run(
+        [sys.executable, "-m", module, "--config", config, "--workdir", workdir]
+        + list(args),
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=ENV,
+        timeout=timeout,
+    )
+
+
+def assert_one_clear_error(p, *expected):
+    assert p.returncode == 1, p.stdout[-2000:] + p.stderr[-3000:]
+    assert "Traceback" not in p.stderr, p.stderr[-3000:]
+    assert p.stderr.startswith("error: "), p.stderr[-3000:]
+    assert p.stderr.count("error: ") == 1, p.stderr
+    for text in expected:
+        assert text in p.stderr, p.stderr
+
+
+@pytest.mark.parametrize("entry", [PRETRAIN, FINETUNE], ids=["train", "finetune"])
+@pytest.mark.parametrize(
+    "arg, expected",
+    [
+        (
+            "--config.model.photometry.attention=fool",
+            [
+                "invalid config:",
+                "model.photometry.attention must be one of ('probsparse', 'full'), "
+                "got 'fool'",
+            ],
+        ),
+        (
+            "--config.dataset=nope",
+            [
+                "unknown data set config 'nope'; valid configs: full_42, ",
+                "synthetic_small",
+            ],
+        ),
+        (
+            "--config.batchsize=3",
+            [
+                "--config.batchsize: the config has no field 'batchsize'",
+                'Did you mean "batch_size" instead of "batchsize"?',
+            ],
+        ),
+        (
+            "--config.batch_size=three",
+            ["--config.batch_size=three: invalid literal for int()"],
+        ),
+    ],
+    ids=["bad_value", "unknown_dataset", "misspelt_field", "wrong_type"],
+)
+def test_config_mistakes_are_one_message_and_write_nothing(
+    tmp_path, entry, arg, expected
+):
+    wd = tmp_path / "run"
+    p = command(*entry, str(wd), arg)
+    assert_one_clear_error(p, *expected)
+    assert not wd.exists()  # no config.json, no directory
+
+
+@pytest.mark.parametrize(
+    "config, expected",
+    [
+        ("configs/pretrain.py:smokey", "unknown variant 'smokey'; choose from"),
+        ("configs/nowhere.py:smoke", "cannot load the config file"),
+    ],
+)
+def test_config_file_mistakes_are_one_message(tmp_path, config, expected):
+    p = command("astrom3_jax.train", config, str(tmp_path / "run"))
+    assert_one_clear_error(p, expected)
+
+
+@pytest.mark.parametrize(
+    "entry, config",
+    [
+        (PRETRAIN, pretrain.get_config("smoke")),
+        (FINETUNE, finetune.get_config("photo,sub10,smoke")),
+    ],
+    ids=["train", "finetune"],
+)
+def test_workdir_of_another_run_is_refused_before_reading_data(tmp_path, entry, config):
+    """The data set named here is not built: reading it would fail with
+    another message, so this one proves the workdir is checked first."""
+    wd, data_dir = str(tmp_path / "run"), str(tmp_path / "no_data")
+    seed = config.seed
+    config.dataset, config.data_dir, config.seed = "sub10_42", data_dir, seed + 1
+    checkpoints.save_or_check_config(wd, config)
+    with open(os.path.join(wd, "config.json")) as f:
+        before = f.read()
+    p = command(
+        *entry, wd, "--config.dataset=sub10_42", f"--config.data_dir={data_dir}"
+    )
+    assert_one_clear_error(
+        p,
+        f"{wd} holds a run with a different config:",
+        f"seed: workdir has {seed + 1}, now {seed}",
+    )
+    with open(os.path.join(wd, "config.json")) as f:
+        assert f.read() == before
+    assert not os.path.exists(data_dir)
+
+
+# --------------------------------------------------- runs through the CLI
+
+TRAIN_ON_FAKES = textwrap.dedent(
+    """
+    import os, sys
+    sys.path.insert(0, sys.argv[1])
+    from astrom3_jax import cli, train, train_lib
+    from astrom3_jax.training import loop, tasks
+    from tests import test_training_faults as faults
+    from tests.test_train import fake_sources
+
+    def run_on_fakes(config, workdir, **kw):
+        return loop.train(
+            config, workdir, tasks.classification_task(), fake_sources(),
+            build_fn=faults.toy_build,
+        )
+
+    train_lib.run = run_on_fakes
+    stop = int(os.environ.get("KILL_AFTER_CHECKPOINT", "0"))
+    if stop:
+        real_save = loop.Run.save
+
+        def save_then_die(self, metrics=None):
+            real_save(self, metrics)
+            if int(self.state["step"]) == stop:
+                os._exit(9)  # as abrupt as SIGKILL, right after the checkpoint
+
+        loop.Run.save = save_then_die
+    sys.argv = ["astrom3_jax.train", *sys.argv[2:]]
+    cli.main(train.main)
+    """
+)
+TINY = [
+    "--config",
+    "configs/pretrain.py:smoke",
+    "--config.seq_len=32",
+    "--config.model.photometry.seq_len=32",
+    "--config.batch_size=16",
+    "--config.eval_batch_size=16",
+    "--config.num_epochs=2",
+    "--config.max_steps_per_epoch=2",
+    "--config.checkpoint_every_steps=1",
+]
+
+
+def train_on_fakes(wd, *args, kill_after=0):
+    env = {**ENV, "KILL_AFTER_CHECKPOINT": str(kill_after)}
+    return subprocess.run(
+        [sys.executable, "-c", TRAIN_ON_FAKES, ROOT, *TINY, "--workdir", wd, *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=300,
+    )
+
+
+def test_resume_summary_and_quiet_logs(tmp_path):
+    wd = str(tmp_path / "run")
+    # Killed right after the mid-epoch checkpoint of step 3 (epoch 1).
+    p = train_on_fakes(wd, kill_after=3)
+    assert p.returncode == 9, p.stdout[-2000:] + p.stderr[-3000:]
+    assert p.stdout.startswith("started from scratch\nepoch 0: train_loss=")
+    assert not ABSL_INFO.search(p.stderr), p.stderr[:3000]  # quiet by default
+    assert "tracked_metric" not in p.stderr  # mid-epoch saves have no metrics
+    assert "Traceback" not in p.stderr
+
+    p = train_on_fakes(wd, "-v", "1")
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    assert p.stdout.startswith("resumed from step 3 (epoch 1)\n")
+    assert ABSL_INFO.search(p.stderr)  # -v 1 brings the INFO logs back
+    assert "orbax" in p.stderr.lower()
+    rows = metrics_lib.read_metrics(wd)
+    assert [r["epoch"] for r in rows] == [0, 1]
+    # The best checkpoint is a scored one (epoch ends) with the highest
+    # validation accuracy; the summary shows its metrics.jsonl line.
+    ckpts = f"{wd}/checkpoints"
+    summary = p.stdout[p.stdout.index("run ended:") :].splitlines()
+    assert summary[0] == "run ended: reached num_epochs; 2 epochs"
+    best = re.fullmatch(r"best checkpoint: step (\d+) \((.*)\): (.*)", summary[1])
+    row = next(r for r in rows if r["step"] == int(best[1]))
+    assert row["val_accuracy"] == max(r["val_accuracy"] for r in rows)
+    assert best[2] == (
+        f"epoch={row['epoch']}, val_loss={row['val_loss']:.4g}, "
+        f"val_accuracy={row['val_accuracy']:.4g}"
+    )
+    assert best[3] == f"{ckpts}/{row['step']}"
+    assert summary[2:] == [
+        f"latest checkpoint: step 4: {ckpts}/4",
+        f"checkpoints: {ckpts}",
+    ]
+
+    p = train_on_fakes(wd)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    assert "this run has already ended (finished)" in p.stdout
+    assert (
+        "run ended: nothing to do: this workdir's run had already ended; 2 epochs"
+        in p.stdout
+    )
+    assert f"latest checkpoint: step 4: {ckpts}/4" in p.stdout
+    assert not ABSL_INFO.search(p.stderr)
+    assert len(metrics_lib.read_metrics(wd)) == 2
+    with open(os.path.join(wd, "config.json")) as f:
+        assert json.load(f)["num_epochs"] == 2
