@@ -18,13 +18,13 @@ from __future__ import annotations
 import pathlib
 import shutil
 
-from astrom3_jax import weights
+from astrom3_jax import errors, weights
 
 WORKDIR_CONFIG = "config.json"
 WORKDIR_CHECKPOINTS = "checkpoints"
 
 
-class WorkdirExistsError(FileExistsError):
+class WorkdirExistsError(errors.UserError, FileExistsError):
     """The target workdir already holds a model (and overwriting was not asked)."""
 
 
@@ -71,7 +71,7 @@ def import_to_workdir(source, workdir, *, cache_dir=None, overwrite=False):
 
     workdir = pathlib.Path(workdir).expanduser()
     if workdir.exists() and not workdir.is_dir():
-        raise NotADirectoryError(f"workdir {workdir} exists and is not a folder")
+        raise WorkdirExistsError(f"workdir {workdir} exists and is not a folder")
     held = _held_model_files(workdir)
     if held and not overwrite:
         raise WorkdirExistsError(

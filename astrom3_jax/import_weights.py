@@ -8,16 +8,17 @@ Export (our workdir -> PyTorch-layout safetensors + config.json):
       --out exported/ [--step best|latest|N]
 
 Mistakes a user can fix (a missing folder, a Hub id that cannot be fetched,
-a workdir that already holds a model, a damaged weights file) print one line
-on stderr and exit with status 1; a missing flag exits with status 2.
-Library logs below WARNING are hidden unless --verbosity is given.
+a workdir that already holds a model, a damaged weights file, a missing
+flag) print one line, `error: ...`, on stderr and exit with status 1, as
+every command line of the project does (astrom3_jax/cli.py). Library logs
+below WARNING are hidden unless --verbosity is given.
 """
 
 from __future__ import annotations
 
-import sys
+from absl import flags, logging
 
-from absl import app, flags, logging
+from astrom3_jax import cli, errors
 
 _SOURCE = flags.DEFINE_string(
     "source",
@@ -41,45 +42,20 @@ _OUT = flags.DEFINE_string(
 _STEP = flags.DEFINE_string("step", None, "Export: 'best', 'latest' or a step number.")
 _CACHE = flags.DEFINE_string("cache_dir", None, "Where Hub downloads go.")
 
-PROG = "import_weights"
-USAGE_EXIT = 2
-ERROR_EXIT = 1
-
 
 def _step(value):
     return int(value) if value is not None and value.isdigit() else value
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that describe the user's input, not a bug in this program."""
-    from astrom3_jax import api, weights
-
-    return (
-        weights.WeightsError,
-        api.WorkdirExistsError,
-        FileNotFoundError,
-        NotADirectoryError,
-        PermissionError,
-        ConnectionError,
-    )
-
-
-def one_line(error: BaseException) -> str:
-    """The error's message on a single line."""
-    lines = [x.strip() for x in str(error).splitlines() if x.strip()]
-    return "; ".join(lines) or type(error).__name__
-
-
-def _fail(message: str, status: int) -> None:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
-    raise SystemExit(status)
+class CommandError(errors.UserError, RuntimeError):
+    """A user mistake reported by a library call as a built-in OS error."""
 
 
 def _export():
     from astrom3_jax import api, checkpoints
 
     if _OUT.value is None:
-        _fail("--export needs --out", USAGE_EXIT)
+        raise errors.ConfigError("--export needs --out")
     model, config = checkpoints.restore_model(_WORKDIR.value, _step(_STEP.value))
     out = api.export_model(model, config, _OUT.value)
     logging.info("wrote %s", out)
@@ -90,7 +66,7 @@ def _import():
     from astrom3_jax import api
 
     if _SOURCE.value is None:
-        _fail("--source is required (or --export)", USAGE_EXIT)
+        raise errors.ConfigError("--source is required (or --export)")
     _, config, ignored = api.import_to_workdir(
         _SOURCE.value,
         _WORKDIR.value,
@@ -104,20 +80,20 @@ def _import():
 
 
 def main(argv):
-    if not flags.FLAGS["verbosity"].present:
-        logging.set_verbosity(logging.WARNING)  # Orbax logs every file at INFO
     if len(argv) > 1:
-        _fail(f"unexpected arguments {argv[1:]}", USAGE_EXIT)
+        raise errors.ConfigError(f"unexpected arguments {argv[1:]}")
     if _WORKDIR.value is None:
-        _fail("--workdir is required", USAGE_EXIT)
+        raise errors.ConfigError("--workdir is required")
     try:
         if _EXPORT.value:
             _export()
         else:
             _import()
-    except _user_errors() as e:
-        _fail(one_line(e), ERROR_EXIT)
+    except (FileNotFoundError, NotADirectoryError, PermissionError) as e:
+        if isinstance(e, errors.UserError):
+            raise
+        raise CommandError(str(e)) from e  # e.g. an export from a missing workdir
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.main(main)

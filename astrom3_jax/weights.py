@@ -32,7 +32,7 @@ from flax import nnx
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
-from astrom3_jax import models
+from astrom3_jax import errors, models
 from astrom3_jax.models.photometry import position_table
 
 CONFIG_FILE = "config.json"
@@ -49,8 +49,16 @@ TEMPERATURES = {
 }
 
 
-class WeightsError(ValueError):
-    """A checkpoint that does not fit the model (names the tensor)."""
+class WeightsError(errors.UserError, ValueError):
+    """A checkpoint that does not fit the model (names the tensor and file)."""
+
+
+class SourceNotFoundError(errors.UserError, FileNotFoundError):
+    """No published-weights folder, or no Hub model, of that name."""
+
+
+class DownloadError(errors.UserError, ConnectionError):
+    """A Hub download that failed (network, server)."""
 
 
 # --------------------------------------------------------------------------
@@ -433,7 +441,7 @@ def import_reference(source, *, rngs_seed: int = 0):
     source = pathlib.Path(source)
     for f in (CONFIG_FILE, WEIGHTS_FILE):
         if not (source / f).is_file():
-            raise FileNotFoundError(f"{source / f} not found")
+            raise SourceNotFoundError(f"{source / f} not found")
     ref = read_reference_config(source / CONFIG_FILE)
     try:
         model_config, kind = model_config_from_reference(ref)
@@ -531,14 +539,14 @@ def _download(url: str, dest: pathlib.Path, repo_id: str, timeout: float) -> Non
     except urllib.error.HTTPError as e:
         tmp.unlink(missing_ok=True)
         if e.code in (401, 404):
-            raise FileNotFoundError(
+            raise SourceNotFoundError(
                 f"no Hub model {repo_id!r}: {url} answered HTTP {e.code}; check "
                 "the id (e.g. AstroMLCore/AstroM3-CLIP)"
             ) from e
-        raise ConnectionError(f"could not download {url}: HTTP {e.code}") from e
+        raise DownloadError(f"could not download {url}: HTTP {e.code}") from e
     except (urllib.error.URLError, OSError) as e:
         tmp.unlink(missing_ok=True)
-        raise ConnectionError(
+        raise DownloadError(
             f"could not download {url} ({e}). Without network access, download "
             f"{CONFIG_FILE} and {WEIGHTS_FILE} of {repo_id} elsewhere and pass "
             "their folder instead."
@@ -551,13 +559,13 @@ def resolve_source(source, cache_dir=None) -> pathlib.Path:
     path = pathlib.Path(source).expanduser()
     if path.exists():
         if not is_reference_folder(path):
-            raise FileNotFoundError(f"{path} has no {CONFIG_FILE} + {WEIGHTS_FILE}")
+            raise SourceNotFoundError(f"{path} has no {CONFIG_FILE} + {WEIGHTS_FILE}")
         return path
     if str(source).count("/") == 1 and not str(source).startswith((".", "/", "~")):
         try:
             return download_from_hub(str(source), cache_dir)
-        except (ConnectionError, FileNotFoundError) as e:
+        except (DownloadError, SourceNotFoundError) as e:
             raise type(e)(f"{source}: no such folder; as a Hub id: {e}") from e
-    raise FileNotFoundError(
+    raise SourceNotFoundError(
         f"{source} does not exist, and is not a Hub id 'owner/name' either"
     )

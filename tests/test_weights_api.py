@@ -12,7 +12,7 @@ import pytest
 from absl.testing import flagsaver
 from safetensors.numpy import load_file
 
-from astrom3_jax import api, weights
+from astrom3_jax import api, errors, weights
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "reference_weights_small"
 
@@ -120,8 +120,12 @@ def test_reimport_needs_overwrite_which_replaces_config_and_checkpoints(tmp_path
 # ---------------------------------------------------------------- the CLI
 
 
-def run_cli(capsys, **flag_values):
-    """main() of the import CLI in-process: (exit status, stderr lines)."""
+def run_cli(**flag_values):
+    """main() of the import CLI in-process: the user error it raises, or None.
+
+    The command line (astrom3_jax/cli.py) prints such an error as one line
+    `error: <message>` and exits with status 1; the last test runs it so.
+    """
     from astrom3_jax import import_weights
 
     values = {"cache_dir": None, "overwrite": False, "source": None, "workdir": None}
@@ -129,64 +133,69 @@ def run_cli(capsys, **flag_values):
     with flagsaver.flagsaver(**values):
         try:
             import_weights.main(["import_weights"])
-            status = 0
-        except SystemExit as e:
-            status = e.code
-    err = capsys.readouterr().err
-    return status, [line for line in err.splitlines() if line.strip()]
+        except errors.UserError as e:
+            assert "\n" not in str(e), str(e)  # one line
+            return e
+    return None
 
 
-def test_cli_missing_folder_is_one_line(tmp_path, capsys):
+def test_cli_missing_folder(tmp_path):
     missing = tmp_path / "no" / "weights"
-    status, err = run_cli(capsys, source=str(missing), workdir=str(tmp_path / "w"))
-    assert status == 1
-    assert len(err) == 1 and str(missing) in err[0] and "does not exist" in err[0]
+    error = run_cli(source=str(missing), workdir=str(tmp_path / "w"))
+    assert isinstance(error, FileNotFoundError)
+    assert str(missing) in str(error) and "does not exist" in str(error)
 
 
-def test_cli_offline_hub_id_is_one_line(tmp_path, capsys, monkeypatch):
+def test_cli_offline_hub_id(tmp_path, monkeypatch):
     def offline(*args, **kwargs):
         raise urllib.error.URLError("no network")
 
     monkeypatch.setattr(weights.urllib.request, "urlopen", offline)
-    status, err = run_cli(
-        capsys,
+    error = run_cli(
         source="AstroMLCore/AstroM3-CLIP",
         workdir=str(tmp_path / "w"),
         cache_dir=str(tmp_path / "cache"),
     )
-    assert status == 1
-    assert len(err) == 1 and "AstroMLCore/AstroM3-CLIP" in err[0]
-    assert "could not download" in err[0]
+    assert isinstance(error, ConnectionError)
+    assert "AstroMLCore/AstroM3-CLIP" in str(error)
+    assert "could not download" in str(error)
 
 
-def test_cli_existing_workdir_is_one_line_and_overwrite_works(tmp_path, capsys):
+def test_cli_existing_workdir_and_overwrite(tmp_path):
     run = tmp_path / "run"
-    assert run_cli(capsys, source=str(FIXTURES / "meta"), workdir=str(run))[0] == 0
-    status, err = run_cli(capsys, source=str(FIXTURES / "meta"), workdir=str(run))
-    assert status == 1
-    assert len(err) == 1 and "already holds a model" in err[0]
-    assert "--overwrite" in err[0]
-    status, _ = run_cli(
-        capsys, source=str(FIXTURES / "spectra"), workdir=str(run), overwrite=True
+    assert run_cli(source=str(FIXTURES / "meta"), workdir=str(run)) is None
+    error = run_cli(source=str(FIXTURES / "meta"), workdir=str(run))
+    assert "already holds a model" in str(error) and "--overwrite" in str(error)
+    assert (
+        run_cli(source=str(FIXTURES / "spectra"), workdir=str(run), overwrite=True)
+        is None
     )
-    assert status == 0
     assert json.loads((run / "config.json").read_text())["reference_kind"] == "spectra"
 
 
-def test_cli_missing_workdir_flag_is_a_usage_error(capsys):
-    status, err = run_cli(capsys, source=str(FIXTURES / "meta"))
-    assert status == 2 and err == ["import_weights: error: --workdir is required"]
+def test_cli_export_from_a_missing_workdir(tmp_path):
+    error = run_cli(workdir=str(tmp_path / "none"), export=True, out=str(tmp_path))
+    assert "not an astrom3_jax workdir" in str(error)
 
 
-def test_cli_process_prints_no_traceback(tmp_path):
-    """The real command: one line on stderr, exit status 1, no traceback."""
+def test_cli_missing_workdir_flag():
+    assert str(run_cli(source=str(FIXTURES / "meta"))) == "--workdir is required"
+
+
+@pytest.mark.parametrize("case", ["existing workdir", "missing folder"])
+def test_cli_process_prints_one_line_and_no_traceback(tmp_path, case):
     run = tmp_path / "run"
-    api.import_to_workdir(FIXTURES / "meta", run)
+    source = FIXTURES / "meta"
+    if case == "existing workdir":
+        api.import_to_workdir(source, run)
+        want = f"error: workdir {run} already holds a model"
+    else:
+        source = tmp_path / "absent"
+        want = f"error: {source} does not exist"
     cmd = [sys.executable, "-m", "astrom3_jax.import_weights"]
-    cmd += [f"--source={FIXTURES / 'meta'}", f"--workdir={run}"]
+    cmd += [f"--source={source}", f"--workdir={run}"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 1, done.stderr
-    lines = [x for x in done.stderr.splitlines() if x.strip()]
     assert "Traceback" not in done.stderr
-    assert lines[-1].startswith("import_weights: error: workdir ")
-    assert "already holds a model" in lines[-1]
+    lines = [x for x in done.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith(want), done.stderr

@@ -39,6 +39,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+from astrom3_jax import errors
 from astrom3_jax.models import registry
 from astrom3_jax.models.metadata import MetadataMLP
 from astrom3_jax.models.photometry import Informer
@@ -47,7 +48,7 @@ from astrom3_jax.models.spectra import GalSpecNet
 AUX_CHANNELS = 6  # per-object values the pipeline repeats on every light-curve row
 
 
-class InputError(ValueError):
+class InputError(errors.UserError, ValueError):
     """An input array that the model cannot use as given (names the argument)."""
 
 
