@@ -31,14 +31,19 @@ def main(argv):
         raise cli.errors.ConfigError(f"unexpected arguments: {argv[1:]}")
     # Before importing JAX: this process may be replaced.
     host_memory.reexec_with_tcmalloc(enabled=FLAGS.tcmalloc)
-    from astrom3_jax import checkpoints, train_lib
+    from astrom3_jax import checkpoints, errors, train_lib
     from astrom3_jax.training import loop, tasks, validate
 
     # Config mistakes and a --workdir of another run fail before data is read.
     validate.check_config(FLAGS.config)
     checkpoints.check_config(FLAGS.workdir, FLAGS.config)
-    outcome = train_lib.run(FLAGS.config, FLAGS.workdir)
-    loop.say(loop.describe(outcome, tasks.clip_task()))
+    task = tasks.clip_task()
+    try:
+        outcome = train_lib.run(FLAGS.config, FLAGS.workdir)
+    except errors.UserError as e:
+        loop.say_where_it_stopped(e, task)
+        raise
+    loop.say(loop.describe(outcome, task))
 
 
 if __name__ == "__main__":

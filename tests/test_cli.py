@@ -243,3 +243,28 @@ def test_resume_summary_and_quiet_logs(tmp_path):
     assert len(metrics_lib.read_metrics(wd)) == 2
     with open(os.path.join(wd, "config.json")) as f:
         assert json.load(f)["num_epochs"] == 2
+
+
+def test_a_run_stopped_by_nan_says_where_it_stands(tmp_path):
+    """lr 1e12 x a warm-up factor of 1e-14 is 0.01 in epoch 0, which trains
+    and saves; epoch 1 runs at 1e12 and blows the model up, so it stops
+    before its metrics line or checkpoint."""
+    wd = str(tmp_path / "run")
+    p = train_on_fakes(
+        wd, "--config.learning_rate=1e12", "--config.warmup_epochs=1",
+        "--config.warmup_start_factor=1e-14", "--config.warmup_per_step=False",
+        "--config.max_steps_per_epoch=1", "--config.checkpoint_every_steps=0",
+    )  # fmt: skip
+    assert_one_clear_error(
+        p, "error: the validation loss is not finite after step 2 (end of epoch 1)"
+    )
+    (row,) = metrics_lib.read_metrics(wd)
+    ckpts = f"{wd}/checkpoints"
+    assert p.stdout.splitlines()[-4:] == [
+        "run ended: stopped by an error (see the error message); 1 epochs",
+        f"best checkpoint: step 1 (epoch=0, val_loss={row['val_loss']:.4g}, "
+        f"val_accuracy={row['val_accuracy']:.4g}): {ckpts}/1",
+        f"latest checkpoint: step 1: {ckpts}/1",
+        f"checkpoints: {ckpts}",
+    ]
+    assert (row["epoch"], row["step"]) == (0, 1)

@@ -37,6 +37,7 @@ killed at any point and started again repeats exactly what it lost.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -195,9 +196,13 @@ def _abstract(tree, mesh):
 
 @dataclasses.dataclass
 class Outcome:
-    """How a run ended, for the summary and for callers."""
+    """How a run ended, for the summary and for callers.
 
-    reason: str  # 'finished' | 'early_stopped' | 'already_finished'
+    A run stopped by a user error (NaN loss, failed save) attaches its
+    Outcome, reason 'stopped', to the error as `error.outcome`.
+    """
+
+    reason: str  # 'finished' | 'early_stopped' | 'already_finished' | 'stopped'
     last: dict
     best_step: int | None
     best_metrics: dict
@@ -460,17 +465,24 @@ class Run:
                 val, _ = self.evaluate(self.val_batches, "val_")
                 self._check_finite_validation(val)
                 stop = self.schedule.end_of_epoch(c, self.epoch, val["val_loss"])
-                last = {"epoch": self.epoch, **train_metrics, **val}
-                last.update(lr_scale=self.schedule.lr_scale, epoch_time_s=train_time)
+                row = {"epoch": self.epoch, **train_metrics, **val}
+                row.update(lr_scale=self.schedule.lr_scale, epoch_time_s=train_time)
                 # Metrics first: a kill between the two redoes this epoch,
                 # and drop_from_epoch() then forgets the line written here.
-                self.writer.write(int(self.state["step"]), last)
-                say(f"epoch {self.epoch}: {_summary(last)}")
+                self.writer.write(int(self.state["step"]), row)
+                say(f"epoch {self.epoch}: {_summary(row)}")
                 self.epoch, self.epoch_step = self.epoch + 1, 0
                 best = val[self.task.best_metric]
                 self.save(metrics={checkpoints.BEST_METRIC: best})
+                last = row  # an epoch counts once its checkpoint is on disk
                 reason = "early_stopped" if stop else "finished"
             self.manager.wait_until_finished()
+        except errors.UserError as e:
+            # Where the run stands, for the summary next to the error; a
+            # failure here must not hide the error itself.
+            with contextlib.suppress(Exception):
+                e.outcome = self._outcome("stopped", last)
+            raise
         finally:
             self.manager.close()
             self.writer.close()
@@ -525,6 +537,7 @@ def describe(outcome: Outcome, task: Task) -> str:
         "finished": "reached num_epochs",
         "early_stopped": "early stopping on the validation loss",
         "already_finished": "nothing to do: this workdir's run had already ended",
+        "stopped": "stopped by an error (see the error message)",
     }[outcome.reason]
     epochs = outcome.last.get("epoch", -1) + 1
     lines = [f"run ended: {why}; {epochs} epochs"]
@@ -547,6 +560,13 @@ def describe(outcome: Outcome, task: Task) -> str:
         )
     lines.append(f"checkpoints: {where}")
     return "\n".join(lines)
+
+
+def say_where_it_stopped(error: BaseException, task: Task) -> None:
+    """The summary of a run that `error` stopped (if it carries one)."""
+    outcome = getattr(error, "outcome", None)
+    if isinstance(outcome, Outcome):
+        say(describe(outcome, task))
 
 
 def warn_if_slow_allocator() -> None:
