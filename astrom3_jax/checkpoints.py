@@ -21,9 +21,12 @@ kept the process from exiting.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import json
 import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -276,6 +279,35 @@ def error_reason(e: BaseException) -> str:
     return f"{type(inner).__name__}: {text}" if text else type(inner).__name__
 
 
+def _leftover_of_failed_read(unraisable) -> bool:
+    code = getattr(unraisable.object, "cr_code", None)  # a coroutine
+    if code is not None and "orbax" in code.co_filename:
+        return True
+    value = unraisable.exc_value
+    return isinstance(value, RuntimeError) and "Event loop is closed" in str(value)
+
+
+@contextlib.contextmanager
+def _quiet_leftovers_of_failed_reads():
+    """Orbax leaves the reads of a failed restore unfinished; when they are
+    finalised, Python prints each one's exception ('Exception ignored in
+    <coroutine ...>', a traceback and a page of TensorStore spec) after our
+    one-line reason. Those, and only those, are dropped while the failure is
+    handled (with --verbosity=1 the full failure is logged instead)."""
+    previous = sys.unraisablehook
+
+    def hook(unraisable):
+        if not _leftover_of_failed_read(unraisable):
+            previous(unraisable)
+
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        gc.collect()
+        sys.unraisablehook = previous
+
+
 def restore(
     manager: ocp.CheckpointManager,
     step: int,
@@ -296,12 +328,16 @@ def restore(
     }
     if abstract_train_state is not None:
         items["train"] = ocp.args.StandardRestore(abstract_train_state)
-    try:
-        got = dict(manager.restore(step, args=ocp.args.Composite(**items)).items())
-    except Exception as e:  # noqa: BLE001  Orbax raises many kinds for bad files
-        raise CorruptCheckpointError(
-            f"{where} cannot be read: {error_reason(e)}"
-        ) from e
+    failure = None
+    with _quiet_leftovers_of_failed_reads():
+        try:
+            got = dict(manager.restore(step, args=ocp.args.Composite(**items)).items())
+        except Exception as e:  # noqa: BLE001  Orbax raises many kinds for bad files
+            failure = f"{where} cannot be read: {error_reason(e)}"
+            logging.debug("Reading %s failed.", where, exc_info=True)
+    if failure:
+        # Not chained: the cause's frames hold the unfinished reads (see above).
+        raise CorruptCheckpointError(failure)
     meta = got.get("meta")
     if not isinstance(meta, dict):
         raise CorruptCheckpointError(
@@ -353,7 +389,10 @@ def restore_first_good(manager: ocp.CheckpointManager, restore_fn, steps):
     if reasons:
         raise CorruptCheckpointError(
             f"no checkpoint in {manager.directory} restores cleanly (each was moved "
-            "aside to <step>.corrupt):\n" + "\n".join(reasons)
+            "aside to <step>.corrupt, nothing was deleted):\n"
+            + "\n".join(reasons)
+            + "\nStarting the same command again trains from scratch. If the files "
+            "are sound and the model code changed instead, rename them back."
         )
     return None, None
 

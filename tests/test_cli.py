@@ -245,6 +245,28 @@ def test_resume_summary_and_quiet_logs(tmp_path):
         assert json.load(f)["num_epochs"] == 2
 
 
+def test_a_damaged_checkpoint_is_skipped_in_one_warning(tmp_path):
+    """Orbax's unfinished reads of the damaged file once printed their own
+    tracebacks (and a page of TensorStore spec) after the warning."""
+    from tests.test_training_faults import damage, data_file
+
+    wd = str(tmp_path / "run")
+    p = train_on_fakes(wd, kill_after=3)
+    assert p.returncode == 9, p.stdout[-2000:] + p.stderr[-3000:]
+    damage(data_file(wd, 3), "truncate")
+    p = train_on_fakes(wd)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    warning, resumed = p.stdout.splitlines()[:2]
+    assert warning.startswith(
+        f"warning: skipping checkpoint 3: checkpoint 3 in {wd}/checkpoints cannot "
+        "be read: ValueError: OUT_OF_RANGE: "
+    )
+    assert warning.endswith(f"; moved it aside to {wd}/checkpoints/3.corrupt")
+    assert resumed == "resumed from step 2 (epoch 1)"
+    for noise in ("Traceback", "Exception ignored", "tensorstore", "error: "):
+        assert noise not in p.stderr, p.stderr[-3000:]
+
+
 def test_a_run_stopped_by_nan_says_where_it_stands(tmp_path):
     """lr 1e12 x a warm-up factor of 1e-14 is 0.01 in epoch 0, which trains
     and saves; epoch 1 runs at 1e12 and blows the model up, so it stops
