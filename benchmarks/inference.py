@@ -1,4 +1,5 @@
-r"""Inference throughput: our compiled `embed` against the PyTorch forward.
+r"""Inference throughput: our compiled `embed` and the export step against the
+PyTorch forward.
 
 Both run the paper-size CLIP model (astrom3_jax.models.paper_model_config,
 15,869,827 parameters) in eval mode, float32, on random inputs of the real
@@ -87,6 +88,35 @@ def time_embed(model, batch: dict, steps: int) -> list[float]:
     return times
 
 
+def export_step(model, config):
+    """The step `python -m astrom3_jax.export_embeddings` runs per batch."""
+    import ml_collections
+
+    from astrom3_jax import export_embeddings, sharding
+
+    run_config = ml_collections.ConfigDict(
+        {"model": config, "seq_len": config.photometry.seq_len}
+    )
+    exporter = export_embeddings.Exporter(model, run_config)
+
+    def run(batch: dict):
+        full = dict(batch, mask=np.ones(len(batch["metadata"]), np.float32))
+        with jax.set_mesh(exporter.mesh):
+            device = sharding.shard_batch(full, exporter.mesh)
+            return exporter.step(*exporter.state, device, exporter.key)
+
+    return run
+
+
+def time_export(run, batch: dict, steps: int) -> list[float]:
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        jax.block_until_ready(run(batch))
+        times.append(time.perf_counter() - t0)
+    return times
+
+
 def time_torch(python: str, batch_size: int, steps: int, threads) -> list[float]:
     cmd = [
         python,
@@ -150,18 +180,25 @@ def main() -> None:
         flush=True,
     )
     batches = {b: random_inputs(config, b) for b in args.batch_sizes}
+    export = export_step(model, config)
     for b, batch in batches.items():  # compile every shape before timing
         t0 = time.perf_counter()
         jax.block_until_ready(model.embed(**batch))
-        print(f"batch {b}: embed compiled in {time.perf_counter() - t0:.1f} s")
+        jax.block_until_ready(export(batch))
+        print(
+            f"batch {b}: embed and export compiled in {time.perf_counter() - t0:.1f} s"
+        )
 
-    per_round = {b: {"jax": [], "torch": []} for b in batches}
+    per_round = {b: {"jax": [], "export": [], "torch": []} for b in batches}
     for r in range(args.rounds):
         for b, batch in batches.items():
             steps = args.steps or (8 if b <= 64 else 3)
             jax_times = time_embed(model, batch, steps)
+            export_times = time_export(export, batch, steps)
             line = f"round {r + 1} batch {b:4d}: JAX embed {rate(jax_times, b):6.1f}"
+            line += f", export step {rate(export_times, b):6.1f}"
             per_round[b]["jax"].append(rate(jax_times, b))
+            per_round[b]["export"].append(rate(export_times, b))
             if use_torch:
                 torch_times = time_torch(args.torch_python, b, steps, args.threads)
                 per_round[b]["torch"].append(rate(torch_times, b))
@@ -177,6 +214,7 @@ def main() -> None:
     for b, got in per_round.items():
         jax_rate = statistics.median(got["jax"])
         line = f"  batch {b:4d}: JAX embed {jax_rate:.1f}"
+        line += f", export step {statistics.median(got['export']):.1f}"
         if got["torch"]:
             torch_rate = statistics.median(got["torch"])
             ratios = [j / t for j, t in zip(got["jax"], got["torch"], strict=True)]
