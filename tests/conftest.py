@@ -1,12 +1,17 @@
 """Test-session setup that must happen before JAX or grain start.
 
 Eight simulated CPU devices let every test exercise the data-parallel code
-path; absl flags are marked parsed because grain's workers read them.
+path; XLA's heavier optimisations are off (numbers, not speed, are
+tested); absl flags are marked parsed because grain's workers read them.
 """
 
 import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# The tests check numbers, not speed: XLA's slow optimisation passes would
+# cost more compile time than they save on these tiny programs (about half
+# the suite's time). Subprocesses started by tests inherit it.
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (
         os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
