@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -157,6 +158,20 @@ def make_manager(workdir: str, *, keep_best: int = 1) -> ocp.CheckpointManager:
     )
 
 
+def close_manager(manager: ocp.CheckpointManager) -> None:
+    """Close `manager`; a failed background save is raised (once).
+
+    Orbax stops closing at the first error it raises: closing again frees
+    the rest (its writer threads and metadata stores).
+    """
+    try:
+        manager.close()
+    except Exception:
+        with contextlib.suppress(Exception):
+            manager.close()
+        raise
+
+
 def check_can_save(workdir: str) -> None:
     """Fail now, not after an epoch of training, if checkpoints cannot be written.
 
@@ -279,7 +294,9 @@ def error_reason(e: BaseException) -> str:
     return f"{type(inner).__name__}: {text}" if text else type(inner).__name__
 
 
-def _leftover_of_failed_read(unraisable) -> bool:
+def is_orbax_leftover(unraisable) -> bool:
+    """Whether an unraisable exception (sys.unraisablehook) is debris of a
+    failed Orbax read or write: an unfinished coroutine, a closed loop."""
     code = getattr(unraisable.object, "cr_code", None)  # a coroutine
     if code is not None and "orbax" in code.co_filename:
         return True
@@ -288,23 +305,28 @@ def _leftover_of_failed_read(unraisable) -> bool:
 
 
 @contextlib.contextmanager
-def _quiet_leftovers_of_failed_reads():
-    """Orbax leaves the reads of a failed restore unfinished; when they are
-    finalised, Python prints each one's exception ('Exception ignored in
-    <coroutine ...>', a traceback and a page of TensorStore spec) after our
-    one-line reason. Those, and only those, are dropped while the failure is
-    handled (with --verbosity=1 the full failure is logged instead)."""
+def quiet_orbax_leftovers():
+    """Orbax leaves the reads or writes of a failed restore or save
+    unfinished; when they are finalised, Python prints each one's exception
+    ('Exception ignored in <coroutine ...>', 'Event loop is closed', a
+    traceback, a page of TensorStore spec) after our one-line reason. Those,
+    and only those, are dropped inside this block (with --verbosity=1 a
+    failed restore is logged in full instead)."""
     previous = sys.unraisablehook
 
     def hook(unraisable):
-        if not _leftover_of_failed_read(unraisable):
+        if not is_orbax_leftover(unraisable):
             previous(unraisable)
 
     sys.unraisablehook = hook
     try:
         yield
     finally:
-        gc.collect()
+        with warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore", "coroutine .* was never awaited", RuntimeWarning
+            )
+            gc.collect()
         sys.unraisablehook = previous
 
 
@@ -329,7 +351,7 @@ def restore(
     if abstract_train_state is not None:
         items["train"] = ocp.args.StandardRestore(abstract_train_state)
     failure = None
-    with _quiet_leftovers_of_failed_reads():
+    with quiet_orbax_leftovers():
         try:
             got = dict(manager.restore(step, args=ocp.args.Composite(**items)).items())
         except Exception as e:  # noqa: BLE001  Orbax raises many kinds for bad files

@@ -57,12 +57,29 @@ _NOISE = ("Requested `tracked_metric`; did not provide metrics",)
 
 
 def _not_noise(record) -> bool:
+    """Drops expected warnings; Orbax's errors keep their line, not their
+    traceback (a failed save is reported once, as `error: ...`)."""
+    if f"{os.sep}orbax{os.sep}" in (record.pathname or ""):
+        record.exc_info, record.exc_text = None, None
     return not any(text in record.getMessage() for text in _NOISE)
+
+
+def _quiet_unraisable_hook(previous):
+    """Drop what a failed Orbax save or read leaves to the garbage collector
+    (each would print a traceback after the one-line error)."""
+
+    def hook(unraisable):
+        checkpoints = sys.modules.get("astrom3_jax.checkpoints")
+        if checkpoints is None or not checkpoints.is_orbax_leftover(unraisable):
+            previous(unraisable)
+
+    return hook
 
 
 def quiet_logs() -> None:
     """absl (and Orbax through it) at WARNING unless --verbosity was given,
-    without the warnings that are expected in every run."""
+    without the warnings that are expected in every run, and without Orbax's
+    tracebacks of a failure that is reported as one message anyway."""
     from absl import flags, logging
 
     if not flags.FLAGS["verbosity"].present:
@@ -70,6 +87,7 @@ def quiet_logs() -> None:
         logger = logging.get_absl_logger()
         if _not_noise not in logger.filters:
             logger.addFilter(_not_noise)
+        sys.unraisablehook = _quiet_unraisable_hook(sys.unraisablehook)
 
 
 def _last_line(text: str) -> str:

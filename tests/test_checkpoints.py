@@ -1,6 +1,7 @@
 """Workdirs: config checks, latest + best retention, model save/restore,
 and the faults: damaged files, NaN parameters, a save that cannot write."""
 
+import contextlib
 import glob
 import os
 import threading
@@ -128,18 +129,55 @@ def _restored(model):
     return jax.device_get(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
 
 
-def test_bit_flip_is_caught_by_the_checksum(tmp_path):
+def _flip_inside(wd, item, array):
+    """Flip one bit inside the stored bytes of `array`. Random int32 data
+    does not compress, so zstd stores it raw and its bytes can be found."""
+    raw = np.ascontiguousarray(array).tobytes()
+    window = raw[len(raw) // 2 : len(raw) // 2 + 32]
+    for path in glob.glob(f"{wd}/checkpoints/1/{item}/ocdbt.process_*/d/*"):
+        data = bytearray(open(path, "rb").read())
+        at = data.find(window)
+        if at >= 0:
+            data[at + 16] ^= 0x01
+            open(path, "wb").write(data)
+            return
+    raise AssertionError(f"the bytes of the {item} array are not stored raw")
+
+
+@pytest.mark.parametrize(
+    "item, what", [("params", "parameters"), ("train", "optimiser state")]
+)
+def test_one_flipped_bit_is_caught_by_the_checksum(tmp_path, item, what):
     wd = str(tmp_path)
-    _save_steps(wd, [0.5])
-    path = _data_file(wd, 1)
-    data = bytearray(open(path, "rb").read())
-    data[len(data) // 2] ^= 0x01
-    open(path, "wb").write(data)
-    with pytest.raises(
-        checkpoints.CorruptCheckpointError,
-        match="checkpoint 1 .* parameters do not match the checksum",
-    ):
-        checkpoints.restore_model(wd, 1, build_fn=tiny_build)
+    rng = np.random.default_rng(0)
+    trees = {
+        "params": {"w": rng.integers(-(2**31), 2**31 - 1, (512, 4), np.int32)},
+        "train": {"mu": rng.integers(-(2**31), 2**31 - 1, (256, 8), np.int32)},
+    }
+    with checkpoints.make_manager(wd) as mgr:
+        checkpoints.save(
+            mgr, 1, params=trees["params"], train_state=trees["train"], meta={}
+        )
+        mgr.wait_until_finished()
+    _flip_inside(wd, item, next(iter(trees[item].values())))
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    shapes = {
+        k: jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), v
+        )
+        for k, v in trees.items()
+    }
+    with checkpoints.make_manager(wd) as mgr:
+        with pytest.raises(
+            checkpoints.CorruptCheckpointError,
+            match=f"checkpoint 1 in .*: the {what} do not match the checksum",
+        ):
+            checkpoints.restore(
+                mgr,
+                1,
+                abstract_params=shapes["params"],
+                abstract_train_state=shapes["train"],
+            )
 
 
 @pytest.mark.parametrize("how", ["truncate", "delete", "meta"])
@@ -214,6 +252,38 @@ def test_failed_step_directory_raises_and_strands_no_thread(tmp_path):
     mgr.close()
     assert time.time() - t0 < 30
     assert _new_threads(before) == []
+
+
+def test_disk_full_while_writing_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    """ENOSPC in Orbax's background writer surfaces at the wait, promptly."""
+    import errno
+
+    from etils import epath
+
+    wd = str(tmp_path)
+    saved = _save_steps(wd, [0.5])
+    real_write = epath.Path.write_text
+
+    def disk_full(self, *args, **kwargs):
+        if ".orbax-checkpoint-tmp" in str(self):
+            raise OSError(errno.ENOSPC, "No space left on device", str(self))
+        return real_write(self, *args, **kwargs)
+
+    before = set(threading.enumerate())
+    t0 = time.time()
+    mgr = checkpoints.make_manager(wd)
+    monkeypatch.setattr(epath.Path, "write_text", disk_full)
+    with checkpoints.quiet_orbax_leftovers():
+        with pytest.raises(OSError, match="No space left on device"):
+            checkpoints.save(mgr, 2, params=saved[1], meta={"epoch": 2})
+            mgr.wait_until_finished()
+        monkeypatch.undo()
+        with contextlib.suppress(OSError):  # Orbax reports it again on close
+            checkpoints.close_manager(mgr)
+    assert time.time() - t0 < 30
+    assert _new_threads(before) == []
+    model, _ = checkpoints.restore_model(wd, build_fn=tiny_build)
+    jax.tree.map(np.testing.assert_array_equal, _restored(model), saved[1])
 
 
 def test_unwritable_checkpoint_folder_is_found_before_training(tmp_path):

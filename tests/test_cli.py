@@ -167,6 +167,19 @@ TRAIN_ON_FAKES = textwrap.dedent(
                 os._exit(9)  # as abrupt as SIGKILL, right after the checkpoint
 
         loop.Run.save = save_then_die
+    full = os.environ.get("DISK_FULL_AT_CHECKPOINT")
+    if full:  # Orbax's writer threads hit ENOSPC for that checkpoint
+        import errno
+        from etils import epath
+
+        real_write = epath.Path.write_text
+
+        def write_text(self, *args, **kwargs):
+            if f"{os.sep}{full}.orbax-checkpoint-tmp{os.sep}" in str(self):
+                raise OSError(errno.ENOSPC, "No space left on device", str(self))
+            return real_write(self, *args, **kwargs)
+
+        epath.Path.write_text = write_text
     sys.argv = ["astrom3_jax.train", *sys.argv[2:]]
     cli.main(train.main)
     """
@@ -184,8 +197,12 @@ TINY = [
 ]
 
 
-def train_on_fakes(wd, *args, kill_after=0):
-    env = {**ENV, "KILL_AFTER_CHECKPOINT": str(kill_after)}
+def train_on_fakes(wd, *args, kill_after=0, disk_full_at=""):
+    env = {
+        **ENV,
+        "KILL_AFTER_CHECKPOINT": str(kill_after),
+        "DISK_FULL_AT_CHECKPOINT": str(disk_full_at),
+    }
     return subprocess.run(
         [sys.executable, "-c", TRAIN_ON_FAKES, ROOT, *TINY, "--workdir", wd, *args],
         capture_output=True,
@@ -290,3 +307,26 @@ def test_a_run_stopped_by_nan_says_where_it_stands(tmp_path):
         f"checkpoints: {ckpts}",
     ]
     assert (row["epoch"], row["step"]) == (0, 1)
+
+
+def test_disk_full_is_one_error_not_orbax_tracebacks(tmp_path):
+    wd = str(tmp_path / "run")
+    p = train_on_fakes(wd, "--config.max_steps_per_epoch=1", disk_full_at=2)
+    assert p.returncode == 1, p.stdout[-2000:] + p.stderr[-3000:]
+    assert "Traceback" not in p.stderr, p.stderr[-3000:]
+    errors = [x for x in p.stderr.splitlines() if x.startswith("error: ")]
+    assert len(errors) == 1 and errors[0].startswith(
+        f"error: saving checkpoint 2 in {wd}/checkpoints failed: OSError: "
+        "[Errno 28] No space left on device"
+    )
+    # Epoch 1's line is in metrics.jsonl (written before its save), but only
+    # epoch 0 is checkpointed; a restart redoes epoch 1 and rewrites its line.
+    first = metrics_lib.read_metrics(wd)[0]
+    ckpts = f"{wd}/checkpoints"
+    assert p.stdout.splitlines()[-4:] == [
+        "run ended: stopped by an error (see the error message); 1 epochs",
+        f"best checkpoint: step 1 (epoch=0, val_loss={first['val_loss']:.4g}, "
+        f"val_accuracy={first['val_accuracy']:.4g}): {ckpts}/1",
+        f"latest checkpoint: step 1: {ckpts}/1",
+        f"checkpoints: {ckpts}",
+    ]

@@ -338,29 +338,35 @@ class Run:
             "epoch_elapsed": self.elapsed,
         }
         step = int(self.state["step"])
-        try:
-            checkpoints.save(
-                self.manager,
-                step,
-                params=_all_params(self.state["params"], self.parts.frozen),
-                train_state={
-                    "step": self.state["step"],
-                    "opt_state": self.state["opt_state"],
-                },
-                meta=meta,
-                metrics=metrics,
-            )
-            # Surface a failed background write now, not at some later save.
-            self.manager.wait_until_finished()
-        except errors.NonFiniteError:
-            raise
-        except Exception as e:
+        failure = None
+        with checkpoints.quiet_orbax_leftovers():
+            try:
+                checkpoints.save(
+                    self.manager,
+                    step,
+                    params=_all_params(self.state["params"], self.parts.frozen),
+                    train_state={
+                        "step": self.state["step"],
+                        "opt_state": self.state["opt_state"],
+                    },
+                    meta=meta,
+                    metrics=metrics,
+                )
+                # Surface a failed background write now, not at some later save.
+                self.manager.wait_until_finished()
+            except errors.NonFiniteError:
+                raise
+            except Exception as e:
+                failure = e
+                with contextlib.suppress(Exception):  # free Orbax's writers
+                    checkpoints.close_manager(self.manager)
+        if failure is not None:
             raise errors.CheckpointSaveError(
                 f"saving checkpoint {step} in {self.manager.directory} failed: "
-                f"{checkpoints.error_reason(e)}. Checkpoints already on disk are "
-                "intact; fix the problem (disk space, permissions) and start the same "
-                "command again to resume."
-            ) from e
+                f"{checkpoints.error_reason(failure)}. Checkpoints already on disk "
+                "are intact; fix the problem (disk space, permissions) and start "
+                "the same command again to resume."
+            ) from failure
 
     # ------------------------------------------------------------ training
     def _flush(self, pending, bar, t0) -> None:
@@ -481,12 +487,32 @@ class Run:
             # Where the run stands, for the summary next to the error; a
             # failure here must not hide the error itself.
             with contextlib.suppress(Exception):
+                self.manager.reload()  # a failed save leaves its step list stale
                 e.outcome = self._outcome("stopped", last)
+            self._close(after_error=True)
             raise
-        finally:
-            self.manager.close()
-            self.writer.close()
+        except BaseException:
+            self._close(after_error=True)
+            raise
+        self._close(after_error=False)
         return self._outcome(reason, last)
+
+    def _close(self, *, after_error: bool) -> None:
+        """Close the checkpoint manager and the metrics writer.
+
+        Orbax raises a failed background save again on close; after an error
+        that was already reported, that would replace it with a raw OSError.
+        """
+        try:
+            checkpoints.close_manager(self.manager)
+        except Exception as e:
+            if not after_error:
+                raise errors.CheckpointSaveError(
+                    f"finishing the checkpoints in {self.manager.directory} "
+                    f"failed: {checkpoints.error_reason(e)}"
+                ) from e
+        finally:
+            self.writer.close()
 
     def _check_finite_validation(self, val: dict) -> None:
         """Stop before a blown-up model is logged, saved or made `best`."""
