@@ -1,6 +1,6 @@
 """Catalogue side of each star: sky position, distance, extinction, Gaia/2MASS/WISE.
 
-Physical chain (VARIABLE_STARS.md section 4, consistency rules 1-5):
+Physical chain (each step keeps the catalogue self-consistent):
 absolute magnitude (PL relation or class range) + apparent V inside the
 ASAS-SN window -> distance (iterated with a dust-layer extinction model) ->
 Galactic latitude from a population scale height -> all magnitudes from

@@ -1,7 +1,8 @@
 """Per-class physics of the synthetic survey: counts, periods, amplitudes, stars.
 
-Every number here follows /work/shared/VARIABLE_STARS.md (tables A-C and the
-period-luminosity section); comments name the relation used. Classes are
+Every number here is a textbook value for the class (period and amplitude
+ranges, spectral types, luminosity classes, period-luminosity relations);
+comments name the relation used; docs/synthetic/README.md summarises them. Classes are
 drawn as *catalogue labels* first (so counts match the real release exactly)
 and the physics follows the *true* class, which differs for planted mislabels
 and unseen-class objects.
@@ -38,7 +39,7 @@ CONFUSIONS = {
     "DSCT": ("HADS",), "M": ("SR",), "SR": ("M", "ROT"), "ROT": ("SR", "EW"),
 }  # fmt: skip
 
-# --- colour tables (dwarfs / giants), VARIABLE_STARS.md section 2 -------------
+# --- colour tables (dwarfs / giants): intrinsic colours against Teff ------------
 _TEFF = np.array([2400, 2800, 3100, 3400, 3850, 4400, 4750, 5250, 5900, 6500,
                   7200, 8100, 9700, 12000], float)  # fmt: skip
 _BPRP = np.array([5.5, 4.5, 3.9, 2.9, 1.85, 1.40, 1.15, 0.95, 0.75, 0.58,
