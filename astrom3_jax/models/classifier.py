@@ -19,6 +19,7 @@ from flax import nnx
 
 from astrom3_jax.models import inputs as model_inputs
 from astrom3_jax.models import layers, registry
+from astrom3_jax.models.building import copy_params
 from astrom3_jax.models.clip import AstroM3, build_encoder, gather_inputs
 
 
@@ -100,17 +101,6 @@ class Classifier(nnx.Module):
         return self.fc(x).astype(jnp.float32)
 
 
-def _copy_params(dst: nnx.Module, src: nnx.Module, what: str) -> None:
-    got = nnx.state(src, nnx.Param)
-    want = nnx.state(dst, nnx.Param)
-    a = {p: v[...].shape for p, v in nnx.to_flat_state(got)}
-    b = {p: v[...].shape for p, v in nnx.to_flat_state(want)}
-    if a != b:
-        diff = sorted(set(a.items()) ^ set(b.items()))
-        raise ValueError(f"{what}: parameters do not match the classifier's: {diff}")
-    nnx.update(dst, got)
-
-
 def init_from_clip(classifier, clip: AstroM3) -> None:
     """Start fine-tuning from pre-training, in place, as the reference does.
 
@@ -119,7 +109,7 @@ def init_from_clip(classifier, clip: AstroM3) -> None:
     temperatures.
     """
     if isinstance(classifier, MultimodalClassifier):
-        _copy_params(classifier.clip, clip, "CLIP model")
+        copy_params(classifier.clip, clip, "CLIP model")
     else:
         name = classifier.modality
-        _copy_params(classifier.encoder, clip.encoders[name], f"{name} encoder")
+        copy_params(classifier.encoder, clip.encoders[name], f"{name} encoder")
