@@ -355,11 +355,12 @@ def restore(
         try:
             got = dict(manager.restore(step, args=ocp.args.Composite(**items)).items())
         except Exception as e:  # noqa: BLE001  Orbax raises many kinds for bad files
-            failure = f"{where} cannot be read: {error_reason(e)}"
+            failure = e
             logging.debug("Reading %s failed.", where, exc_info=True)
-    if failure:
-        # Not chained: the cause's frames hold the unfinished reads (see above).
-        raise CorruptCheckpointError(failure)
+    if failure is not None:
+        raise CorruptCheckpointError(
+            f"{where} cannot be read: {error_reason(failure)}"
+        ) from failure
     meta = got.get("meta")
     if not isinstance(meta, dict):
         raise CorruptCheckpointError(
