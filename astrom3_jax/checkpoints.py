@@ -91,7 +91,7 @@ def _diff(a: dict, b: dict, prefix="") -> list[str]:
 def check_config(workdir: str, config: ml_collections.ConfigDict) -> None:
     """Raise ConfigError if `workdir` holds a run made with another config.
 
-    Reads only `<workdir>/config.json`: the command lines call it before
+    Reads only `<workdir>/config.json`: the entry functions call it before
     opening any data, so a wrong --workdir fails at once.
     """
     path = epath.Path(workdir) / CONFIG_FILE

@@ -31,13 +31,9 @@ def main(argv):
     if len(argv) > 1:
         raise cli.errors.ConfigError(f"unexpected arguments: {argv[1:]}")
     host_memory.reexec_with_tcmalloc(enabled=FLAGS.tcmalloc)
-    from astrom3_jax import checkpoints, errors, finetune_lib
-    from astrom3_jax.training import loop, tasks, validate
+    from astrom3_jax import errors, finetune_lib
+    from astrom3_jax.training import loop, tasks
 
-    # Config mistakes and a --workdir of another run fail before data is read.
-    validate.check_config(FLAGS.config)
-    finetune_lib.check_finetune_config(FLAGS.config)
-    checkpoints.check_config(FLAGS.workdir, FLAGS.config)
     try:
         finetune_lib.finetune_and_evaluate(FLAGS.config, FLAGS.workdir)
     except errors.UserError as e:

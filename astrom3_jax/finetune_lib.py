@@ -188,8 +188,10 @@ def finetune_and_evaluate(
     """
     from astrom3_jax.training import validate
 
+    # Config mistakes and a workdir of another run fail before data is read.
     validate.check_config(config)
     check_finetune_config(config)
+    checkpoints.check_config(workdir, config)
     sources = sources if sources is not None else finetune_sources(config)
     outcome = loop.train(
         config, workdir, tasks.classification_task(), sources, build_fn=build_fn

@@ -31,12 +31,9 @@ def main(argv):
         raise cli.errors.ConfigError(f"unexpected arguments: {argv[1:]}")
     # Before importing JAX: this process may be replaced.
     host_memory.reexec_with_tcmalloc(enabled=FLAGS.tcmalloc)
-    from astrom3_jax import checkpoints, errors, train_lib
-    from astrom3_jax.training import loop, tasks, validate
+    from astrom3_jax import errors, train_lib
+    from astrom3_jax.training import loop, tasks
 
-    # Config mistakes and a --workdir of another run fail before data is read.
-    validate.check_config(FLAGS.config)
-    checkpoints.check_config(FLAGS.workdir, FLAGS.config)
     task = tasks.clip_task()
     try:
         outcome = train_lib.run(FLAGS.config, FLAGS.workdir)

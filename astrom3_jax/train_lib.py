@@ -31,9 +31,12 @@ def run(
     build_fn: Callable | None = None,
 ) -> loop.Outcome:
     """Pre-train (or resume) in `workdir`; returns how the run ended."""
+    from astrom3_jax import checkpoints
     from astrom3_jax.training import validate
 
+    # Config mistakes and a workdir of another run fail before data is read.
     validate.check_config(config)
+    checkpoints.check_config(workdir, config)
     sources = sources if sources is not None else train_sources(config)
     return loop.train(config, workdir, tasks.clip_task(), sources, build_fn=build_fn)
 

@@ -380,3 +380,13 @@ def test_shared_loop_reproduces_the_pre_refactor_metrics(tmp_path):
         for k in w:
             if k not in timing:
                 assert g[k] == w[k], (w["epoch"], k)
+
+
+def test_workdir_of_another_run_is_refused_before_any_data_is_read(tmp_path):
+    """From Python too: the data set (here never built) is not even looked at."""
+    wd = str(tmp_path / "run")
+    checkpoints.save_or_check_config(wd, tiny_config(seed=1))
+    c = tiny_config(dataset="full_42", data_dir=str(tmp_path / "no_data"))
+    with pytest.raises(ValueError, match="different config"):
+        train_lib.run(c, wd)
+    assert not os.path.exists(str(tmp_path / "no_data"))
