@@ -18,7 +18,8 @@ from __future__ import annotations
 import pathlib
 import shutil
 
-from astrom3_jax import errors, weights
+from astrom3_jax import errors
+from astrom3_jax.models import weights
 
 WORKDIR_CONFIG = "config.json"
 WORKDIR_CHECKPOINTS = "checkpoints"
@@ -45,7 +46,7 @@ def load_model(path, *, step=None, cache_dir=None):
     """
     local = pathlib.Path(str(path)).expanduser()
     if local.is_dir() and _is_workdir(local):
-        from astrom3_jax import checkpoints
+        from astrom3_jax.training import checkpoints
 
         return checkpoints.restore_model(str(local), step)
     source = weights.resolve_source(path, cache_dir)
@@ -67,7 +68,7 @@ def import_to_workdir(source, workdir, *, cache_dir=None, overwrite=False):
     stay. The weights are read and checked before anything is replaced.
     Returns (model, config, ignored tensor names).
     """
-    from astrom3_jax import checkpoints
+    from astrom3_jax.training import checkpoints
 
     workdir = pathlib.Path(workdir).expanduser()
     if workdir.exists() and not workdir.is_dir():

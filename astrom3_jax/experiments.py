@@ -332,9 +332,10 @@ def main(argv):
     print(grid.describe_plan(), flush=True)
     if f.dry_run:
         return
-    from astrom3_jax import host_memory
+    from astrom3_jax.cli import host_memory
 
     host_memory.reexec_with_tcmalloc(enabled=True)
+    host_memory.warn_if_slow_allocator()
     os.makedirs(f.root, exist_ok=True)
     grid.run_all()
     rows = write_results(grid)

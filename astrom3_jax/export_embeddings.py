@@ -67,8 +67,7 @@ class Exporter:
     def __init__(self, model, config, *, seed: int = 0):
         from flax import nnx
 
-        from astrom3_jax import sharding
-        from astrom3_jax.training import loop, tasks
+        from astrom3_jax.training import loop, sharding, tasks
 
         self.model, self.config = model, config
         self.mesh = sharding.make_mesh()
@@ -91,9 +90,8 @@ class Exporter:
         """(outputs of the real rows, host-side index columns), in split order."""
         from tqdm import tqdm
 
-        from astrom3_jax import sharding
         from astrom3_jax.data import pipeline
-        from astrom3_jax.training import loop
+        from astrom3_jax.training import loop, sharding
 
         sharding.check_batch_size(batch_size, self.mesh)
         single = jax.process_count() == 1

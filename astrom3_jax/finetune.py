@@ -13,7 +13,8 @@ See configs/finetune.py for modes, subsets and presets.
 from absl import flags
 from ml_collections import config_flags
 
-from astrom3_jax import cli, host_memory
+from astrom3_jax import cli
+from astrom3_jax.cli import host_memory
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -35,7 +36,11 @@ def main(argv):
     from astrom3_jax.training import loop, tasks
 
     try:
-        finetune_lib.finetune_and_evaluate(FLAGS.config, FLAGS.workdir)
+        finetune_lib.finetune_and_evaluate(
+            FLAGS.config,
+            FLAGS.workdir,
+            before_training=host_memory.warn_if_slow_allocator,
+        )
     except errors.UserError as e:
         loop.say_where_it_stopped(e, tasks.classification_task())
         raise

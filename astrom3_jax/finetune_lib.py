@@ -24,9 +24,9 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from astrom3_jax import checkpoints, errors, sharding
-from astrom3_jax.data import schema
-from astrom3_jax.training import loop, tasks
+from astrom3_jax import errors
+from astrom3_jax.data import names, schema
+from astrom3_jax.training import checkpoints, loop, sharding, tasks
 
 EVAL_FILE = "eval.json"
 PREDICTIONS_FILE = "predictions.npz"
@@ -35,8 +35,6 @@ CONFUSION_FILE = "confusion.png"
 
 def check_finetune_config(config) -> None:
     """The data set must be the subset the hyperparameters were chosen for."""
-    from astrom3_jax.data.astrom3_tfds import astrom3_dataset_builder as astrom3
-
     if config.model.get("task") != "classification":
         raise errors.ConfigError(
             "fine-tuning needs config.model.task='classification' "
@@ -44,7 +42,7 @@ def check_finetune_config(config) -> None:
         )
     subset = config.get("subset")
     try:
-        actual = astrom3.subset_of(config.dataset)
+        actual = names.subset_of(config.dataset)
     except ValueError:
         return  # unknown names are reported by validate.check_config
     if subset and actual != subset:
@@ -179,6 +177,7 @@ def finetune_and_evaluate(
     *,
     sources: Mapping | None = None,
     build_fn: Callable | None = None,
+    before_training: Callable[[], None] | None = None,
 ) -> dict:
     """Fine-tune (or resume) in `workdir`, then score the best checkpoint on
     the test split. Returns the eval.json report.
@@ -194,7 +193,12 @@ def finetune_and_evaluate(
     checkpoints.check_config(workdir, config)
     sources = sources if sources is not None else finetune_sources(config)
     outcome = loop.train(
-        config, workdir, tasks.classification_task(), sources, build_fn=build_fn
+        config,
+        workdir,
+        tasks.classification_task(),
+        sources,
+        build_fn=build_fn,
+        before_training=before_training,
     )
     loop.say(loop.describe(outcome, tasks.classification_task()))
     report = evaluate_test(config, workdir, sources["test"], build_fn=build_fn)

@@ -10,7 +10,7 @@ Export (our workdir -> PyTorch-layout safetensors + config.json):
 Mistakes a user can fix (a missing folder, a Hub id that cannot be fetched,
 a workdir that already holds a model, a damaged weights file, a missing
 flag) print one line, `error: ...`, on stderr and exit with status 1, as
-every command line of the project does (astrom3_jax/cli.py). Library logs
+every command line of the project does (astrom3_jax/cli/__init__.py). Library logs
 below WARNING are hidden unless --verbosity is given.
 """
 
@@ -52,7 +52,8 @@ class CommandError(errors.UserError, RuntimeError):
 
 
 def _export():
-    from astrom3_jax import api, checkpoints
+    from astrom3_jax import api
+    from astrom3_jax.training import checkpoints
 
     if _OUT.value is None:
         raise errors.ConfigError("--export needs --out")

@@ -10,7 +10,8 @@ it stopped (even after SIGKILL). See configs/pretrain.py for the variants.
 from absl import flags
 from ml_collections import config_flags
 
-from astrom3_jax import cli, host_memory
+from astrom3_jax import cli
+from astrom3_jax.cli import host_memory
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file(
@@ -21,7 +22,7 @@ flags.DEFINE_bool(
     "tcmalloc",
     True,
     "On CPU, restart under tcmalloc when it is installed: XLA:CPU steps run "
-    "1.4-1.9x faster (see astrom3_jax/host_memory.py).",
+    "1.4-1.9x faster (see astrom3_jax/cli/host_memory.py).",
 )
 flags.mark_flags_as_required(["config", "workdir"])
 
@@ -36,7 +37,11 @@ def main(argv):
 
     task = tasks.clip_task()
     try:
-        outcome = train_lib.run(FLAGS.config, FLAGS.workdir)
+        outcome = train_lib.run(
+            FLAGS.config,
+            FLAGS.workdir,
+            before_training=host_memory.warn_if_slow_allocator,
+        )
     except errors.UserError as e:
         loop.say_where_it_stopped(e, task)
         raise

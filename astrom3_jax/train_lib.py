@@ -29,16 +29,27 @@ def run(
     *,
     sources: Mapping | None = None,
     build_fn: Callable | None = None,
+    before_training: Callable[[], None] | None = None,
 ) -> loop.Outcome:
-    """Pre-train (or resume) in `workdir`; returns how the run ended."""
-    from astrom3_jax import checkpoints
-    from astrom3_jax.training import validate
+    """Pre-train (or resume) in `workdir`; returns how the run ended.
+
+    `before_training()` runs once config and workdir are accepted (see
+    loop.train).
+    """
+    from astrom3_jax.training import checkpoints, validate
 
     # Config mistakes and a workdir of another run fail before data is read.
     validate.check_config(config)
     checkpoints.check_config(workdir, config)
     sources = sources if sources is not None else train_sources(config)
-    return loop.train(config, workdir, tasks.clip_task(), sources, build_fn=build_fn)
+    return loop.train(
+        config,
+        workdir,
+        tasks.clip_task(),
+        sources,
+        build_fn=build_fn,
+        before_training=before_training,
+    )
 
 
 def train_and_evaluate(

@@ -28,7 +28,7 @@ than its 1-thread one; compare at --threads 1 as well when the load
 average is above the core count.
 
 Both sides restart themselves under tcmalloc when it is installed
-(astrom3_jax/host_memory.py).
+(astrom3_jax/cli/host_memory.py).
 """
 
 import argparse
@@ -47,7 +47,8 @@ import numpy as np  # noqa: E402
 import step_timing  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from astrom3_jax import host_memory, models  # noqa: E402
+from astrom3_jax import models  # noqa: E402
+from astrom3_jax.cli import host_memory  # noqa: E402
 
 AUX = 6  # auxiliary channels repeated on every light-curve row
 
@@ -92,7 +93,8 @@ def export_step(model, config):
     """The step `python -m astrom3_jax.export_embeddings` runs per batch."""
     import ml_collections
 
-    from astrom3_jax import export_embeddings, sharding
+    from astrom3_jax import export_embeddings
+    from astrom3_jax.training import sharding
 
     run_config = ml_collections.ConfigDict(
         {"model": config, "seq_len": config.photometry.seq_len}

@@ -29,7 +29,7 @@ disk, see the env docs on python machines):
   /tmp/torchvenv/bin/python benchmarks/torch_train_step.py --forward --steps 10
 
 Both benchmarks restart themselves under tcmalloc when it is installed
-(astrom3_jax/host_memory.py); it speeds up PyTorch's step too.
+(astrom3_jax/cli/host_memory.py); it speeds up PyTorch's step too.
 """
 
 import argparse
@@ -342,7 +342,7 @@ def bench_forward(batch_size: int, steps: int, as_json: bool) -> None:
 
 
 def load_host_memory():
-    """astrom3_jax/host_memory.py, loaded by path (it needs only the stdlib).
+    """astrom3_jax/cli/host_memory.py, loaded by path (it needs only the stdlib).
 
     This script runs in a venv without the project installed, and restarts
     under tcmalloc like our JAX benchmark, for a fair comparison.

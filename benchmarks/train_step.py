@@ -5,7 +5,7 @@ backward, Adam update) on random inputs of the real shapes, on every device
 there is, and prints samples/s (from the median step; the step range and
 the mean show noise from other machines) and the model FLOPs per sample
 from XLA's cost analysis of the compiled step. It restarts itself under tcmalloc
-when that is installed, as the trainer does (astrom3_jax/host_memory.py).
+when that is installed, as the trainer does (astrom3_jax/cli/host_memory.py).
 
   python benchmarks/train_step.py                       # paper config, 64 + 512
   python benchmarks/train_step.py --batch_sizes=64 --attention=full --dtype=bfloat16
@@ -25,8 +25,10 @@ import step_timing  # noqa: E402
 from absl import app, flags  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from astrom3_jax import checkpoints, host_memory, sharding, train_lib  # noqa: E402
+from astrom3_jax import train_lib
+from astrom3_jax.cli import host_memory  # noqa: E402
 from astrom3_jax.configs import pretrain  # noqa: E402
+from astrom3_jax.training import checkpoints, sharding
 
 flags.DEFINE_string("variant", "paper", "configs/pretrain.py variant")
 flags.DEFINE_list("batch_sizes", ["64", "512"], "global batch sizes")

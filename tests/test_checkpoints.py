@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from astrom3_jax import checkpoints, errors
+from astrom3_jax import errors
+from astrom3_jax.training import checkpoints
 
 
 class TinyModel(nnx.Module):

@@ -19,9 +19,9 @@ import textwrap
 
 import pytest
 
-from astrom3_jax import checkpoints
-from astrom3_jax import metrics_writer as metrics_lib
 from astrom3_jax.configs import finetune, pretrain
+from astrom3_jax.training import checkpoints
+from astrom3_jax.training import metrics_writer as metrics_lib
 from tests.test_train import ROOT
 
 ENV = {
@@ -68,10 +68,11 @@ def assert_one_clear_error(p, *expected):
             ],
         ),
         (
-            "--config.dataset=nope",
+            "--config.dataset=synthetic_smal",
             [
-                "unknown data set config 'nope'; valid configs: full_42, ",
-                "synthetic_small",
+                "unknown data set config 'synthetic_smal' (did you mean "
+                "'synthetic_small'?)",
+                "<subset>_<seed> for the real release",
             ],
         ),
         (

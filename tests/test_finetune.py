@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from astrom3_jax import checkpoints, errors, finetune_lib, models, sharding
+from astrom3_jax import errors, finetune_lib, models
 from astrom3_jax.configs import finetune
-from astrom3_jax.training import init_from, loop, tasks
+from astrom3_jax.training import checkpoints, init_from, loop, sharding, tasks
 from tests.test_train import ROOT, fake_examples, fake_sources
 
 PRETRAIN_2_DEVICES = textwrap.dedent(

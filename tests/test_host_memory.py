@@ -8,8 +8,7 @@ import sys
 
 import pytest
 
-from astrom3_jax import host_memory
-from astrom3_jax.training import loop
+from astrom3_jax.cli import host_memory
 
 TCMALLOC = host_memory.find_tcmalloc()
 needs_tcmalloc = pytest.mark.skipif(
@@ -39,7 +38,7 @@ def _run(args, preload=None, **extra_env):
     return out.stdout.splitlines()
 
 
-_ALLOCATOR = "from astrom3_jax import host_memory; print(host_memory.allocator())"
+_ALLOCATOR = "from astrom3_jax.cli import host_memory; print(host_memory.allocator())"
 
 
 @needs_tcmalloc
@@ -50,11 +49,11 @@ def test_allocator_sees_what_is_loaded():
 
 _RESTART = """
 import json, os, subprocess, sys
-from astrom3_jax import host_memory
+from astrom3_jax.cli import host_memory
 print("started")
 status = host_memory.reexec_with_tcmalloc()
 child = subprocess.run(
-    [sys.executable, "-c", "from astrom3_jax import host_memory as h; "
+    [sys.executable, "-c", "from astrom3_jax.cli import host_memory as h; "
      "import os; print(h.allocator(), os.environ.get('LD_PRELOAD'))"],
     capture_output=True, text=True, check=True,
 )
@@ -109,7 +108,7 @@ def test_restarted_process_keeps_the_users_own_preload(tmp_path):
 
 _TRACED = """
 import sys
-from astrom3_jax import host_memory
+from astrom3_jax.cli import host_memory
 print("started")
 sys.settrace(lambda *args: None)
 print(host_memory.reexec_with_tcmalloc())
@@ -254,12 +253,12 @@ def test_reexec_disabled_only_reports_the_allocator(cpu_host):
 def test_trainer_warns_on_cpu_under_glibc(monkeypatch, caplog):
     monkeypatch.setattr(host_memory, "allocator", lambda: "glibc")
     with caplog.at_level(logging.WARNING):
-        loop.warn_if_slow_allocator()
+        host_memory.warn_if_slow_allocator()
     assert "tcmalloc" in caplog.text
     caplog.clear()
     monkeypatch.setattr(host_memory, "allocator", lambda: "tcmalloc")
     with caplog.at_level(logging.WARNING):
-        loop.warn_if_slow_allocator()
+        host_memory.warn_if_slow_allocator()
     assert caplog.text == ""
 
 

@@ -14,7 +14,7 @@ import pytest
 from flax import nnx
 from jax.sharding import PartitionSpec as P
 
-from astrom3_jax import losses, sharding
+from astrom3_jax.training import losses, sharding
 
 MODS = ("photometry", "spectra", "metadata")
 PAIRS = list(itertools.combinations(MODS, 2))

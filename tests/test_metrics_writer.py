@@ -13,7 +13,7 @@ import struct
 from tensorboardX.proto import event_pb2
 from tensorboardX.record_writer import masked_crc32c
 
-from astrom3_jax import metrics_writer
+from astrom3_jax.training import metrics_writer
 
 
 def read_events(workdir):

@@ -262,8 +262,8 @@ def _auc(negatives: np.ndarray, positives: np.ndarray) -> float:
 
 
 def check_pretrain(nb, runs: pathlib.Path, data_dir) -> None:
-    from astrom3_jax import metrics_writer
     from astrom3_jax.configs import pretrain
+    from astrom3_jax.training import metrics_writer
 
     workdir = runs / "pretrain_smoke_synthetic_small"
     smoke = pretrain.get_config("smoke")

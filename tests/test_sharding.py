@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from astrom3_jax import sharding
+from astrom3_jax.training import sharding
 from tests.test_losses import MODS, _embeddings, reference_loss
 
 WORKER = textwrap.dedent(
@@ -32,7 +32,7 @@ WORKER = textwrap.dedent(
     jax.distributed.initialize(
         coordinator_address=f"localhost:{port}", num_processes=2, process_id=pid
     )
-    from astrom3_jax import losses, sharding
+    from astrom3_jax.training import losses, sharding
     mods = ("photometry", "spectra", "metadata")
     pairs = list(itertools.combinations(mods, 2))
     data = dict(np.load(out + ".in.npz"))

@@ -21,10 +21,10 @@ import pytest
 from flax import nnx
 from jax.sharding import PartitionSpec as P
 
-from astrom3_jax import checkpoints, sharding, train_lib
-from astrom3_jax import metrics_writer as metrics_lib
+from astrom3_jax import train_lib
 from astrom3_jax.configs import pretrain
-from astrom3_jax.training import loop, optim, tasks
+from astrom3_jax.training import checkpoints, loop, optim, sharding, tasks
+from astrom3_jax.training import metrics_writer as metrics_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

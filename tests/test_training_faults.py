@@ -27,9 +27,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from astrom3_jax import checkpoints, errors, train_lib
-from astrom3_jax import metrics_writer as metrics_lib
-from astrom3_jax.training import loop, tasks
+from astrom3_jax import errors, train_lib
+from astrom3_jax.training import checkpoints, loop, tasks
+from astrom3_jax.training import metrics_writer as metrics_lib
 from tests.test_train import ROOT, fake_sources, tiny_config
 
 # Two epochs of two steps, a checkpoint after every step: steps 1 (mid-epoch

@@ -10,7 +10,8 @@ import pytest
 from flax import nnx
 from safetensors.numpy import load_file, save_file
 
-from astrom3_jax import models, weights
+from astrom3_jax import models
+from astrom3_jax.models import weights
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "reference_weights_small"
 KINDS = ("clip", "all", "photo", "spectra", "meta")
@@ -71,7 +72,7 @@ def test_clip_matches_reference():
         assert rel_err(value, io[key]) < RTOL, key
     loss = reference_clip_loss(logits.values())
     assert abs(loss - float(io["loss"])) < RTOL * abs(float(io["loss"]))
-    losses = pytest.importorskip("astrom3_jax.losses")
+    losses = pytest.importorskip("astrom3_jax.training.losses")
     ours = float(losses.clip_loss(emb, model.scales()))
     assert abs(ours - float(io["loss"])) < RTOL * abs(float(io["loss"]))
 

@@ -12,7 +12,8 @@ import pytest
 from absl.testing import flagsaver
 from safetensors.numpy import load_file
 
-from astrom3_jax import api, errors, weights
+from astrom3_jax import api, errors
+from astrom3_jax.models import weights
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "reference_weights_small"
 
@@ -123,7 +124,7 @@ def test_reimport_needs_overwrite_which_replaces_config_and_checkpoints(tmp_path
 def run_cli(**flag_values):
     """main() of the import CLI in-process: the user error it raises, or None.
 
-    The command line (astrom3_jax/cli.py) prints such an error as one line
+    The command line (astrom3_jax/cli/__init__.py) prints such an error as one line
     `error: <message>` and exits with status 1; the last test runs it so.
     """
     from astrom3_jax import import_weights

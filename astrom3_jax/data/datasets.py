@@ -15,20 +15,17 @@ import jax
 from absl import logging
 
 from astrom3_jax import errors
+from astrom3_jax.data import names
 from astrom3_jax.data.astrom3_tfds import astrom3_dataset_builder as astrom3
 
 
 def config_names() -> list[str]:
     """Every astrom3 config: the release's 20 and the synthetic ones."""
-    return [c.name for c in astrom3.Builder.BUILDER_CONFIGS]
+    return names.config_names()
 
 
 def check_config_name(name: str) -> None:
-    names = config_names()
-    if name not in names:
-        raise ValueError(
-            f"unknown data set config {name!r}; valid configs: {', '.join(names)}"
-        )
+    names.check(name)
 
 
 def builder(config_name: str, data_dir: str | None = None, **kwargs):
@@ -100,7 +97,7 @@ def ensure_prepared(config_name: str, data_dir: str | None = None):
     """
     b = builder(config_name, data_dir)
     if not b.is_prepared():
-        if not astrom3.is_synthetic(config_name):
+        if not names.is_synthetic(config_name):
             raise errors.DataNotPreparedError(
                 missing_data_message(config_name, data_dir)
             )
@@ -129,15 +126,5 @@ def split_names(config_name: str, data_dir: str | None = None) -> list[str]:
 
 
 def with_subset(config_name: str, subset: str) -> str:
-    """The config of the same release and split seed with another subset.
-
-    `with_subset("synthetic_small", "sub10")` -> "synthetic_small_sub10_42":
-    the data set a model pre-trained on `config_name` may be fine-tuned on
-    without leaking test objects.
-    """
-    check_config_name(config_name)
-    release = astrom3.release_of(config_name)
-    seed = astrom3.split_seed_of(config_name)
-    name = f"{subset}_{seed}" if release == "hub" else f"{release}_{subset}_{seed}"
-    check_config_name(name)
-    return name
+    """See names.with_subset (kept here for notebooks that call it)."""
+    return names.with_subset(config_name, subset)

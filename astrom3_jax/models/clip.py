@@ -2,7 +2,7 @@
 
 Each unordered modality pair (a, b) has a learnable temperature s_ab
 (init ln 100); the logit multiplier is clamp(exp(s_ab), 1, 100), as in the
-reference. The contrastive loss itself lives in astrom3_jax/losses.py and
+reference. The contrastive loss itself lives in astrom3_jax/training/losses.py and
 takes `model.scales()`.
 """
 

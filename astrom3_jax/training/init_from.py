@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 
 from astrom3_jax import errors
+from astrom3_jax.data import names
 
 # Published pre-trained weights: AstroM3-CLIP (split seed 42) and
 # AstroM3-CLIP-<seed> for the five release seeds.
@@ -25,12 +26,10 @@ _PUBLISHED = re.compile(r"AstroM3-CLIP(?:-(42|0|66|12|123))?(?![-\w])")
 
 def data_of(source_config, source: str) -> tuple[str, int] | None:
     """(release, split seed) a source model was pre-trained on, if known."""
-    from astrom3_jax.data.astrom3_tfds import astrom3_dataset_builder as astrom3
-
     dataset = source_config.get("dataset")
     if dataset:
         try:
-            return astrom3.release_of(dataset), astrom3.split_seed_of(dataset)
+            return names.release_of(dataset), names.split_seed_of(dataset)
         except ValueError:
             return None
     for text in (str(source), str(source_config.get("imported_from", ""))):
@@ -42,11 +41,9 @@ def data_of(source_config, source: str) -> tuple[str, int] | None:
 
 def check_same_data(config, source_config, source: str) -> None:
     """Refuse a source pre-trained on another release or split seed."""
-    from astrom3_jax.data.astrom3_tfds import astrom3_dataset_builder as astrom3
-
     if config.get("allow_data_mismatch", False):
         return
-    want = astrom3.release_of(config.dataset), astrom3.split_seed_of(config.dataset)
+    want = names.release_of(config.dataset), names.split_seed_of(config.dataset)
     got = data_of(source_config, source)
     override = "If you are sure it is right, set --config.allow_data_mismatch=True."
     if got is None:

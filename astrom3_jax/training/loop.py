@@ -51,11 +51,11 @@ from absl import logging
 from flax import nnx
 from jax.sharding import PartitionSpec as P
 
-from astrom3_jax import checkpoints, errors, host_memory, sharding
-from astrom3_jax import metrics_writer as metrics_lib
+from astrom3_jax import errors
 from astrom3_jax import models as models_lib
+from astrom3_jax.training import checkpoints, optim, sharding
 from astrom3_jax.training import init_from as init_from_lib
-from astrom3_jax.training import optim
+from astrom3_jax.training import metrics_writer as metrics_lib
 from astrom3_jax.training.tasks import Task
 
 TIMING_KEYS = ("train_samples_per_s", "epoch_time_s")
@@ -595,25 +595,27 @@ def say_where_it_stopped(error: BaseException, task: Task) -> None:
         say(describe(outcome, task))
 
 
-def warn_if_slow_allocator() -> None:
-    """XLA:CPU under glibc malloc re-faults every step's buffers (host_memory)."""
-    if jax.default_backend() == "cpu" and host_memory.allocator() == "glibc":
-        logging.warning(
-            "Training on CPU under glibc malloc: steps run about 1.4x faster "
-            "under tcmalloc; %s.",
-            host_memory.INSTALL_HINT,
-        )
-
-
 def train(
-    config, workdir: str, task: Task, sources: Mapping, *, build_fn=None
+    config,
+    workdir: str,
+    task: Task,
+    sources: Mapping,
+    *,
+    build_fn=None,
+    before_training: Callable[[], None] | None = None,
 ) -> Outcome:
-    """Train `task` in `workdir` (resuming if it holds a run); see the module doc."""
+    """Train `task` in `workdir` (resuming if it holds a run); see the module doc.
+
+    `before_training()` runs once the config and workdir are accepted, just
+    before the model is built (the command lines warn about a slow
+    allocator there).
+    """
     from astrom3_jax.training import validate
 
     validate.check_config(config)
     sharding.maybe_initialize_distributed(config.distributed)
-    warn_if_slow_allocator()
+    if before_training is not None:
+        before_training()
     mesh = sharding.make_mesh()
     sharding.check_batch_size(config.batch_size, mesh)
     sharding.check_batch_size(config.eval_batch_size, mesh)

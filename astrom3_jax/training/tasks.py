@@ -27,7 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from astrom3_jax import losses, models
+from astrom3_jax import models
+from astrom3_jax.training import losses
 
 # Batch fields that are targets or bookkeeping, never model inputs.
 NON_INPUT_KEYS = ("label", "mask", "id", "name")

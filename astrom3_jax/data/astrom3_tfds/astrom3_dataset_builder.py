@@ -25,7 +25,7 @@ from absl import logging
 from tqdm import tqdm
 
 from astrom3_jax import errors
-from astrom3_jax.data import release_io, schema
+from astrom3_jax.data import names, release_io, schema
 from astrom3_jax.data.astrom3_tfds import objects
 
 HUB_URL = "https://huggingface.co/datasets/AstroMLCore/AstroM3Dataset/resolve/main/"
@@ -70,72 +70,30 @@ class Astrom3Config(tfds.core.BuilderConfig):
 
 
 def _configs():
-    out = [
-        Astrom3Config(
-            name=f"{sub}_{seed}",
-            subset=sub,
-            split_seed=seed,
-            description=f"Real release, subset {sub}, split seed {seed}.",
-        )
-        for sub in schema.SUBSETS
-        for seed in schema.SEEDS
-    ]
-    for preset in SYNTHETIC_PRESETS:
-        # synthetic_<preset> is the full_42 split; every subset and seed of the
-        # release also exists, named synthetic_<preset>_<subset>_<seed>.
+    """One TFDS config per data set name (astrom3_jax.data.names)."""
+    out = []
+    for n in names.all_names():
+        if n.synthetic is None:
+            about = f"Real release, subset {n.subset}, split seed {n.split_seed}."
+        else:
+            about = (
+                f"Synthetic release (preset {n.synthetic!r}), subset {n.subset}, "
+                f"split seed {n.split_seed}, with ground truth (true_target, "
+                "subtype) and an `unseen` split."
+            )
         out.append(
             Astrom3Config(
-                name=f"synthetic_{preset}",
-                synthetic=preset,
-                description=f"Synthetic release (preset {preset!r}), split full_42, "
-                "with ground truth (true_target, subtype) and an `unseen` split.",
+                name=n.name,
+                subset=n.subset,
+                split_seed=n.split_seed,
+                synthetic=n.synthetic,
+                description=about,
             )
         )
-        out += [
-            Astrom3Config(
-                name=f"synthetic_{preset}_{sub}_{seed}",
-                synthetic=preset,
-                subset=sub,
-                split_seed=seed,
-                description=f"Synthetic release (preset {preset!r}), subset {sub}, "
-                f"split seed {seed}, with ground truth and an `unseen` split.",
-            )
-            for sub in schema.SUBSETS
-            for seed in schema.SEEDS
-        ]
     return out
 
 
-SYNTHETIC_PRESETS = ("small", "full")
-
-
-def _config(name: str) -> Astrom3Config:
-    for c in Builder.BUILDER_CONFIGS:
-        if c.name == name:
-            return c
-    raise ValueError(f"unknown astrom3 config {name!r}")
-
-
-def is_synthetic(name: str) -> bool:
-    return _config(name).synthetic is not None
-
-
-def release_of(name: str) -> str:
-    """Which raw release a config reads: 'hub' or 'synthetic_<preset>'.
-
-    Two configs of one release and one split seed share their test objects'
-    complement: pre-training on one and testing on the other is leak-free.
-    """
-    c = _config(name)
-    return "hub" if c.synthetic is None else f"synthetic_{c.synthetic}"
-
-
-def split_seed_of(name: str) -> int:
-    return _config(name).split_seed
-
-
-def subset_of(name: str) -> str:
-    return _config(name).subset
+SYNTHETIC_PRESETS = names.SYNTHETIC_PRESETS
 
 
 def model_input_features() -> dict:

@@ -200,3 +200,17 @@ def reexec_with_tcmalloc(enabled: bool = True) -> str:
     sys.stderr.flush()
     os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
     raise AssertionError("unreachable: execve returns only by raising")
+
+
+def warn_if_slow_allocator() -> None:
+    """Warn when training on CPU under glibc malloc, which re-faults every
+    step's buffers (about 1.4x slower than tcmalloc)."""
+    import jax
+    from absl import logging
+
+    if jax.default_backend() == "cpu" and allocator() == "glibc":
+        logging.warning(
+            "Training on CPU under glibc malloc: steps run about 1.4x faster "
+            "under tcmalloc; %s.",
+            INSTALL_HINT,
+        )

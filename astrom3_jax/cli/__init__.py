@@ -69,7 +69,7 @@ def _quiet_unraisable_hook(previous):
     (each would print a traceback after the one-line error)."""
 
     def hook(unraisable):
-        checkpoints = sys.modules.get("astrom3_jax.checkpoints")
+        checkpoints = sys.modules.get("astrom3_jax.training.checkpoints")
         if checkpoints is None or not checkpoints.is_orbax_leftover(unraisable):
             previous(unraisable)
 

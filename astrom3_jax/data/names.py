@@ -1,0 +1,124 @@
+"""Data set config names: which names exist and what each one means.
+
+A name picks a raw release and one split folder of it:
+- `<subset>_<seed>` (e.g. `full_42`, `sub10_0`): the real release on the
+  Hugging Face Hub, subset x split seed;
+- `synthetic_<preset>` (the full subset, seed 42) and
+  `synthetic_<preset>_<subset>_<seed>`: the synthetic survey.
+
+Pure Python (no TFDS), so configs, the trainer and the command lines can
+check and compare names without loading the builder. The builder makes one
+TFDS config per name listed here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+
+from astrom3_jax import errors
+from astrom3_jax.data import schema
+
+SYNTHETIC_PRESETS = ("small", "full")
+
+
+class UnknownDatasetError(errors.UserError, ValueError):
+    """A data set config name that does not exist (the message suggests one)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetName:
+    """What a config name means: release, subset and split seed."""
+
+    name: str
+    subset: str = "full"
+    split_seed: int = 42
+    synthetic: str | None = None  # None: the real release; else a preset
+
+    @property
+    def release(self) -> str:
+        """'hub' or 'synthetic_<preset>': which raw files the config reads.
+
+        Two configs of one release and one split seed share their test
+        objects' complement: pre-training on one and testing on the other
+        is leak-free.
+        """
+        return "hub" if self.synthetic is None else f"synthetic_{self.synthetic}"
+
+
+def all_names() -> list[DatasetName]:
+    """Every config: the release's 20, then each synthetic preset's 21."""
+    out = [
+        DatasetName(f"{sub}_{seed}", sub, seed)
+        for sub in schema.SUBSETS
+        for seed in schema.SEEDS
+    ]
+    for preset in SYNTHETIC_PRESETS:
+        out.append(DatasetName(f"synthetic_{preset}", synthetic=preset))
+        out += [
+            DatasetName(f"synthetic_{preset}_{sub}_{seed}", sub, seed, preset)
+            for sub in schema.SUBSETS
+            for seed in schema.SEEDS
+        ]
+    return out
+
+
+def config_names() -> list[str]:
+    return [n.name for n in all_names()]
+
+
+def suggestion(name: str, choices) -> str:
+    """' (did you mean 'x'?)' for a close match, else ''."""
+    close = difflib.get_close_matches(str(name), list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def parse(name: str) -> DatasetName:
+    """The meaning of config `name`; an unknown name raises with a suggestion."""
+    for n in all_names():
+        if n.name == name:
+            return n
+    raise UnknownDatasetError(
+        f"unknown data set config {name!r}{suggestion(name, config_names())}. "
+        "Names are <subset>_<seed> for the real release (subset in "
+        f"{', '.join(schema.SUBSETS)}; seed in "
+        f"{', '.join(map(str, schema.SEEDS))}), or synthetic_<preset> and "
+        f"synthetic_<preset>_<subset>_<seed> (preset in "
+        f"{', '.join(SYNTHETIC_PRESETS)})"
+    )
+
+
+def check(name: str) -> None:
+    parse(name)
+
+
+def is_synthetic(name: str) -> bool:
+    return parse(name).synthetic is not None
+
+
+def release_of(name: str) -> str:
+    return parse(name).release
+
+
+def split_seed_of(name: str) -> int:
+    return parse(name).split_seed
+
+
+def subset_of(name: str) -> str:
+    return parse(name).subset
+
+
+def with_subset(name: str, subset: str) -> str:
+    """The config of the same release and split seed with another subset.
+
+    `with_subset("synthetic_small", "sub10")` -> "synthetic_small_sub10_42":
+    the data set a model pre-trained on `name` may be fine-tuned on without
+    leaking test objects.
+    """
+    n = parse(name)
+    if n.synthetic is None:
+        out = f"{subset}_{n.split_seed}"
+    else:
+        out = f"{n.release}_{subset}_{n.split_seed}"
+    check(out)
+    return out
