@@ -23,6 +23,19 @@ from astrom3_jax.named_registry import NamedRegistry
 
 DEFAULT_MODALITIES = ("photometry", "spectra", "metadata")
 
+PRESENT_SUFFIX = "_present"
+
+
+def presence_key(name: str) -> str:
+    """The batch key of modality `name`'s presence flags: float32 (B,), 1.0
+    where the object has that modality, 0.0 where it is absent (its input
+    arrays then hold fill values that no loss, metric or output may use)."""
+    return f"{name}{PRESENT_SUFFIX}"
+
+
+def is_presence_key(key: str) -> bool:
+    return key.endswith(PRESENT_SUFFIX)
+
 
 @dataclasses.dataclass(frozen=True)
 class Ragged:

@@ -48,7 +48,12 @@ class Task:
 
 
 def model_inputs(batch: Mapping) -> dict:
-    return {k: v for k, v in batch.items() if k not in NON_INPUT_KEYS}
+    """The model's input arrays: no targets, bookkeeping or presence flags."""
+    return {
+        k: v
+        for k, v in batch.items()
+        if k not in NON_INPUT_KEYS and not k.endswith(PRESENT_SUFFIX)
+    }
 
 
 def _row_mask(batch, n):
