@@ -28,6 +28,7 @@ import numpy as np
 from flax import nnx
 
 from astrom3_jax import models
+from astrom3_jax.data.modalities import PRESENT_SUFFIX
 from astrom3_jax.training import losses
 
 # Batch fields that are targets or bookkeeping, never model inputs.
