@@ -37,7 +37,6 @@ def _outputs_fn(model):
     """Per-device (model, batch, rngs) -> {modality: embedding, ['logits']}."""
     from astrom3_jax import models
     from astrom3_jax.models import clip as clip_lib
-    from astrom3_jax.models import registry
     from astrom3_jax.training.tasks import model_inputs
 
     def outputs(model, batch, rngs, axis_name):
@@ -50,7 +49,7 @@ def _outputs_fn(model):
             out["logits"] = model(inputs, rngs=rngs)
             return {}, out
         if isinstance(model, models.Classifier):
-            args = clip_lib.gather_inputs(inputs, registry.get(model.modality))
+            args = clip_lib.gather_inputs(inputs, model.modality)
             feats = model.encoder(*args, rngs=rngs)
             return {}, {
                 model.modality: clip_lib.l2_normalize(feats),

@@ -15,6 +15,7 @@ import pytest
 from flax import nnx
 
 from astrom3_jax import models
+from astrom3_jax.data import modalities
 from astrom3_jax.data.modalities import Ragged, crop_pad
 from astrom3_jax.models import clip, inputs, spectra
 
@@ -107,7 +108,7 @@ def test_accepted_spectra_lengths_are_those_the_network_maps_to_its_size(model, 
     # Independent: the encoder's own forward length arithmetic.
     size = _out_len(cfg, cfg.spectra.length)
     want = [n for n in range(2000, 3000) if _out_len(cfg, n) == size]
-    lo, hi = inputs.spectra_lengths(model.encoders["spectra"])
+    lo, hi = model.encoders["spectra"].input_lengths()
     assert (lo, hi) == (min(want), max(want)) and len(want) == hi - lo + 1
 
 
@@ -195,9 +196,11 @@ def test_canonical_photometry_equals_the_pipeline_padding(cfg):
     phot, mask = batch["photometry"], batch["photometry_mask"]
     scrambled = phot.copy()
     scrambled[mask == 0] = np.nan
-    np.testing.assert_array_equal(inputs.canonical_photometry(scrambled, mask), phot)
+    np.testing.assert_array_equal(
+        modalities.canonical_photometry(scrambled, mask), phot
+    )
     # A sample without real rows (an evaluation batch's padding sample) -> zeros.
-    empty = inputs.canonical_photometry(scrambled[:1], np.zeros_like(mask[:1]))
+    empty = modalities.canonical_photometry(scrambled[:1], np.zeros_like(mask[:1]))
     np.testing.assert_array_equal(empty, np.zeros_like(phot[:1]))
 
 

@@ -9,7 +9,8 @@ import pytest
 from flax import nnx
 
 from astrom3_jax import models
-from astrom3_jax.models import attention, registry
+from astrom3_jax.data import modalities
+from astrom3_jax.models import attention
 from astrom3_jax.models.photometry import position_table
 
 
@@ -98,8 +99,13 @@ def test_fourth_modality_is_a_registry_entry():
         def __call__(self, x, *, rngs=None):
             return self.fc(x)
 
-    registry.register(registry.Modality("toy", Toy, ("toy",)))
-    try:
+    def toy_transform(cols, ctx):
+        return {"toy": cols["metadata"][:, :5]}
+
+    entry = modalities.Modality(
+        "toy", ("metadata",), ("toy",), toy_transform, encoder=Toy
+    )
+    with modalities.temporarily(entry):
         cfg = models.small_model_config()
         cfg.modalities = ("photometry", "spectra", "metadata", "toy")
         cfg.toy = {"input_dim": 5}
@@ -109,8 +115,6 @@ def test_fourth_modality_is_a_registry_entry():
         emb = model(batch)
         assert emb["toy"].shape == (3, cfg.embed_dim)
         assert len(model.pairs) == 6 and len(model.scales()) == 6
-    finally:
-        registry.unregister("toy")
 
 
 def test_position_table():

@@ -1,12 +1,11 @@
-"""The registry both modality tables use: order, duplicates, clear errors."""
+"""The modality registry's table: order, duplicates, clear errors."""
 
 import dataclasses
 
 import pytest
 
 from astrom3_jax.data import modalities
-from astrom3_jax.models import registry
-from astrom3_jax.named_registry import NamedRegistry
+from astrom3_jax.data.named_registry import NamedRegistry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,12 +62,20 @@ def test_temporarily_overwritten_entry_comes_back_in_place():
     assert table.names() == ("a", "b") and table.get("a") == Entry("a", 1)
 
 
-def test_both_modality_tables_hold_exactly_the_three_modalities():
+def test_the_modality_table_holds_exactly_the_three_modalities():
     # Exact: a test that registers a modality and leaves it behind fails here.
     expected = ("photometry", "spectra", "metadata")
-    assert registry.names() == expected
     assert tuple(modalities.names()) == expected
     with pytest.raises(ValueError, match="already registered"):
-        registry.register(registry.get("spectra"))
-    with pytest.raises(ValueError, match="already registered"):
-        modalities.register(modalities.get(["spectra"])[0])
+        modalities.register(modalities.entry("spectra"))
+    with pytest.raises(KeyError, match="unknown modality 'radio'"):
+        modalities.entry("radio")
+
+
+def test_string_encoders_resolve_to_the_model_classes():
+    from astrom3_jax.models.metadata import MetadataMLP
+    from astrom3_jax.models.photometry import Informer
+    from astrom3_jax.models.spectra import GalSpecNet
+
+    got = [modalities.entry(n).encoder_class() for n in modalities.names()]
+    assert got == [Informer, GalSpecNet, MetadataMLP]

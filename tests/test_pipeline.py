@@ -252,10 +252,9 @@ def test_fourth_modality_is_a_registry_entry(source):
     def colour(cols, ctx):
         return {"colour": cols["metadata"][:, :2] * 2}
 
-    # modalities exports no unregister: its table is used directly, and the
-    # entry is gone again after the block.
+    # The entry is gone again after the block.
     entry = modalities.Modality("colour", ("metadata",), ("colour",), colour)
-    with modalities._REGISTRY.temporarily(entry):
+    with modalities.temporarily(entry):
         b = next(
             pipeline.make_eval_batches(
                 source, batch_size=8, modalities=("colour",)

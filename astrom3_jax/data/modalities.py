@@ -1,10 +1,23 @@
-"""Registry of input modalities: what each reads from an example, what it emits.
+"""The modality registry: one entry per modality, everything about it.
 
-A modality is (stored fields it reads, batch keys it writes, a vectorised
-per-batch transform). The pipeline gathers the fields of a whole batch at
-once into `Columns` and calls each requested modality's transform, so adding a
-fourth modality is one `register(Modality(...))` call: the pipeline, the
-trainer and the loss stay untouched.
+An entry says what the modality reads from a stored example (`fields`),
+which batch keys its per-batch transform writes (`batch_keys`, in the
+order its encoder takes them), the transform itself, the encoder that
+embeds it (a class, or "module:Class" resolved on first use so that this
+data-layer module never imports Flax), and, for a light-curve-like input,
+which batch key is its row mask and how padding rows look. The pipeline,
+the models, the input checks at the API boundary, the loss and the trainer
+all read this one table, so a fourth modality is one `register(Modality(...))`
+call plus its sub-config `config.model.<name>`:
+
+    register(Modality("colour", fields=("metadata",), batch_keys=("colour",),
+                      transform=my_transform, encoder=MyEncoder))
+
+An encoder is built as `encoder(sub_config, *, dtype, rngs)`, exposes
+`output_dim`, is called as `encoder(*[batch[k] for k in batch_keys],
+rngs=rngs)`, and may describe its inputs with `input_dims()` (one tuple of
+dims after the batch axis per batch key; a dim may be an inclusive
+(lo, hi) range), which the API boundary checks users' arrays against.
 
 Columns hold, for the real (non-padding) rows of one batch, either a stacked
 array (fixed-shape fields) or a `Ragged` (variable-length fields such as the
@@ -15,11 +28,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from astrom3_jax.named_registry import NamedRegistry
+from astrom3_jax.data.named_registry import NamedRegistry
 
 DEFAULT_MODALITIES = ("photometry", "spectra", "metadata")
 
@@ -94,15 +108,41 @@ Transform = Callable[[Mapping[str, object], Context], dict[str, np.ndarray]]
 
 @dataclasses.dataclass(frozen=True)
 class Modality:
+    """One modality: its data, its batch transform and its encoder."""
+
     name: str
     fields: tuple[str, ...]  # stored example features read
-    batch_keys: tuple[str, ...]  # keys added to the batch
+    batch_keys: tuple[str, ...]  # keys added to the batch (the encoder's inputs)
     transform: Transform
+    encoder: str | Callable | None = None  # class, or "module:Class"
     ragged_fields: tuple[str, ...] = ()  # subset of `fields` with variable length
+    # A light curve's row mask (a batch key) and the function that writes its
+    # padding rows as the pipeline does: (values, real rows) -> values.
+    row_mask_key: str | None = None
+    canonical_padding: Callable | None = None
+
+    def encoder_class(self):
+        """The encoder class (imported on first use when given as a string)."""
+        if self.encoder is None:
+            raise ValueError(f"modality {self.name!r} has no encoder")
+        if not isinstance(self.encoder, str):
+            return self.encoder
+        module, _, attr = self.encoder.partition(":")
+        return getattr(importlib.import_module(module), attr)
+
+    def build_encoder(self, sub_config, *, dtype, rngs):
+        return self.encoder_class()(sub_config, dtype=dtype, rngs=rngs)
 
 
 _REGISTRY: NamedRegistry[Modality] = NamedRegistry("modality")
 register = _REGISTRY.register
+unregister = _REGISTRY.unregister
+temporarily = _REGISTRY.temporarily
+
+
+def entry(name: str) -> Modality:
+    """The registered modality `name` (an unknown name lists the known ones)."""
+    return _REGISTRY.get(name)
 
 
 def get(names: Sequence[str]) -> list[Modality]:
@@ -173,21 +213,56 @@ def _stacked(cols, ctx: Context, *, field: str, key: str):
     return {key: np.asarray(cols[field], np.float32)}
 
 
+AUX_CHANNELS = 6  # per-object values the pipeline repeats on every light-curve row
+
+
+def canonical_photometry(photometry: np.ndarray, real: np.ndarray) -> np.ndarray:
+    """Padding rows (`real` False) as `crop_pad` writes them, whatever they held.
+
+    Light-curve channels become 0; the last AUX_CHANNELS channels take the
+    values of the sample's first real row (0 when it has none). Padding
+    matters: the reference's ProbSparse attention lets padded rows act as
+    keys and values, so what they hold changes the real rows' outputs.
+    """
+    photometry = np.asarray(photometry, np.float32)
+    real = np.asarray(real) != 0
+    channels = photometry.shape[-1]
+    n_aux = AUX_CHANNELS if channels > AUX_CHANNELS else 0
+    first_real = real.argmax(axis=1)
+    filler = np.zeros((photometry.shape[0], channels), np.float32)
+    if n_aux:
+        aux = photometry[np.arange(len(photometry)), first_real, channels - n_aux :]
+        filler[:, channels - n_aux :] = np.where(real.any(axis=1)[:, None], aux, 0)
+    return np.where(real[..., None], photometry, filler[:, None, :])
+
+
 register(
     Modality(
         name="photometry",
         fields=("photometry", "photometry_aux"),
         batch_keys=("photometry", "photometry_mask"),
         transform=_photometry,
+        encoder="astrom3_jax.models.photometry:Informer",
         ragged_fields=("photometry",),
+        row_mask_key="photometry_mask",
+        canonical_padding=canonical_photometry,
     )
 )
-for _name in ("spectra", "metadata"):
-    register(
-        Modality(
-            _name,
-            (_name,),
-            (_name,),
-            functools.partial(_stacked, field=_name, key=_name),
-        )
+register(
+    Modality(
+        name="spectra",
+        fields=("spectra",),
+        batch_keys=("spectra",),
+        transform=functools.partial(_stacked, field="spectra", key="spectra"),
+        encoder="astrom3_jax.models.spectra:GalSpecNet",
     )
+)
+register(
+    Modality(
+        name="metadata",
+        fields=("metadata",),
+        batch_keys=("metadata",),
+        transform=functools.partial(_stacked, field="metadata", key="metadata"),
+        encoder="astrom3_jax.models.metadata:MetadataMLP",
+    )
+)

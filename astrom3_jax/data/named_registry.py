@@ -1,9 +1,9 @@
-"""A name -> entry table shared by the data and model modality registries.
+"""A name -> entry table: the rules of the modality registry (data/modalities.py).
 
-Both registries need the same rules: an entry is registered once unless
-`overwrite=True`, and an unknown name fails with the list of known ones.
-`temporarily` registers an entry for a `with` block only, so a test that
-adds a modality leaves the tables as it found them.
+An entry is registered once unless `overwrite=True`, and an unknown name
+fails with the list of known ones. `temporarily` registers an entry for a
+`with` block only, so a test that adds a modality leaves the table as it
+found it.
 """
 
 from __future__ import annotations

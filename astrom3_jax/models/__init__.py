@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from flax import nnx
 
-from astrom3_jax.models import registry
 from astrom3_jax.models.building import copy_params, init_model
 from astrom3_jax.models.classifier import (
     Classifier,
@@ -36,7 +35,6 @@ __all__ = [
     "init_from_clip",
     "init_model",
     "paper_model_config",
-    "registry",
     "small_model_config",
 ]
 

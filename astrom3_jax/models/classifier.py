@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from astrom3_jax.models import inputs as model_inputs
-from astrom3_jax.models import layers, registry
+from astrom3_jax.models import layers
 from astrom3_jax.models.building import copy_params
 from astrom3_jax.models.clip import AstroM3, build_encoder, gather_inputs
 
@@ -97,7 +97,7 @@ class Classifier(nnx.Module):
         return _classify(self, encoders, _merge(batch, inputs), tuple(inputs), rngs)
 
     def _forward(self, batch, *, rngs=None):
-        x = self.encoder(*gather_inputs(batch, registry.get(self.modality)), rngs=rngs)
+        x = self.encoder(*gather_inputs(batch, self.modality), rngs=rngs)
         return self.fc(x).astype(jnp.float32)
 
 

@@ -14,19 +14,21 @@ import math
 import jax.numpy as jnp
 from flax import nnx
 
-from astrom3_jax.models import layers, registry
+from astrom3_jax.data import modalities
+from astrom3_jax.models import layers
 
 
 def pair_key(a: str, b: str) -> str:
     return f"{a}__{b}"
 
 
-def gather_inputs(batch, modality: registry.Modality):
-    """The arrays `modality`'s encoder needs, failing loudly on a missing key."""
-    missing = [k for k in modality.input_keys if batch.get(k) is None]
+def gather_inputs(batch, name: str):
+    """The arrays modality `name`'s encoder needs, failing loudly on a missing key."""
+    keys = modalities.entry(name).batch_keys
+    missing = [k for k in keys if batch.get(k) is None]
     if missing:
-        raise KeyError(f"modality {modality.name!r} needs inputs {missing}")
-    return [jnp.asarray(batch[k]) for k in modality.input_keys]
+        raise KeyError(f"modality {name!r} needs inputs {missing}")
+    return [jnp.asarray(batch[k]) for k in keys]
 
 
 def l2_normalize(x):
@@ -36,7 +38,8 @@ def l2_normalize(x):
 
 def build_encoder(model_config, name: str, *, rngs: nnx.Rngs):
     dtype = layers.compute_dtype(model_config.get("dtype", "float32"))
-    return registry.get(name).build(model_config[name], dtype=dtype, rngs=rngs)
+    entry = modalities.entry(name)
+    return entry.build_encoder(model_config[name], dtype=dtype, rngs=rngs)
 
 
 class AstroM3(nnx.Module):
@@ -88,7 +91,7 @@ class AstroM3(nnx.Module):
         """Raw encoder outputs, before projection."""
         out = {}
         for name in self.modality_names:
-            inputs = gather_inputs(batch, registry.get(name))
+            inputs = gather_inputs(batch, name)
             out[name] = self.encoders[name](*inputs, rngs=rngs)
         return out
 

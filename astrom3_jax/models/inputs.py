@@ -14,14 +14,15 @@ pass through `prepare`, which
   spectra, metadata), naming the argument and the samples;
 - rewrites the light curve's padding rows (mask 0) in canonical form.
 
-Why canonical padding rather than ignored padding: the ProbSparse attention
-of the reference lets padded rows act as keys and values, so what they hold
-changes the real rows' outputs (only the encoder output is masked). The
-data pipeline pads with zeros in the 3 light-curve channels and repeats the
-object's 6 auxiliary values (amplitude, log period, LKSL statistic, RFR
-score, log10 MAD, time span; Rizhko & Bloom 2024, arXiv:2411.08842) on every
-row; `canonical_photometry` writes exactly that, so any padding content
-(NaN included) gives the pipeline's answer.
+What each modality reads, and how its padding looks, comes from its entry
+in the modality registry (astrom3_jax/data/modalities.py); its shapes from
+its encoder's `input_dims()`. Why canonical padding rather than ignored
+padding: the ProbSparse attention of the reference lets padded rows act as
+keys and values, so what they hold changes the real rows' outputs (only the
+encoder output is masked). The pipeline pads with zeros in the 3
+light-curve channels and repeats the object's 6 auxiliary values on every
+row; the registry's `canonical_padding` writes exactly that, so any padding
+content (NaN included) gives the pipeline's answer.
 
 Shapes are static, so `check_shapes` also runs under `jax.jit` (the
 trainer's path); everything that reads values runs only on concrete arrays.
@@ -40,12 +41,7 @@ import numpy as np
 from flax import nnx
 
 from astrom3_jax import errors
-from astrom3_jax.models import registry
-from astrom3_jax.models.metadata import MetadataMLP
-from astrom3_jax.models.photometry import Informer
-from astrom3_jax.models.spectra import GalSpecNet
-
-AUX_CHANNELS = 6  # per-object values the pipeline repeats on every light-curve row
+from astrom3_jax.data import modalities
 
 
 class InputError(errors.UserError, ValueError):
@@ -77,37 +73,18 @@ class Spec:
 # ----------------------------------------------------------- what models read
 
 
-def spectra_lengths(encoder: GalSpecNet) -> tuple[int, int]:
-    """(shortest, longest) spectrum length giving the encoder's output size.
-
-    Valid convolutions and floor pooling map several lengths to one output
-    length; the projection after the encoder fixes that output length.
-    Walks the conv/pool stack backwards from it.
-    """
-    sizes = [conv.kernel_size[0] for conv in encoder.convs]
-    n_out = encoder.output_dim // encoder.convs[-1].out_features
-    lo = hi = n_out + sizes[-1] - 1
-    pool = encoder.pool_size
-    for size in reversed(sizes[:-1]):
-        lo, hi = lo * pool + size - 1, hi * pool + pool - 1 + size - 1
-    return lo, hi
-
-
 def encoder_specs(name: str, encoder) -> dict[str, Spec | None]:
-    """{batch key: Spec} for one modality's encoder; None where unknown."""
-    keys = registry.get(name).input_keys
-    if isinstance(encoder, Informer):
-        values, mask = keys
-        channels = encoder.token_conv.in_features
-        return {
-            values: Spec((encoder.seq_len, channels)),
-            mask: Spec((encoder.seq_len,)),
-        }
-    if isinstance(encoder, GalSpecNet):
-        return {keys[0]: Spec((encoder.convs[0].in_features, spectra_lengths(encoder)))}
-    if isinstance(encoder, MetadataMLP):
-        return {keys[0]: Spec((encoder.fc1.in_features,))}
-    return dict.fromkeys(keys)  # a registered modality we know nothing about
+    """{batch key: Spec} for one modality's encoder; None where unknown.
+
+    The keys come from the modality's registry entry, the shapes from the
+    encoder's `input_dims()` (an encoder without it is checked for a batch
+    axis only).
+    """
+    keys = modalities.entry(name).batch_keys
+    dims = getattr(encoder, "input_dims", None)
+    if dims is None:
+        return dict.fromkeys(keys)
+    return {k: Spec(tuple(d)) for k, d in zip(keys, dims(), strict=True)}
 
 
 def model_specs(encoders: Mapping) -> dict[str, Spec | None]:
@@ -118,18 +95,9 @@ def model_specs(encoders: Mapping) -> dict[str, Spec | None]:
     return out
 
 
-def photometry_keys(encoders: Mapping) -> list[tuple[str, str]]:
-    """(values key, mask key) of every light-curve (Informer) modality."""
-    return [
-        tuple(registry.get(name).input_keys)
-        for name, encoder in encoders.items()
-        if isinstance(encoder, Informer)
-    ]
-
-
 def known_keys() -> set[str]:
     """Every batch key some registered modality reads."""
-    return {k for n in registry.names() for k in registry.get(n).input_keys}
+    return {k for n in modalities.names() for k in modalities.entry(n).batch_keys}
 
 
 # ---------------------------------------------------------------- shapes
@@ -200,24 +168,6 @@ def binary_mask(mask: np.ndarray, key: str = "photometry_mask", where="") -> np.
     return (mask != 0).astype(np.float32)
 
 
-def canonical_photometry(photometry: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Padding rows (mask 0) as the pipeline writes them, whatever they held.
-
-    Light-curve channels become 0; the last AUX_CHANNELS channels take the
-    values of the sample's first real row (0 when it has none).
-    """
-    photometry = np.asarray(photometry, np.float32)
-    real = np.asarray(mask) != 0
-    channels = photometry.shape[-1]
-    n_aux = AUX_CHANNELS if channels > AUX_CHANNELS else 0
-    first_real = real.argmax(axis=1)
-    filler = np.zeros((photometry.shape[0], channels), np.float32)
-    if n_aux:
-        aux = photometry[np.arange(len(photometry)), first_real, channels - n_aux :]
-        filler[:, channels - n_aux :] = np.where(real.any(axis=1)[:, None], aux, 0)
-    return np.where(real[..., None], photometry, filler[:, None, :])
-
-
 def _refuse_non_finite(key: str, array: np.ndarray, where: str, rows=None) -> None:
     bad = ~np.isfinite(array)
     if rows is not None:  # only the real light-curve rows count
@@ -258,16 +208,21 @@ def prepare(
         if given.get(k) is not None
     }
     batch = check_shapes(arrays, specs, where)
-    light_curves = dict(photometry_keys(encoders))  # values key -> mask key
-    for mask_key in light_curves.values():
-        arrays[mask_key] = binary_mask(arrays[mask_key], mask_key, where)
-    for key in specs:
-        if key in light_curves:
-            real = arrays[light_curves[key]] != 0
+    for name in encoders:
+        entry = modalities.entry(name)
+        mask_key = entry.row_mask_key
+        if mask_key is not None:
+            arrays[mask_key] = binary_mask(arrays[mask_key], mask_key, where)
+            real = arrays[mask_key] != 0
+        for key in entry.batch_keys:
+            if key == mask_key:
+                continue
+            if mask_key is None:
+                _refuse_non_finite(key, arrays[key], where)
+                continue
             _refuse_non_finite(key, arrays[key], where, rows=real)
-            arrays[key] = canonical_photometry(arrays[key], real)
-        elif key not in light_curves.values():
-            _refuse_non_finite(key, arrays[key], where)
+            if entry.canonical_padding is not None:
+                arrays[key] = entry.canonical_padding(arrays[key], real)
     return arrays, batch
 
 

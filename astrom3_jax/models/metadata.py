@@ -23,6 +23,10 @@ class MetadataMLP(nnx.Module):
     def output_dim(self) -> int:
         return self._output_dim
 
+    def input_dims(self) -> tuple[tuple, ...]:
+        """(input_dim,) catalogue vectors."""
+        return ((self.fc1.in_features,),)
+
     def __call__(self, metadata, *, rngs=None):
         x = self.dropout(jax.nn.relu(self.fc1(metadata.astype(self.dtype))), rngs=rngs)
         return self.dropout(jax.nn.relu(self.fc2(x)), rngs=rngs)

@@ -118,6 +118,10 @@ class Informer(nnx.Module):
     def output_dim(self) -> int:
         return self.seq_len * self.d_model
 
+    def input_dims(self) -> tuple[tuple, ...]:
+        """(seq_len, channels) light curves and their (seq_len,) row masks."""
+        return ((self.seq_len, self.token_conv.in_features), (self.seq_len,))
+
     def __call__(self, photometry, photometry_mask, *, rngs=None):
         batch, length, _ = photometry.shape
         if length != self.seq_len:

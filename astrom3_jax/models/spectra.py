@@ -93,6 +93,26 @@ class GalSpecNet(nnx.Module):
     def output_dim(self) -> int:
         return self._output_dim
 
+    def input_dims(self) -> tuple[tuple, ...]:
+        """(channels, (shortest, longest) length): the spectra this encoder
+        maps to its output size (see the modality registry)."""
+        return ((self.convs[0].in_features, self.input_lengths()),)
+
+    def input_lengths(self) -> tuple[int, int]:
+        """(shortest, longest) spectrum length giving the encoder's output size.
+
+        Valid convolutions and floor pooling map several lengths to one
+        output length; the projection after the encoder fixes that output
+        length. Walks the conv/pool stack backwards from it.
+        """
+        sizes = [conv.kernel_size[0] for conv in self.convs]
+        n_out = self.output_dim // self.convs[-1].out_features
+        lo = hi = n_out + sizes[-1] - 1
+        pool = self.pool_size
+        for size in reversed(sizes[:-1]):
+            lo, hi = lo * pool + size - 1, hi * pool + pool - 1 + size - 1
+        return lo, hi
+
     def __call__(self, spectra, *, rngs=None):
         x = jnp.swapaxes(spectra.astype(self.dtype), 1, 2)  # (B, T, C)
         for i, conv in enumerate(self.convs):

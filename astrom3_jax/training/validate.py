@@ -28,14 +28,14 @@ def _fraction(problems, name, value, *, upper_open=True):
 
 
 def _model_problems(m) -> list[str]:
-    from astrom3_jax.models import registry
+    from astrom3_jax.data import modalities
 
     problems = []
     task = m.get("task", "clip")
     if task not in TASKS:
         problems.append(f"model.task must be one of {TASKS}, got {task!r}")
     names = tuple(m.get("modalities", ()))
-    known = tuple(registry.names())
+    known = tuple(modalities.names())
     unknown = [n for n in names if n not in known]
     if unknown:
         problems.append(
