@@ -1,0 +1,461 @@
+"""A user's catalogue: parity with the builder, layouts, bad rows, statistics.
+
+The parity tests point a catalogue at the very raw files of dummy_data and
+compare with what the TFDS builder writes for the same objects; the
+magnitude conversion and the statistics are checked against numbers computed
+here by hand.
+"""
+
+import csv
+import json
+import os
+import zipfile
+
+import numpy as np
+import pytest
+
+from astrom3_jax import errors
+from astrom3_jax.data import catalog, datasets, normalisation, release_io, schema
+from astrom3_jax.data.normalisation import NormalisationStats
+
+DUMMY = os.path.join(
+    os.path.dirname(__file__), "..", "tfds_builders", "astrom3", "dummy_data"
+)
+SPLIT_DIR = os.path.join(DUMMY, "splits", "full", "42")
+INFO = os.path.join(SPLIT_DIR, "info.json")
+STEMS = {"train": "train", "validation": "val", "test": "test"}
+RAW_SCALARS = schema.RAW_SCALARS
+SPEC_SCALARS = ("raw_spectrum_mean", "raw_spectrum_mad")
+LC_FEATURES = ("photometry", "photometry_aux", *RAW_SCALARS[:4])
+
+
+def _rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _release_rows():
+    """(split, CSV row) of every object of dummy_data's full_42."""
+    return [
+        (split, r)
+        for split, stem in STEMS.items()
+        for r in _rows(os.path.join(SPLIT_DIR, f"{stem}.csv"))
+    ]
+
+
+def _extract_dats(folder):
+    os.makedirs(folder, exist_ok=True)
+    with zipfile.ZipFile(os.path.join(DUMMY, "photometry.zip")) as z:
+        for m in z.namelist():
+            if m.endswith(".dat"):
+                with open(os.path.join(folder, os.path.basename(m)), "wb") as f:
+                    f.write(z.read(m))
+
+
+def _write_catalog(path, rows, columns=None):
+    columns = columns or list(dict.fromkeys(k for r in rows for k in r))
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=columns, restval="")
+        w.writeheader()
+        w.writerows(rows)
+    return str(path)
+
+
+def _catalog_row(split, r, lc_dir, spec_root, *, cat_dir, absolute=False):
+    """The catalogue row of a release row; cells copied as text (exact floats)."""
+    lc = os.path.join(lc_dir, f"{r['name']}.dat")
+    spec = os.path.join(spec_root, r["target"], r["spec_filename"])
+    if not absolute:
+        lc, spec = os.path.relpath(lc, cat_dir), os.path.relpath(spec, cat_dir)
+    out = {"id": r["id"], "name": r["name"], "label": r["target"], "split": split}
+    out.update(lightcurve=lc, spectrum=spec)
+    out.update({c: r[c] for c in schema.ALL_COLS})
+    return out
+
+
+@pytest.fixture(scope="module")
+def layout(tmp_path_factory):
+    """dummy_data's objects as a catalogue in a different folder layout.
+
+    Light curves extracted to <tmp>/curves/*.dat (relative paths ../curves/),
+    spectra left in dummy_data (absolute paths for half the rows, relative for
+    the others), the table in <tmp>/tables/catalog.csv.
+    """
+    root = tmp_path_factory.mktemp("layout")
+    lc_dir, cat_dir = root / "curves", root / "tables"
+    _extract_dats(lc_dir)
+    cat_dir.mkdir()
+    spec_root = os.path.abspath(os.path.join(DUMMY, "spectra"))
+    rows = []
+    for i, (split, r) in enumerate(_release_rows()):
+        row = _catalog_row(split, r, lc_dir, spec_root, cat_dir=cat_dir)
+        if i % 2:
+            row["spectrum"] = os.path.join(spec_root, r["target"], r["spec_filename"])
+        rows.append(row)
+    path = _write_catalog(cat_dir / "catalog.csv", rows)
+    return {"root": root, "catalog": path, "lc_dir": lc_dir, "spec_root": spec_root}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("full_42")
+    return datasets.prepare("full_42", str(data_dir), DUMMY, num_workers=0)
+
+
+def _builder_examples(builder):
+    out = {}
+    for split in STEMS:
+        ds = builder.as_data_source(split)
+        for i in range(len(ds)):
+            ex = ds[i]
+            out[ex["name"].decode()] = ex
+    return out
+
+
+def _assert_same(ours, theirs, keys):
+    for k in keys:
+        a, b = np.asarray(ours[k]), np.asarray(theirs[k])
+        assert a.dtype == b.dtype, (k, a.dtype, b.dtype)
+        np.testing.assert_array_equal(a, b, err_msg=k)
+
+
+FULL_KEYS = (
+    *LC_FEATURES, "spectra", *SPEC_SCALARS, "metadata", "raw_catalogue",
+)  # fmt: skip
+
+
+# --------------------------------------------------------------------- parity
+def test_catalogue_rows_equal_builder_examples(layout, built):
+    stats = NormalisationStats.from_info_json(INFO)
+    out = catalog.preprocess(layout["catalog"], stats, num_workers=0, progress=False)
+    assert not out.bad_rows and len(out.examples) == 40
+    want = _builder_examples(built)
+    for ex in out.examples:
+        theirs = want[ex.features["name"]]
+        assert ex.present == {"photometry": True, "spectra": True, "metadata": True}
+        _assert_same(ex.features, theirs, FULL_KEYS)
+        assert ex.label == int(theirs["label"])
+        assert ex.features["id"] == theirs["id"].decode()
+        assert ex.features["spec_filename"] == theirs["spec_filename"].decode()
+
+
+def test_worker_processes_keep_row_order_and_values(layout):
+    stats = NormalisationStats.from_info_json(INFO)
+    serial = catalog.preprocess(layout["catalog"], stats, num_workers=0, progress=False)
+    pooled = catalog.preprocess(layout["catalog"], stats, num_workers=2, progress=False)
+    assert [e.row for e in pooled.examples] == list(range(40))
+    for a, b in zip(serial.examples, pooled.examples, strict=True):
+        assert a.id == b.id
+        _assert_same(a.features, b.features, FULL_KEYS)
+
+
+def test_relative_paths_resolve_against_the_table_folder(layout, monkeypatch):
+    monkeypatch.chdir(layout["lc_dir"])  # anywhere but the table's folder
+    cat = catalog.read_catalog(os.path.relpath(layout["catalog"]))
+    row = cat.rows[0]
+    assert os.path.isabs(row.lightcurve) and os.path.exists(row.lightcurve)
+    assert os.path.dirname(row.lightcurve) == str(layout["lc_dir"])
+    assert all(os.path.exists(r.spectrum) for r in cat.rows)
+
+
+def test_light_curve_only_rows(layout, built, tmp_path):
+    want = _builder_examples(built)
+    rows = []
+    for split, r in _release_rows()[:4]:
+        row = _catalog_row(
+            split, r, layout["lc_dir"], layout["spec_root"], cat_dir=tmp_path
+        )
+        row.pop("spectrum")
+        for c in schema.META_COLS:
+            row[c] = ""  # no metadata: every metadata cell blank
+        rows.append(row)
+    path = _write_catalog(tmp_path / "lc_only.csv", rows)
+    stats = NormalisationStats.from_info_json(INFO)
+    out = catalog.preprocess(path, stats, num_workers=0, progress=False)
+    for ex in out.examples:
+        assert ex.present == {"photometry": True, "spectra": False, "metadata": False}
+        assert "spectra" not in ex.features and "metadata" not in ex.features
+        _assert_same(ex.features, want[ex.features["name"]], LC_FEATURES)
+        raw = ex.features["raw_catalogue"]
+        assert np.isnan(raw[4:]).all() and np.isfinite(raw[:4]).all()
+
+
+def test_metadata_and_spectrum_only_row(layout, built, tmp_path):
+    split, r = _release_rows()[0]
+    row = _catalog_row(
+        split, r, layout["lc_dir"], layout["spec_root"], cat_dir=tmp_path
+    )
+    row.pop("lightcurve")
+    path = _write_catalog(tmp_path / "c.csv", [row])
+    stats = NormalisationStats.from_info_json(INFO)
+    (ex,) = catalog.preprocess(path, stats, num_workers=0, progress=False).examples
+    assert ex.present == {"photometry": False, "spectra": True, "metadata": True}
+    theirs = _builder_examples(built)[r["name"]]
+    _assert_same(ex.features, theirs, ("spectra", *SPEC_SCALARS, "metadata"))
+
+
+@pytest.mark.parametrize("fmt", ["ecsv", "fits", "vot"])
+def test_other_table_formats(layout, fmt, tmp_path):
+    from astropy.table import Table
+
+    src = Table.read(layout["catalog"], format="ascii.csv")
+    src["id"] = src["id"].astype(str)
+    path = tmp_path / f"catalog.{fmt}"
+    src.write(path, format={"vot": "votable"}.get(fmt))
+    ours = catalog.read_catalog(path)
+    ref = catalog.read_catalog(layout["catalog"])
+    assert [r.id for r in ours.rows] == [r.id for r in ref.rows]
+    assert [r.values for r in ours.rows] == [r.values for r in ref.rows]
+    assert [r.label for r in ours.rows] == [r.label for r in ref.rows]
+    assert [r.split for r in ours.rows] == [r.split for r in ref.rows]
+
+
+# ------------------------------------------------------------ light curves
+def test_magnitude_table_converted_by_hand(tmp_path):
+    hjd = [2457000.5, 2457001.5, 2457003.25, 2457010.0]
+    mag = [12.0, 12.5, 11.75, 13.0]
+    err = [0.01, 0.02, 0.015, 0.05]
+    path = tmp_path / "lc.csv"
+    with open(path, "w") as f:
+        f.write("HJD,Mag,Mag_Err,filter\n")
+        for row in zip(hjd, mag, err, strict=True):
+            f.write(",".join(map(repr, row)) + ",V\n")
+    got = catalog.read_light_curve_table(path)
+    # F = 10^(-0.4 (m - 16.4)) mJy, sigma_F = F * sigma_m * ln(10) / 2.5
+    f0 = 10 ** (-0.4 * (12.0 - 16.4))
+    assert f0 == pytest.approx(57.543993733715695, rel=1e-12)
+    want_flux = [10 ** ((16.4 - m) / 2.5) for m in mag]
+    want_err = [fl * e * 0.9210340371976183 for fl, e in zip(want_flux, err, strict=1)]
+    np.testing.assert_allclose(got[:, 0], hjd, rtol=0, atol=0)
+    np.testing.assert_allclose(got[:, 1], want_flux, rtol=1e-12)
+    np.testing.assert_allclose(got[:, 2], want_err, rtol=1e-12)
+    zp = catalog.read_light_curve_table(path, mag_zero_point=20.0)
+    np.testing.assert_allclose(zp[:, 1], np.array(want_flux) * 10 ** (0.4 * 3.6))
+
+
+def test_flux_table_with_units_and_mjd(tmp_path):
+    path = tmp_path / "lc.ecsv"
+    from astropy.table import Table
+
+    t = Table(
+        {
+            "MJD": [57000.0, 57001.0, 57002.0],
+            "flux(mJy)": [1.0, 2.0, 1.5],
+            "flux_err": [0.1, 0.1, 0.2],
+            "mag": [16.4, 15.6, 16.0],
+        }
+    )
+    t.write(path)
+    got = catalog.read_light_curve_table(path)  # flux wins over mag
+    np.testing.assert_array_equal(
+        got, [[57000, 1, 0.1], [57001, 2, 0.1], [57002, 1.5, 0.2]]
+    )
+
+
+def test_dat_and_magnitude_table_of_one_star_agree(layout, tmp_path):
+    """The same curve as .dat (flux) and as a magnitude table (mag -> flux)."""
+    name = _release_rows()[0][1]["name"]
+    lc = catalog.read_light_curve_file(str(layout["lc_dir"] / f"{name}.dat"))
+    mag = 16.4 - 2.5 * np.log10(lc[:, 1])
+    mag_err = lc[:, 2] / lc[:, 1] * 2.5 / np.log(10)
+    path = tmp_path / "mag.csv"
+    with open(path, "w") as f:
+        f.write("hjd,mag,mag_err\n")
+        for t, m, e in zip(lc[:, 0], mag, mag_err, strict=True):
+            f.write(f"{float(t)!r},{float(m)!r},{float(e)!r}\n")
+    got = catalog.read_light_curve_table(path)
+    np.testing.assert_allclose(got, lc, rtol=1e-12)
+
+
+# ---------------------------------------------------------------- bad rows
+HEADER = "# ASAS-SN light curve\nHJD MAG MAG_ERR FLUX FLUX_ERR\n"
+
+
+def _bad_catalog(tmp_path, layout, case):
+    """4 good rows + one row broken as `case`; returns (path, bad id, file part)."""
+    rows = [
+        _catalog_row(s, r, layout["lc_dir"], layout["spec_root"], cat_dir=tmp_path)
+        for s, r in _release_rows()[:5]
+    ]
+    bad = rows[2]
+    file = "catalog.csv"
+    if case == "missing_file":
+        bad["lightcurve"] = "nowhere/missing.dat"
+        file = "missing.dat"
+    elif case == "corrupt_fits":
+        (tmp_path / "broken.fits").write_bytes(b"SIMPLE  = not a FITS file" * 20)
+        bad["spectrum"] = "broken.fits"
+        file = "broken.fits"
+    elif case == "one_point":
+        (tmp_path / "short.dat").write_text(HEADER + "2457000.1 12.0 0.01 5.0 0.1\n")
+        bad["lightcurve"] = "short.dat"
+        file = "short.dat"
+    elif case == "nan_catalogue":
+        bad["w3_mag"] = "nan"
+        bad["ruwe"] = ""
+        file = "catalog.csv"
+    elif case == "unknown_class":
+        bad["label"] = "CEP"
+    elif case == "not_a_number":
+        bad["pmra"] = "fast"
+    else:
+        raise ValueError(case)
+    return _write_catalog(tmp_path / "catalog.csv", rows), bad["id"], file
+
+
+BAD_CASES = {
+    "missing_file": "not found",
+    "corrupt_fits": "unreadable FITS",
+    "one_point": "1 distinct point",
+    "nan_catalogue": "w3_mag, ruwe",
+    "unknown_class": "unknown class 'CEP'",
+    "not_a_number": "pmra is not a number",
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_CASES))
+def test_bad_row_strict_names_row_file_and_problem(tmp_path, layout, case):
+    path, bad_id, file = _bad_catalog(tmp_path, layout, case)
+    stats = NormalisationStats.from_info_json(INFO)
+    with pytest.raises(catalog.RowError) as err:
+        catalog.preprocess(path, stats, num_workers=0, progress=False)
+    msg = str(err.value)
+    assert "row 2" in msg and bad_id in msg and file in msg, msg
+    assert BAD_CASES[case] in msg, msg
+    assert isinstance(err.value, errors.UserError)
+
+
+@pytest.mark.parametrize("case", list(BAD_CASES))
+def test_bad_row_skipped_and_listed(tmp_path, layout, case):
+    path, bad_id, file = _bad_catalog(tmp_path, layout, case)
+    stats = NormalisationStats.from_info_json(INFO)
+    out = catalog.preprocess(
+        path, stats, skip_bad=True, max_bad_fraction=0.2, num_workers=0,
+        progress=False, bad_rows_path=tmp_path / "bad_rows.csv",
+    )  # fmt: skip
+    assert [e.row for e in out.examples] == [0, 1, 3, 4]
+    (bad,) = out.bad_rows
+    assert bad.row == 2 and bad.id == bad_id and file in bad.file
+    assert BAD_CASES[case] in bad.reason
+    (listed,) = _rows(tmp_path / "bad_rows.csv")
+    assert listed == {"row": "2", "id": bad_id, "file": bad.file, "reason": bad.reason}
+
+
+def test_max_bad_fraction_enforced(tmp_path, layout):
+    path, _, _ = _bad_catalog(tmp_path, layout, "unknown_class")  # 1 of 5 bad
+    stats = NormalisationStats.from_info_json(INFO)
+    kw = dict(skip_bad=True, num_workers=0, progress=False)
+    with pytest.raises(catalog.CatalogError, match=r"1 of 5 rows are bad"):
+        catalog.preprocess(path, stats, max_bad_fraction=0.19, **kw)
+    assert (
+        len(catalog.preprocess(path, stats, max_bad_fraction=0.2, **kw).examples) == 4
+    )
+
+
+def test_partly_missing_photometric_values_with_a_light_curve(tmp_path, layout):
+    split, r = _release_rows()[0]
+    row = _catalog_row(
+        split, r, layout["lc_dir"], layout["spec_root"], cat_dir=tmp_path
+    )
+    row["rfr_score"] = ""
+    path = _write_catalog(tmp_path / "c.csv", [row])
+    stats = NormalisationStats.from_info_json(INFO)
+    with pytest.raises(catalog.RowError, match="rfr_score, which a light curve needs"):
+        catalog.preprocess(path, stats, num_workers=0, progress=False)
+
+
+def test_table_level_errors(tmp_path):
+    def table(text):
+        p = tmp_path / "t.csv"
+        p.write_text(text)
+        return str(p)
+
+    with pytest.raises(catalog.CatalogError, match="no `id` column"):
+        catalog.read_catalog(table("name,label\na,EW\n"))
+    with pytest.raises(catalog.CatalogError, match="rows 0 and 1"):
+        catalog.read_catalog(table("id,label\na,EW\na,EA\n"))
+    with pytest.raises(catalog.CatalogError, match="lacks .*ruwe"):
+        catalog.read_catalog(table("id," + ",".join(schema.META_COLS[:-3]) + "\n"))
+    with pytest.raises(catalog.CatalogError, match="not found"):
+        catalog.read_catalog(tmp_path / "nope.csv")
+
+
+# -------------------------------------------------------------- statistics
+def test_stats_from_release_info_json():
+    stats = NormalisationStats.from_info_json(INFO)
+    info = json.load(open(INFO))
+    assert list(stats.mean) == info["mean"] and list(stats.std) == info["std"]
+    assert stats.all_cols == schema.ALL_COLS and stats.source.endswith("info.json")
+
+
+def test_stats_json_round_trip_and_workdir(tmp_path):
+    stats = NormalisationStats.from_info_json(INFO)
+    again = NormalisationStats.from_json(stats.to_json())
+    assert again == stats
+    path = normalisation.write_stats(tmp_path / "run", stats)
+    assert os.path.basename(path) == normalisation.STATS_FILE
+    assert normalisation.read_stats(tmp_path / "run") == stats
+    # The file is also a valid info.json for the release readers.
+    assert release_io.read_info(path)["mean"] == list(stats.mean)
+
+
+def test_read_stats_refuses_a_workdir_without_them(tmp_path):
+    with pytest.raises(normalisation.MissingStatsError) as err:
+        normalisation.read_stats(tmp_path)
+    msg = str(err.value)
+    assert str(tmp_path) in msg and "python -m astrom3_jax.data.normalisation" in msg
+    assert "info.json" in msg and isinstance(err.value, errors.UserError)
+
+
+def test_stats_cli_records_info_json(tmp_path):
+    normalisation.main(["--workdir", str(tmp_path), "--info_json", INFO])
+    assert normalisation.read_stats(tmp_path).mean == tuple(
+        json.load(open(INFO))["mean"]
+    )
+
+
+def test_stats_of_train_rows_equal_release_info_json(layout):
+    """The release's info.json is the statistics of its train CSV (by hand too)."""
+    cat = catalog.read_catalog(layout["catalog"])
+    train = catalog.assign_splits(cat)["train"]
+    stats = catalog.stats_of_rows(train)
+    info = json.load(open(INFO))
+    assert list(stats.mean) == info["mean"] and list(stats.std) == info["std"]
+    # by hand: log10 period, population std
+    period = np.array([r.values[1] for r in train])
+    lp = np.log10(period)
+    assert stats.mean[1] == pytest.approx(lp.sum() / len(lp), rel=1e-12)
+    assert stats.std[1] == pytest.approx(
+        np.sqrt(((lp - lp.mean()) ** 2).sum() / len(lp)), rel=1e-12
+    )
+
+
+def test_stats_with_blank_values_use_the_rows_that_have_them():
+    table = {c: np.array([1.0, 2.0, 4.0]) for c in schema.ALL_COLS}
+    table["ruwe"] = np.array([1.0, np.nan, 3.0])
+    stats = NormalisationStats.from_table(table)
+    j = schema.ALL_COLS.index("ruwe")
+    assert stats.mean[j] == 2.0 and stats.std[j] == 1.0
+
+
+def test_constant_column_is_refused():
+    table = {c: np.array([1.0, 2.0, 4.0]) for c in schema.ALL_COLS}
+    table["ruwe"] = np.ones(3)
+    with pytest.raises(normalisation.StatsError, match="ruwe"):
+        NormalisationStats.from_table(table, source="train rows")
+
+
+def test_drawn_splits_are_stratified_and_deterministic(layout):
+    cat = catalog.read_catalog(layout["catalog"])
+    cat = catalog.Catalog(cat.path, cat.rows, cat.has_labels, has_split=False)
+    a, b = catalog.assign_splits(cat, 42), catalog.assign_splits(cat, 42)
+    assert {s: [r.id for r in v] for s, v in a.items()} == {
+        s: [r.id for r in v] for s, v in b.items()
+    }
+    assert sorted(r.index for v in a.values() for r in v) == list(range(40))
+    assert [len(a[s]) for s in ("train", "validation", "test")] == [32, 4, 4]
+    # 4 objects of each of 10 classes: the 4 test objects are of 4 classes.
+    assert len({r.label for r in a["test"]}) == 4
+    assert len({r.label for r in a["validation"]}) == 4
+    c = catalog.assign_splits(cat, 0)
+    assert [r.id for r in c["test"]] != [r.id for r in a["test"]]
