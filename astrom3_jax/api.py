@@ -40,7 +40,8 @@ def load_model(path, *, step=None, cache_dir=None):
       `step` (None: best if any, else latest; 'best', 'latest' or a number);
     - a published-weights folder (`config.json` + `model.safetensors`);
     - a Hugging Face Hub model id such as 'AstroMLCore/AstroM3-CLIP'
-      (downloaded to `cache_dir`, default ~/.cache/astrom3_jax).
+      (downloaded by huggingface_hub into `cache_dir`, default the shared
+      Hugging Face cache; `HF_TOKEN` for gated repositories).
     Published weights get the reference-compatible model mode. The model's
     kind (CLIP or classifier) comes from the workdir's `config.model.task`.
     """

@@ -1,11 +1,9 @@
 """load_model, the import/export workdir path, Hub errors and the import CLI."""
 
-import io as io_lib
 import json
 import pathlib
 import subprocess
 import sys
-import urllib.error
 
 import numpy as np
 import pytest
@@ -14,6 +12,7 @@ from safetensors.numpy import load_file
 
 from astrom3_jax import api, errors
 from astrom3_jax.models import weights
+from tests import fake_hub
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "reference_weights_small"
 
@@ -61,10 +60,8 @@ def test_load_model_from_published_folder():
 
 
 def test_hub_download_error_is_clear(tmp_path, monkeypatch):
-    def offline(*args, **kwargs):
-        raise urllib.error.URLError("no network")
-
-    monkeypatch.setattr(weights.urllib.request, "urlopen", offline)
+    # An endpoint where nothing listens: the machine is offline.
+    fake_hub.isolate(monkeypatch, tmp_path, fake_hub.closed_port_url())
     with pytest.raises(ConnectionError, match="AstroMLCore/AstroM3-CLIP"):
         api.load_model("AstroMLCore/AstroM3-CLIP", cache_dir=tmp_path)
 
@@ -75,13 +72,11 @@ def test_not_a_model_folder(tmp_path):
 
 
 def test_hub_404_says_the_id_is_wrong(tmp_path, monkeypatch):
-    def not_found(url, *args, **kwargs):
-        raise urllib.error.HTTPError(url, 404, "Not Found", {}, io_lib.BytesIO())
-
-    monkeypatch.setattr(weights.urllib.request, "urlopen", not_found)
-    with pytest.raises(FileNotFoundError, match="no Hub model 'someone/no-such'"):
-        api.load_model("someone/no-such", cache_dir=tmp_path)
-    assert list(tmp_path.iterdir()) == []  # no empty cache folder left behind
+    with fake_hub.FakeHub() as server:  # serves no repository: every id is 404
+        fake_hub.isolate(monkeypatch, tmp_path, server.url)
+        with pytest.raises(FileNotFoundError, match="no Hub model 'someone/no-such'"):
+            api.load_model("someone/no-such", cache_dir=tmp_path / "cache")
+    assert not (tmp_path / "cache").exists()  # no empty cache folder left behind
 
 
 def clip_embeddings(model):
@@ -148,10 +143,7 @@ def test_cli_missing_folder(tmp_path):
 
 
 def test_cli_offline_hub_id(tmp_path, monkeypatch):
-    def offline(*args, **kwargs):
-        raise urllib.error.URLError("no network")
-
-    monkeypatch.setattr(weights.urllib.request, "urlopen", offline)
+    fake_hub.isolate(monkeypatch, tmp_path, fake_hub.closed_port_url())
     error = run_cli(
         source="AstroMLCore/AstroM3-CLIP",
         workdir=str(tmp_path / "w"),

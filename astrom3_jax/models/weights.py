@@ -20,10 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import pathlib
-import urllib.error
-import urllib.request
 
 import jax.numpy as jnp
 import ml_collections
@@ -33,6 +30,7 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from astrom3_jax import errors, models
+from astrom3_jax.data import hub
 from astrom3_jax.models.photometry import position_table
 
 CONFIG_FILE = "config.json"
@@ -501,57 +499,29 @@ def is_reference_folder(path) -> bool:
     return (path / CONFIG_FILE).is_file() and (path / WEIGHTS_FILE).is_file()
 
 
-HUB_URL = "https://huggingface.co/{repo}/resolve/main/{file}"
+def download_from_hub(repo_id: str, cache_dir=None) -> pathlib.Path:
+    """config.json + model.safetensors of a Hub model: their folder in the cache.
 
-
-def default_cache_dir() -> pathlib.Path:
-    root = os.environ.get("ASTROM3_JAX_CACHE", "~/.cache/astrom3_jax")
-    return pathlib.Path(root).expanduser()
-
-
-def download_from_hub(repo_id: str, cache_dir=None, timeout: float = 60.0):
-    """Fetch config.json + model.safetensors of a Hub model with plain HTTPS.
-
-    Files arrive as `<name>.part` and are renamed when complete, so an
-    interrupted download is never mistaken for a model.
+    Through huggingface_hub (astrom3_jax/data/hub.py): the shared Hugging
+    Face cache unless `cache_dir` is given, `HF_TOKEN` for gated
+    repositories, resumed transfers. Both files come from one commit.
+    Offline, the cache alone answers, within seconds.
     """
-    target = pathlib.Path(cache_dir or default_cache_dir()) / repo_id.replace("/", "--")
-    if is_reference_folder(target):
-        return target
-    target.mkdir(parents=True, exist_ok=True)
     try:
-        for f in (CONFIG_FILE, WEIGHTS_FILE):
-            _download(
-                HUB_URL.format(repo=repo_id, file=f), target / f, repo_id, timeout
-            )
-    finally:
-        if not any(target.iterdir()):
-            target.rmdir()  # leave no empty cache folder behind
-    return target
-
-
-def _download(url: str, dest: pathlib.Path, repo_id: str, timeout: float) -> None:
-    tmp = dest.with_name(dest.name + ".part")
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r, open(tmp, "wb") as w:
-            while chunk := r.read(1 << 20):
-                w.write(chunk)
-    except urllib.error.HTTPError as e:
-        tmp.unlink(missing_ok=True)
-        if e.code in (401, 404):
-            raise SourceNotFoundError(
-                f"no Hub model {repo_id!r}: {url} answered HTTP {e.code}; check "
-                "the id (e.g. AstroMLCore/AstroM3-CLIP)"
-            ) from e
-        raise DownloadError(f"could not download {url}: HTTP {e.code}") from e
-    except (urllib.error.URLError, OSError) as e:
-        tmp.unlink(missing_ok=True)
+        config = hub.download(repo_id, CONFIG_FILE, cache_dir=cache_dir)
+        # The commit the first file resolved to, so both files match.
+        commit = config.parent.name
+        hub.download(repo_id, WEIGHTS_FILE, revision=commit, cache_dir=cache_dir)
+    except hub.HubNotFoundError as e:
+        raise SourceNotFoundError(str(e)) from e
+    except hub.HubError as e:
         raise DownloadError(
-            f"could not download {url} ({e}). Without network access, download "
-            f"{CONFIG_FILE} and {WEIGHTS_FILE} of {repo_id} elsewhere and pass "
-            "their folder instead."
+            f"could not download {repo_id} ({e}). Without network access, "
+            f"download {CONFIG_FILE} and {WEIGHTS_FILE} of {repo_id} elsewhere "
+            f"(`hf download {repo_id} {CONFIG_FILE} {WEIGHTS_FILE} --local-dir "
+            "DIR`) and pass their folder instead."
         ) from e
-    tmp.replace(dest)
+    return config.parent
 
 
 def resolve_source(source, cache_dir=None) -> pathlib.Path:
@@ -564,7 +534,7 @@ def resolve_source(source, cache_dir=None) -> pathlib.Path:
     if str(source).count("/") == 1 and not str(source).startswith((".", "/", "~")):
         try:
             return download_from_hub(str(source), cache_dir)
-        except (DownloadError, SourceNotFoundError) as e:
+        except (DownloadError, SourceNotFoundError, hub.HubAccessError) as e:
             raise type(e)(f"{source}: no such folder; as a Hub id: {e}") from e
     raise SourceNotFoundError(
         f"{source} does not exist, and is not a Hub id 'owner/name' either"

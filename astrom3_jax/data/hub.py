@@ -1,0 +1,275 @@
+"""Files from the Hugging Face Hub: the data release and published weights.
+
+Everything goes through `huggingface_hub`, so downloads land in the cache
+that other Hugging Face tools share (`HF_HOME`, `HF_HUB_CACHE`, or a
+`cache_dir`), a gated or private repository is read with the token of
+`HF_TOKEN` or `hf auth login`, a dropped transfer is resumed where it broke
+off, and a progress bar shows. `HF_ENDPOINT` (a mirror) and
+`HF_HUB_OFFLINE` are read when a download starts, not when Python starts.
+
+Offline (`HF_HUB_OFFLINE=1`, or the endpoint refuses a TCP connection or
+gives none within `PROBE_TIMEOUT_S`) only the cache is read, so a download
+that the cache cannot answer fails in seconds instead of after a minute of
+retries. Failures are `errors.UserError`s that name the repository and the
+file; callers add their advice for working without a network.
+
+Imports nothing from the rest of the package but `errors`; the data layer
+(TFDS builder) and the models layer (weights import) both use it.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import socket
+import threading
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Sequence
+
+import huggingface_hub
+from huggingface_hub import constants as hf_constants
+from huggingface_hub import errors as hf_errors
+
+from astrom3_jax import errors
+
+PROBE_TIMEOUT_S = 5.0
+# A server error (HTTP 5xx) on a transfer is retried this many times, with
+# 1, 2, 4 s pauses (huggingface_hub itself retries only the metadata request).
+SERVER_ERROR_RETRIES = 3
+LOGIN_ADVICE = "set HF_TOKEN to a token with access, or run `hf auth login`"
+
+
+class HubError(errors.UserError, ConnectionError):
+    """A download that failed: no network, a server error, a broken transfer."""
+
+
+class HubOfflineError(HubError):
+    """Offline, and the cache does not hold the file."""
+
+
+class HubNotFoundError(errors.UserError, FileNotFoundError):
+    """No such repository, revision or file on the Hub."""
+
+
+class HubAccessError(errors.UserError, PermissionError):
+    """HTTP 401/403: a gated or private repository, or a bad token."""
+
+
+def endpoint() -> str:
+    """The Hub's base URL: `HF_ENDPOINT` as set now, else huggingface_hub's."""
+    value = os.environ.get("HF_ENDPOINT", "").strip()
+    return (value or hf_constants.ENDPOINT).rstrip("/")
+
+
+def offline_reason() -> str | None:
+    """Why the Hub cannot be reached now (None: it can, as far as we know)."""
+    flag = os.environ.get("HF_HUB_OFFLINE", "").strip().upper()
+    if flag in {"1", "ON", "YES", "TRUE"} or hf_constants.is_offline_mode():
+        return "HF_HUB_OFFLINE is set"
+    return unreachable(endpoint())
+
+
+def unreachable(url: str, timeout: float = PROBE_TIMEOUT_S) -> str | None:
+    """None if a TCP connection to `url`'s host (or its proxy) opens in time.
+
+    Otherwise why not. Runs in a thread so that a hanging DNS lookup is
+    bounded too.
+    """
+    target = urllib.parse.urlsplit(url)
+    proxy = urllib.request.getproxies().get(target.scheme)
+    if proxy and not urllib.request.proxy_bypass(target.hostname or ""):
+        target = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    host = target.hostname or ""
+    port = target.port or (443 if target.scheme == "https" else 80)
+    outcome: list[str | None] = []
+
+    def connect():
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            outcome.append(None)
+        except OSError as e:
+            outcome.append(f"{type(e).__name__}: {e}")
+
+    probe = threading.Thread(target=connect, daemon=True)
+    probe.start()
+    probe.join(timeout)
+    if not outcome:
+        return f"no answer from {host}:{port} within {timeout:g} s"
+    return outcome[0] and f"{host}:{port}: {outcome[0]}"
+
+
+def repo_url(repo_id: str, repo_type: str = "model") -> str:
+    prefix = "datasets/" if repo_type == "dataset" else ""
+    return f"{endpoint()}/{prefix}{repo_id}"
+
+
+def _what(repo_id: str, repo_type: str) -> str:
+    return f"Hub {'data set' if repo_type == 'dataset' else 'model'} {repo_id!r}"
+
+
+def translate(
+    error: BaseException, repo_id: str, repo_type: str, filename: str | None = None
+) -> errors.UserError | None:
+    """Our error for one that huggingface_hub (or the network) raised, or None."""
+    what = _what(repo_id, repo_type)
+    where = f"{what}, file {filename!r}" if filename else what
+    status = getattr(getattr(error, "response", None), "status_code", None)
+    if isinstance(error, hf_errors.GatedRepoError):
+        return HubAccessError(
+            f"{what} is gated (HTTP {status}): accept its conditions at "
+            f"{repo_url(repo_id, repo_type)} and {LOGIN_ADVICE}"
+        )
+    if isinstance(error, hf_errors.RepositoryNotFoundError) or status == 401:
+        if status in (401, 403):
+            return HubAccessError(
+                f"{what}: HTTP {status}, access refused: the repository is private "
+                f"or gated, or the id is wrong, or the token is invalid; check the "
+                f"id and {LOGIN_ADVICE}"
+            )
+        return HubNotFoundError(
+            f"no {what} (HTTP {status}) at {endpoint()}: check the id; if the "
+            f"repository is private, {LOGIN_ADVICE}"
+        )
+    if isinstance(error, hf_errors.RevisionNotFoundError):
+        return HubNotFoundError(f"{what} has no such revision (HTTP {status})")
+    if isinstance(error, hf_errors.RemoteEntryNotFoundError):
+        return HubNotFoundError(f"{what} has no file {filename!r} (HTTP {status})")
+    if status == 403:
+        return HubAccessError(f"{where}: HTTP 403 forbidden; {LOGIN_ADVICE}")
+    if isinstance(error, hf_errors.OfflineModeIsEnabled | HubOfflineError):
+        return HubOfflineError(f"{where}: not in the cache, and {error}")
+    if isinstance(error, hf_errors.LocalEntryNotFoundError):
+        cause = error.__cause__ or error.__context__
+        detail = f"{type(cause).__name__}: {cause}" if cause else str(error)
+        return HubError(f"{where}: could not download ({_one_line(detail)})")
+    if isinstance(error, hf_errors.HfHubHTTPError):
+        return HubError(f"{where}: could not download: HTTP {status} from the server")
+    if _is_network_error(error):
+        return HubError(
+            f"{where}: could not download ({type(error).__name__}: "
+            f"{_one_line(str(error))})"
+        )
+    return None
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _is_network_error(error: BaseException) -> bool:
+    # httpx's errors (a connection refused or dropped, a timeout) share no
+    # base class with OSError; huggingface_hub re-exports their module.
+    module = type(error).__module__ or ""
+    return module.startswith(("httpx", "httpcore")) or isinstance(error, OSError)
+
+
+def _retryable(error: BaseException) -> bool:
+    status = getattr(getattr(error, "response", None), "status_code", None)
+    if isinstance(error, hf_errors.HfHubHTTPError):
+        return status is not None and status >= 500
+    if isinstance(error, hf_errors.EntryNotFoundError | hf_errors.OfflineModeIsEnabled):
+        return False
+    return _is_network_error(error)
+
+
+def with_retries(fn: Callable, *, retries: int = SERVER_ERROR_RETRIES):
+    """fn(), again after 1, 2, 4 s pauses when it fails with a server error."""
+    for attempt in range(retries + 1):
+        try:
+            return fn()
+        except Exception as e:
+            if attempt == retries or not _retryable(e):
+                raise
+            time.sleep(2**attempt)
+    raise AssertionError("unreachable")
+
+
+def _cache_only(local_files_only: bool | None) -> str | None:
+    """Why only the cache may be read (None: the network may be used too)."""
+    if local_files_only is None:
+        return offline_reason()
+    return "local_files_only=True was given" if local_files_only else None
+
+
+def _run(fetch, repo_id, repo_type, filename, local_files_only):
+    reason = _cache_only(local_files_only)
+    try:
+        return pathlib.Path(with_retries(lambda: fetch(reason is not None)))
+    except Exception as e:
+        where = _what(repo_id, repo_type) + (
+            f", file {filename!r}," if filename else ""
+        )
+        if reason is not None and isinstance(e, hf_errors.LocalEntryNotFoundError):
+            raise HubOfflineError(
+                f"{where} is not in the Hugging Face cache, and {reason}"
+            ) from e
+        ours = translate(e, repo_id, repo_type, filename)
+        if ours is None:
+            raise
+        raise ours from e
+
+
+def download(
+    repo_id: str,
+    filename: str,
+    *,
+    repo_type: str = "model",
+    revision: str | None = None,
+    cache_dir=None,
+    local_files_only: bool | None = None,
+    quiet: bool = False,
+) -> pathlib.Path:
+    """One file of a Hub repository: its path in the cache (downloaded if needed).
+
+    `revision`: a branch or a commit hash (None: the default branch).
+    `local_files_only`: True reads only the cache; None (default) reads only
+    the cache when offline (`offline_reason`), else the Hub too. `quiet`
+    hides the file's progress bar. Raises HubOfflineError, HubNotFoundError,
+    HubAccessError or HubError.
+    """
+
+    def fetch(cache_only):
+        return huggingface_hub.hf_hub_download(
+            repo_id,
+            filename,
+            repo_type=repo_type,
+            revision=revision,
+            cache_dir=None if cache_dir is None else os.fspath(cache_dir),
+            endpoint=endpoint(),
+            local_files_only=cache_only,
+            tqdm_class=huggingface_hub.utils.silent_tqdm if quiet else None,
+        )
+
+    return _run(fetch, repo_id, repo_type, filename, local_files_only)
+
+
+def snapshot(
+    repo_id: str,
+    allow_patterns: Sequence[str],
+    *,
+    repo_type: str = "model",
+    revision: str | None = None,
+    cache_dir=None,
+    local_files_only: bool | None = None,
+) -> pathlib.Path:
+    """The files of a repository that match `allow_patterns`, as one folder.
+
+    The folder is the cache's snapshot of the resolved commit
+    (`.../snapshots/<commit hash>/`), holding the files at their paths in
+    the repository. Arguments and errors as for `download`.
+    """
+
+    def fetch(cache_only):
+        return huggingface_hub.snapshot_download(
+            repo_id,
+            repo_type=repo_type,
+            revision=revision,
+            cache_dir=None if cache_dir is None else os.fspath(cache_dir),
+            endpoint=endpoint(),
+            allow_patterns=list(allow_patterns),
+            local_files_only=cache_only,
+        )
+
+    return _run(fetch, repo_id, repo_type, None, local_files_only)
