@@ -459,3 +459,48 @@ def test_drawn_splits_are_stratified_and_deterministic(layout):
     assert len({r.label for r in a["validation"]}) == 4
     c = catalog.assign_splits(cat, 0)
     assert [r.id for r in c["test"]] != [r.id for r in a["test"]]
+
+
+# ------------------------------------------------------ the catalog config
+def test_catalog_config_builds_the_release_examples(layout, built, tmp_path):
+    """A catalogue with the release's split column gives the full_42 data set."""
+    cat_builder = datasets.prepare(
+        "catalog", str(tmp_path), os.path.dirname(layout["catalog"]), num_workers=0
+    )
+    want = _builder_examples(built)
+    for split in STEMS:
+        ds = cat_builder.as_data_source(split)
+        assert len(ds) == built.info.splits[split].num_examples
+        for i in range(len(ds)):
+            ex = ds[i]
+            theirs = want[ex["name"].decode()]
+            _assert_same(ex, theirs, (*FULL_KEYS, "label", "id", "spec_filename"))
+    # Both builds record the statistics of their training split: the same.
+    ours = datasets.normalisation_stats("catalog", str(tmp_path))
+    release = normalisation.stats_of_prepared(built.data_dir)
+    assert ours.mean == release.mean and ours.std == release.std
+    assert release.mean == NormalisationStats.from_info_json(INFO).mean
+
+
+def test_catalog_config_unlabelled_drawn_split_and_skip_bad(layout, tmp_path):
+    rows = []
+    for split, r in _release_rows():
+        row = _catalog_row(
+            split, r, layout["lc_dir"], layout["spec_root"], cat_dir=tmp_path
+        )
+        del row["split"], row["label"]
+        rows.append(row)
+    rows[5]["spectrum"] = ""  # incomplete: a bad row for this config (for now)
+    _write_catalog(tmp_path / "catalog.csv", rows)
+    with pytest.raises(catalog.RowError, match=r"row 5 .*no spectra"):
+        datasets.prepare("catalog", str(tmp_path / "a"), str(tmp_path), num_workers=0)
+    b = datasets.prepare(
+        "catalog", str(tmp_path / "b"), str(tmp_path), num_workers=0,
+        skip_bad=True, max_bad_fraction=0.5,
+    )  # fmt: skip
+    sizes = {s: b.info.splits[s].num_examples for s in STEMS}
+    assert sum(sizes.values()) == 39 and sizes["test"] == 4
+    assert {int(b.as_data_source("train")[i]["label"]) for i in range(3)} == {-1}
+    report = datasets.report(b)
+    (bad,) = [x for v in report["bad_objects"].values() for x in v]
+    assert bad["row"] == 5 and bad["id"] == rows[5]["id"]

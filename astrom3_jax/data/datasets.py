@@ -80,6 +80,15 @@ def report(prepared) -> dict:
 
 def missing_data_message(config_name: str, data_dir: str | None) -> str:
     where = data_dir or "~/tensorflow_datasets"
+    if names.parse(config_name).catalog:
+        return (
+            f"TFDS data set astrom3/{config_name} is not prepared in {where}. Build "
+            "it once from your catalogue table (DIR/catalog.csv, .ecsv, .fits or "
+            ".vot; see astrom3_jax.data.catalog):\n"
+            f"  python -m tfds_builders.build --config {config_name} "
+            f"--manual_dir DIR --data_dir {where}\n"
+            "then pass the same data_dir here."
+        )
     return (
         f"TFDS data set astrom3/{config_name} is not prepared in {where}. Build it "
         "once: it downloads the Hugging Face Hub release, or reads a local copy "
@@ -118,6 +127,18 @@ def open_sources(
     """{split: random-access source} of the prepared (or generated) data set."""
     b = ensure_prepared(config_name, data_dir)
     return {s: b.as_data_source(s) for s in splits}
+
+
+def normalisation_stats(config_name: str, data_dir: str | None = None):
+    """The training split's normalisation statistics the build recorded.
+
+    A `NormalisationStats` (astrom3_jax.data.normalisation); what a training
+    run writes into its workdir with `normalisation.write_stats`.
+    """
+    from astrom3_jax.data import normalisation
+
+    b = ensure_prepared(config_name, data_dir)
+    return normalisation.stats_of_prepared(b.data_dir)
 
 
 def split_names(config_name: str, data_dir: str | None = None) -> list[str]:

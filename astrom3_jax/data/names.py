@@ -4,7 +4,11 @@ A name picks a raw release and one split folder of it:
 - `<subset>_<seed>` (e.g. `full_42`, `sub10_0`): the real release on the
   Hugging Face Hub, subset x split seed;
 - `synthetic_<preset>` (the full subset, seed 42) and
-  `synthetic_<preset>_<subset>_<seed>`: the synthetic survey.
+  `synthetic_<preset>_<subset>_<seed>`: the synthetic survey;
+- `catalog`: a table of the user's own stars pointing at raw files
+  (astrom3_jax.data.catalog; read from the manual directory), release
+  'catalog', subset 'full', split seed 42 (the split comes from the table's
+  `split` column, or is drawn with that seed).
 
 Pure Python (no TFDS), so configs, the trainer and the command lines can
 check and compare names without loading the builder. The builder makes one
@@ -34,15 +38,18 @@ class DatasetName:
     subset: str = "full"
     split_seed: int = 42
     synthetic: str | None = None  # None: the real release; else a preset
+    catalog: bool = False  # True: a user's catalogue table (the manual dir)
 
     @property
     def release(self) -> str:
-        """'hub' or 'synthetic_<preset>': which raw files the config reads.
+        """'hub', 'synthetic_<preset>' or 'catalog': which raw files it reads.
 
         Two configs of one release and one split seed share their test
         objects' complement: pre-training on one and testing on the other
         is leak-free.
         """
+        if self.catalog:
+            return "catalog"
         return "hub" if self.synthetic is None else f"synthetic_{self.synthetic}"
 
 
@@ -60,6 +67,7 @@ def all_names() -> list[DatasetName]:
             for sub in schema.SUBSETS
             for seed in schema.SEEDS
         ]
+    out.append(DatasetName("catalog", catalog=True))
     return out
 
 
@@ -84,7 +92,7 @@ def parse(name: str) -> DatasetName:
         f"{', '.join(schema.SUBSETS)}; seed in "
         f"{', '.join(map(str, schema.SEEDS))}), or synthetic_<preset> and "
         f"synthetic_<preset>_<subset>_<seed> (preset in "
-        f"{', '.join(SYNTHETIC_PRESETS)})"
+        f"{', '.join(SYNTHETIC_PRESETS)}), or catalog (a table of your own stars)"
     )
 
 
@@ -116,6 +124,13 @@ def with_subset(name: str, subset: str) -> str:
     leaking test objects.
     """
     n = parse(name)
+    if n.catalog:
+        if subset != "full":
+            raise UnknownDatasetError(
+                f"the {name!r} config has no subset {subset!r}: a catalogue is "
+                "used whole (subset 'full')"
+            )
+        return n.name
     if n.synthetic is None:
         out = f"{subset}_{n.split_seed}"
     else:

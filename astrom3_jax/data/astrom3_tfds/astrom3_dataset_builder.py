@@ -25,7 +25,7 @@ from absl import logging
 from tqdm import tqdm
 
 from astrom3_jax import errors
-from astrom3_jax.data import names, release_io, schema
+from astrom3_jax.data import catalog, names, normalisation, release_io, schema
 from astrom3_jax.data.astrom3_tfds import objects
 
 HUB_URL = "https://huggingface.co/datasets/AstroMLCore/AstroM3Dataset/resolve/main/"
@@ -59,6 +59,17 @@ e.g. `huggingface-cli download AstroMLCore/AstroM3Dataset --repo-type dataset
 """
 
 
+_MANUAL_CATALOG = """\
+The catalog config builds the data set from a table of your own stars:
+  DIR/catalog.csv (or .ecsv, .fits, .vot, .xml): one row per object with
+  id, label (optional), lightcurve, spectrum (file paths, relative to DIR)
+  and the catalogue columns by their release names; split (optional:
+  train / validation / test; else drawn with seed 42, stratified by label).
+See astrom3_jax.data.catalog for the format. For now every row needs a light
+curve, a spectrum and all catalogue values (--skip_bad leaves others out).
+"""
+
+
 @dataclasses.dataclass(eq=False)
 class Astrom3Config(tfds.core.BuilderConfig):
     """One split folder of a release: subset x seed, or a synthetic release."""
@@ -67,13 +78,20 @@ class Astrom3Config(tfds.core.BuilderConfig):
     split_seed: int = 42
     synthetic: str | None = None  # None (real data) or a generate_release preset
     synthetic_seed: int = 0
+    catalog: bool = False  # a user's table in the manual dir (data/catalog.py)
 
 
 def _configs():
     """One TFDS config per data set name (astrom3_jax.data.names)."""
     out = []
     for n in names.all_names():
-        if n.synthetic is None:
+        if n.catalog:
+            about = (
+                "A table of your own stars (manual_dir/catalog.csv, .ecsv, "
+                ".fits or .vot) pointing at raw files; see "
+                "astrom3_jax.data.catalog."
+            )
+        elif n.synthetic is None:
             about = f"Real release, subset {n.subset}, split seed {n.split_seed}."
         else:
             about = (
@@ -87,6 +105,7 @@ def _configs():
                 subset=n.subset,
                 split_seed=n.split_seed,
                 synthetic=n.synthetic,
+                catalog=n.catalog,
                 description=about,
             )
         )
@@ -148,6 +167,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         self._bad: dict[str, list] = {}
         self._counts: dict[str, int] = {}
         self._final_data_dir: str | None = None
+        # The training split's statistics, recorded next to the data.
+        self._stats: normalisation.NormalisationStats | None = None
         super().__init__(**kw)
 
     # ---------------------------------------------------------------- schema
@@ -180,11 +201,14 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     # --------------------------------------------------------------- sources
     def _split_generators(self, dl_manager):
         cfg = self.builder_config
+        if cfg.catalog:
+            return self._catalog_splits(dl_manager)
         if cfg.synthetic:
             files = self._synthetic_release(dl_manager)
         else:
             files = self._local_release(dl_manager) or self._hub_release(dl_manager)
         _check_splits_disjoint(files.split_csvs)
+        self._stats = normalisation.NormalisationStats.from_info_json(files.info_json)
         return {
             split: self._generate_examples(split, files) for split in files.split_csvs
         }
@@ -324,6 +348,69 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                     )
         self._check_bad_count(split, len(rows), limit)
 
+    # ------------------------------------------------------------- catalogue
+    def _catalog_splits(self, dl_manager):
+        """The `catalog` config: a user's table (astrom3_jax.data.catalog)."""
+        try:
+            root = os.fspath(dl_manager.manual_dir)
+        except (AssertionError, ValueError):
+            root = ""
+        if not root or not os.path.isdir(root):
+            raise BuildError(
+                "the catalog config reads a table of your own stars from the "
+                "manual directory; pass it with --manual_dir DIR (manual_dir= in "
+                "datasets.prepare()).\n" + _MANUAL_CATALOG
+            )
+        table = catalog.find_catalog(root)
+        cat = catalog.read_catalog(table)
+        splits = catalog.assign_splits(cat, self.builder_config.split_seed)
+        self._stats = catalog.stats_of_rows(
+            splits["train"], source=f"train split of {table}"
+        )
+        return {
+            split: self._generate_catalog_examples(split, rows, table)
+            for split, rows in splits.items()
+        }
+
+    def _generate_catalog_examples(self, split: str, rows, table: str):
+        # Until incomplete objects can be stored, every row needs every modality.
+        require = catalog.MODALITIES
+        workers = self._num_workers
+        if workers is None:
+            workers = min(os.cpu_count() or 1, 8) if len(rows) > 256 else 0
+        bad = self._bad.setdefault(split, [])
+        limit = allowed_bad(len(rows), self._max_bad_fraction) if self._skip_bad else 0
+        self._counts[split] = 0
+        bar = tqdm(total=len(rows), desc=f"astrom3/catalog {split}")
+        with bar:
+            for row, example, error in catalog.iter_processed(
+                rows, self._stats, catalog=table, require=require,
+                num_workers=workers,
+            ):  # fmt: skip
+                bar.update()
+                if error is None:
+                    if len(bad) <= limit:  # past the limit: count, write nothing
+                        self._counts[split] += 1
+                        yield row.id, dict(example.features)
+                elif self._skip_bad:
+                    bad.append(
+                        {
+                            "row": row.index,
+                            "name": row.name,
+                            "id": row.id,
+                            "file": error.file,
+                            "problem": error.problem,
+                        }
+                    )
+                else:
+                    raise catalog.RowError(
+                        f"{error.problem} (split {split}; rerun with skip_bad=True "
+                        f"/ --skip_bad to skip such rows and list them in "
+                        f"{REPORT_NAME})",
+                        catalog=table, row=row.index, id=row.id, file=error.file,
+                    )  # fmt: skip
+        self._check_bad_count(split, len(rows), limit)
+
     def _check_bad_count(self, split: str, n_rows: int, limit: int):
         n_bad = len(self._bad.get(split, ()))
         where = f"split {split} of astrom3/{self.builder_config.name}"
@@ -367,6 +454,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         # self.data_dir is TFDS's temporary folder here, renamed when done.
         with open(os.path.join(self.data_dir, REPORT_NAME), "w") as f:
             json.dump(self._report(complete=True), f, indent=2)
+        if self._stats is not None:  # see normalisation.stats_of_prepared
+            self._stats.write(os.path.join(self.data_dir, normalisation.STATS_FILE))
         return out
 
     def download_and_prepare(self, *, download_config=None, **kwargs):
