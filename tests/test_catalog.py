@@ -492,7 +492,7 @@ def test_catalog_config_unlabelled_drawn_split_and_skip_bad(layout, tmp_path):
         rows.append(row)
     rows[5]["spectrum"] = ""  # incomplete: a bad row for this config (for now)
     _write_catalog(tmp_path / "catalog.csv", rows)
-    with pytest.raises(catalog.RowError, match=r"row 5 .*no spectra"):
+    with pytest.raises(catalog.RowError, match=r"row 5 .*lacks spectra"):
         datasets.prepare("catalog", str(tmp_path / "a"), str(tmp_path), num_workers=0)
     b = datasets.prepare(
         "catalog", str(tmp_path / "b"), str(tmp_path), num_workers=0,
@@ -504,3 +504,25 @@ def test_catalog_config_unlabelled_drawn_split_and_skip_bad(layout, tmp_path):
     report = datasets.report(b)
     (bad,) = [x for v in report["bad_objects"].values() for x in v]
     assert bad["row"] == 5 and bad["id"] == rows[5]["id"]
+
+
+# ------------------------------------------------------- the shipped example
+EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "examples", "my_stars")
+
+
+def test_shipped_example_catalogue():
+    cat = catalog.read_catalog(os.path.join(EXAMPLE, "catalog.csv"))
+    stats = catalog.stats_of_rows(catalog.assign_splits(cat)["train"])
+    out = catalog.preprocess(cat, stats, num_workers=0, progress=False)
+    kinds = [tuple(m for m, p in ex.present.items() if p) for ex in out.examples]
+    assert kinds.count(("photometry", "spectra", "metadata")) == 8
+    assert kinds.count(("photometry", "metadata")) == 3
+    assert kinds.count(("photometry",)) == 1
+    mag = [r for r in cat.rows if r.lightcurve.endswith("_mag.csv")]
+    assert len(mag) == 1 and "photometry" in out.examples[mag[0].index].features
+    size = sum(
+        os.path.getsize(os.path.join(d, f))
+        for d, _, files in os.walk(EXAMPLE)
+        for f in files
+    )
+    assert size < 1_000_000

@@ -524,8 +524,7 @@ def process_row(
     lacking = [m for m in require if not present[m]]
     if lacking:
         raise bad(
-            f"no {', '.join(lacking)} (needed here: every row must have "
-            f"{', '.join(require)})"
+            f"lacks {' and '.join(lacking)} (here every row needs {', '.join(require)})"
         )
 
     info = stats.as_info()
