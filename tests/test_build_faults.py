@@ -7,7 +7,6 @@ import concurrent.futures as cf
 import json
 import pathlib
 import shutil
-import socket
 import subprocess
 import sys
 import textwrap
@@ -21,6 +20,7 @@ from astrom3_jax.data import datasets, release_io
 from astrom3_jax.data.astrom3_tfds import astrom3_dataset_builder as astrom3
 from astrom3_jax.data.astrom3_tfds import objects
 from astrom3_jax.data.synthetic import release as synthetic_release
+from tests import fake_hub
 from tests.test_builder import (
     DUMMY,
     _edit_row,
@@ -385,30 +385,18 @@ def test_read_split_csv_reads_blank_as_nan_and_rejects_text(tmp_path):
 
 
 # ------------------------------------------------------ 9. offline builds
-def _hub_reachable():
-    try:
-        socket.create_connection(("huggingface.co", 443), timeout=3).close()
-    except OSError:
-        return False
-    return True
-
-
-@pytest.mark.parametrize(
-    "hub_url",
-    [
-        None,  # the real Hub: only meaningful on a machine without network
-        "https://192.0.2.1/datasets/x/resolve/main/",  # TEST-NET-1: unroutable
-    ],
-)
-def test_offline_hub_build_fails_fast_with_manual_dir_advice(tmp_path, hub_url):
-    if hub_url is None and _hub_reachable():
-        pytest.skip("the Hub is reachable from this machine")
-    patch = f"astrom3.HUB_URL = {hub_url!r}" if hub_url else ""
+@pytest.mark.parametrize("how", ["HF_HUB_OFFLINE", "unreachable endpoint"])
+def test_offline_hub_build_fails_fast_with_manual_dir_advice(
+    tmp_path, monkeypatch, how
+):
+    # No address outside this machine is contacted: HF_HUB_OFFLINE sends no
+    # request, and the endpoint is a port on 127.0.0.1 where nothing listens.
+    fake_hub.isolate(monkeypatch, tmp_path, fake_hub.closed_port_url())
+    if how == "HF_HUB_OFFLINE":
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     rc, out, seconds = _run_python(
         f"""
         from astrom3_jax.data import datasets
-        from astrom3_jax.data.astrom3_tfds import astrom3_dataset_builder as astrom3
-        {patch}
         datasets.prepare("sub10_0", {str(tmp_path / "d")!r})
         """,
         timeout=90,
@@ -417,21 +405,9 @@ def test_offline_hub_build_fails_fast_with_manual_dir_advice(tmp_path, hub_url):
     assert "BuildError: Cannot reach the Hugging Face Hub" in out, out[-3000:]
     assert "--manual_dir DIR" in out
     assert seconds < 20, f"took {seconds:.1f} s"
-
-
-def test_cached_hub_download_is_recognised(tmp_path):
-    """Offline, a build may still proceed from TFDS's download cache."""
-    assert not astrom3._hub_download_cached(tmp_path)
-    from tensorflow_datasets.core.download import resource
-
-    cached = (
-        tmp_path / "astrom3" / resource.get_dl_fname(astrom3.HUB_URL + "photometry.zip")
+    assert not (tmp_path / "d" / "astrom3" / "sub10_0").exists() or not any(
+        (tmp_path / "d" / "astrom3" / "sub10_0").rglob("*.array_record*")
     )
-    cached.parent.mkdir()
-    cached.write_bytes(b"zip")
-    assert not astrom3._hub_download_cached(tmp_path)  # no .INFO: incomplete
-    resource.get_info_path(cached).write_text("{}")
-    assert astrom3._hub_download_cached(tmp_path)
 
 
 # ----------------------------------------- 10. synthetic workers are spawned

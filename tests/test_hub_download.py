@@ -6,6 +6,7 @@ that arrive, the requests sent (retries, resumed ranges, tokens), the
 shared cache, and the errors for a gated repository and for no network.
 """
 
+import csv
 import pathlib
 import time
 
@@ -14,6 +15,7 @@ import pytest
 
 from astrom3_jax import api
 from astrom3_jax.data import hub
+from astrom3_jax.data.astrom3_tfds import hub_release
 from astrom3_jax.models import weights
 from tests import fake_hub
 
@@ -178,3 +180,116 @@ def test_hub_error_types():
         (hub.HubAccessError, PermissionError),
     ]:
         assert issubclass(cls, errors.UserError) and issubclass(cls, base)
+
+
+# ------------------------------------------------------- the data release
+
+DUMMY = pathlib.Path(__file__).parent.parent / "tfds_builders/astrom3/dummy_data"
+DATASET = hub_release.REPO_ID
+
+
+def dummy_files() -> dict:
+    files = {
+        p.relative_to(DUMMY).as_posix(): p.read_bytes()
+        for p in sorted(DUMMY.rglob("*"))
+        if p.is_file()
+    }
+    files["spectra/EW/listed-by-no-split.fits"] = b"not needed"
+    return files
+
+
+def listed_spectra(subset, seed) -> set:
+    out = set()
+    for stem in ("train", "val", "test"):
+        path = DUMMY / "splits" / subset / str(seed) / f"{stem}.csv"
+        with open(path, newline="") as f:
+            out |= {
+                f"spectra/{r['target']}/{r['spec_filename']}" for r in csv.DictReader(f)
+            }
+    return out
+
+
+def test_release_download_fetches_only_what_the_config_reads(server):
+    files = dummy_files()
+    server.add_repo(DATASET, files, repo_type="dataset")
+    spectra = listed_spectra("sub10", 0)
+    one = sorted(spectra)[3]
+    server.fail(one, "500")  # a server error on a transfer: retried
+    server.fail("photometry.zip", "drop")  # a dropped transfer: resumed
+
+    root = hub_release.download("sub10", 0)
+
+    split = {
+        f"splits/sub10/0/{n}" for n in ("train.csv", "val.csv", "test.csv", "info.json")
+    }
+    want = {"photometry.zip"} | split | spectra
+    got = {
+        r.path.split("/resolve/", 1)[1].split("/", 1)[1]
+        for r in server.resolve_requests()
+        if r.method == "GET"
+    }
+    assert got == want
+    assert len(spectra) < sum(p.startswith("spectra/") for p in files)
+    assert server.count("GET", one) == 2
+    assert server.count("GET", "photometry.zip") == 2
+    assert root.parent.parent == server.cache / "datasets--AstroMLCore--AstroM3Dataset"
+    for path in want:
+        assert (root / path).read_bytes() == files[path], path
+    assert not (root / "splits/full").exists()
+
+    # Again: the cache answers; no file is transferred.
+    n = len(server.resolve_requests())
+    assert hub_release.download("sub10", 0) == root
+    assert not [r for r in server.resolve_requests()[n:] if r.method == "GET"]
+
+    # Offline, the cached release is still found, without a request.
+    n = len(server.requests)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        assert hub_release.download("sub10", 0) == root
+    assert len(server.requests) == n
+
+
+def test_hub_build_equals_the_manual_dir_build(server, tmp_path):
+    from astrom3_jax.data import datasets
+
+    server.add_repo(DATASET, dummy_files(), repo_type="dataset")
+    from_hub = datasets.prepare("sub10_0", str(tmp_path / "hub"), num_workers=0)
+    by_hand = datasets.prepare(
+        "sub10_0", str(tmp_path / "manual"), str(DUMMY), num_workers=0
+    )
+    for split in ("train", "validation", "test"):
+        a, b = from_hub.as_data_source(split), by_hand.as_data_source(split)
+        assert len(a) == len(b) > 0
+        for i in range(len(a)):
+            assert a[i].keys() == b[i].keys()
+            for key in a[i]:
+                np.testing.assert_array_equal(a[i][key], b[i][key], err_msg=key)
+
+
+def test_gated_release_names_the_repo_and_the_token(server):
+    server.add_repo(DATASET, dummy_files(), repo_type="dataset", token="hf_x")
+    with pytest.raises(hub_release.ReleaseDownloadError) as info:
+        hub_release.download("sub10", 0)
+    message = str(info.value)
+    assert DATASET in message and "HF_TOKEN" in message
+    assert "hf auth login" in message
+
+
+@pytest.mark.parametrize("how", ["HF_HUB_OFFLINE", "unreachable endpoint"])
+def test_offline_release_fails_in_seconds(monkeypatch, tmp_path, how):
+    endpoint = fake_hub.closed_port_url()
+    fake_hub.isolate(monkeypatch, tmp_path, endpoint)
+    if how == "HF_HUB_OFFLINE":
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.monotonic()
+    with pytest.raises(hub_release.ReleaseDownloadError) as info:
+        hub_release.download("sub10", 0)
+    assert time.monotonic() - start < 5
+    message = str(info.value)
+    assert message.startswith("Cannot reach the Hugging Face Hub")
+    if how == "HF_HUB_OFFLINE":
+        assert "HF_HUB_OFFLINE is set" in message
+    else:
+        assert endpoint.removeprefix("http://") in message  # host:port refused
+    assert "photometry.zip" in message and "splits/sub10/0/" in message

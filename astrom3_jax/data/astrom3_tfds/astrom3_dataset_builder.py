@@ -12,11 +12,6 @@ import dataclasses
 import json
 import math
 import os
-import pathlib
-import socket
-import threading
-import urllib.parse
-import urllib.request
 from collections.abc import Mapping
 
 import numpy as np
@@ -26,17 +21,13 @@ from tqdm import tqdm
 
 from astrom3_jax import errors
 from astrom3_jax.data import catalog, names, normalisation, release_io, schema
-from astrom3_jax.data.astrom3_tfds import objects
+from astrom3_jax.data.astrom3_tfds import hub_release, objects
 
-HUB_URL = "https://huggingface.co/datasets/AstroMLCore/AstroM3Dataset/resolve/main/"
 REPORT_NAME = "bad_objects.json"
 # Written next to the version folder (<data_dir>/astrom3/<config>/) when a
 # build fails: inside it, TFDS would take the folder for a prepared data set.
 FAILED_REPORT_NAME = "bad_objects.failed.json"
 DEFAULT_MAX_BAD_FRACTION = 0.05
-# Seconds to wait for a TCP connection to the Hub before calling the machine
-# offline (TFDS's own retries would take minutes to give up).
-HUB_PROBE_TIMEOUT_S = 5.0
 
 
 class BuildError(errors.UserError, RuntimeError):
@@ -54,8 +45,9 @@ in the manual directory (`--manual_dir DIR`, or <data_dir>/downloads/manual/):
   DIR/photometry.zip                       (members vardb_files/<name>.dat)
   DIR/spectra/<CLASS>/<spec_filename>      (LAMOST FITS, .fits or .fits.gz)
   DIR/splits/<sub>/<seed>/{train,val,test}.csv and info.json
-e.g. `huggingface-cli download AstroMLCore/AstroM3Dataset --repo-type dataset
---local-dir DIR`. Only the split folder of the chosen config is read.
+e.g. `hf download AstroMLCore/AstroM3Dataset --repo-type dataset --include
+'photometry.zip' 'splits/<sub>/<seed>/*' 'spectra/*' --local-dir DIR`. Only
+the split folder of the chosen config (and the spectra it lists) is read.
 """
 
 
@@ -250,36 +242,20 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         return files
 
     def _hub_release(self, dl_manager):
+        """The config's files from the Hub, via the Hugging Face cache.
+
+        hub_release.py downloads them (or finds them in the cache, offline)
+        into a folder laid out as a manual directory, read the same way.
+        """
         cfg = self.builder_config
-        split_dir = f"splits/{cfg.subset}/{cfg.split_seed}/"
-        _fail_fast_if_offline(dl_manager)
-        urls = {"photometry_zip": HUB_URL + "photometry.zip"}
-        urls["info_json"] = HUB_URL + split_dir + "info.json"
-        for split, stem in schema.SPLIT_FILES.items():
-            urls[split] = HUB_URL + split_dir + f"{stem}.csv"
         try:
-            paths = dl_manager.download(urls)
-            spectra = {}
-            for split in schema.SPLIT_FILES:
-                for row in release_io.read_split_csv(paths[split], numeric_cols=()):
-                    key = (row["target"], row["spec_filename"])
-                    spectra[key] = f"{HUB_URL}spectra/{key[0]}/{key[1]}"
-            keys = sorted(spectra)
-            got = dl_manager.download([spectra[k] for k in keys])
-        except release_io.ReleaseError:
-            raise
-        except Exception as e:
-            raise RuntimeError(
-                f"Could not download the AstroM3 release from {HUB_URL} "
-                f"({type(e).__name__}: {e}).\nWithout internet, download it elsewhere "
-                "and pass it as manual_dir:\n" + _MANUAL
+            root = hub_release.download(cfg.subset, cfg.split_seed)
+        except hub_release.ReleaseDownloadError as e:
+            raise BuildError(
+                f"{e}.\nWithout internet, download it elsewhere and pass it "
+                "with --manual_dir DIR (manual_dir= in datasets.prepare()):\n" + _MANUAL
             ) from e
-        return objects.ReleaseFiles(
-            photometry_zip=os.fspath(paths["photometry_zip"]),
-            info_json=os.fspath(paths["info_json"]),
-            split_csvs={s: os.fspath(paths[s]) for s in schema.SPLIT_FILES},
-            spectra_paths={k: os.fspath(p) for k, p in zip(keys, got, strict=True)},
-        )
+        return self._folder_files(os.fspath(root))
 
     def _synthetic_release(self, dl_manager):
         from astrom3_jax.data import synthetic  # lazy: heavy
@@ -542,61 +518,3 @@ def _check_splits_disjoint(split_csvs: Mapping[str, str]):
                     obj=name,
                 )
             seen[name] = (split, path)
-
-
-# ------------------------------------------------------------- offline check
-def _hub_unreachable(url: str, timeout: float = HUB_PROBE_TIMEOUT_S) -> str | None:
-    """None if a TCP connection to the Hub (or the https proxy) opens in time.
-
-    Otherwise why not. Runs in a thread so a hanging DNS lookup is bounded too.
-    """
-    target = urllib.parse.urlsplit(url)
-    proxy = urllib.request.getproxies().get(target.scheme)
-    if proxy and not urllib.request.proxy_bypass(target.hostname or ""):
-        target = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
-    host = target.hostname or ""
-    port = target.port or (443 if target.scheme == "https" else 80)
-    outcome: list[str | None] = []
-
-    def connect():
-        try:
-            socket.create_connection((host, port), timeout=timeout).close()
-            outcome.append(None)
-        except OSError as e:
-            outcome.append(f"{type(e).__name__}: {e}")
-
-    probe = threading.Thread(target=connect, daemon=True)
-    probe.start()
-    probe.join(timeout)
-    if not outcome:
-        return f"no answer from {host}:{port} within {timeout:g} s"
-    return outcome[0] and f"{host}:{port}: {outcome[0]}"
-
-
-def _hub_download_cached(download_dir) -> bool:
-    """Whether TFDS's download cache already holds the Hub's photometry.zip."""
-    try:
-        from tensorflow_datasets.core.download import resource
-
-        name = resource.get_dl_fname(HUB_URL + "photometry.zip")
-        hits = pathlib.Path(os.fspath(download_dir)).rglob(name)
-        return any(resource.is_locally_cached(p) for p in hits)
-    except Exception:  # a TFDS without these helpers: assume not cached
-        return False
-
-
-def _fail_fast_if_offline(dl_manager):
-    problem = _hub_unreachable(HUB_URL)
-    if problem is None:
-        return
-    if _hub_download_cached(dl_manager.download_dir):
-        logging.warning(
-            "The Hub is unreachable (%s); building from TFDS's download cache.",
-            problem,
-        )
-        return
-    raise BuildError(
-        f"Cannot reach the Hugging Face Hub to download the AstroM3 release "
-        f"({problem}).\nWithout internet, download it elsewhere and pass it "
-        "with --manual_dir DIR (manual_dir= in datasets.prepare()):\n" + _MANUAL
-    )
