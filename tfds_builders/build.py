@@ -6,7 +6,11 @@ r"""Prepares an astrom3 TFDS config from Python (the `tfds` CLI needs TensorFlow
 
 Without --manual_dir the raw release is downloaded from the Hugging Face Hub.
 Synthetic configs (synthetic_<preset> and synthetic_<preset>_<subset>_<seed>)
-generate their raw files.
+generate their raw files. The `catalog` config reads a table of your own
+stars, --manual_dir DIR holding DIR/catalog.csv (or .ecsv, .fits, .vot):
+
+    python -m tfds_builders.build --config catalog --manual_dir examples/my_stars \
+        --skip_bad --max_bad_fraction 0.5
 """
 
 from __future__ import annotations
