@@ -10,6 +10,8 @@ when that is installed, as the trainer does (astrom3_jax/cli/host_memory.py).
   python benchmarks/train_step.py                       # paper config, 64 + 512
   python benchmarks/train_step.py --batch_sizes=64 --attention=full --dtype=bfloat16
   python benchmarks/train_step.py --notcmalloc   # the system malloc (glibc)
+  python benchmarks/train_step.py --variant=smoke --batch_sizes=8 --steps=1 \
+      --warmup=0 --notcmalloc                 # seconds: does it still run?
 """
 
 import os
@@ -25,16 +27,17 @@ import step_timing  # noqa: E402
 from absl import app, flags  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from astrom3_jax import train_lib
+from astrom3_jax import models  # noqa: E402
 from astrom3_jax.cli import host_memory  # noqa: E402
 from astrom3_jax.configs import pretrain  # noqa: E402
-from astrom3_jax.training import checkpoints, sharding
+from astrom3_jax.training import loop, optim, sharding, tasks  # noqa: E402
 
 flags.DEFINE_string("variant", "paper", "configs/pretrain.py variant")
 flags.DEFINE_list("batch_sizes", ["64", "512"], "global batch sizes")
 flags.DEFINE_string("attention", None, "override: probsparse | full")
 flags.DEFINE_string("dtype", None, "override: float32 | bfloat16")
 flags.DEFINE_integer("steps", 0, "timed steps (0: about 20 s worth)")
+flags.DEFINE_integer("warmup", 2, "untimed steps after compiling")
 flags.DEFINE_bool("tcmalloc", True, "restart under tcmalloc (host_memory.py)")
 FLAGS = flags.FLAGS
 
@@ -67,36 +70,44 @@ def flops_of(compiled) -> float:
     return float(cost.get("flops", float("nan")))
 
 
-def bench(config, batch_size: int, steps: int) -> dict:
+def bench(config, batch_size: int, steps: int, warmup: int = 2) -> dict:
+    """Times the trainer's own step (training/loop.py) on a random batch."""
     mesh = sharding.make_mesh()
     sharding.check_batch_size(batch_size, mesh)
-    model = checkpoints.build_model(config)
+    model = models.init_model(config.model, seed=0)
     n_params = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
-    tx = train_lib.make_optimizer(config)
-    graphdef = train_lib._mode_graphdef(model, train=True)
-    _, state, rest = train_lib.init_state(model, tx)
+    task = tasks.for_config(config)
+    tx = optim.make_optimizer(config)
+    parts = loop.split_model(model, task.trainable(config))
+    state = {
+        "step": jnp.asarray(0, jnp.int32),
+        "params": parts.params,
+        "opt_state": tx.init(parts.params),
+    }
     with jax.set_mesh(mesh):
-        state, rest = sharding.replicate((state, rest), mesh)
+        state, frozen, rest = sharding.replicate(
+            (state, parts.frozen, parts.rest), mesh
+        )
         key = sharding.replicate(jax.random.key(0), mesh)
         batch = sharding.shard_batch(random_batch(config, batch_size), mesh)
-        step = train_lib.make_train_step(graphdef, tx, mesh)
+        step = loop.make_train_step(parts.train_def, tx, mesh, task)
         lr = jnp.float32(1e-4)
         t0 = time.perf_counter()
-        compiled = step.lower(state, rest, batch, lr, key).compile()
+        compiled = step.lower(state, frozen, rest, batch, lr, key).compile()
         compile_s = time.perf_counter() - t0
         flops = flops_of(compiled) * mesh.size / batch_size
-        for _ in range(2):  # warm-up
-            state, m = compiled(state, rest, batch, lr, key)
-        jax.block_until_ready(m)
+        for _ in range(warmup):
+            state, m = compiled(state, frozen, rest, batch, lr, key)
+        jax.block_until_ready(m if warmup else state)
         t_one = time.perf_counter()
-        state, m = compiled(state, rest, batch, lr, key)
+        state, m = compiled(state, frozen, rest, batch, lr, key)
         jax.block_until_ready(m)
         t_one = time.perf_counter() - t_one
         steps = steps or max(3, int(20 / max(t_one, 1e-3)))
         times = []
         for _ in range(steps):  # one step in flight, as in the trainer
             t0 = time.perf_counter()
-            state, m = compiled(state, rest, batch, lr, key)
+            state, m = compiled(state, frozen, rest, batch, lr, key)
             jax.block_until_ready(m)
             times.append(time.perf_counter() - t0)
     return {
@@ -126,7 +137,7 @@ def main(argv):
         f"dtype={config.model.dtype}; {malloc}"
     )
     for b in FLAGS.batch_sizes:
-        r = bench(config, int(b), FLAGS.steps)
+        r = bench(config, int(b), FLAGS.steps, FLAGS.warmup)
         print(
             f"batch {r['batch']:4d}: {step_timing.describe(r)}, train-step "
             f"FLOPs/sample {r['gflops_per_sample']:.3f} G, params {r['params']:,}, "

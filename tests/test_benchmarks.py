@@ -1,0 +1,134 @@
+"""Every script in benchmarks/ runs, at a tiny size, and exits 0.
+
+Benchmarks call the library's internals (the trainer's step, the
+evaluation path, the input pipeline), so an API change breaks them first;
+running each one here for a step or two catches that the day it happens.
+Timings are not checked: the sizes are far too small to mean anything.
+Each runs as its own process, as a user runs it, with the test session's
+environment (8 simulated CPU devices, XLA's slow optimisations off).
+"""
+
+import importlib.util
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+BENCHMARKS = REPO / "benchmarks"
+# Imported by the scripts, not run on its own (tests/test_step_timing.py).
+LIBRARIES = {"step_timing.py"}
+
+
+def run(script: str, *args: str, timeout: float = 300) -> str:
+    """stdout of `python benchmarks/<script> args`; fails unless it exits 0."""
+    cmd = [sys.executable, str(BENCHMARKS / script), *args]
+    try:
+        done = subprocess.run(
+            cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{' '.join(cmd)} still running after {timeout} s")
+    assert done.returncode == 0, (
+        f"{' '.join(cmd)} exited {done.returncode}\n"
+        f"stdout:\n{done.stdout[-3000:]}\nstderr:\n{done.stderr[-5000:]}"
+    )
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory):
+    """A tiny synthetic release (about 70 objects; a few seconds)."""
+    from astrom3_jax.data.synthetic import release as synthetic
+
+    root = tmp_path_factory.mktemp("release")
+    synthetic.generate_release(
+        root, preset="small", seed=3, n_objects=60, n_unseen=6, workers=1
+    )
+    return root
+
+
+# Each case: how to run it tiny, and a line its output must hold.
+CASES = {
+    "train_step.py": (
+        lambda tmp, rel: [
+            "--variant=smoke",
+            "--batch_sizes=8",
+            "--steps=1",
+            "--warmup=0",
+            "--notcmalloc",
+        ],
+        "samples/s",
+    ),
+    "inference.py": (
+        lambda tmp, rel: [
+            "--model=small",
+            "--batch_sizes",
+            "8",
+            "--rounds=1",
+            "--steps=1",
+            "--torch_python=",
+            "--notcmalloc",
+        ],
+        "export step",
+    ),
+    "matmul_floor.py": (
+        lambda tmp, rel: ["--variant=smoke", "--batch_size=2", "--repeats=1"],
+        "unavoidable matmuls",
+    ),
+    "input_pipeline.py": (
+        lambda tmp, rel: [
+            f"--data_dir={tmp / 'tfds'}",
+            "--num_examples=32",
+            "--batch_size=8",
+            "--steps=2",
+        ],
+        "samples/s",
+    ),
+    "catalog_preprocessing.py": (
+        lambda tmp, rel: ["--n_objects=30", "--workers", "0", "--repeats=1"],
+        "objects/s",
+    ),
+    "synthetic_realism.py": (
+        lambda tmp, rel: [f"--release={rel}", "--n_estimators=10"],
+        "balanced accuracy",
+    ),
+    "synthetic_plots.py": (
+        lambda tmp, rel: [f"--release={rel}", f"--out={tmp / 'plots'}"],
+        "",
+    ),
+    "torch_train_step.py": (
+        lambda tmp, rel: ["--batch_sizes", "2", "--steps=1", "--malloc=system"],
+        "samples/s",
+    ),
+}
+NEEDS_RELEASE = {"synthetic_realism.py", "synthetic_plots.py"}
+NEEDS_TORCH = {"torch_train_step.py"}
+
+
+def test_every_script_has_a_case():
+    scripts = {p.name for p in BENCHMARKS.glob("*.py")} - LIBRARIES
+    assert scripts == set(CASES), (
+        "add a tiny-size case to CASES for every benchmark script: "
+        f"missing {sorted(scripts - set(CASES))}, stale {sorted(set(CASES) - scripts)}"
+    )
+
+
+@pytest.mark.parametrize("script", sorted(CASES))
+def test_benchmark_runs_at_a_tiny_size(script, tmp_path, request):
+    if script in NEEDS_TORCH and importlib.util.find_spec("torch") is None:
+        pytest.skip(f"{script} needs PyTorch, which this interpreter lacks")
+    args, expected = CASES[script]
+    rel = request.getfixturevalue("release") if script in NEEDS_RELEASE else None
+    out = run(script, *args(tmp_path, rel))
+    assert expected in out, out[-3000:]
+    if script == "synthetic_plots.py":
+        made = sorted(p.name for p in (tmp_path / "plots").glob("*.png"))
+        assert made == [
+            "class_counts.png",
+            "cmd.png",
+            "lightcurves.png",
+            "period_amplitude.png",
+            "spectra.png",
+        ]
