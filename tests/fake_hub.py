@@ -77,7 +77,8 @@ class FakeHub:
     def fail(self, path_in_repo: str, *kinds: str, method: str = "GET"):
         """The next len(kinds) `method` requests of that file fail: '500'
         (an HTTP 500) or 'drop' (GET only: half the body, then the
-        connection closes)."""
+        connection closes). '@revision' and '@tree' name the repository-info
+        and listing API routes ('500' only)."""
         self._faults[(method, path_in_repo)] = list(kinds)
 
     # ------------------------------------------------------------ queries
@@ -154,6 +155,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             repo = self._repo(repo_type, repo_id)
             if repo is None:
                 return
+            if self.fake._take_fault(self.command, "@" + segments[4]) == "500":
+                return self._error(500, None, "internal error (injected)")
             if segments[4] == "revision":
                 return self._json(
                     {

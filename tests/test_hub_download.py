@@ -216,6 +216,7 @@ def test_release_download_fetches_only_what_the_config_reads(server):
     one = sorted(spectra)[3]
     server.fail(one, "500")  # a server error on a transfer: retried
     server.fail("photometry.zip", "drop")  # a dropped transfer: resumed
+    server.fail("@revision", "500")  # the repository info: asked again
 
     root = hub_release.download("sub10", 0)
 
@@ -232,6 +233,10 @@ def test_release_download_fetches_only_what_the_config_reads(server):
     assert len(spectra) < sum(p.startswith("spectra/") for p in files)
     assert server.count("GET", one) == 2
     assert server.count("GET", "photometry.zip") == 2
+    assert (
+        server.count("GET", "/api/datasets/AstroMLCore/AstroM3Dataset/revision/main")
+        == 2
+    )
     assert root.parent.parent == server.cache / "datasets--AstroMLCore--AstroM3Dataset"
     for path in want:
         assert (root / path).read_bytes() == files[path], path
@@ -255,6 +260,7 @@ def test_hub_build_equals_the_manual_dir_build(server, tmp_path):
 
     server.add_repo(DATASET, dummy_files(), repo_type="dataset")
     from_hub = datasets.prepare("sub10_0", str(tmp_path / "hub"), num_workers=0)
+    assert server.count("GET", "photometry.zip") == 1  # it did use the Hub
     by_hand = datasets.prepare(
         "sub10_0", str(tmp_path / "manual"), str(DUMMY), num_workers=0
     )

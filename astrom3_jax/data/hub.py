@@ -165,45 +165,54 @@ def _is_network_error(error: BaseException) -> bool:
     return module.startswith(("httpx", "httpcore")) or isinstance(error, OSError)
 
 
-def _retryable(error: BaseException) -> bool:
+def _server_error(error: BaseException | None) -> bool:
     status = getattr(getattr(error, "response", None), "status_code", None)
-    if isinstance(error, hf_errors.HfHubHTTPError):
-        return status is not None and status >= 500
-    if isinstance(error, hf_errors.EntryNotFoundError | hf_errors.OfflineModeIsEnabled):
-        return False
-    return _is_network_error(error)
+    return isinstance(error, hf_errors.HfHubHTTPError) and (status or 0) >= 500
 
 
-def with_retries(fn: Callable, *, retries: int = SERVER_ERROR_RETRIES):
-    """fn(), again after 1, 2, 4 s pauses when it fails with a server error."""
+def _transfer_failed(error: BaseException) -> bool:
+    """A file's GET answered 5xx (huggingface_hub retries only its HEAD)."""
+    return _server_error(error)
+
+
+def _listing_failed(error: BaseException) -> bool:
+    """snapshot_download's repository info or file listing answered 5xx
+    (it reports that as a LocalEntryNotFoundError caused by the answer), or
+    one of its file transfers did."""
+    if isinstance(error, hf_errors.LocalEntryNotFoundError):
+        return _server_error(error.__cause__)
+    return _server_error(error)
+
+
+def with_retries(
+    fn: Callable, retry_if: Callable = _transfer_failed, retries=SERVER_ERROR_RETRIES
+):
+    """fn(), again after 1, 2, 4 s pauses while it fails as `retry_if` says."""
     for attempt in range(retries + 1):
         try:
             return fn()
         except Exception as e:
-            if attempt == retries or not _retryable(e):
+            if attempt == retries or not retry_if(e):
                 raise
             time.sleep(2**attempt)
     raise AssertionError("unreachable")
 
 
-def _cache_only(local_files_only: bool | None) -> str | None:
-    """Why only the cache may be read (None: the network may be used too)."""
-    if local_files_only is None:
-        return offline_reason()
-    return "local_files_only=True was given" if local_files_only else None
+PROBE = "probe"  # `offline=PROBE`: find out now whether the Hub answers
 
 
-def _run(fetch, repo_id, repo_type, filename, local_files_only):
-    reason = _cache_only(local_files_only)
+def _run(fetch, repo_id, repo_type, filename, offline, retry_if):
+    if offline == PROBE:
+        offline = offline_reason()
     try:
-        return pathlib.Path(with_retries(lambda: fetch(reason is not None)))
+        return pathlib.Path(with_retries(lambda: fetch(offline is not None), retry_if))
     except Exception as e:
         where = _what(repo_id, repo_type) + (
             f", file {filename!r}," if filename else ""
         )
-        if reason is not None and isinstance(e, hf_errors.LocalEntryNotFoundError):
+        if offline is not None and isinstance(e, hf_errors.LocalEntryNotFoundError):
             raise HubOfflineError(
-                f"{where} is not in the Hugging Face cache, and {reason}"
+                f"{where} is not in the Hugging Face cache, and {offline}"
             ) from e
         ours = translate(e, repo_id, repo_type, filename)
         if ours is None:
@@ -218,14 +227,14 @@ def download(
     repo_type: str = "model",
     revision: str | None = None,
     cache_dir=None,
-    local_files_only: bool | None = None,
+    offline: str | None = PROBE,
     quiet: bool = False,
 ) -> pathlib.Path:
     """One file of a Hub repository: its path in the cache (downloaded if needed).
 
     `revision`: a branch or a commit hash (None: the default branch).
-    `local_files_only`: True reads only the cache; None (default) reads only
-    the cache when offline (`offline_reason`), else the Hub too. `quiet`
+    `offline`: why only the cache may be read (e.g. `offline_reason()`), or
+    None to use the Hub too, or PROBE (default) to find out now. `quiet`
     hides the file's progress bar. Raises HubOfflineError, HubNotFoundError,
     HubAccessError or HubError.
     """
@@ -242,7 +251,7 @@ def download(
             tqdm_class=huggingface_hub.utils.silent_tqdm if quiet else None,
         )
 
-    return _run(fetch, repo_id, repo_type, filename, local_files_only)
+    return _run(fetch, repo_id, repo_type, filename, offline, _transfer_failed)
 
 
 def snapshot(
@@ -252,7 +261,7 @@ def snapshot(
     repo_type: str = "model",
     revision: str | None = None,
     cache_dir=None,
-    local_files_only: bool | None = None,
+    offline: str | None = PROBE,
 ) -> pathlib.Path:
     """The files of a repository that match `allow_patterns`, as one folder.
 
@@ -272,4 +281,4 @@ def snapshot(
             local_files_only=cache_only,
         )
 
-    return _run(fetch, repo_id, repo_type, None, local_files_only)
+    return _run(fetch, repo_id, repo_type, None, offline, _listing_failed)

@@ -259,7 +259,7 @@ def model_config_from_reference(ref: dict) -> tuple[ml_collections.ConfigDict, s
 def model_kind(model_config) -> str:
     """The reference kind our `config.model` corresponds to."""
     mods = tuple(model_config.modalities)
-    if model_config.get("task", "clip") == "clip":
+    if model_config.task == "clip":
         kind = "clip"
     elif len(mods) == 1:
         kind = {v: k for k, v in SINGLE_KIND.items()}[mods[0]]
@@ -508,10 +508,15 @@ def download_from_hub(repo_id: str, cache_dir=None) -> pathlib.Path:
     Offline, the cache alone answers, within seconds.
     """
     try:
-        config = hub.download(repo_id, CONFIG_FILE, cache_dir=cache_dir)
+        offline = hub.offline_reason()  # once: a probe may take seconds
+        config = hub.download(
+            repo_id, CONFIG_FILE, cache_dir=cache_dir, offline=offline
+        )
         # The commit the first file resolved to, so both files match.
         commit = config.parent.name
-        hub.download(repo_id, WEIGHTS_FILE, revision=commit, cache_dir=cache_dir)
+        hub.download(
+            repo_id, WEIGHTS_FILE, revision=commit, cache_dir=cache_dir, offline=offline
+        )
     except hub.HubNotFoundError as e:
         raise SourceNotFoundError(str(e)) from e
     except hub.HubError as e:

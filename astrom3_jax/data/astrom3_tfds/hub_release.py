@@ -59,7 +59,6 @@ def spectrum_paths(root, subset: str, seed: int) -> list[str]:
 def download(subset: str, seed: int, *, cache_dir=None) -> pathlib.Path:
     """The snapshot folder holding what config (subset, seed) reads."""
     offline = hub.offline_reason()
-    cache_only = offline is not None
     where = hub.repo_url(REPO_ID, REPO_TYPE)
     try:
         root = hub.snapshot(
@@ -67,7 +66,7 @@ def download(subset: str, seed: int, *, cache_dir=None) -> pathlib.Path:
             [PHOTOMETRY_ZIP, f"{split_dir(subset, seed)}/*"],
             repo_type=REPO_TYPE,
             cache_dir=cache_dir,
-            local_files_only=cache_only,
+            offline=offline,
         )
     except hub.HubOfflineError as e:
         raise ReleaseDownloadError(
@@ -83,7 +82,7 @@ def download(subset: str, seed: int, *, cache_dir=None) -> pathlib.Path:
     commit = root.name  # .../snapshots/<commit hash>
     needed = spectrum_paths(root, subset, seed)
     missing = [p for p in needed if not (root / p).exists()]
-    if missing and cache_only:
+    if missing and offline is not None:
         raise ReleaseDownloadError(
             f"Cannot reach the Hugging Face Hub to download the AstroM3 release "
             f"({offline}), and the Hugging Face cache lacks {len(missing)} of the "
@@ -117,7 +116,7 @@ def _fetch_spectra(paths, commit, cache_dir) -> list[str]:
                 repo_type=REPO_TYPE,
                 revision=commit,
                 cache_dir=cache_dir,
-                local_files_only=False,
+                offline=None,  # the Hub answered the snapshot just now
                 quiet=True,
             )
         except hub.HubNotFoundError:
