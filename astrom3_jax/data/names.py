@@ -23,7 +23,13 @@ import difflib
 from astrom3_jax import errors
 from astrom3_jax.data import schema
 
-SYNTHETIC_PRESETS = ("small", "full")
+SYNTHETIC_PRESETS = ("small", "full", "sky", "bigsky")
+# Presets with incomplete objects -> the modalities an object may lack. The
+# other presets and the real release have every modality for every object.
+OPTIONAL_MODALITIES = {
+    "sky": ("spectra", "metadata"),
+    "bigsky": ("spectra", "metadata"),
+}
 
 
 class UnknownDatasetError(errors.UserError, ValueError):
@@ -51,6 +57,16 @@ class DatasetName:
         if self.catalog:
             return "catalog"
         return "hub" if self.synthetic is None else f"synthetic_{self.synthetic}"
+
+    @property
+    def optional_modalities(self) -> tuple[str, ...]:
+        """The modalities an object of this data set may lack (() if none).
+
+        Such data sets store, for each of these modalities, whether an
+        object has it (see tfds_builders/astrom3/README.md); every batch
+        says it per row under `modalities.presence_key(name)`.
+        """
+        return OPTIONAL_MODALITIES.get(self.synthetic, ())
 
 
 def all_names() -> list[DatasetName]:
@@ -102,6 +118,10 @@ def check(name: str) -> None:
 
 def is_synthetic(name: str) -> bool:
     return parse(name).synthetic is not None
+
+
+def optional_modalities(name: str) -> tuple[str, ...]:
+    return parse(name).optional_modalities
 
 
 def release_of(name: str) -> str:

@@ -71,6 +71,10 @@ class Astrom3Config(tfds.core.BuilderConfig):
     synthetic: str | None = None  # None (real data) or a generate_release preset
     synthetic_seed: int = 0
     catalog: bool = False  # a user's table in the manual dir (data/catalog.py)
+    # Modalities an object may lack: their fields are stored with a leading
+    # 0-or-1 axis (objects.OPTIONAL_FIELDS). () for the release and the
+    # complete synthetic presets, whose stored features stay as they were.
+    optional_modalities: tuple[str, ...] = ()
 
 
 def _configs():
@@ -91,6 +95,11 @@ def _configs():
                 f"split seed {n.split_seed}, with ground truth (true_target, "
                 "subtype) and an `unseen` split."
             )
+            if n.optional_modalities:
+                about += (
+                    f" Objects may lack {' or '.join(n.optional_modalities)} "
+                    "(stored with a leading 0-or-1 axis)."
+                )
         out.append(
             Astrom3Config(
                 name=n.name,
@@ -99,6 +108,7 @@ def _configs():
                 synthetic=n.synthetic,
                 catalog=n.catalog,
                 description=about,
+                optional_modalities=n.optional_modalities,
             )
         )
     return out
@@ -107,20 +117,34 @@ def _configs():
 SYNTHETIC_PRESETS = names.SYNTHETIC_PRESETS
 
 
-def model_input_features() -> dict:
+def _optional_shape(name: str, optional: tuple[str, ...]) -> tuple:
+    """A field's stored shape: with a leading 0-or-1 axis if its modality is
+    optional in the config (objects.OPTIONAL_FIELDS)."""
+    shape = objects.ITEM_SHAPES[name]
+    if any(name in objects.OPTIONAL_FIELDS[m] for m in optional):
+        return (None, *shape)
+    return shape
+
+
+def model_input_features(optional_modalities: tuple[str, ...] = ()) -> dict:
     """The stored features the input pipeline reads (the public schema).
 
     Shared with toy builders in tests and benchmarks, so they cannot drift
-    from what this builder writes.
+    from what this builder writes. `optional_modalities`: those an object
+    may lack, whose fields get a leading 0-or-1 axis.
     """
+    objects.check_optional(optional_modalities)
     f = tfds.features
+    opt = tuple(optional_modalities)
     return {
         "id": f.Text(doc="Gaia EDR3 id"),
         "name": f.Text(doc="ASAS-SN name"),
         "photometry": f.Tensor(shape=(None, 3), dtype=np.float32),
-        "photometry_aux": f.Tensor(shape=(6,), dtype=np.float32),
-        "spectra": f.Tensor(shape=(3, schema.SPECTRUM_LENGTH), dtype=np.float32),
-        "metadata": f.Tensor(shape=(len(schema.META_COLS),), dtype=np.float32),
+        "photometry_aux": f.Tensor(
+            shape=_optional_shape("photometry_aux", opt), dtype=np.float32
+        ),
+        "spectra": f.Tensor(shape=_optional_shape("spectra", opt), dtype=np.float32),
+        "metadata": f.Tensor(shape=_optional_shape("metadata", opt), dtype=np.float32),
         "label": f.ClassLabel(names=list(schema.CLASSES)),
     }
 
@@ -158,6 +182,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         self._num_workers = num_workers
         self._bad: dict[str, list] = {}
         self._counts: dict[str, int] = {}
+        self._absent: dict[str, dict[str, int]] = {}
         self._final_data_dir: str | None = None
         # The training split's statistics, recorded next to the data.
         self._stats: normalisation.NormalisationStats | None = None
@@ -166,8 +191,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     # ---------------------------------------------------------------- schema
     def _info(self) -> tfds.core.DatasetInfo:
         f = tfds.features
+        optional = tuple(self.builder_config.optional_modalities)
         feats = {
-            **model_input_features(),
+            **model_input_features(optional),
             "spec_filename": f.Text(doc="LAMOST file name"),
             # float64 kept exactly: default Tensor encoding would round to float32.
             "raw_catalogue": f.Tensor(
@@ -178,7 +204,11 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         }
         feats.update(
             {
-                k: f.Tensor(shape=(), dtype=np.float64, encoding=f.Encoding.BYTES)
+                k: f.Tensor(
+                    shape=_optional_shape(k, optional),
+                    dtype=np.float64,
+                    encoding=f.Encoding.BYTES,
+                )
                 for k in schema.RAW_SCALARS
             }
         )
@@ -288,9 +318,15 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         if not rows:
             raise release_io.ReleaseError("split CSV lists no objects", file=csv_path)
         extra = schema.TRUTH_COLS if self.builder_config.synthetic else ()
+        optional = tuple(self.builder_config.optional_modalities)
         ctx = objects.Context(
-            files=files, info=info, csv_path=csv_path, extra_text=extra
+            files=files,
+            info=info,
+            csv_path=csv_path,
+            extra_text=extra,
+            optional=optional,
         )
+        absent = self._absent.setdefault(split, dict.fromkeys(optional, 0))
         workers = self._num_workers
         if workers is None:
             workers = min(os.cpu_count() or 1, 8) if len(rows) > 256 else 0
@@ -304,6 +340,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                 if error is None:
                     if len(bad) <= limit:  # past the limit: count, write nothing
                         self._counts[split] += 1
+                        for m in optional:
+                            field = objects.OPTIONAL_FIELDS[m][0]
+                            absent[m] += len(example[field]) == 0
                         yield row["name"], example
                 elif self._skip_bad:
                     bad.append(
@@ -415,6 +454,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             "skipped": {s: len(v) for s, v in self._bad.items()},
             "bad_objects": self._bad,
         }
+        if self.builder_config.optional_modalities:
+            # Written objects without each optional modality, per split.
+            report["absent"] = self._absent
         if error is not None:
             report["error"] = str(error)
         return report
@@ -444,7 +486,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         if reuse and os.path.isdir(final) and self.is_prepared():
             self._refuse_looser_build(final)
         self._final_data_dir = final
-        self._bad, self._counts = {}, {}
+        self._bad, self._counts, self._absent = {}, {}, {}
         failed = self._failed_report_path()
         try:
             super().download_and_prepare(download_config=download_config, **kwargs)

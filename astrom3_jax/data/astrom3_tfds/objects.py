@@ -47,6 +47,75 @@ class Context:
     info: Mapping
     csv_path: str
     extra_text: Sequence[str] = ()  # e.g. true_target, subtype (synthetic)
+    optional: Sequence[str] = ()  # modalities an object may lack (see store_optional)
+
+
+# ------------------------------------------------------------- absent modalities
+# The stored fields of each modality that get a leading 0-or-1 axis in a config
+# whose objects may lack that modality: one row when the object has it, none
+# when it does not. The other stored fields keep their shape: `photometry` is
+# variable-length already and is stored empty, (0, 3), for an object without a
+# light curve (its presence is that of photometry_aux); `spec_filename` is ''
+# for an object without a spectrum; `raw_catalogue` holds nan in the cells of
+# an absent modality (as blank cells of the CSV read).
+OPTIONAL_FIELDS = {
+    "photometry": ("photometry_aux", *schema.RAW_SCALARS[:4]),
+    "spectra": ("spectra", *schema.RAW_SCALARS[4:]),
+    "metadata": ("metadata",),
+}
+ITEM_SHAPES = {
+    "photometry_aux": (len(schema.PHOTOMETRY_AUX),),
+    "spectra": (3, schema.SPECTRUM_LENGTH),
+    "metadata": (len(schema.META_COLS),),
+    **{k: () for k in schema.RAW_SCALARS},
+}
+ITEM_DTYPES = {
+    "photometry_aux": np.float32,
+    "spectra": np.float32,
+    "metadata": np.float32,
+    **{k: np.float64 for k in schema.RAW_SCALARS},
+}
+
+
+def check_optional(optional: Sequence[str]) -> None:
+    unknown = [m for m in optional if m not in OPTIONAL_FIELDS]
+    if unknown:
+        raise ValueError(
+            f"modalities {unknown} cannot be optional; known: {sorted(OPTIONAL_FIELDS)}"
+        )
+
+
+def store_optional(example: Mapping, optional: Sequence[str]) -> dict:
+    """The stored form of `example` in a config where `optional` may be absent.
+
+    `example` holds the features of the modalities the object has and lacks
+    those of the others (as `process_row` or a user's catalogue produce it).
+    Each optional modality's fields (OPTIONAL_FIELDS) get a leading axis of
+    length 1, or are empty arrays of length 0 when absent: nothing is stored
+    for an absent modality, no fill value that could pass for data.
+    """
+    check_optional(optional)
+    out = dict(example)
+    for m in optional:
+        fields = OPTIONAL_FIELDS[m]
+        have = [f in example for f in fields]
+        if any(have) and not all(have):
+            lacking = [f for f, h in zip(fields, have, strict=True) if not h]
+            raise ValueError(f"{m} is half present: no {', '.join(lacking)}")
+        for f in fields:
+            dtype = ITEM_DTYPES[f]
+            if all(have):
+                value = np.asarray(example[f], dtype)
+                if value.shape != ITEM_SHAPES[f]:
+                    raise ValueError(
+                        f"{f} has shape {value.shape}, not {ITEM_SHAPES[f]}"
+                    )
+                out[f] = value[None]
+            else:
+                out[f] = np.zeros((0, *ITEM_SHAPES[f]), dtype)
+        if m == "photometry" and not all(have):
+            out["photometry"] = np.zeros((0, 3), np.float32)
+    return out
 
 
 def _describe(row) -> str:
@@ -64,11 +133,26 @@ def _column_indices(info, cols, info_path):
     return [all_cols.index(c) for c in cols]
 
 
+def _blank(value) -> bool:
+    return not (value or "").strip()
+
+
 def process_row(row: Mapping, ctx: Context, archive: zipfile.ZipFile) -> dict:
-    """The stored example of one CSV row; raises ReleaseError naming object and file."""
+    """The stored example of one CSV row; raises ReleaseError naming object and file.
+
+    In a config with optional modalities (ctx.optional), a blank
+    `spec_filename` means "no spectrum" and blank cells in all 34 metadata
+    columns mean "no catalogue values"; the modality is then absent (see
+    `store_optional`), not bad. Elsewhere both are bad objects, as is a
+    metadata row with only some cells blank.
+    """
     obj = _describe(row)
-    for c in ("name", "spec_filename"):
-        if not (row.get(c) or "").strip():
+    has_spec = not _blank(row.get("spec_filename"))
+    blank = ["name"] + (
+        [] if has_spec or "spectra" in ctx.optional else ["spec_filename"]
+    )
+    for c in blank:
+        if _blank(row.get(c)):
             raise ReleaseError(f"blank {c}", file=ctx.csv_path, obj=obj)
     target = row["target"]
     if target not in schema.CLASSES:
@@ -78,10 +162,21 @@ def process_row(row: Mapping, ctx: Context, archive: zipfile.ZipFile) -> dict:
             obj=obj,
         )
     raw = np.array([row[c] for c in schema.ALL_COLS], dtype=np.float64)
-    bad = [c for c, v in zip(schema.ALL_COLS, raw, strict=True) if not np.isfinite(v)]
+    finite = dict(zip(schema.ALL_COLS, np.isfinite(raw), strict=True))
+    has_meta = "metadata" not in ctx.optional or any(
+        finite[c] for c in schema.META_COLS
+    )
+    used = set(schema.PHOTO_COLS) | (set(schema.META_COLS) if has_meta else set())
+    bad = [c for c in schema.ALL_COLS if c in used and not finite[c]]
     if bad:
+        hint = ""
+        if "metadata" in ctx.optional and set(bad) <= set(schema.META_COLS):
+            hint = (
+                f"; an object without catalogue values leaves all "
+                f"{len(schema.META_COLS)} metadata cells blank"
+            )
         raise ReleaseError(
-            f"blank or non-finite catalogue value(s) in {', '.join(bad)}",
+            f"blank or non-finite catalogue value(s) in {', '.join(bad)}{hint}",
             file=ctx.csv_path,
             obj=obj,
         )
@@ -90,7 +185,9 @@ def process_row(row: Mapping, ctx: Context, archive: zipfile.ZipFile) -> dict:
             {c: row[c] for c in ctx.info["all_cols"]}, ctx.info
         )
     bad = [
-        c for c, v in zip(ctx.info["all_cols"], norm, strict=True) if not np.isfinite(v)
+        c
+        for c, v in zip(ctx.info["all_cols"], norm, strict=True)
+        if c in used and not np.isfinite(v)
     ]
     if bad:
         raise ReleaseError(
@@ -109,25 +206,30 @@ def process_row(row: Mapping, ctx: Context, archive: zipfile.ZipFile) -> dict:
         member = f"{archive.filename}:{release_io.dat_member(row['name'])}"
         raise ReleaseError(str(e), file=member, obj=obj) from None
 
-    spec_path = ctx.files.spectrum(target, row["spec_filename"])
-    spec = release_io.read_spectrum(spec_path, obj=obj)
-    try:
-        spec_out = preprocessing.preprocess_spectrum(spec)
-    except preprocessing.PreprocessingError as e:
-        raise ReleaseError(str(e), file=spec_path, obj=obj) from None
+    spec_out = {}
+    if has_spec:
+        spec_path = ctx.files.spectrum(target, row["spec_filename"])
+        spec = release_io.read_spectrum(spec_path, obj=obj)
+        try:
+            spec_out = preprocessing.preprocess_spectrum(spec)
+        except preprocessing.PreprocessingError as e:
+            raise ReleaseError(str(e), file=spec_path, obj=obj) from None
 
     example = {
         "id": row["id"],
         "name": row["name"],
-        "spec_filename": row["spec_filename"],
+        "spec_filename": row["spec_filename"] if has_spec else "",
         "label": schema.CLASSES.index(target),
-        "metadata": meta.astype(np.float32),
         "raw_catalogue": raw,
         **lc_out,
         **spec_out,
     }
+    if has_meta:
+        example["metadata"] = meta.astype(np.float32)
     for c in ctx.extra_text:
         example[c] = row.get(c) or ""
+    if ctx.optional:
+        return store_optional(example, ctx.optional)
     return example
 
 

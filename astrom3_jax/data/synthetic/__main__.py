@@ -3,13 +3,14 @@
 import argparse
 import time
 
+from astrom3_jax.data.synthetic import release
 from astrom3_jax.data.synthetic.release import generate_release
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--output", required=True, help="release directory to write")
-    parser.add_argument("--preset", default="small", choices=("small", "full"))
+    parser.add_argument("--preset", default="small", choices=release.PRESETS)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--mislabel-fraction", type=float, default=0.02)
     parser.add_argument("--n-objects", type=int, default=None, help="override the size")

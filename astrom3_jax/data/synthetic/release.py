@@ -42,8 +42,24 @@ _RFR_BASE = {"EW": 1.72, "RRAB": 1.84, "RRC": 1.36, "EA": 1.36, "EB": 0.88, "M":
              "SR": 1.12, "HADS": 1.12, "DSCT": 0.52, "ROT": 0.58}  # fmt: skip
 
 
-def _rng(seed: int, *purpose: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence([seed, *purpose]))
+# Presets with incomplete objects: (preset of their complete objects, number
+# of incomplete objects per complete known one). The complete objects, their
+# splits and info.json are those of the base preset, file for file; the
+# incomplete ones join the train split of every `full` split folder only.
+INCOMPLETE_PRESETS = {"sky": ("small", 2), "bigsky": ("full", 2)}
+# What an incomplete object has besides its light curve, as fractions of the
+# incomplete objects (docs/synthetic/README.md says why): catalogue values
+# but no spectrum; a spectrum but no catalogue values; neither.
+INCOMPLETE_MIX = {"metadata": 0.925, "spectra": 0.025, "neither": 0.05}
+# Random streams of the incomplete objects: seed (seed, EXTRA_STREAM).
+EXTRA_STREAM = 7_000_001
+PRESETS = ("small", "full", *INCOMPLETE_PRESETS)
+
+
+def _rng(seed, *purpose: int) -> np.random.Generator:
+    """The stream of (seed, purpose...); seed is an int or a tuple of ints."""
+    head = list(seed) if isinstance(seed, tuple) else [seed]
+    return np.random.default_rng(np.random.SeedSequence([*head, *purpose]))
 
 
 # ----------------------------------------------------------------------------- objects
@@ -83,9 +99,9 @@ def draw_objects(preset, seed, n_objects=None, mislabel_fraction=0.02, n_unseen=
     }
 
 
-def _names(ra, dec):
+def _names(ra, dec, taken=()):
     """ASAS-SN style names without spaces, ASASSN-VJhhmmss.ss+ddmmss.s (unique)."""
-    out, seen = [], set()
+    out, seen = [], set(taken)
     for r, d in zip(ra, dec, strict=True):
         while True:
             h = r / 15.0
@@ -105,8 +121,8 @@ def _names(ra, dec):
     return out
 
 
-def _spec_names(rng, ra, dec, gz):
-    out, seen = [], set()
+def _spec_names(rng, ra, dec, gz, taken=()):
+    out, seen = [], set(taken)
     for r, d, z in zip(ra, dec, gz, strict=True):
         h = r / 15.0
         plan = f"HD{int(h):02d}{int((h % 1) * 60):02d}{int(((h * 60) % 1) * 60):02d}"
@@ -126,9 +142,19 @@ def _spec_names(rng, ra, dec, gz):
 
 
 def build_catalogue(
-    preset="small", seed=0, n_objects=None, mislabel_fraction=0.02, n_unseen=None
+    preset="small",
+    seed=0,
+    n_objects=None,
+    mislabel_fraction=0.02,
+    n_unseen=None,
+    taken=None,
 ):
-    """Every star's physics and catalogue values except light-curve-derived columns."""
+    """Every star's physics and catalogue values except light-curve-derived columns.
+
+    taken: {"name", "id", "spec_filename": values} of another catalogue of the
+    same release, which this one's stars avoid.
+    """
+    taken = taken or {}
     obj = draw_objects(preset, seed, n_objects, mislabel_fraction, n_unseen)
     true = obj["true"]
     rng = _rng(seed, 2)
@@ -143,17 +169,21 @@ def build_catalogue(
     )
     period = catalogue.catalogue_period(true, phys, rng)
     cat = {**phot, **astro, "l": pos["l"], "b": pos["b"], "period": period}
-    names = _names(pos["ra"], pos["dec"])
+    names = _names(pos["ra"], pos["dec"], taken.get("name", ()))
     id_rng = _rng(seed, 5)
-    ids = set()
+    ids, taken_ids = set(), {int(i.split()[-1]) for i in taken.get("id", ())}
     while len(ids) < n:
         ids.update(
-            int(x) for x in id_rng.integers(10**17, 6_917_528_997_577_384_320, n)
+            int(x)
+            for x in id_rng.integers(10**17, 6_917_528_997_577_384_320, n)
+            if int(x) not in taken_ids
         )
     ids = sorted(ids)[:n]
     ids = [ids[i] for i in id_rng.permutation(n)]
     gz = _rng(seed, 6).random(n) < 0.7
-    spec = _spec_names(_rng(seed, 7), pos["ra"], pos["dec"], gz)
+    spec = _spec_names(
+        _rng(seed, 7), pos["ra"], pos["dec"], gz, taken.get("spec_filename", ())
+    )
     layout = np.where(_rng(seed, 8).random(n) < 0.5, 1, 2)
     # ASAS-SN blending (16" aperture): probability rises toward the plane.
     brng = _rng(seed, 11)
@@ -229,6 +259,22 @@ def _write_spectra(root, seed, start, cat):
         "subtype": phys["subtype"], "phase": phase, "v_mean": cat["pos"]["v_mean"],
         "r_mag": cat["rp"],
     }  # fmt: skip
+    # Stars without a spectrum (blank spec_filename; incomplete objects only)
+    # get none: synthesised for the others only.
+    keep = [j for j in range(m) if cat["spec_filename"][j]]
+    if not keep:
+        return
+    if len(keep) < m:
+        batch = {k: np.asarray(v)[keep] for k, v in batch.items()}
+        cat = {
+            **cat,
+            "name": [cat["name"][j] for j in keep],
+            "spec_filename": [cat["spec_filename"][j] for j in keep],
+            "pos": {k: v[keep] for k, v in cat["pos"].items()},
+            "layout": cat["layout"][keep],
+            "target": cat["target"][keep],
+        }
+        m = len(keep)
     flux, ivar, snr = spectra.synthesize(batch, rng)
     for j in range(m):
         cards = [("TELESCOP", "LAMOST"), ("OBJNAME", cat["name"][j]),
@@ -405,7 +451,8 @@ def write_zip(path, lc_files):
             zf.writestr(info, data)
 
 
-def write_splits(root, rows, cat, seed):
+def write_splits(root, rows, cat, seed, extra_rows=()):
+    """Split folders of the known objects (+ `extra_rows` in every full train)."""
     known = np.flatnonzero(~cat["unseen"])
     unseen_rows = [rows[i] for i in np.flatnonzero(cat["unseen"])]
     splits = make_splits(np.asarray(cat["target"])[known], seed)
@@ -413,7 +460,10 @@ def write_splits(root, rows, cat, seed):
         folder = pathlib.Path(root) / "splits" / sub / str(split_seed)
         folder.mkdir(parents=True, exist_ok=True)
         for split, idx in parts.items():
-            write_csv(folder / f"{split}.csv", [rows[known[i]] for i in idx])
+            split_rows = [rows[known[i]] for i in idx]
+            if split == "train" and sub == "full":
+                split_rows += list(extra_rows)
+            write_csv(folder / f"{split}.csv", split_rows)
         write_csv(folder / "unseen.csv", unseen_rows)
         info = info_json([rows[known[i]] for i in parts["train"]])
         (folder / "info.json").write_text(json.dumps(info, indent=4))
@@ -431,22 +481,72 @@ def generate_release(
     n_unseen: int | None = None,
     workers: int | None = None,
 ) -> pathlib.Path:
-    """Writes a complete synthetic raw release into output_dir and returns it.
+    """Writes a synthetic raw release into output_dir and returns it.
 
     preset 'small' (~2,000 objects, real proportions with floors) or 'full'
-    (21,440 objects in the real counts); n_objects overrides the size (tests).
+    (21,440 objects in the real counts): every object has all modalities.
+    'sky' and 'bigsky' (INCOMPLETE_PRESETS): the objects of 'small' or
+    'full', plus twice as many incomplete objects (a light curve, and
+    catalogue values or a spectrum or neither, INCOMPLETE_MIX) in the train
+    split of each `full` split folder. n_objects overrides the number of
+    (complete) objects (tests).
     """
-    if preset not in ("small", "full"):
-        raise ValueError(f"unknown preset {preset!r}")
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
+    base, extra_per_object = INCOMPLETE_PRESETS.get(preset, (preset, 0))
     root = pathlib.Path(output_dir)
     root.mkdir(parents=True, exist_ok=True)
-    cat = build_catalogue(preset, seed, n_objects, mislabel_fraction, n_unseen)
+    cat = build_catalogue(base, seed, n_objects, mislabel_fraction, n_unseen)
     for c in sorted(set(cat["target"])):
         (root / "spectra" / c).mkdir(parents=True, exist_ok=True)
-    if workers is None:
+    auto_workers = workers is None
+    if auto_workers:
         workers = min(os.cpu_count() or 1, 8) if len(cat["true"]) > 4 * CHUNK else 1
     lc_files, stats = simulate_all(root, seed, cat, workers)
-    write_zip(root / "photometry.zip", lc_files)
     rows = assemble_rows(cat, stats, seed)
-    write_splits(root, rows, cat, seed)
+    extra_rows = []
+    if extra_per_object:
+        n_extra = extra_per_object * int(np.sum(~cat["unseen"]))
+        if auto_workers:
+            workers = min(os.cpu_count() or 1, 8) if n_extra > 4 * CHUNK else 1
+        extra_files, extra_rows = _incomplete_objects(
+            root, base, seed, n_extra, mislabel_fraction, cat, workers
+        )
+        lc_files += extra_files
+    write_zip(root / "photometry.zip", lc_files)
+    write_splits(root, rows, cat, seed, extra_rows)
     return root
+
+
+def incomplete_presence(n: int, seed) -> tuple[np.ndarray, np.ndarray]:
+    """(has metadata, has spectrum) of n incomplete objects: INCOMPLETE_MIX
+    counts (rounded), in a random order; never both."""
+    n_spec = int(round(INCOMPLETE_MIX["spectra"] * n))
+    n_none = int(round(INCOMPLETE_MIX["neither"] * n))
+    kind = np.array(["metadata"] * (n - n_spec - n_none) + ["spectra"] * n_spec
+                    + ["neither"] * n_none)  # fmt: skip
+    kind = kind[_rng(seed, 12).permutation(n)]
+    return kind == "metadata", kind == "spectra"
+
+
+def _incomplete_objects(root, base, seed, n, mislabel_fraction, cat, workers):
+    """Light-curve files and CSV rows of n incomplete objects.
+
+    Their own random streams (seed (seed, EXTRA_STREAM)) leave the complete
+    objects untouched; names, ids and spectrum files avoid theirs.
+    """
+    xseed = (seed, EXTRA_STREAM)
+    taken = {k: cat[k] for k in ("name", "id", "spec_filename")}
+    extra = build_catalogue(base, xseed, n, mislabel_fraction, 0, taken)
+    has_meta, has_spec = incomplete_presence(len(extra["true"]), xseed)
+    extra["spec_filename"] = [
+        f if s else "" for f, s in zip(extra["spec_filename"], has_spec, strict=True)
+    ]
+    for c in sorted(set(extra["target"])):
+        (pathlib.Path(root) / "spectra" / c).mkdir(parents=True, exist_ok=True)
+    files, stats = simulate_all(root, xseed, extra, workers)
+    rows = assemble_rows(extra, stats, xseed)
+    for row, meta in zip(rows, has_meta, strict=True):
+        if not meta:
+            row.update(dict.fromkeys(META_COLS, ""))  # blank cells: no values
+    return files, rows
