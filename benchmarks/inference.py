@@ -19,6 +19,8 @@ PyTorch is not a project dependency; install it in its own venv:
   python benchmarks/inference.py --batch_sizes 64 --rounds 5 --steps 10
   python benchmarks/inference.py --torch_python ''     # JAX only
   python benchmarks/inference.py --threads 1   # both sides on one CPU
+  python benchmarks/inference.py --model small --batch_sizes 8 --rounds 1 \
+      --steps 1 --torch_python '' --notcmalloc   # seconds: does it still run?
 
 --threads N pins both processes to the first N CPUs (and sets PyTorch's
 thread count to N). On a 2-core machine shared with other jobs, PyTorch's
@@ -71,11 +73,13 @@ def random_inputs(model_config, batch_size: int, seed: int = 0) -> dict:
     }
 
 
-def paper_model():
+def build_model(size: str = "paper"):
+    """The CLIP model in eval mode: 'paper' size, or 'small' (seconds; tests)."""
     config = models.paper_model_config()
+    if size == "small":
+        config = models.small_model_config()
     config.dtype = "float32"
-    # One compilation for all initialisers (eager init takes many seconds).
-    model = nnx.jit(lambda: models.build_model(config, nnx.Rngs(0)))()
+    model = models.init_model(config, seed=0)  # one compilation for all params
     model.eval()
     return model, config
 
@@ -90,22 +94,17 @@ def time_embed(model, batch: dict, steps: int) -> list[float]:
 
 
 def export_step(model, config):
-    """The step `python -m astrom3_jax.export_embeddings` runs per batch."""
-    import ml_collections
+    """The step `python -m astrom3_jax.export_embeddings` runs per batch:
+    the one evaluation path's compiled predict step (training/evaluation.py)."""
+    from astrom3_jax.training import evaluation, sharding
 
-    from astrom3_jax import export_embeddings
-    from astrom3_jax.training import sharding
-
-    run_config = ml_collections.ConfigDict(
-        {"model": config, "seq_len": config.photometry.seq_len}
-    )
-    exporter = export_embeddings.Exporter(model, run_config)
+    predictor = evaluation.Predictor(model, seed=0)
 
     def run(batch: dict):
         full = dict(batch, mask=np.ones(len(batch["metadata"]), np.float32))
-        with jax.set_mesh(exporter.mesh):
-            device = sharding.shard_batch(full, exporter.mesh)
-            return exporter.step(*exporter.state, device, exporter.key)
+        with jax.set_mesh(predictor.mesh):
+            device = sharding.shard_batch(full, predictor.mesh)
+            return predictor.step(*predictor.parts, device, predictor.key)
 
     return run
 
@@ -161,6 +160,9 @@ def main() -> None:
     parser.add_argument("--torch_python", default="/tmp/torchvenv/bin/python")
     parser.add_argument("--notcmalloc", action="store_true")
     parser.add_argument(
+        "--model", choices=["paper", "small"], default="paper", help="small: tests"
+    )
+    parser.add_argument(
         "--threads", type=int, default=0, help="pin both sides to N CPUs (0: all)"
     )
     args = parser.parse_args()
@@ -172,13 +174,12 @@ def main() -> None:
     if args.torch_python and not use_torch:
         print(f"{args.torch_python} not found: timing JAX only (see --help)")
 
-    model, config = paper_model()
+    model, config = build_model(args.model)
     n_params = sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
     print(
         f"jax {jax.__version__} on {jax.device_count()} x "
         f"{jax.devices()[0].platform}, {len(os.sched_getaffinity(0))} CPUs; "
-        "paper model "
-        f"{n_params:,} params, eval, float32; {malloc}",
+        f"{args.model} model {n_params:,} params, eval, float32; {malloc}",
         flush=True,
     )
     batches = {b: random_inputs(config, b) for b in args.batch_sizes}

@@ -350,6 +350,7 @@ def load_host_memory():
     path = os.path.join(
         os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
         "astrom3_jax",
+        "cli",
         "host_memory.py",
     )
     spec = importlib.util.spec_from_file_location("host_memory", path)

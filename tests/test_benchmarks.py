@@ -6,9 +6,13 @@ running each one here for a step or two catches that the day it happens.
 Timings are not checked: the sizes are far too small to mean anything.
 Each runs as its own process, as a user runs it, with the test session's
 environment (8 simulated CPU devices, XLA's slow optimisations off).
+PyTorch is no dependency: the PyTorch side runs where some interpreter has
+it (`torch_python`), and is skipped, saying so, where none has.
 """
 
+import functools
 import importlib.util
+import os
 import pathlib
 import subprocess
 import sys
@@ -21,9 +25,23 @@ BENCHMARKS = REPO / "benchmarks"
 LIBRARIES = {"step_timing.py"}
 
 
-def run(script: str, *args: str, timeout: float = 300) -> str:
+@functools.cache
+def torch_python() -> str | None:
+    """An interpreter with PyTorch: this one, else $TORCH_PYTHON, else the
+    venv the benchmarks' docs suggest (/tmp/torchvenv); None if none has it."""
+    if importlib.util.find_spec("torch") is not None:
+        return sys.executable
+    for python in (os.environ.get("TORCH_PYTHON"), "/tmp/torchvenv/bin/python"):
+        if python and os.path.exists(python):
+            check = [python, "-c", "import torch"]
+            if subprocess.run(check, capture_output=True, timeout=120).returncode == 0:
+                return python
+    return None
+
+
+def run(script: str, *args: str, timeout: float = 300, python=None) -> str:
     """stdout of `python benchmarks/<script> args`; fails unless it exits 0."""
-    cmd = [sys.executable, str(BENCHMARKS / script), *args]
+    cmd = [python or sys.executable, str(BENCHMARKS / script), *args]
     try:
         done = subprocess.run(
             cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout
@@ -68,7 +86,8 @@ CASES = {
             "8",
             "--rounds=1",
             "--steps=1",
-            "--torch_python=",
+            # the PyTorch side too, where an interpreter has torch
+            f"--torch_python={torch_python() or ''}",
             "--notcmalloc",
         ],
         "export step",
@@ -117,12 +136,20 @@ def test_every_script_has_a_case():
 
 @pytest.mark.parametrize("script", sorted(CASES))
 def test_benchmark_runs_at_a_tiny_size(script, tmp_path, request):
-    if script in NEEDS_TORCH and importlib.util.find_spec("torch") is None:
-        pytest.skip(f"{script} needs PyTorch, which this interpreter lacks")
+    python = None
+    if script in NEEDS_TORCH:
+        python = torch_python()
+        if python is None:
+            pytest.skip(
+                f"{script} needs PyTorch: neither this interpreter nor "
+                "$TORCH_PYTHON nor /tmp/torchvenv/bin/python has it"
+            )
     args, expected = CASES[script]
     rel = request.getfixturevalue("release") if script in NEEDS_RELEASE else None
-    out = run(script, *args(tmp_path, rel))
+    out = run(script, *args(tmp_path, rel), python=python)
     assert expected in out, out[-3000:]
+    if script == "inference.py" and torch_python():
+        assert "JAX/PyTorch" in out, out[-3000:]
     if script == "synthetic_plots.py":
         made = sorted(p.name for p in (tmp_path / "plots").glob("*.png"))
         assert made == [
