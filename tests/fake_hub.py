@@ -36,7 +36,8 @@ PAGE_SIZE = 4  # tree entries per listing page (the Hub uses 1000)
 class Repo:
     files: dict[str, bytes]
     sha: str
-    token: str | None = None  # gated: needs `Authorization: Bearer <token>`
+    token: str | None = None  # needs `Authorization: Bearer <token>`
+    private: bool = False  # without the token: 401 RepoNotFound (else GatedRepo)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,12 +57,17 @@ class FakeHub:
         self._server: http.server.ThreadingHTTPServer | None = None
 
     # ------------------------------------------------------------- set-up
-    def add_repo(self, repo_id, files: dict, *, repo_type="model", token=None):
-        """files: {path in repo: bytes}; returns the repo's commit sha."""
+    def add_repo(
+        self, repo_id, files: dict, *, repo_type="model", token=None, private=False
+    ):
+        """files: {path in repo: bytes}; returns the repo's commit sha.
+
+        With `token`, requests without it get HTTP 401: as the Hub answers
+        for a gated repository, or (`private`) for a private one."""
         digest = hashlib.sha1(repo_id.encode())
         for name in sorted(files):
             digest.update(name.encode() + hashlib.sha1(files[name]).digest())
-        repo = Repo(dict(files), digest.hexdigest(), token)
+        repo = Repo(dict(files), digest.hexdigest(), token, private)
         self.repos[(repo_type, repo_id)] = repo
         return repo.sha
 
@@ -190,12 +196,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._error(404, "RepoNotFound", "Repository not found")
             return None
         if repo.token and self.headers.get("Authorization") != f"Bearer {repo.token}":
-            self._error(
-                401,
-                "GatedRepo",
-                f"Access to {repo_type} {repo_id} is restricted. You must have "
-                "access to it and be authenticated to access it.",
-            )
+            if repo.private:
+                self._error(401, "RepoNotFound", "Repository not found")
+            else:
+                self._error(
+                    401,
+                    "GatedRepo",
+                    f"Access to {repo_type} {repo_id} is restricted. You must have "
+                    "access to it and be authenticated to access it.",
+                )
             return None
         return repo
 

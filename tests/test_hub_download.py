@@ -136,6 +136,17 @@ def test_gated_repo_names_the_repo_and_the_token(server, monkeypatch):
     assert server.resolve_requests()[-1].authorization == "Bearer hf_secret"
 
 
+def test_private_repo_names_the_repo_and_the_token(server, monkeypatch):
+    server.add_repo(REPO, weight_files(), token="hf_secret", private=True)
+    with pytest.raises(PermissionError) as info:
+        weights.resolve_source(REPO)
+    message = str(info.value)
+    assert REPO in message and "HTTP 401" in message and "private" in message
+    assert "HF_TOKEN" in message and "hf auth login" in message
+    monkeypatch.setenv("HF_TOKEN", "hf_secret")
+    assert_same_files(weights.resolve_source(REPO))
+
+
 def test_unknown_repo_says_the_id_is_wrong(server, tmp_path):
     with pytest.raises(FileNotFoundError, match="no Hub model 'someone/no-such'"):
         api.load_model("someone/no-such", cache_dir=tmp_path / "c")
