@@ -19,6 +19,42 @@ gradients summed over devices, so it comes out device-count times too large
 batch; padded rows are left out of every mean and padded columns can never
 be chosen as a match, so a padded batch scores exactly like the unpadded
 one.
+
+Objects with missing modalities
+-------------------------------
+`presence` maps a modality name to its flags (B,): 1 where the object has
+that modality, 0 where it is absent (a modality not in the mapping is
+present everywhere). Pair (a, b) then runs over its present rows, those of
+the global batch with a, b and `mask` all 1, written w_i below. A row with
+w_i = 0 is neither a query (left out of the mean) nor a candidate (its
+column holds `_NEG`); its embeddings are replaced by zeros first, so the
+fill values an absent modality's encoder produced never reach a number,
+not even as a NaN times zero in a gradient. With n_ab = sum_i w_i:
+
+    L_ab = 1/n_ab sum_{i: w_i=1} [CE_i(a->b) + CE_i(b->a)]   (0 if n_ab = 0)
+    loss = P / P_present * sum_{pairs with n_ab > 0} L_ab
+
+P is the number of pairs and P_present the number with n_ab > 0 (the loss
+is 0 when P_present = 0). So the loss is the mean over the pairs that have
+present rows, times P: with everything present it is today's sum over pairs,
+the AstroM3 loss, and an incomplete batch gets the same scale. A pair with
+exactly one present row counts as present; its loss is log(1) + log(1) = 0
+and carries no gradient (there is no negative to contrast with). No case
+gives a NaN, and the gradient is finite (zero) when nothing is present.
+
+When `presence` is None or empty the code takes the original path,
+operation for operation, so a complete data set whose batches carry no
+flags gets the numbers it got before presence flags existed, bit for bit.
+All-ones flags take the masked path: the same values in exact arithmetic
+(every extra operation multiplies by 1.0 or selects the original value),
+but XLA compiles a different program and may round its sums differently,
+so they agree to float rounding only (a compiled train step differs in the
+last bits). A pipeline should leave the flags out for a complete data set.
+
+The metrics follow the same rows: pair losses and recall@k per pair over
+its present rows, as queries and as candidates; `accuracy` over the rows in
+at least one present pair, each row's averaged softmaxes summed over the
+pairs it belongs to.
 """
 
 from __future__ import annotations
@@ -30,6 +66,7 @@ import jax.numpy as jnp
 from jax import lax
 
 Pair = tuple[str, str]
+Presence = Mapping[str, jax.Array]
 
 _NEG = -1e9  # logit given to padded columns: exp() underflows to exactly 0
 
@@ -83,24 +120,83 @@ def _cross_entropy(logits, labels):
     return -jnp.take_along_axis(logp, labels[:, None], axis=-1)[:, 0]
 
 
+def _prepare(embeddings, scales, mask, presence):
+    """(embeddings, {pair: local row mask}, masked?) for the loss and metrics.
+
+    Without presence flags every pair shares the `mask` rows and the
+    embeddings are untouched (the original computation). With them, each
+    modality's absent rows are zeroed and each pair gets its own rows.
+    """
+    n_local = next(iter(embeddings.values())).shape[0]
+    row_mask = _row_mask(mask, n_local)
+    if not presence:
+        return embeddings, dict.fromkeys(scales, row_mask), False
+    valid = {
+        m: row_mask * presence[m].astype(jnp.float32) if m in presence else row_mask
+        for m in embeddings
+    }
+    emb = {
+        m: jnp.where(valid[m][:, None] > 0, x, jnp.zeros_like(x))
+        for m, x in embeddings.items()
+    }
+    rows = {}
+    for a, b in scales:
+        rows[(a, b)] = row_mask
+        for m in (a, b):
+            if m in presence:
+                rows[(a, b)] = rows[(a, b)] * presence[m].astype(jnp.float32)
+    return emb, rows, True
+
+
+def _combine(pair_loss, rows, masked, axis_name):
+    """Sum of the pair losses; with presence flags, P / P_present times the
+    sum over pairs with present rows (the others' losses are exactly 0)."""
+    total = sum(pair_loss.values())
+    if not masked:
+        return total
+    present = [
+        (_psum(jnp.sum(rows[p]), axis_name) > 0).astype(jnp.float32) for p in pair_loss
+    ]
+    return total * (len(pair_loss) / jnp.maximum(sum(present), 1.0))
+
+
+def _pair_loss(ab, ba, labels, rows, axis_name):
+    loss = _masked_mean(_cross_entropy(ab, labels), rows, axis_name)
+    return loss + _masked_mean(_cross_entropy(ba, labels), rows, axis_name)
+
+
+def clip_loss_and_pairs(
+    embeddings: Mapping[str, jax.Array],
+    scales: Mapping[Pair, jax.Array],
+    *,
+    axis_name: str | None = None,
+    mask: jax.Array | None = None,
+    presence: Presence | None = None,
+) -> tuple[jax.Array, dict[Pair, jax.Array]]:
+    """(the pre-training loss, {pair: CE(rows) + CE(columns)}); see above."""
+    n_local = next(iter(embeddings.values())).shape[0]
+    emb, rows, masked = _prepare(embeddings, scales, mask, presence)
+    labels = _labels(n_local, axis_name)
+    out = {}
+    for (a, b), scale in scales.items():
+        ab, ba = _pair_logits(emb, a, b, scale, rows[(a, b)], axis_name)
+        out[(a, b)] = _pair_loss(ab, ba, labels, rows[(a, b)], axis_name)
+    return _combine(out, rows, masked, axis_name), out
+
+
 def pair_losses(
     embeddings: Mapping[str, jax.Array],
     scales: Mapping[Pair, jax.Array],
     *,
     axis_name: str | None = None,
     mask: jax.Array | None = None,
+    presence: Presence | None = None,
 ) -> dict[Pair, jax.Array]:
-    """CE(rows) + CE(columns) for each modality pair (directions summed)."""
-    n_local = next(iter(embeddings.values())).shape[0]
-    row_mask = _row_mask(mask, n_local)
-    labels = _labels(n_local, axis_name)
-    out = {}
-    for (a, b), scale in scales.items():
-        ab, ba = _pair_logits(embeddings, a, b, scale, row_mask, axis_name)
-        out[(a, b)] = _masked_mean(
-            _cross_entropy(ab, labels), row_mask, axis_name
-        ) + _masked_mean(_cross_entropy(ba, labels), row_mask, axis_name)
-    return out
+    """CE(rows) + CE(columns) for each modality pair (directions summed);
+    0 for a pair without present rows."""
+    return clip_loss_and_pairs(
+        embeddings, scales, axis_name=axis_name, mask=mask, presence=presence
+    )[1]
 
 
 def clip_loss(
@@ -109,10 +205,13 @@ def clip_loss(
     *,
     axis_name: str | None = None,
     mask: jax.Array | None = None,
+    presence: Presence | None = None,
 ) -> jax.Array:
-    """The AstroM3 pre-training loss: the sum of the pair losses."""
-    losses = pair_losses(embeddings, scales, axis_name=axis_name, mask=mask)
-    return sum(losses.values())
+    """The AstroM3 pre-training loss: the sum of the pair losses (scaled as
+    the module docstring says when modalities are missing)."""
+    return clip_loss_and_pairs(
+        embeddings, scales, axis_name=axis_name, mask=mask, presence=presence
+    )[0]
 
 
 def _recall(logits, labels, row_mask, k, axis_name):
@@ -138,6 +237,7 @@ def clip_metrics(
     *,
     axis_name: str | None = None,
     mask: jax.Array | None = None,
+    presence: Presence | None = None,
     ks: tuple[int, ...] = (1, 5),
 ) -> dict[str, jax.Array]:
     """Loss, pre-training accuracy and retrieval recall@k, as a flat dict.
@@ -146,23 +246,29 @@ def clip_metrics(
     retrieving modality r from a query in q. `accuracy` is the pre-training
     accuracy of the AstroM3 code: for each pair, the row softmax of the
     logits and of their transpose are averaged, the results are summed over
-    pairs, and a row is right when its argmax is the true match.
+    pairs, and a row is right when its argmax is the true match. With
+    `presence`, every metric counts present rows only (module docstring).
     """
     n_local = next(iter(embeddings.values())).shape[0]
-    row_mask = _row_mask(mask, n_local)
+    emb, rows, masked = _prepare(embeddings, scales, mask, presence)
     labels = _labels(n_local, axis_name)
-    out, total, probs = {}, 0.0, 0.0
+    out, pair_loss, probs = {}, {}, 0.0
     for (a, b), scale in scales.items():
-        ab, ba = _pair_logits(embeddings, a, b, scale, row_mask, axis_name)
-        loss = _masked_mean(_cross_entropy(ab, labels), row_mask, axis_name)
-        loss += _masked_mean(_cross_entropy(ba, labels), row_mask, axis_name)
-        out[f"loss/{a}-{b}"] = loss
-        total += loss
-        probs += 0.5 * (jax.nn.softmax(ab, axis=-1) + jax.nn.softmax(ba, axis=-1))
+        w = rows[(a, b)]
+        ab, ba = _pair_logits(emb, a, b, scale, w, axis_name)
+        pair_loss[(a, b)] = out[f"loss/{a}-{b}"] = _pair_loss(
+            ab, ba, labels, w, axis_name
+        )
+        pair_probs = 0.5 * (jax.nn.softmax(ab, axis=-1) + jax.nn.softmax(ba, axis=-1))
+        probs += w[:, None] * pair_probs if masked else pair_probs
         for k in ks:
-            out[f"recall@{k}/{a}->{b}"] = _recall(ab, labels, row_mask, k, axis_name)
-            out[f"recall@{k}/{b}->{a}"] = _recall(ba, labels, row_mask, k, axis_name)
-    out["loss"] = total
+            out[f"recall@{k}/{a}->{b}"] = _recall(ab, labels, w, k, axis_name)
+            out[f"recall@{k}/{b}->{a}"] = _recall(ba, labels, w, k, axis_name)
+    out["loss"] = _combine(pair_loss, rows, masked, axis_name)
+    if masked:  # rows in at least one pair
+        acc_rows = jnp.max(jnp.stack(list(rows.values())), axis=0)
+    else:
+        acc_rows = _row_mask(mask, n_local)
     hit = (jnp.argmax(probs, axis=-1) == labels).astype(jnp.float32)
-    out["accuracy"] = _masked_mean(hit, row_mask, axis_name)
+    out["accuracy"] = _masked_mean(hit, acc_rows, axis_name)
     return out
