@@ -76,6 +76,15 @@ def test_cache_dir_argument_is_the_cache(server, tmp_path):
     assert not server.cache.exists()
 
 
+def test_cache_path_still_tells_the_pre_training_seed(server):
+    """init_from recognises published weights by the name in their path."""
+    from astrom3_jax.training import init_from
+
+    server.add_repo("AstroMLCore/AstroM3-CLIP-66", weight_files("clip"))
+    folder = weights.resolve_source("AstroMLCore/AstroM3-CLIP-66")
+    assert init_from.data_of({"imported_from": str(folder)}, "runs/x") == ("hub", 66)
+
+
 def test_cached_model_loads_offline_without_a_request(server, monkeypatch):
     server.add_repo(REPO, weight_files())
     folder = weights.resolve_source(REPO)
