@@ -1,5 +1,6 @@
 """Input pipeline: crops, padding, shuffling, shards, resume, eval padding."""
 
+import hashlib
 import json
 
 import numpy as np
@@ -240,7 +241,8 @@ def test_eval_batches_keep_every_example_once(source):
 def test_modality_subsets(source, names):
     b = next(pipeline.make_train_loader(source, batch_size=8, seed=0, modalities=names))
     keys = {k for m in modalities.get(names) for k in m.batch_keys}
-    assert set(b) == keys | {"label", "mask"}
+    flags = {modalities.presence_key(n) for n in names}
+    assert set(b) == keys | flags | {"label", "mask"}
 
 
 def test_unknown_modality(source):
@@ -312,3 +314,241 @@ def test_tfds_source_gives_same_batches_as_memory(tfds_source, source):
     assert_batches_equal(got, want)
     for batch in got:
         check_photometry(batch, source, train=True)
+
+
+# ------------------------------------------------------- incomplete objects
+# Digests of batches of `source` made by the code of commit bb7250e, before
+# presence flags existed: a data set without holes gives the same arrays.
+RECORDED = {
+    "train": "c4eba3a1866872fc1cc360f5ad04eb1595c1a49bd2c68967fc188b6bead8b4a4",
+    "eval": "22283168cbbafbc945fef7c1e5724bc241be924658cec9a60f4d5d2edc7e78e4",
+    "eval_shard1": "eac5f3753ca4dc3e286635100c7d4ac98bf5413c6c8153b7e8671e32c0b20440",
+}
+MODS = modalities.DEFAULT_MODALITIES
+
+
+def digest(batches):
+    """sha256 of the batches' arrays, presence flags left out."""
+    h = hashlib.sha256()
+    for b in batches:
+        for k in sorted(b):
+            if modalities.is_presence_key(k):
+                continue
+            v = np.asarray(b[k])
+            h.update(k.encode() + str(v.dtype).encode() + str(v.shape).encode())
+            h.update(v.tobytes() if v.dtype != object else b"|".join(v.tolist()))
+    return h.hexdigest()
+
+
+def test_complete_data_gives_todays_batches_and_all_ones_flags(source):
+    train = take(pipeline.make_train_loader(source, batch_size=16, seed=3), 6)
+    evals = list(
+        pipeline.make_eval_batches(source, batch_size=20, extra_fields=("id",))
+    )
+    shard1 = list(
+        pipeline.make_eval_batches(
+            source[:37], batch_size=8, shard_index=1, shard_count=2
+        )
+    )
+    assert digest(train) == RECORDED["train"]
+    assert digest(evals) == RECORDED["eval"]
+    assert digest(shard1) == RECORDED["eval_shard1"]
+    for b in train + evals + shard1:
+        for m in MODS:
+            flags = b[modalities.presence_key(m)]
+            assert flags.dtype == np.float32 and flags.shape == b["mask"].shape
+            np.testing.assert_array_equal(flags, b["mask"])  # padding rows: 0
+
+
+def lacks(i: int) -> set[str]:
+    """The modalities object i of `holey` lacks (some lack two, none all)."""
+    out = set()
+    if i % 3 == 0:
+        out.add("spectra")
+    if i % 4 == 1:
+        out.add("metadata")
+    if i % 7 == 5:
+        out.add("photometry")
+    return out
+
+
+FIELDS = {"photometry": ("photometry", "photometry_aux"), "spectra": ("spectra",),
+          "metadata": ("metadata",)}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def holey(source):
+    """`source` with None for the fields of the modalities each object lacks."""
+    out = []
+    for i, ex in enumerate(source):
+        ex = dict(ex)
+        for m in lacks(i):
+            for f in FIELDS[m]:
+                ex[f] = None
+        out.append(ex)
+    return out
+
+
+def check_holes(batch, source, train):
+    """Flags equal the truth per object id; absent rows hold zeros, present
+    rows the object's data (light curves cropped as specified)."""
+    real = batch["mask"] == 1
+    ids = np.array([int(x) for x in batch["id"][real]])
+    sub = {k: v[real] for k, v in batch.items()}
+    for m in MODS:
+        want = [m not in lacks(i) for i in ids]
+        np.testing.assert_array_equal(sub[modalities.presence_key(m)], want, m)
+        np.testing.assert_array_equal(batch[modalities.presence_key(m)][~real], 0)
+    for r, i in enumerate(ids):
+        if "spectra" in lacks(i):
+            np.testing.assert_array_equal(sub["spectra"][r], 0)
+        else:
+            np.testing.assert_array_equal(sub["spectra"][r], source[i]["spectra"])
+        if "metadata" in lacks(i):
+            np.testing.assert_array_equal(sub["metadata"][r], 0)
+        else:
+            np.testing.assert_array_equal(sub["metadata"][r], source[i]["metadata"])
+        if "photometry" in lacks(i):
+            np.testing.assert_array_equal(sub["photometry"][r], 0)
+            np.testing.assert_array_equal(sub["photometry_mask"][r], 0)
+    has_lc = np.array(["photometry" not in lacks(i) for i in ids], bool)
+    with_lc = {k: v[has_lc] for k, v in sub.items()}
+    for r, i in enumerate(ids[has_lc]):  # check_photometry reads ids there
+        with_lc["metadata"][r, 0] = i
+    check_photometry(with_lc, source, train)
+
+
+def test_presence_flags_and_fill_values_train(holey, source):
+    batches = take(
+        pipeline.make_train_loader(holey, batch_size=16, seed=3, extra_fields=("id",)),
+        6,
+    )
+    for b in batches:
+        check_holes(b, source, train=True)
+    # Present rows are what the complete data gives, crops included.
+    full = take(
+        pipeline.make_train_loader(source, batch_size=16, seed=3, extra_fields=("id",)),
+        6,
+    )
+    for b, f in zip(batches, full, strict=True):
+        np.testing.assert_array_equal(b["id"], f["id"])
+        for m in MODS:
+            has = b[modalities.presence_key(m)] == 1
+            for k in modalities.get([m])[0].batch_keys:
+                np.testing.assert_array_equal(b[k][has], f[k][has], k)
+
+
+def test_presence_with_shards_padding_and_cache(holey, source):
+    src = holey[:37]  # last eval batch padded
+    kw = dict(batch_size=8, extra_fields=("id",))
+    whole = list(pipeline.make_eval_batches(src, **kw))
+    for b in whole:
+        check_holes(b, source, train=False)
+    assert sum(int(b["mask"].sum()) for b in whole) == 37
+    shards = [
+        list(pipeline.make_eval_batches(src, shard_index=p, shard_count=2, **kw))
+        for p in range(2)
+    ]
+    for step, full in enumerate(whole):
+        for k in full:
+            got = np.concatenate([shards[0][step][k], shards[1][step][k]])
+            np.testing.assert_array_equal(got, full[k], k)
+    cached = list(pipeline.make_eval_batches(src, cache=True, **kw))
+    assert_batches_equal(cached, whole)
+    train_kw = dict(batch_size=16, seed=5, extra_fields=("id",))
+    plain = take(pipeline.make_train_loader(holey, **train_kw), 4)
+    cached = take(pipeline.make_train_loader(holey, cache=True, **train_kw), 4)
+    assert_batches_equal(plain, cached)
+    parts = [
+        take(
+            pipeline.make_train_loader(
+                holey, shard_index=p, shard_count=2, cache=True, **train_kw
+            ),
+            4,
+        )
+        for p in range(2)
+    ]
+    for step, full in enumerate(plain):
+        for k in full:
+            got = np.concatenate([parts[0][step][k], parts[1][step][k]])
+            np.testing.assert_array_equal(got, full[k], k)
+
+
+def test_cache_keeps_only_present_rows(holey):
+    packed = pipeline.PackedSource.from_source(
+        holey, ["spectra", "metadata", "photometry", "photometry_aux", "label"],
+        ["photometry"],
+    )  # fmt: skip
+    spectra = packed.columns["spectra"]
+    assert isinstance(spectra, modalities.Ragged)
+    assert len(spectra.values) == sum("spectra" not in lacks(i) for i in range(48))
+    assert packed[0]["spectra"].shape == (0, 3, 2575)  # object 0 lacks it
+    assert packed[1]["spectra"].shape == (1, 3, 2575)
+
+
+def test_batch_where_no_object_has_a_modality(holey, source):
+    # Objects 0, 3, 6, 9 lack spectra; object 1 has one (it gives the shape).
+    src = [holey[i] for i in (0, 3, 6, 9, 1)]
+    b = next(iter(pipeline.make_eval_batches(src, batch_size=4, extra_fields=("id",))))
+    assert b["spectra"].shape == (4, 3, 2575)
+    np.testing.assert_array_equal(b["spectra"], 0)
+    np.testing.assert_array_equal(b[modalities.presence_key("spectra")], 0)
+    nowhere = [{**ex, "spectra": None} for ex in source[:8]]
+    with pytest.raises(ValueError, match="no example of the source has field"):
+        next(iter(pipeline.make_eval_batches(nowhere, batch_size=4)))
+
+
+def test_an_optional_field_holds_at_most_one_row():
+    col = modalities.Ragged.from_list(
+        [np.zeros((0, 2)), np.ones((2, 2))], (2,), np.float32
+    )
+    with pytest.raises(ValueError, match="'x' holds 2 rows"):
+        pipeline.fill_absent(col, "x")
+    col = modalities.Ragged.from_list(
+        [np.zeros((0, 2)), np.ones((1, 2))], (2,), np.float32
+    )
+    dense, present = pipeline.fill_absent(col)
+    np.testing.assert_array_equal(dense, [[0, 0], [1, 1]])
+    np.testing.assert_array_equal(present, [False, True])
+
+
+@pytest.fixture(scope="module")
+def holey_tfds(tmp_path_factory, holey):
+    pytest.importorskip("tensorflow_datasets")
+    from astrom3_jax.data.astrom3_tfds import examples_builder
+
+    return examples_builder.examples_source(
+        holey,
+        data_dir=str(tmp_path_factory.mktemp("tfds_holes")),
+        optional_modalities=MODS,
+    )
+
+
+def test_tfds_source_with_holes(holey_tfds, holey, source):
+    features = holey_tfds.dataset_info.features
+    assert features["spectra"].shape == (None, 3, 2575)
+    assert features["photometry_aux"].shape == (None, 6)
+    fields = ["id", "photometry", "photometry_aux", "spectra", "metadata", "label"]
+    assert pipeline.optional_fields(holey_tfds, fields, ["photometry"]) == {
+        "photometry_aux", "spectra", "metadata"
+    }  # fmt: skip
+    decoder = pipeline.ExampleDecoder(features, fields)
+    raw = holey_tfds.data_source.__getitems__(list(range(len(holey_tfds))))
+    for k, record in enumerate(raw):
+        fast, ref = decoder._decode_fast(record), holey_tfds[k]
+        i = int(ref["id"])
+        assert len(ref["spectra"]) == ("spectra" not in lacks(i))
+        assert len(ref["metadata"]) == ("metadata" not in lacks(i))
+        assert len(ref["photometry_aux"]) == ("photometry" not in lacks(i))
+        for f in fields:
+            np.testing.assert_array_equal(fast[f], ref[f], err_msg=f)
+            assert np.asarray(fast[f]).shape == np.asarray(ref[f]).shape, f
+    by_id = [holey[int(ex["id"])] for ex in holey_tfds]
+    kw = dict(batch_size=16, seed=4, extra_fields=("id",))
+    got = take(pipeline.make_train_loader(holey_tfds, **kw), 3)
+    want = take(pipeline.make_train_loader(by_id, **kw), 3)
+    assert_batches_equal(got, want)
+    cached = take(pipeline.make_train_loader(holey_tfds, cache=True, **kw), 3)
+    assert_batches_equal(cached, want)
+    for b in got:
+        check_holes(b, source, train=True)

@@ -22,6 +22,16 @@ How it is put together, and why:
   data a run sees does not depend on the number of processes.
 - Batch composition is fixed by the plan above, not by `worker_count`; it
   only moves work into grain worker processes.
+- Objects may lack modalities. A data set whose objects may lack one stores
+  that modality's fields with a leading axis of length 1 (present) or 0
+  (absent); a list-of-dicts source may give None for an absent field. Such
+  a field is read as a `Ragged` of 0 or 1 rows per object (the in-memory
+  copy keeps only the present rows), handed to the transforms with zeros in
+  the absent rows, and every batch carries, per requested modality m,
+  `presence_key(m)` (float32 (B,): 1 where the object has all of m's
+  fields). The batch arrays of an absent modality's rows are zeros (the
+  light curve's mask rows too), whatever the transform wrote there. A data
+  set without holes gives all-ones flags and the same arrays as before.
 """
 
 from __future__ import annotations
@@ -153,17 +163,98 @@ def _is_plain_tfds_source(source) -> bool:
     )
 
 
-def _stack_columns(examples: Sequence[Mapping], fields, ragged_fields) -> dict:
+def _stack_columns(
+    examples: Sequence[Mapping],
+    fields,
+    ragged_fields,
+    optional_fields=frozenset(),
+    shape_of=None,
+) -> dict:
+    """Columns of a batch of examples.
+
+    optional_fields are stored with a leading 0-or-1 axis: they become a
+    Ragged of 0 or 1 rows per example. A field given as None in some example
+    (a list source without it) becomes one too; shape_of(field, values)
+    says its (inner shape, dtype) when no example of the batch has it.
+    """
     cols = {}
     for f in fields:
-        vals = [np.asarray(e[f]) for e in examples]
+        raw = [e[f] for e in examples]
         if f in ragged_fields:
+            if any(v is None for v in raw):  # absent: no rows
+                inner = shape_of(f, raw)[0][1:]
+                raw = [np.zeros((0, *inner)) if v is None else v for v in raw]
+            vals = [np.asarray(v) for v in raw]
             cols[f] = Ragged.from_list(vals, vals[0].shape[1:], np.float32)
-        elif vals[0].dtype == object:
-            cols[f] = np.array(vals, dtype=object)
+        elif f in optional_fields:
+            vals = [np.asarray(v) for v in raw]
+            cols[f] = Ragged.from_list(vals, vals[0].shape[1:], vals[0].dtype)
+        elif any(v is None for v in raw):
+            inner, dtype = shape_of(f, raw)
+            vals = [
+                np.zeros((0, *inner), dtype) if v is None else np.asarray(v)[None]
+                for v in raw
+            ]
+            cols[f] = Ragged.from_list(vals, inner, dtype)
         else:
-            cols[f] = np.stack(vals)
+            vals = [np.asarray(v) for v in raw]
+            if vals[0].dtype == object:
+                cols[f] = np.array(vals, dtype=object)
+            else:
+                cols[f] = np.stack(vals)
     return cols
+
+
+def _as_ragged(col) -> Ragged:
+    """A column as a Ragged (a dense column: one row per example)."""
+    if isinstance(col, Ragged):
+        return col
+    col = np.asarray(col)
+    n = len(col)
+    return Ragged(col, np.arange(n, dtype=np.int64), np.ones(n, np.int64))
+
+
+def fill_absent(col: Ragged, field: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """(dense values, present) of a column of 0 or 1 rows per example.
+
+    Absent examples get zeros: fill values that `present` flags, never data.
+    """
+    if len(col) and col.lengths.max() > 1:
+        raise ValueError(
+            f"field {field!r} holds {int(col.lengths.max())} rows for one object; "
+            "a field an object may lack holds 0 (absent) or 1 (present)"
+        )
+    present = col.lengths == 1
+    dense = np.zeros((len(col), *col.values.shape[1:]), col.values.dtype)
+    dense[present] = col.values[col.starts[present]]
+    return dense, present
+
+
+def optional_fields(source, fields: Sequence[str], ragged_fields=()) -> frozenset:
+    """The fields of `source` stored with a leading 0-or-1 axis.
+
+    From the TFDS feature spec (a leading None dimension on a field that is
+    not variable-length by nature), or the in-memory copy's Ragged columns.
+    """
+    ragged = set(ragged_fields)
+    if isinstance(source, PackedSource):
+        return frozenset(
+            f
+            for f in fields
+            if f not in ragged and isinstance(source.columns.get(f), Ragged)
+        )
+    info = getattr(source, "dataset_info", None)
+    features = getattr(info, "features", None)
+    if features is None:
+        return frozenset()
+    out = set()
+    for f in fields:
+        if f in ragged or f not in features:
+            continue
+        shape = tuple(getattr(features[f], "shape", ()) or ())
+        if shape and shape[0] is None:
+            out.add(f)
+    return frozenset(out)
 
 
 # ------------------------------------------------------------ in-memory copy
@@ -199,10 +290,13 @@ class PackedSource:
         ]
         columns = {}
         for f in reader.fields:
-            if f in reader.ragged_fields:
-                columns[f] = Ragged.concatenate([p[f] for p in parts])
+            col_parts = [p[f] for p in parts]
+            if f in reader.ragged_fields or any(
+                isinstance(c, Ragged) for c in col_parts
+            ):  # variable-length, or some objects lack it: keep only what exists
+                columns[f] = Ragged.concatenate([_as_ragged(c) for c in col_parts])
             else:
-                columns[f] = np.concatenate([p[f] for p in parts])
+                columns[f] = np.concatenate(col_parts)
         return cls(columns, reader.ragged_fields)
 
     def __len__(self) -> int:
@@ -233,9 +327,31 @@ class _Reader:
         self.source = source
         self.fields = tuple(dict.fromkeys(fields))
         self.ragged_fields = tuple(f for f in ragged_fields if f in self.fields)
+        self.optional_fields = optional_fields(source, self.fields, self.ragged_fields)
+        self._shapes: dict[str, tuple] = {}
         self._decoder = None
         if not isinstance(source, PackedSource) and _is_plain_tfds_source(source):
             self._decoder = ExampleDecoder(source.dataset_info.features, self.fields)
+
+    def _shape_of(self, field: str, values) -> tuple:
+        """(inner shape, dtype) of a field some examples lack (None)."""
+        for v in values:
+            if v is not None:
+                v = np.asarray(v)
+                return v.shape, v.dtype
+        if field not in self._shapes:  # no example of this batch has it
+            for i in range(len(self.source)):
+                v = self.source[i][field]
+                if v is not None:
+                    v = np.asarray(v)
+                    self._shapes[field] = (v.shape, v.dtype)
+                    break
+            else:
+                raise ValueError(
+                    f"no example of the source has field {field!r}, so its "
+                    "shape is unknown; leave the modality out of `modalities`"
+                )
+        return self._shapes[field]
 
     def read(self, indices: np.ndarray) -> dict:
         indices = np.asarray(indices, np.int64)
@@ -251,7 +367,13 @@ class _Reader:
             examples = self.source.__getitems__(keys)
         else:
             examples = [self.source[k] for k in keys]
-        return _stack_columns(examples, self.fields, self.ragged_fields)
+        return _stack_columns(
+            examples,
+            self.fields,
+            self.ragged_fields,
+            self.optional_fields,
+            self._shape_of,
+        )
 
 
 # ------------------------------------------------------------------- batches
@@ -302,6 +424,10 @@ class _BatchBuilder:
             (rows[real], u[real]) if real.any() else (np.zeros(1, np.int64), u[:1])
         )
         cols = self.reader.read(read_rows)
+        present = {}  # field -> (n,) bool, for fields some objects lack
+        for f, col in list(cols.items()):
+            if isinstance(col, Ragged) and f not in self.reader.ragged_fields:
+                cols[f], present[f] = fill_absent(col, f)
         ctx = modalities_lib.Context(
             self.train,
             self.seq_len,
@@ -310,7 +436,15 @@ class _BatchBuilder:
         )
         out = {}
         for m in self.mods:
-            out.update(m.transform(cols, ctx))
+            has = np.ones(len(read_rows), bool)
+            for f in m.fields:
+                if f in present:
+                    has &= present[f]
+            got = m.transform(cols, ctx)
+            if not has.all():  # absent rows hold zeros, whatever was written
+                got = {k: _zero_rows(v, ~has) for k, v in got.items()}
+            out.update(got)
+            out[modalities_lib.presence_key(m.name)] = has.astype(np.float32)
         out[LABEL_KEY] = np.asarray(cols[LABEL_KEY], np.int32)
         for f in self.extra_fields:
             out[f] = cols[f]
@@ -318,6 +452,12 @@ class _BatchBuilder:
             out["mask"] = np.ones(self.local, np.float32)
             return out
         return _pad_rows(out, real)
+
+
+def _zero_rows(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    values = np.array(values, copy=True)
+    values[rows] = 0
+    return values
 
 
 def _pad_rows(out: dict, real: np.ndarray) -> dict:
@@ -472,8 +612,9 @@ def make_eval_batches(
     """Every example exactly once, in source order, centre-cropped.
 
     The last global batch is padded with zero rows; `mask` (B,) is 1 for real
-    rows. Every process yields the same number of batches. `extra_fields`
-    (e.g. ('id',)) are copied into the batch (b'' on padding rows).
+    rows, and the presence flags of padding rows are 0 too. Every process
+    yields the same number of batches. `extra_fields` (e.g. ('id',)) are
+    copied into the batch (b'' on padding rows).
     """
     _check_batch(batch_size, shard_count)
     builder = _BatchBuilder(

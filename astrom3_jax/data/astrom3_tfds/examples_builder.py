@@ -7,24 +7,36 @@ examples without the raw release.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import tensorflow_datasets as tfds
 
-from astrom3_jax.data.astrom3_tfds import astrom3_dataset_builder
+from astrom3_jax.data.astrom3_tfds import astrom3_dataset_builder, objects
 
 
 class ModelInputExamples(tfds.core.GeneratorBasedBuilder):
-    """One 'train' split holding `examples` (dicts of model-input features)."""
+    """One 'train' split holding `examples` (dicts of model-input features).
+
+    optional_modalities: those an example may lack, stored as the astrom3
+    builder stores them (objects.store_optional): an example leaves out (or
+    gives None for) the fields of a modality it lacks.
+    """
 
     VERSION = tfds.core.Version("1.0.0")
 
-    def __init__(self, *, examples: Iterable[dict], **kwargs):
+    def __init__(
+        self,
+        *,
+        examples: Iterable[dict],
+        optional_modalities: Sequence[str] = (),
+        **kwargs,
+    ):
         self._examples = examples
+        self._optional = tuple(optional_modalities)
         super().__init__(file_format="array_record", **kwargs)
 
     def _info(self):
-        features = astrom3_dataset_builder.model_input_features()
+        features = astrom3_dataset_builder.model_input_features(self._optional)
         return tfds.core.DatasetInfo(
             builder=self, features=tfds.features.FeaturesDict(features)
         )
@@ -33,11 +45,21 @@ class ModelInputExamples(tfds.core.GeneratorBasedBuilder):
         return {"train": self._generate_examples()}
 
     def _generate_examples(self):
-        yield from enumerate(self._examples)
+        for i, example in enumerate(self._examples):
+            if self._optional:
+                example = {k: v for k, v in example.items() if v is not None}
+                example = objects.store_optional(
+                    example, self._optional, stored=self.info.features.keys()
+                )
+            yield i, example
 
 
-def examples_source(examples: Iterable[dict], data_dir: str):
+def examples_source(
+    examples: Iterable[dict], data_dir: str, optional_modalities: Sequence[str] = ()
+):
     """Write `examples` under data_dir and return the split's data source."""
-    builder = ModelInputExamples(examples=examples, data_dir=data_dir)
+    builder = ModelInputExamples(
+        examples=examples, data_dir=data_dir, optional_modalities=optional_modalities
+    )
     builder.download_and_prepare()
     return builder.as_data_source("train")

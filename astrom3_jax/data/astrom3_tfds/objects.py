@@ -85,7 +85,9 @@ def check_optional(optional: Sequence[str]) -> None:
         )
 
 
-def store_optional(example: Mapping, optional: Sequence[str]) -> dict:
+def store_optional(
+    example: Mapping, optional: Sequence[str], stored: Sequence[str] | None = None
+) -> dict:
     """The stored form of `example` in a config where `optional` may be absent.
 
     `example` holds the features of the modalities the object has and lacks
@@ -93,11 +95,13 @@ def store_optional(example: Mapping, optional: Sequence[str]) -> dict:
     Each optional modality's fields (OPTIONAL_FIELDS) get a leading axis of
     length 1, or are empty arrays of length 0 when absent: nothing is stored
     for an absent modality, no fill value that could pass for data.
+    `stored`: the fields a data set stores, if not all of the builder's
+    (a toy data set of model inputs only).
     """
     check_optional(optional)
     out = dict(example)
     for m in optional:
-        fields = OPTIONAL_FIELDS[m]
+        fields = [f for f in OPTIONAL_FIELDS[m] if stored is None or f in stored]
         have = [f in example for f in fields]
         if any(have) and not all(have):
             lacking = [f for f, h in zip(fields, have, strict=True) if not h]
