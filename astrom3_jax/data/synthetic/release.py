@@ -63,10 +63,16 @@ def _rng(seed, *purpose: int) -> np.random.Generator:
 
 
 # ----------------------------------------------------------------------------- objects
-def draw_objects(preset, seed, n_objects=None, mislabel_fraction=0.02, n_unseen=None):
-    """Catalogue labels (exact class counts), true classes, mislabels, unseen."""
+def draw_objects(
+    preset, seed, n_objects=None, mislabel_fraction=0.02, n_unseen=None, counts=None
+):
+    """Catalogue labels (exact class counts), true classes, mislabels, unseen.
+
+    counts: {class: n} instead of the preset's (classes.class_counts).
+    """
     rng = _rng(seed, 1)
-    counts = classes.class_counts(preset, n_objects)
+    if counts is None:
+        counts = classes.class_counts(preset, n_objects)
     target = np.concatenate(
         [np.full(counts[c], c, dtype=object) for c in classes.CLASSES]
     )
@@ -148,14 +154,15 @@ def build_catalogue(
     mislabel_fraction=0.02,
     n_unseen=None,
     taken=None,
+    counts=None,
 ):
     """Every star's physics and catalogue values except light-curve-derived columns.
 
     taken: {"name", "id", "spec_filename": values} of another catalogue of the
-    same release, which this one's stars avoid.
+    same release, which this one's stars avoid. counts: as in draw_objects.
     """
     taken = taken or {}
-    obj = draw_objects(preset, seed, n_objects, mislabel_fraction, n_unseen)
+    obj = draw_objects(preset, seed, n_objects, mislabel_fraction, n_unseen, counts)
     true = obj["true"]
     rng = _rng(seed, 2)
     phys = classes.sample_physics(true, rng)
@@ -529,6 +536,18 @@ def incomplete_presence(n: int, seed) -> tuple[np.ndarray, np.ndarray]:
     return kind == "metadata", kind == "spectra"
 
 
+def real_proportions(n: int) -> dict[str, int]:
+    """n objects in the release's class proportions (largest remainders), no
+    floors: the incomplete objects are for pre-training, not evaluation."""
+    total = sum(classes.FULL_COUNTS.values())
+    share = {c: n * k / total for c, k in classes.FULL_COUNTS.items()}
+    counts = {c: int(v) for c, v in share.items()}
+    by_remainder = sorted(share, key=lambda c: counts[c] - share[c])
+    for c in by_remainder[: n - sum(counts.values())]:
+        counts[c] += 1
+    return counts
+
+
 def _incomplete_objects(root, base, seed, n, mislabel_fraction, cat, workers):
     """Light-curve files and CSV rows of n incomplete objects.
 
@@ -537,7 +556,9 @@ def _incomplete_objects(root, base, seed, n, mislabel_fraction, cat, workers):
     """
     xseed = (seed, EXTRA_STREAM)
     taken = {k: cat[k] for k in ("name", "id", "spec_filename")}
-    extra = build_catalogue(base, xseed, n, mislabel_fraction, 0, taken)
+    extra = build_catalogue(
+        base, xseed, n, mislabel_fraction, 0, taken, counts=real_proportions(n)
+    )
     has_meta, has_spec = incomplete_presence(len(extra["true"]), xseed)
     extra["spec_filename"] = [
         f if s else "" for f, s in zip(extra["spec_filename"], has_spec, strict=True)
