@@ -159,10 +159,14 @@ def _one_line(text: str) -> str:
 
 
 def _is_network_error(error: BaseException) -> bool:
+    """A failure of the connection or transfer (not of the local disk)."""
     # httpx's errors (a connection refused or dropped, a timeout) share no
-    # base class with OSError; huggingface_hub re-exports their module.
+    # base class with OSError.
     module = type(error).__module__ or ""
-    return module.startswith(("httpx", "httpcore")) or isinstance(error, OSError)
+    if module.startswith(("httpx", "httpcore")):
+        return True
+    # huggingface_hub's check that a transfer delivered every byte.
+    return type(error) is OSError and "Consistency check failed" in str(error)
 
 
 def _server_error(error: BaseException | None) -> bool:
