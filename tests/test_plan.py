@@ -1,0 +1,237 @@
+"""Ahead-of-time TPU plans (astrom3_jax/training/aot.py, python -m astrom3_jax.plan).
+
+The compile tests need libtpu (`pip install -e '.[tpu]'`, which .ci/run
+installs before running this file again); without it they skip. They
+compile the smoke model for a 4-chip v5e slice (a few seconds).
+"""
+
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from astrom3_jax.configs import finetune, pretrain
+from astrom3_jax.training import aot
+
+needs_libtpu = pytest.mark.skipif(
+    importlib.util.find_spec("libtpu") is None,
+    reason="libtpu not installed (pip install -e '.[tpu]')",
+)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def smoke_param_count(c) -> int:
+    """Parameters of the smoke CLIP model, layer by layer, from its config."""
+    m = c.model
+    p, s, md = m.photometry, m.spectra, m.metadata
+    d, ff = p.d_model, p.d_ff
+    linear = lambda a, b: a * b + b  # noqa: E731
+    layer = 4 * linear(d, d) + linear(d, ff) + linear(ff, d) + 2 * 2 * d
+    photometry = 3 * p.in_channels * d + p.n_layers * layer + 2 * d
+    ch, k = s.conv_channels, s.kernel_size
+    spectra = sum(k * a * b + b for a, b in zip(ch[:-1], ch[1:], strict=True))
+    n = s.length
+    for i in range(len(ch) - 1):
+        n = n - k + 1
+        if i < len(ch) - 2:
+            n //= s.pool_size
+    metadata = linear(md.input_dim, md.hidden_dim) + linear(
+        md.hidden_dim, md.hidden_dim
+    )
+    e = m.embed_dim
+    projections = (
+        linear(c.seq_len * d, e) + linear(ch[-1] * n, e) + linear(md.hidden_dim, e)
+    )
+    return photometry + spectra + metadata + projections + 3  # 3 temperatures
+
+
+def row_bytes(c) -> int:
+    """float32 photometry + mask, spectrum, metadata; int32 label; float32 mask."""
+    m = c.model
+    per_row = c.seq_len * m.photometry.in_channels + c.seq_len
+    per_row += m.spectra.conv_channels[0] * m.spectra.length + m.metadata.input_dim
+    return 4 * per_row + 4 + 4
+
+
+def tiled_bytes(shape, dtype, layout) -> int:
+    """Bytes of an array stored in a TPU tiled layout: the minor dimensions
+    (in the layout's order) rounded up to the tile."""
+    if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+        shape, dtype = (*shape, 2), np.uint32  # threefry: two uint32 words
+    dims = [shape[i] for i in layout.major_to_minor]
+    tile = layout.tiling[0] if layout.tiling else ()
+    dims = [1] * (len(tile) - len(dims)) + dims
+    for j, t in enumerate(tile):
+        i = len(dims) - len(tile) + j
+        dims[i] = -(-dims[i] // t) * t
+    return math.prod(dims) * np.dtype(dtype).itemsize
+
+
+def test_missing_libtpu_says_how_to_install(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "libtpu" else real(name, *a),
+    )
+    with pytest.raises(aot.MissingLibtpuError, match=r"pip install -e '\.\[tpu\]'"):
+        aot.topology_devices("v5e-8")
+
+
+def test_release_split_sizes():
+    assert aot.split_sizes_of("full_42") == dict(
+        train=17063, validation=2152, test=2225
+    )
+    assert aot.split_sizes_of("sub10_0")["train"] == 1660
+    assert aot.split_sizes_of("synthetic_small") is None
+
+
+@needs_libtpu
+@pytest.mark.parametrize(
+    "name, devices, kind, hosts",
+    [
+        ("v2-8", 8, "TPU v2", 1),
+        ("v5e-1", 1, "TPU v5 lite", 1),
+        ("v5e-8", 8, "TPU v5 lite", 1),
+        ("v6e-1", 1, "TPU v6 lite", 1),
+        ("v6e-8", 8, "TPU v6 lite", 1),
+        ("v5e-256", 256, "TPU v5 lite", 64),
+    ],
+)
+def test_topologies(name, devices, kind, hosts):
+    got = aot.topology_devices(name)
+    hw = aot.hardware(got)
+    assert (len(got), got[0].device_kind, hw.hosts) == (devices, kind, hosts)
+    if name == "v2-8":  # two TensorCores per chip, each a device
+        assert hw.devices_per_chip == 2
+        assert hw.hbm_bytes == 8 * 2**30 and hw.peak_flops == 23e12
+
+
+@needs_libtpu
+def test_smoke_train_step_argument_bytes():
+    c = pretrain.get_config("smoke")
+    p = aot.plan(c, "v5e:2x2", steps=("train",))  # 4 chips, 4 rows each
+    train = p.steps["train"]
+    n_dev, rows = 4, c.batch_size // 4
+    n_params = smoke_param_count(c)
+    # The per-device arguments before the TPU's tiling: parameters, Adam's
+    # two moments and count, the step, the batch shard, learning rate, key.
+    # (`rest`, the modules' rng state, is not read by the step: pruned.)
+    state, frozen, rest, batch, lr, key = train.args
+    raw = sum(
+        math.prod(x.sharding.shard_shape(x.shape)) * x.dtype.itemsize
+        for x in jax.tree.leaves((state, batch, lr))
+    )
+    assert raw == 4 * n_params + (8 * n_params + 4) + 4 + rows * row_bytes(c) + 4
+    assert jax.tree.leaves(frozen) == []
+    # The compiler's argument bytes: the same arrays in their tiled layouts.
+    # Arguments the step never reads are pruned (no layout): the modules' rng
+    # state, and the batch's label and row mask (the CLIP loss reads neither).
+    formats = jax.tree.leaves(train.compiled.input_formats)
+    leaves = jax.tree.leaves_with_path(train.args)
+    used = [
+        (x, f.layout) for (_, x), f in zip(leaves, formats, strict=True) if f.layout
+    ]
+    pruned = [
+        jax.tree_util.keystr(k)
+        for (k, _), f in zip(leaves, formats, strict=True)
+        if not f.layout
+    ]
+    from_batch = sorted(k for k in pruned if k.startswith("[3]"))
+    assert from_batch == ["[3]['label']", "[3]['mask']"]
+    assert len(pruned) - 2 == len(jax.tree.leaves(rest))
+    expect = sum(
+        tiled_bytes(x.sharding.shard_shape(x.shape), x.dtype, lay) for x, lay in used
+    )
+    assert train.memory["argument"] == expect
+    # Donated state comes back as outputs in the same buffers.
+    assert train.memory["alias"] > 4 * n_params
+    assert p.hardware.devices == n_dev and train.global_batch == 16
+    # The roofline is the slower of compute and memory.
+    hw = p.hardware
+    assert train.est_step_s == max(
+        train.flops / hw.peak_flops, train.bytes / hw.hbm_bandwidth
+    )
+    assert train.est_samples_per_s == pytest.approx(16 / train.est_step_s)
+
+
+@needs_libtpu
+def test_plan_command_json(tmp_path):
+    out = tmp_path / "plan.json"
+    cmd = [
+        sys.executable,
+        "-m",
+        "astrom3_jax.plan",
+        "--config",
+        "configs/finetune.py:meta,sub10,smoke",
+        "--topology",
+        "v5e-1",
+        f"--json={out}",
+    ]
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "train step: global batch 16" in p.stdout
+    got = json.loads(out.read_text())
+    for key in (
+        "topology",
+        "devices",
+        "global_batch",
+        "dtype",
+        "memory_per_device_bytes",
+        "hbm_per_device_bytes",
+        "flops_per_step",
+        "bytes_per_step",
+        "est_step_s",
+        "est_samples_per_s",
+        "train",
+        "eval",
+        "export",
+    ):
+        assert key in got, key
+    assert set(got["memory_per_device_bytes"]) == {"argument", "temp", "output", "peak"}
+    assert got["topology"] == "v5e-1" and got["devices"] == 1
+    assert got["hbm_per_device_bytes"] == 16 * 2**30
+    assert (
+        got["eval"]["global_batch"]
+        == finetune.get_config("meta,sub10,smoke").eval_batch_size
+    )
+    assert got["export"]["global_batch"] == 256
+    # Wall time of the whole run is only given for known data set sizes.
+    assert "run" not in got
+
+
+@needs_libtpu
+def test_multi_host_slice_compiles_global_batch_loss():
+    c = pretrain.get_config("smoke")
+    p = aot.plan(c, "v5e-256", global_batch=512, steps=("train",))
+    assert p.hardware.hosts == 64 and p.per_host_batch == 8
+    text = p.steps["train"].compiled.as_text()
+    # Each device holds 2 rows, and the loss sees the other modality's
+    # embeddings of all 512 (smoke embed_dim 16), gathered across the slice.
+    assert "f32[2,16]" in text and "f32[512,16]" in text
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("libtpu") is not None, reason="libtpu is installed"
+)
+def test_plan_without_libtpu_is_one_line():
+    """The command line's error where libtpu is missing."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "astrom3_jax.plan",
+        "--config",
+        "configs/pretrain.py:smoke",
+        "--topology",
+        "v5e-8",
+    ]
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 1
+    assert p.stderr.startswith("error: planning for a TPU needs libtpu")
+    assert "pip install -e '.[tpu]'" in p.stderr
