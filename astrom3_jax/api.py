@@ -20,17 +20,11 @@ import shutil
 
 from astrom3_jax import errors
 from astrom3_jax.models import weights
-
-WORKDIR_CONFIG = "config.json"
-WORKDIR_CHECKPOINTS = "checkpoints"
+from astrom3_jax.training.workdir import WORKDIR_CHECKPOINTS, WORKDIR_CONFIG
 
 
 class WorkdirExistsError(errors.UserError, FileExistsError):
     """The target workdir already holds a model (and overwriting was not asked)."""
-
-
-def _is_workdir(path: pathlib.Path) -> bool:
-    return (path / WORKDIR_CONFIG).is_file() and (path / WORKDIR_CHECKPOINTS).is_dir()
 
 
 def load_model(path, *, step=None, cache_dir=None):
@@ -45,14 +39,27 @@ def load_model(path, *, step=None, cache_dir=None):
     Published weights get the reference-compatible model mode. The model's
     kind (CLIP or classifier) comes from the workdir's `config.model.task`.
     """
-    local = pathlib.Path(str(path)).expanduser()
-    if local.is_dir() and _is_workdir(local):
-        from astrom3_jax.training import checkpoints
+    from astrom3_jax.training import workdir as workdir_lib
 
-        return checkpoints.restore_model(str(local), step)
-    source = weights.resolve_source(path, cache_dir)
-    model, config, _ = weights.import_reference(source)
-    return model, config
+    model, config = workdir_lib.load_any(path, step=step, cache_dir=cache_dir)
+    return model, with_defaults(config)
+
+
+def with_defaults(config):
+    """`config` with every field of the base config it lacks (a run made
+    before the field existed, or imported weights), at its default value."""
+    import ml_collections
+
+    from astrom3_jax.configs import base
+
+    full = base.get_config().to_dict()
+    given = config.to_dict()
+    model = {**full["model"], **given.pop("model", {})}
+    merged = {**full, **given, "model": model}
+    if "seq_len" not in given:
+        # Imported published weights: the reference's light-curve length.
+        merged["seq_len"] = model["photometry"]["seq_len"]
+    return ml_collections.ConfigDict(merged)
 
 
 def _held_model_files(workdir: pathlib.Path) -> list[pathlib.Path]:
@@ -69,7 +76,7 @@ def import_to_workdir(source, workdir, *, cache_dir=None, overwrite=False):
     stay. The weights are read and checked before anything is replaced.
     Returns (model, config, ignored tensor names).
     """
-    from astrom3_jax.training import checkpoints
+    from astrom3_jax.training import workdir as workdir_lib
 
     workdir = pathlib.Path(workdir).expanduser()
     if workdir.exists() and not workdir.is_dir():
@@ -88,7 +95,7 @@ def import_to_workdir(source, workdir, *, cache_dir=None, overwrite=False):
             shutil.rmtree(path)
         else:
             path.unlink()
-    checkpoints.save_model_only(str(workdir), model, config)
+    workdir_lib.save_model_only(str(workdir), model, config)
     return model, config, ignored
 
 

@@ -11,10 +11,12 @@ Hub model id. The layout of --out is described in
 `fused.npy`, `logits.npy` for classifiers, `index.npz`, plus
 `manifest.json`); it loads with NumPy alone (`analysis.store.load_split`).
 
-The jitted evaluation step runs data-parallel over every device (and host);
-every object is exported exactly once, in split order (the padded rows of
-the last batch are dropped); the ProbSparse key sample is drawn from
-`--seed`, so an export is deterministic. Only process 0 writes.
+The export runs the one evaluation path (training/evaluation.py):
+data-parallel over every device (and host), every object exactly once, in
+split order (the padded rows of the last batch are dropped). The ProbSparse
+key sample is drawn from the model's run seed by the evaluation key rule,
+so exporting a checkpoint reproduces the embeddings its validation pass
+saw, and `model.embed` gives the same rows. Only process 0 writes.
 Single-modality classifiers have no projection: their "embedding" is the
 L2-normalised encoder output.
 """
@@ -33,110 +35,6 @@ INDEX_FIELDS = ("id", "name")
 TRUTH_FIELDS = ("true_target", "subtype")
 
 
-def _outputs_fn(model):
-    """Per-device (model, batch, rngs) -> {modality: embedding, ['logits']}."""
-    from astrom3_jax import models
-    from astrom3_jax.models import clip as clip_lib
-    from astrom3_jax.training.tasks import model_inputs
-
-    def outputs(model, batch, rngs, axis_name):
-        del axis_name
-        inputs = model_inputs(batch)
-        if isinstance(model, models.AstroM3):
-            return {}, model(inputs, rngs=rngs)
-        if isinstance(model, models.MultimodalClassifier):
-            out = dict(model.clip(inputs, rngs=rngs))
-            out["logits"] = model(inputs, rngs=rngs)
-            return {}, out
-        if isinstance(model, models.Classifier):
-            args = clip_lib.gather_inputs(inputs, model.modality)
-            feats = model.encoder(*args, rngs=rngs)
-            return {}, {
-                model.modality: clip_lib.l2_normalize(feats),
-                "logits": model.fc(feats).astype(np.float32),
-            }
-        raise TypeError(f"cannot export embeddings of a {type(model).__name__}")
-
-    return outputs
-
-
-class Exporter:
-    """A model compiled once for data-parallel embedding of batches."""
-
-    def __init__(self, model, config, *, seed: int = 0):
-        from flax import nnx
-
-        from astrom3_jax.training import loop, sharding, tasks
-
-        self.model, self.config = model, config
-        self.mesh = sharding.make_mesh()
-        parts = loop.split_model(model, nnx.Param)
-        task = tasks.Task(
-            name="export",
-            loss_fn=None,
-            eval_fn=_outputs_fn(model),
-            split_metrics=None,
-            init_from=None,
-        )
-        with jax.set_mesh(self.mesh):
-            self.step = loop.make_eval_step(parts.eval_def, self.mesh, task)
-            self.state = sharding.replicate(
-                (parts.params, parts.frozen, parts.rest), self.mesh
-            )
-            self.key = sharding.replicate(jax.random.key(seed), self.mesh)
-
-    def export_split(self, source, batch_size: int, *, progress: bool = True):
-        """(outputs of the real rows, host-side index columns), in split order."""
-        from tqdm import tqdm
-
-        from astrom3_jax.data import pipeline
-        from astrom3_jax.training import loop, sharding
-
-        sharding.check_batch_size(batch_size, self.mesh)
-        single = jax.process_count() == 1
-        extra = _available_fields(source) if single else ()
-        batches = pipeline.make_eval_batches(
-            source,
-            batch_size=batch_size,
-            modalities=tuple(self.config.model.modalities),
-            seq_len=self.config.seq_len,
-            shard_index=jax.process_index(),
-            shard_count=jax.process_count(),
-            extra_fields=extra,
-        )
-        outs, index = [], {k: [] for k in ("label", *extra)}
-        pending = None
-        bar = tqdm(
-            total=len(source),
-            unit="obj",
-            disable=not progress or jax.process_index() != 0,
-        )
-
-        def fetch(item):
-            outputs, mask, host = item
-            keep = sharding.to_host(mask) > 0
-            outs.append({k: sharding.to_host(v)[keep] for k, v in outputs.items()})
-            for k in index:
-                index[k].append(np.asarray(host[k])[np.asarray(host["mask"]) > 0])
-            bar.update(int(keep.sum()))
-
-        with jax.set_mesh(self.mesh):
-            for batch in batches:
-                device = sharding.shard_batch(loop.device_fields(batch), self.mesh)
-                _, outputs = self.step(*self.state, device, self.key)
-                if pending is not None:  # fetch the previous batch while this runs
-                    fetch(pending)
-                pending = (outputs, device["mask"], batch)
-            if pending is not None:
-                fetch(pending)
-        bar.close()
-        result = {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
-        columns = {k: np.concatenate(v) for k, v in index.items() if v}
-        if not single:
-            columns = _index_from_source(source)
-        return result, columns
-
-
 def _available_fields(source) -> tuple[str, ...]:
     first = source[0]
     return tuple(f for f in (*INDEX_FIELDS, *TRUTH_FIELDS) if f in first)
@@ -148,11 +46,23 @@ def _text(values) -> np.ndarray:
     )
 
 
-def _index_from_source(source) -> dict:
-    """Index columns read from the source itself (multi-host exports)."""
+def export_split(predictor, source, config, batch_size: int, *, progress=True):
+    """(per-row outputs, index columns) of every object of `source`, in order."""
+    from astrom3_jax.training import evaluation
+
     fields = ("label", *_available_fields(source))
-    rows = [source[i] for i in range(len(source))]
-    return {f: np.asarray([r[f] for r in rows]) for f in fields}
+    got = predictor.run(
+        source,
+        batch_size=batch_size,
+        modalities=config.model.modalities,
+        seq_len=config.seq_len,
+        host_fields=fields,
+        progress=progress,
+    )
+    columns = got.columns
+    if jax.process_count() > 1:  # each process saw only its own rows
+        columns = evaluation.index_from_source(source, fields)
+    return got.outputs, columns
 
 
 def export(
@@ -173,14 +83,16 @@ def export(
     """Export `splits` of `dataset` embedded by the model of `workdir` to `out`.
 
     `random_init=True` embeds with a freshly initialised model of the same
-    shape instead (seeded by `seed`): the control that says how much of an
-    analysis' score is the architecture and the data rather than training.
+    shape instead (initialised from `seed`; evaluated with the run's key):
+    the control that says how much of an analysis' score is the
+    architecture and the data rather than training.
     `sources` ({split: random-access source}) replaces the TFDS data set
     (tests, notebooks). Returns `out`.
     """
     from astrom3_jax import api
     from astrom3_jax.analysis import store
     from astrom3_jax.data import schema
+    from astrom3_jax.training import evaluation
 
     if os.path.isdir(out) and os.listdir(out) and not overwrite:
         raise errors.UserError(
@@ -191,9 +103,8 @@ def export(
         from astrom3_jax import models
 
         model = models.init_model(config.model, seed=seed)
+        models.set_eval_seed(model, config.seed)
         model.eval()
-    if "seq_len" not in config:  # imported published weights: the reference's
-        config.seq_len = config.model.photometry.seq_len
     if sources is None:
         from astrom3_jax.data import datasets
 
@@ -204,11 +115,11 @@ def export(
                 f"data set {dataset} has no split(s) {missing}; it has {have}"
             )
         sources = datasets.open_sources(dataset, splits, data_dir)
-    exporter = Exporter(model, config, seed=seed)
+    predictor = evaluation.Predictor(model, seed=config.seed)
     written = []
     for split in splits:
-        outputs, columns = exporter.export_split(
-            sources[split], batch_size, progress=progress
+        outputs, columns = export_split(
+            predictor, sources[split], config, batch_size, progress=progress
         )
         logits = outputs.pop("logits", None)
         index = {k: _text(v) for k, v in columns.items() if k != "label"}
@@ -229,7 +140,7 @@ def export(
             modalities=list(config.model.modalities),
             class_names=list(schema.CLASSES),
             embed_dim=int(config.model.embed_dim),
-            model_task=config.model.get("task", "clip"),
+            model_task=config.model.task,
             seed=seed,
             random_init=random_init,
         )
@@ -250,9 +161,7 @@ def define_flags():
     flags.DEFINE_integer("batch_size", 256, "Global batch size.")
     flags.DEFINE_string("data_dir", "", "TFDS data_dir ('' = the TFDS default).")
     flags.DEFINE_bool("overwrite", False, "Write into a non-empty --out.")
-    flags.DEFINE_integer(
-        "seed", 0, "Seed of the ProbSparse key sample (and of --random_init)."
-    )
+    flags.DEFINE_integer("seed", 0, "Seed of the fresh model of --random_init.")
     flags.DEFINE_bool(
         "random_init",
         False,

@@ -22,11 +22,11 @@ from collections.abc import Callable, Mapping
 import jax
 import ml_collections
 import numpy as np
-from flax import nnx
 
 from astrom3_jax import errors
 from astrom3_jax.data import names, schema
-from astrom3_jax.training import checkpoints, loop, sharding, tasks
+from astrom3_jax.training import checkpoints, evaluation, init_from, loop, tasks
+from astrom3_jax.training import workdir as workdir_lib
 
 EVAL_FILE = "eval.json"
 PREDICTIONS_FILE = "predictions.npz"
@@ -35,12 +35,12 @@ CONFUSION_FILE = "confusion.png"
 
 def check_finetune_config(config) -> None:
     """The data set must be the subset the hyperparameters were chosen for."""
-    if config.model.get("task") != "classification":
+    if config.model.task != "classification":
         raise errors.ConfigError(
             "fine-tuning needs config.model.task='classification' "
             "(use configs/finetune.py)"
         )
-    subset = config.get("subset")
+    subset = config.subset
     try:
         actual = names.subset_of(config.dataset)
     except ValueError:
@@ -51,7 +51,7 @@ def check_finetune_config(config) -> None:
             f"was made for subset {subset!r}; pick the data set with the same subset "
             f"(e.g. {subset}_<seed>) or make the config for {actual!r}"
         )
-    if config.get("pretrained") and not config.get("init_from"):
+    if config.pretrained and not config.init_from:
         raise errors.ConfigError(
             "a `clip` fine-tuning config needs --config.init_from=<pre-training "
             "workdir, imported-weights workdir or Hub id such as "
@@ -67,41 +67,26 @@ def finetune_sources(config) -> dict:
     )
 
 
-def _ids(source) -> np.ndarray:
-    """Object ids in source order (row numbers when the source has none)."""
-    out = []
-    for i in range(len(source)):
-        example = source[i]
-        v = example.get("id", str(i)) if hasattr(example, "get") else str(i)
-        out.append(v.decode() if isinstance(v, bytes) else str(v))
-    return np.asarray(out)
-
-
-def predict(model, config, source, *, batch_size: int | None = None) -> dict:
-    """Logits and labels of every object of `source`, data-parallel, in order."""
-    from astrom3_jax.data import pipeline
-
-    mesh = sharding.make_mesh()
-    batch_size = batch_size or config.get("test_batch_size", config.eval_batch_size)
-    sharding.check_batch_size(batch_size, mesh)
-    batches = pipeline.make_eval_batches(
-        source,
-        batch_size=batch_size,
-        modalities=tuple(config.model.modalities),
-        seq_len=config.seq_len,
-        shard_index=jax.process_index(),
-        shard_count=jax.process_count(),
+def predict(model, config, source, *, batch_size: int | None = None):
+    """Logits, labels, ids and the loss of every object of `source`, in order
+    (the one evaluation path with the classification task's outputs)."""
+    predictor = evaluation.Predictor(
+        model, seed=config.seed, outputs_fn=tasks.classification_task().eval_fn
     )
-    parts = loop.split_model(model, nnx.Param)
-    task = tasks.classification_task()
-    with jax.set_mesh(mesh):
-        step = loop.make_eval_step(parts.eval_def, mesh, task)
-        state = sharding.replicate((parts.params, parts.frozen, parts.rest), mesh)
-        key = sharding.replicate(
-            jax.random.fold_in(jax.random.key(config.seed), 2**31 - 1), mesh
-        )
-        metrics, outputs = loop.evaluate(step, state, batches, mesh, key)
-    return {"metrics": metrics, **outputs}
+    got = predictor.run(
+        source,
+        batch_size=batch_size or config.test_batch_size or config.eval_batch_size,
+        modalities=config.model.modalities,
+        seq_len=config.seq_len,
+        host_fields=("label", "id"),
+    )
+    if jax.process_count() > 1:
+        got.columns = evaluation.index_from_source(source, ("label", "id"))
+    return got
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _plot_confusion(matrix, names, path, title) -> None:
@@ -134,29 +119,30 @@ def evaluate_test(
     config, workdir: str, source, *, step="best", build_fn: Callable | None = None
 ) -> dict:
     """Score the `step` checkpoint on `source`; write eval.json & co."""
-    model, _ = checkpoints.restore_model(workdir, step, build_fn=build_fn)
+    model, _ = workdir_lib.restore_model(workdir, step, build_fn=build_fn)
     with checkpoints.make_manager(workdir) as manager:
         resolved = checkpoints.resolve_step(manager, step)
-    out = predict(model, config, source)
+    got = predict(model, config, source)
+    labels, logits = got.columns["label"], got.outputs["logits"]
     names = list(schema.CLASSES)[: config.model.num_classes]
-    report = tasks.classification_report(out["label"], out["logits"], names)
+    report = tasks.classification_report(labels, logits, names)
     report.update(
         split="test",
         step=int(resolved),
         dataset=config.dataset,
-        loss=float(out["metrics"]["loss"]),
+        loss=float(got.metrics["loss"]),
     )
     if jax.process_index() == 0:
-        ids = _ids(source)
+        ids = got.columns.get("id", np.arange(len(labels)).astype(str))
         np.savez(
             os.path.join(workdir, PREDICTIONS_FILE),
-            id=ids,
-            label=out["label"].astype(np.int64),
-            logits=out["logits"].astype(np.float32),
-            pred=np.argmax(out["logits"], axis=-1).astype(np.int64),
+            id=np.asarray([_text(v) for v in ids]),
+            label=labels.astype(np.int64),
+            logits=logits.astype(np.float32),
+            pred=np.argmax(logits, axis=-1).astype(np.int64),
             class_names=np.asarray(names),
         )
-        title = f"{config.get('mode', '')} {config.dataset}: accuracy "
+        title = f"{config.mode} {config.dataset}: accuracy "
         title += f"{report['accuracy']:.3f} (step {resolved})"
         _plot_confusion(
             report["confusion_matrix"],
@@ -190,6 +176,8 @@ def finetune_and_evaluate(
     # Config mistakes and a workdir of another run fail before data is read.
     validate.check_config(config)
     check_finetune_config(config)
+    init_from.take_architecture(config, say=loop.say)
+    validate.check_config(config)
     checkpoints.check_config(workdir, config)
     sources = sources if sources is not None else finetune_sources(config)
     outcome = loop.train(

@@ -53,11 +53,11 @@ class CommandError(errors.UserError, RuntimeError):
 
 def _export():
     from astrom3_jax import api
-    from astrom3_jax.training import checkpoints
+    from astrom3_jax.training import workdir as workdir_lib
 
     if _OUT.value is None:
         raise errors.ConfigError("--export needs --out")
-    model, config = checkpoints.restore_model(_WORKDIR.value, _step(_STEP.value))
+    model, config = workdir_lib.restore_model(_WORKDIR.value, _step(_STEP.value))
     out = api.export_model(model, config, _OUT.value)
     logging.info("wrote %s", out)
     print(f"exported {_WORKDIR.value} to {out}")

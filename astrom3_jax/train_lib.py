@@ -36,9 +36,11 @@ def run(
     `before_training()` runs once config and workdir are accepted (see
     loop.train).
     """
-    from astrom3_jax.training import checkpoints, validate
+    from astrom3_jax.training import checkpoints, init_from, validate
 
     # Config mistakes and a workdir of another run fail before data is read.
+    validate.check_config(config)
+    init_from.take_architecture(config, say=loop.say)
     validate.check_config(config)
     checkpoints.check_config(workdir, config)
     sources = sources if sources is not None else train_sources(config)

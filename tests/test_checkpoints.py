@@ -16,6 +16,7 @@ from flax import nnx
 
 from astrom3_jax import errors
 from astrom3_jax.training import checkpoints
+from astrom3_jax.training import workdir as workdir_lib
 
 
 class TinyModel(nnx.Module):
@@ -57,8 +58,8 @@ def test_save_model_only_then_restore(tmp_path):
     wd = str(tmp_path)
     cfg = _config()
     model = tiny_build(cfg.model, nnx.Rngs(7))
-    checkpoints.save_model_only(wd, model, cfg)
-    restored, cfg2 = checkpoints.restore_model(wd, build_fn=tiny_build)
+    workdir_lib.save_model_only(wd, model, cfg)
+    restored, cfg2 = workdir_lib.restore_model(wd, build_fn=tiny_build)
     assert cfg2 == cfg
     want = nnx.to_pure_dict(nnx.state(model, nnx.Param))
     got = nnx.to_pure_dict(nnx.state(restored, nnx.Param))
@@ -89,9 +90,9 @@ def test_keeps_latest_and_best(tmp_path):
         assert sorted(mgr.all_steps()) == [2, 6]
         assert checkpoints.resolve_step(mgr, "best") == 2
         assert checkpoints.resolve_step(mgr, "latest") == 6
-    best, _ = checkpoints.restore_model(wd, "best", build_fn=tiny_build)
+    best, _ = workdir_lib.restore_model(wd, "best", build_fn=tiny_build)
     np.testing.assert_array_equal(best.scale[...], 2.0)
-    latest, _ = checkpoints.restore_model(wd, "latest", build_fn=tiny_build)
+    latest, _ = workdir_lib.restore_model(wd, "latest", build_fn=tiny_build)
     np.testing.assert_allclose(latest.scale[...], np.log(100.0))
 
 
@@ -193,9 +194,9 @@ def test_restore_model_skips_a_damaged_best_checkpoint(tmp_path, capsys, how):
     else:  # the meta JSON (with the checksums) is gone
         os.remove(f"{wd}/checkpoints/2/meta/metadata")
     with pytest.raises(checkpoints.CorruptCheckpointError, match="checkpoint 2 in"):
-        checkpoints.restore_model(wd, "best", build_fn=tiny_build)
+        workdir_lib.restore_model(wd, "best", build_fn=tiny_build)
     capsys.readouterr()
-    model, _ = checkpoints.restore_model(wd, build_fn=tiny_build)
+    model, _ = workdir_lib.restore_model(wd, build_fn=tiny_build)
     jax.tree.map(np.testing.assert_array_equal, _restored(model), saved[3])
     out = capsys.readouterr().out
     assert f"warning: skipping checkpoint 2: checkpoint 2 in {wd}/checkpoints" in out
@@ -211,7 +212,7 @@ def test_moving_aside_never_overwrites_an_earlier_corrupt_copy(tmp_path):
     os.makedirs(f"{wd}/checkpoints/1.corrupt")
     os.remove(_data_file(wd, 1))
     with pytest.raises(checkpoints.CorruptCheckpointError, match="no checkpoint"):
-        checkpoints.restore_model(wd, build_fn=tiny_build)
+        workdir_lib.restore_model(wd, build_fn=tiny_build)
     assert sorted(os.listdir(f"{wd}/checkpoints")) == ["1.corrupt", "1.corrupt.1"]
 
 
@@ -283,7 +284,7 @@ def test_disk_full_while_writing_keeps_the_previous_checkpoint(tmp_path, monkeyp
             checkpoints.close_manager(mgr)
     assert time.time() - t0 < 30
     assert _new_threads(before) == []
-    model, _ = checkpoints.restore_model(wd, build_fn=tiny_build)
+    model, _ = workdir_lib.restore_model(wd, build_fn=tiny_build)
     jax.tree.map(np.testing.assert_array_equal, _restored(model), saved[1])
 
 

@@ -19,6 +19,7 @@ from flax import nnx
 from astrom3_jax import errors, finetune_lib, models
 from astrom3_jax.configs import finetune
 from astrom3_jax.training import checkpoints, init_from, loop, sharding, tasks
+from astrom3_jax.training import workdir as workdir_lib
 from tests.test_train import ROOT, fake_examples, fake_sources
 
 PRETRAIN_2_DEVICES = textwrap.dedent(
@@ -83,7 +84,7 @@ def test_init_from_takes_exactly_the_shared_arrays(pretrained, tmp_path, mode):
     c = ft_config(f"{mode},full,clip", init_from=pretrained)
     run = _start(c, str(tmp_path / "ft"))
     assert run.start_message.startswith("initialised from")
-    source, _ = checkpoints.restore_model(pretrained, "best")
+    source, _ = workdir_lib.restore_model(pretrained, "best")
     got = _flat(nnx.state(run.model, nnx.Param))
     fresh = _flat(nnx.state(models.init_model(c.model, seed=c.seed), nnx.Param))
     if mode == "photo":
@@ -112,7 +113,7 @@ def test_init_from_step_is_honoured(pretrained, tmp_path):
     first = steps[0]
     c = ft_config("meta,full,clip", init_from=pretrained, init_from_step=str(first))
     model, _ = init_from.load_source(c)
-    want, _ = checkpoints.restore_model(pretrained, first)
+    want, _ = workdir_lib.restore_model(pretrained, first)
     a, b = _flat(nnx.state(model, nnx.Param)), _flat(nnx.state(want, nnx.Param))
     for k in a:
         np.testing.assert_array_equal(a[k], b[k])

@@ -25,6 +25,7 @@ from astrom3_jax import train_lib
 from astrom3_jax.configs import pretrain
 from astrom3_jax.training import checkpoints, loop, optim, sharding, tasks
 from astrom3_jax.training import metrics_writer as metrics_lib
+from astrom3_jax.training import workdir as workdir_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -208,7 +209,7 @@ def test_train_and_evaluate_runs_and_writes(tmp_path):
     assert [r["epoch"] for r in rows] == [0, 1]
     assert "val_full_recall@1/photometry->spectra" in rows[-1]
     assert os.listdir(os.path.join(wd, "tensorboard"))
-    model, cfg = checkpoints.restore_model(wd, "latest", build_fn=standin_build)
+    model, cfg = workdir_lib.restore_model(wd, "latest", build_fn=standin_build)
     assert cfg == c
     # Started again, a finished run trains no further and reports its end.
     again = train_lib.train_and_evaluate(
@@ -259,7 +260,7 @@ def _latest_step(wd):
 
 
 def _params(wd):
-    model, _ = checkpoints.restore_model(wd, "latest", build_fn=standin_build)
+    model, _ = workdir_lib.restore_model(wd, "latest", build_fn=standin_build)
     return jax.device_get(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
 
 

@@ -30,6 +30,7 @@ from flax import nnx
 from astrom3_jax import errors, train_lib
 from astrom3_jax.training import checkpoints, loop, tasks
 from astrom3_jax.training import metrics_writer as metrics_lib
+from astrom3_jax.training import workdir as workdir_lib
 from tests.test_train import ROOT, fake_sources, tiny_config
 
 # Two epochs of two steps, a checkpoint after every step: steps 1 (mid-epoch
@@ -81,7 +82,7 @@ def run_killed_after(wd, step, monkeypatch, **kw):
 
 
 def _params(wd, step, build_fn=toy_build):
-    model, _ = checkpoints.restore_model(wd, step, build_fn=build_fn)
+    model, _ = workdir_lib.restore_model(wd, step, build_fn=build_fn)
     return jax.device_get(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
 
 

@@ -5,3 +5,14 @@ The repository's top-level `configs/*.py` files re-export these, so both
 package work; the command lines also find `configs/<name>.py` here when the
 path does not exist in the working directory.
 """
+
+
+def preset_config(config):
+    """The config `config` was made from, before any override: its preset
+    variant of pre-training, or of fine-tuning for its mode and subset."""
+    from astrom3_jax.configs import finetune, pretrain
+
+    if not config.mode:
+        return pretrain.get_config(config.preset)
+    clip = ",clip" if config.pretrained else ""
+    return finetune.get_config(f"{config.mode},{config.subset},{config.preset}{clip}")

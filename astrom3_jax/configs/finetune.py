@@ -106,6 +106,7 @@ def _dataset(preset: str, subset: str, seed: int = 42) -> str:
 def get_config(arg: str = "photo,full") -> ml_collections.ConfigDict:
     mode, subset, clip, preset = parse(arg)
     c = pretrain.get_config(preset)
+    c.preset = preset
     c.mode, c.subset, c.pretrained = mode, subset, clip
     c.dataset = _dataset(preset, subset)
     m = c.model
@@ -121,16 +122,12 @@ def get_config(arg: str = "photo,full") -> ml_collections.ConfigDict:
             m[name].dropout = p
     # Clipping 5 for the light-curve and spectrum classifiers, none otherwise.
     c.grad_clip = 5.0 if mode in ("photo", "spectra") else 0.0
-    c.grad_clip_mode = "global_norm"
+    c.evals = ("classification",)
     c.num_epochs = {"paper": 50, "cpu": 30, "smoke": 2}[preset]
     if preset == "cpu":
         # sub10 of the small survey has 150 training objects: batch 32 keeps
         # a few steps per epoch; warm-up over 2 epochs, as in pre-training.
         c.batch_size = 32
         c.eval_batch_size = 64
-    c.init_from = ""  # pre-training workdir, imported-weights workdir or Hub id
-    c.init_from_step = "best"
-    c.allow_data_mismatch = False
-    c.freeze = ""  # '' | 'encoders' (linear probe: only the head trains)
     c.test_batch_size = c.eval_batch_size
     return c

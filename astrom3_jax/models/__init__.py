@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from flax import nnx
 
-from astrom3_jax.models.building import copy_params, init_model
+from astrom3_jax.models.building import copy_params, init_model, set_eval_seed
 from astrom3_jax.models.classifier import (
     Classifier,
     MultimodalClassifier,
@@ -17,6 +17,7 @@ from astrom3_jax.models.classifier import (
 )
 from astrom3_jax.models.clip import AstroM3
 from astrom3_jax.models.config import paper_model_config, small_model_config
+from astrom3_jax.models.layers import eval_key
 from astrom3_jax.models.metadata import MetadataMLP
 from astrom3_jax.models.photometry import Informer
 from astrom3_jax.models.spectra import GalSpecNet
@@ -32,9 +33,11 @@ __all__ = [
     "build_clip_model",
     "build_model",
     "copy_params",
+    "eval_key",
     "init_from_clip",
     "init_model",
     "paper_model_config",
+    "set_eval_seed",
     "small_model_config",
 ]
 
@@ -51,7 +54,7 @@ def build_classifier(model_config, rngs: nnx.Rngs):
 
 
 def build_model(model_config, rngs: nnx.Rngs):
-    task = model_config.get("task", "clip")
+    task = model_config.task
     if task == "clip":
         return build_clip_model(model_config, rngs)
     if task == "classification":

@@ -10,13 +10,24 @@ from flax import nnx
 def init_model(model_config, seed: int = 0, build_fn: Callable | None = None):
     """A freshly initialised model of `model_config` (its `task` picks the kind).
 
+    `seed` seeds the initialisation and is the model's evaluation seed.
+
     Built under `nnx.jit`: one compilation instead of one per initialiser
     (eager initialisation of the paper model takes many seconds on CPU).
     `build_fn(model_config, rngs)` replaces the default builder (tests).
     """
     if build_fn is None:
         from astrom3_jax.models import build_model as build_fn
-    return nnx.jit(lambda: build_fn(model_config, nnx.Rngs(seed)))()
+    model = nnx.jit(lambda: build_fn(model_config, nnx.Rngs(seed)))()
+    set_eval_seed(model, seed)
+    return model
+
+
+def set_eval_seed(model: nnx.Module, seed: int) -> None:
+    """Give `model` (and its CLIP part) the evaluation key of a run with `seed`."""
+    for m in (model, getattr(model, "clip", None)):
+        if m is not None and hasattr(m, "eval_seed"):
+            m.eval_seed = int(seed)
 
 
 def copy_params(dst: nnx.Module, src: nnx.Module, what: str) -> None:

@@ -37,7 +37,7 @@ def l2_normalize(x):
 
 
 def build_encoder(model_config, name: str, *, rngs: nnx.Rngs):
-    dtype = layers.compute_dtype(model_config.get("dtype", "float32"))
+    dtype = layers.compute_dtype(model_config.dtype)
     entry = modalities.entry(name)
     return entry.build_encoder(model_config[name], dtype=dtype, rngs=rngs)
 
@@ -46,7 +46,7 @@ class AstroM3(nnx.Module):
     """The multimodal CLIP model; modalities come from `config.modalities`."""
 
     def __init__(self, model_config, *, rngs: nnx.Rngs):
-        dtype = layers.compute_dtype(model_config.get("dtype", "float32"))
+        dtype = layers.compute_dtype(model_config.dtype)
         self.modality_names = tuple(model_config.modalities)
         self.pairs = tuple(itertools.combinations(self.modality_names, 2))
         self.encoders = nnx.Dict(
@@ -70,6 +70,8 @@ class AstroM3(nnx.Module):
             }
         )
         layers.set_dropout_impl(self, model_config)
+        # The run's config.seed: the evaluation key rule (layers.eval_key).
+        self.eval_seed = 0
 
     def _canonical(self, a: str, b: str) -> tuple[str, str]:
         if (a, b) in self.pairs:
@@ -100,8 +102,36 @@ class AstroM3(nnx.Module):
         feats = self.encode(batch, rngs=rngs)
         return {n: l2_normalize(self.projections[n](f)) for n, f in feats.items()}
 
+    def embed_given(self, batch, *, rngs=None) -> dict:
+        """Embeddings of the modalities whose inputs `batch` holds; rows whose
+        presence flag (`<modality>_present`) is 0 come back as NaN rows."""
+        out = {}
+        for name in self.modality_names:
+            keys = modalities.entry(name).batch_keys
+            if not all(batch.get(k) is not None for k in keys):
+                continue
+            x = self.encoders[name](*gather_inputs(batch, name), rngs=rngs)
+            emb = l2_normalize(self.projections[name](x))
+            flags = batch.get(modalities.presence_key(name))
+            if flags is not None:
+                emb = jnp.where(flags[:, None] > 0, emb, jnp.nan)
+            out[name] = emb
+        return out
+
+    def predict_outputs(self, batch, *, rngs=None) -> dict:
+        """Per-row outputs for the evaluation path: the embeddings."""
+        return self(batch, rngs=rngs)
+
     def embed(
-        self, photometry=None, photometry_mask=None, spectra=None, metadata=None, **more
+        self,
+        photometry=None,
+        photometry_mask=None,
+        spectra=None,
+        metadata=None,
+        *,
+        rngs=None,
+        seed=None,
+        **more,
     ) -> dict:
         """L2-normalised float32 embeddings (B, embed_dim) for NumPy/JAX arrays.
 
@@ -111,6 +141,11 @@ class AstroM3(nnx.Module):
         forward pass runs compiled, once per input shape. Batch size 0
         gives (0, embed_dim) arrays. Under a jax transformation only the
         static shape checks run and inputs are used as given.
+
+        Deterministic: every call draws the ProbSparse key sample from the
+        model's evaluation key (that of its run's seed, as validation and
+        export do), so the same input gives the same output. Pass
+        `rngs=nnx.Rngs(sample=...)` or `seed=N` for another sample.
         """
         from astrom3_jax.models import inputs  # the boundary checks and runner
 
@@ -123,18 +158,25 @@ class AstroM3(nnx.Module):
         )
         first = self.projections[self.modality_names[0]].kernel[...]
         if inputs.is_traced(given, first):
-            specs = inputs.model_specs(self.encoders)
+            names = inputs.given_modalities(given, self.encoders)
+            specs = inputs.model_specs({n: self.encoders[n] for n in names})
             inputs.check_shapes(given, specs, "AstroM3.embed")
-            return self({k: given[k] for k in specs})
+            return self.embed_given(given, rngs=inputs.sampling_rngs(self, rngs, seed))
         batch, size = inputs.prepare(
-            given, self.encoders, "AstroM3.embed", keywords=tuple(given)
+            given,
+            self.encoders,
+            "AstroM3.embed",
+            keywords=tuple(given),
+            require_all=False,
         )
         if size == 0:
             return {
                 n: jnp.zeros((0, self.projections[n].out_features), jnp.float32)
-                for n in self.modality_names
+                for n in inputs.given_modalities(batch, self.encoders)
             }
-        return inputs.run_compiled(self, "__call__", batch)
+        return inputs.run_compiled(
+            self, "embed_given", batch, inputs.sampling_rngs(self, rngs, seed)
+        )
 
     def logits(self, embeddings: dict) -> dict:
         """{(a, b): scale_ab * emb_a @ emb_b.T} for every pair."""

@@ -181,35 +181,76 @@ def _refuse_non_finite(key: str, array: np.ndarray, where: str, rows=None) -> No
         )
 
 
+def given_modalities(given: Mapping, encoders: Mapping) -> list[str]:
+    """The modalities of `encoders` for which any input array was given."""
+    return [
+        n
+        for n in encoders
+        if any(given.get(k) is not None for k in modalities.entry(n).batch_keys)
+    ]
+
+
+def _presence(given, name, batch, where) -> np.ndarray | None:
+    """The (B,) 0/1 presence flags the user gave for `name`, if any."""
+    key = modalities.presence_key(name)
+    if given.get(key) is None:
+        return None
+    flags = _as_float_array(key, given[key], where)
+    if flags.shape != (batch,):
+        raise InputError(
+            f"{where}: {key} must have shape ({batch},), got {tuple(flags.shape)}"
+        )
+    return binary_mask(flags, key, where)
+
+
 def prepare(
     given: Mapping,
     encoders: Mapping,
     where: str,
     *,
     keywords: tuple[str, ...] = (),
+    require_all: bool = True,
 ) -> tuple[dict[str, np.ndarray], int]:
     """(the model's inputs, checked and canonical, as float32 NumPy; batch size).
 
     `given` maps batch keys to arrays (None = not given); `encoders` is the
     model's {modality name: encoder}; `keywords` are the names the user
-    passed as keyword arguments: those must be keys some modality reads.
-    Keys a modality reads but this model does not are ignored.
+    passed as keyword arguments: those must be keys some modality reads (or
+    a modality's presence flags, `<modality>_present`). Keys a modality
+    reads but this model does not are ignored.
+
+    Modalities: with `require_all`, every encoder's inputs must be given;
+    otherwise any non-empty subset, and the result holds only the given
+    modalities' inputs. Presence flags (B,) mark per object which given
+    modalities it has: rows flagged 0 may hold anything (NaN too), become
+    zeros, and the flags travel in the result under their batch keys.
     """
-    known = known_keys()
+    known = known_keys() | {modalities.presence_key(n) for n in modalities.names()}
     unknown = sorted(k for k in keywords if k not in known and given.get(k) is not None)
     specs = model_specs(encoders)
     if unknown:
         raise InputError(
             f"{where}: unexpected input(s) {unknown}; it reads {', '.join(specs)}"
         )
+    names = list(encoders) if require_all else given_modalities(given, encoders)
+    if not names:
+        raise InputError(f"{where}: no input given; it reads {', '.join(specs)}")
+    specs = model_specs({n: encoders[n] for n in names})
     arrays = {
         k: _as_float_array(k, given[k], where)
         for k in specs
         if given.get(k) is not None
     }
     batch = check_shapes(arrays, specs, where)
-    for name in encoders:
+    for name in names:
         entry = modalities.entry(name)
+        flags = _presence(given, name, batch, where)
+        here = np.ones(batch, bool) if flags is None else flags != 0
+        if flags is not None:
+            arrays[modalities.presence_key(name)] = flags
+            for key in entry.batch_keys:  # absent rows: zeros, whatever they held
+                shape = (-1,) + (1,) * (arrays[key].ndim - 1)
+                arrays[key] = np.where(here.reshape(shape), arrays[key], 0.0)
         mask_key = entry.row_mask_key
         if mask_key is not None:
             arrays[mask_key] = binary_mask(arrays[mask_key], mask_key, where)
@@ -226,7 +267,37 @@ def prepare(
     return arrays, batch
 
 
+def absent_inputs(encoder, name: str, batch: int) -> dict[str, np.ndarray]:
+    """Zero inputs of `batch` objects for modality `name`, flagged absent: what
+    a fused classifier reads for a modality the user did not give."""
+    entry = modalities.entry(name)
+    out = {}
+    for key, spec in encoder_specs(name, encoder).items():
+        if spec is None:
+            raise InputError(
+                f"modality {name!r} was not given and its encoder does not "
+                "describe its inputs (input_dims), so it cannot be left out"
+            )
+        dims = [d if isinstance(d, int) else d[0] for d in spec.dims]
+        out[key] = np.zeros((batch, *dims), np.float32)
+    out[modalities.presence_key(entry.name)] = np.zeros((batch,), np.float32)
+    return out
+
+
 # ----------------------------------------------------------- compiled runs
+
+
+def sampling_rngs(model, rngs=None, seed=None) -> nnx.Rngs:
+    """The rngs of a user-facing forward pass: `rngs` if given, else a fresh
+    stream from `seed`, else the model's fixed evaluation key (so the same
+    input always gives the same output)."""
+    from astrom3_jax.models import layers
+
+    if rngs is not None:
+        return rngs
+    if seed is not None:
+        return nnx.Rngs(sample=jax.random.key(seed))
+    return nnx.Rngs(sample=layers.eval_key(getattr(model, "eval_seed", 0)))
 
 
 @functools.partial(nnx.jit, static_argnames="method")

@@ -20,6 +20,16 @@ from flax import nnx
 
 torch_weight_init = jax.nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 
+# The evaluation key rule: every forward pass outside training (validation,
+# test, export, predict, `embed`) of a run with seed S draws its ProbSparse
+# key sample from eval_key(S), so all of them give the same numbers.
+EVAL_KEY_SALT = 2**31 - 1
+
+
+def eval_key(seed: int) -> jax.Array:
+    """The evaluation sampling key of a run whose `config.seed` is `seed`."""
+    return jax.random.fold_in(jax.random.key(seed), EVAL_KEY_SALT)
+
 
 def torch_bias_init(fan_in: int):
     """U(-1/sqrt(fan_in), 1/sqrt(fan_in)), PyTorch's Linear/Conv1d bias init."""
@@ -166,7 +176,7 @@ class Dropout(nnx.Dropout):
 
 def set_dropout_impl(module: nnx.Module, model_config) -> None:
     """Apply `config.dropout_impl` ('hash' default | 'bernoulli') to every Dropout."""
-    impl = model_config.get("dropout_impl", "hash")
+    impl = model_config.dropout_impl
     if impl not in ("hash", "bernoulli"):
         raise ValueError(f"dropout_impl must be 'hash' or 'bernoulli', got {impl!r}")
     module.set_attributes(dropout_impl=impl, raise_if_not_found=False)

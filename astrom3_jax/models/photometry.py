@@ -71,7 +71,7 @@ class EncoderLayer(nnx.Module):
             kind=cfg.attention,
             factor=cfg.probsparse_factor,
             reference_reshape=cfg.reference_reshape,
-            implementation=cfg.get("attention_impl", None),
+            implementation=cfg.attention_impl,
             dtype=dtype,
             rngs=rngs,
         )
@@ -81,7 +81,7 @@ class EncoderLayer(nnx.Module):
         self.norm1 = layers.layer_norm(d, rngs=rngs, dtype=dtype)
         self.norm2 = layers.layer_norm(d, rngs=rngs, dtype=dtype)
         self.dropout = layers.Dropout(cfg.dropout, rngs=rngs)
-        self.activation = _ACTIVATIONS[cfg.get("activation", "gelu")]
+        self.activation = _ACTIVATIONS[cfg.activation]
 
     def __call__(self, x, mask, *, rngs=None):
         x = self.norm1(x + self.dropout(self.attention(x, mask, rngs=rngs), rngs=rngs))
@@ -107,7 +107,7 @@ class Informer(nnx.Module):
             dtype=dtype,
             rngs=rngs,
         )
-        self.embed_dropout = layers.Dropout(cfg.get("embed_dropout", 0.1), rngs=rngs)
+        self.embed_dropout = layers.Dropout(cfg.embed_dropout, rngs=rngs)
         self.layers = nnx.List(
             [EncoderLayer(cfg, dtype=dtype, rngs=rngs) for _ in range(cfg.n_layers)]
         )

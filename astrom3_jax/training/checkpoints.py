@@ -28,7 +28,6 @@ import json
 import os
 import sys
 import warnings
-from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -37,7 +36,6 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
-from flax import nnx
 from orbax.checkpoint import checkpoint_managers as cm
 
 from astrom3_jax import errors
@@ -435,73 +433,3 @@ def _move_aside(manager, step: int) -> str | None:
             moved = str(dst)
     manager.reload()
     return moved
-
-
-# ---------------------------------------------------- models in a workdir
-
-
-def _abstract(tree, sharding=None):
-    sharding = sharding or jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    return jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree
-    )
-
-
-def restore_model(
-    workdir: str, step=None, *, build_fn: Callable | None = None
-) -> tuple[nnx.Module, ml_collections.ConfigDict]:
-    """The model of a workdir at `step` (None: best if any, else latest).
-
-    The model is built from `config.model` (its `task` says which kind);
-    `build_fn(model_config, rngs)` replaces that builder (tests). The model
-    comes back in eval mode. Asked for no particular step, a checkpoint that
-    does not restore cleanly is moved aside (with a warning) and the next is
-    tried: the best first, then the others newest first. An explicit step
-    that is corrupt raises CorruptCheckpointError.
-    """
-    from astrom3_jax import models
-
-    config = load_config(workdir)
-    model = models.init_model(config.model, build_fn=build_fn)
-    params = nnx.state(model, nnx.Param)
-    abstract = _abstract(nnx.to_pure_dict(params))
-    with make_manager(workdir) as manager:
-        resolved = resolve_step(manager, step)
-        if resolved is None:
-            raise FileNotFoundError(f"no checkpoint in {manager.directory}")
-        if step is None:
-            others = sorted(
-                (s for s in manager.all_steps() if s != resolved), reverse=True
-            )
-            _, got = restore_first_good(
-                manager,
-                lambda s: restore(manager, s, abstract_params=abstract),
-                [resolved, *others],
-            )
-        else:
-            got = restore(manager, resolved, abstract_params=abstract)
-    nnx.replace_by_pure_dict(params, got["params"])
-    nnx.update(model, params)
-    model.eval()
-    return model, config
-
-
-def save_model_only(
-    workdir: str, model: nnx.Module, config: ml_collections.ConfigDict, step: int = 0
-) -> None:
-    """A workdir holding only `model` (e.g. imported weights), usable like ours.
-
-    It is marked as the best checkpoint, so `restore_model(workdir)` and
-    fine-tuning from this workdir pick it up.
-    """
-    save_or_check_config(workdir, config)
-    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-    with make_manager(workdir) as manager:
-        save(
-            manager,
-            step,
-            params=params,
-            meta={"epoch": 0, "source": "save_model_only"},
-            metrics={BEST_METRIC: 0.0},
-        )
-        manager.wait_until_finished()

@@ -41,7 +41,7 @@ def data_of(source_config, source: str) -> tuple[str, int] | None:
 
 def check_same_data(config, source_config, source: str) -> None:
     """Refuse a source pre-trained on another release or split seed."""
-    if config.get("allow_data_mismatch", False):
+    if config.allow_data_mismatch:
         return
     want = names.release_of(config.dataset), names.split_seed_of(config.dataset)
     got = data_of(source_config, source)
@@ -71,13 +71,115 @@ def _step(value):
 
 def load_source(config):
     """(source model, a description for the log) after the leak guard."""
-    from astrom3_jax import api
+    from astrom3_jax.training import workdir
 
     source = config.init_from
-    step = _step(config.get("init_from_step", "best"))
+    step = _step(config.init_from_step)
     try:
-        model, source_config = api.load_model(source, step=step)
+        model, source_config = workdir.load_any(source, step=step)
     except FileNotFoundError as e:
         raise errors.ConfigError(f"config.init_from={source!r}: {e}") from e
     check_same_data(config, source_config, source)
     return model, f"{source} (step {step})"
+
+
+# The fields of config.model that fix the shapes of a pre-trained encoder's
+# parameters (the attention kind and dtype do not: they may differ).
+ENCODER_FIELDS = {
+    "photometry": (
+        "seq_len",
+        "in_channels",
+        "d_model",
+        "n_heads",
+        "d_ff",
+        "n_layers",
+        "activation",
+        "probsparse_factor",
+        "reference_reshape",
+    ),
+    "spectra": ("conv_channels", "kernel_size", "pool_size", "length"),
+    "metadata": ("input_dim", "hidden_dim"),
+}
+
+
+def _same(a, b) -> bool:
+    def norm(v):
+        return list(v) if isinstance(v, list | tuple) else v
+
+    return norm(a) == norm(b)
+
+
+def _field(model_config, modality, field):
+    return model_config[field] if modality is None else model_config[modality][field]
+
+
+def adopt_architecture(config, source_config, defaults) -> list[str]:
+    """Give `config.model` the encoder sizes of the model it starts from.
+
+    The user sets the task, data and hyperparameters; the sizes come from
+    `source_config` (the pre-training's recorded config, or the imported
+    weights' model config). A size the user set explicitly (it differs from
+    the preset's value in `defaults`) that contradicts the source is refused
+    with the difference named. Changes `config` in place; returns the fields
+    taken over (as 'model.photometry.d_model=128').
+    """
+    src, mine, preset = source_config.model, config.model, defaults.model
+    wanted = [(m, f) for m in mine.modalities for f in ENCODER_FIELDS.get(m, ())]
+    if len(mine.modalities) > 1:
+        wanted.append((None, "embed_dim"))
+    adopted, clashes = [], []
+    for modality, field in wanted:
+        if modality is not None and modality not in src:
+            continue
+        name = f"model.{field}" if modality is None else f"model.{modality}.{field}"
+        theirs = _field(src, modality, field)
+        ours, default = _field(mine, modality, field), _field(preset, modality, field)
+        if _same(ours, theirs):
+            continue
+        if not _same(ours, default):
+            clashes.append(f"{name}: you set {ours!r}, the source has {theirs!r}")
+            continue
+        value = tuple(theirs) if isinstance(theirs, list) else theirs
+        (mine if modality is None else mine[modality])[field] = value
+        adopted.append(f"{name}={value!r}")
+    if clashes:
+        raise errors.ConfigError(
+            f"config.init_from={config.init_from!r} has another architecture than "
+            "the sizes set for this run:\n  "
+            + "\n  ".join(clashes)
+            + "\nLeave the sizes out (they are taken from init_from) or start "
+            "from a source of these sizes."
+        )
+    if "photometry" in mine.modalities and config.seq_len != mine.photometry.seq_len:
+        if config.seq_len == defaults.seq_len:
+            config.seq_len = mine.photometry.seq_len
+            adopted.append(f"seq_len={config.seq_len}")
+    return adopted
+
+
+def source_config(config):
+    """The recorded config of `config.init_from` (no weights are built).
+
+    A missing or mistyped source fails here, before a run writes anything.
+    """
+    from astrom3_jax.training import workdir
+
+    try:
+        return workdir.load_any_config(config.init_from)
+    except FileNotFoundError as e:
+        raise errors.ConfigError(f"config.init_from={config.init_from!r}: {e}") from e
+
+
+def take_architecture(config, *, say=None) -> None:
+    """The encoder sizes of `config.init_from`, in place (adopt_architecture
+    against the config's preset); a missing or mistyped source fails here,
+    before a run writes anything. `say(message)` reports what was taken."""
+    from astrom3_jax import configs
+
+    if not config.init_from:
+        return
+    adopted = adopt_architecture(
+        config, source_config(config), configs.preset_config(config)
+    )
+    if adopted and say is not None:
+        say(f"sizes from {config.init_from}: {', '.join(adopted)}")

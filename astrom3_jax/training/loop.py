@@ -45,7 +45,6 @@ from collections.abc import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from absl import logging
 from flax import nnx
@@ -53,7 +52,13 @@ from jax.sharding import PartitionSpec as P
 
 from astrom3_jax import errors
 from astrom3_jax import models as models_lib
-from astrom3_jax.training import checkpoints, optim, sharding
+from astrom3_jax.training import (
+    checkpoints,
+    evaluation,
+    evaluators,
+    optim,
+    sharding,
+)
 from astrom3_jax.training import init_from as init_from_lib
 from astrom3_jax.training import metrics_writer as metrics_lib
 from astrom3_jax.training.tasks import Task
@@ -105,55 +110,6 @@ def make_train_step(graphdef, tx, mesh, task: Task) -> Callable:
         out_specs=(P(), P()),
     )
     return jax.jit(fn, donate_argnums=(0,))
-
-
-def make_eval_step(graphdef, mesh, task: Task) -> Callable:
-    """(params, frozen, rest, batch, key) -> (batch metrics, per-row outputs)."""
-
-    def per_device(params, frozen, rest, batch, key):
-        model = nnx.merge(graphdef, params, frozen, rest)
-        metrics, outputs = task.eval_fn(
-            model, batch, nnx.Rngs(sample=key), sharding.AXIS
-        )
-        metrics["count"] = jax.lax.psum(jnp.sum(batch["mask"]), sharding.AXIS)
-        return metrics, outputs
-
-    fn = sharding.data_parallel(
-        per_device,
-        mesh,
-        in_specs=(P(), P(), P(), P(sharding.AXIS), P()),
-        out_specs=(P(), P(sharding.AXIS)),
-    )
-    return jax.jit(fn)
-
-
-def device_fields(batch: Mapping) -> dict:
-    """The numeric fields of a host batch (text fields such as ids stay home)."""
-    return {k: v for k, v in batch.items() if np.asarray(v).dtype.kind in "biuf"}
-
-
-def evaluate(eval_step, parts, batches, mesh, key) -> tuple[dict, dict]:
-    """(metrics averaged over real rows, per-row outputs of the real rows).
-
-    The device results of every batch are fetched once, at the end.
-    """
-    pending = []
-    for batch in batches:
-        batch = sharding.shard_batch(device_fields(batch), mesh)
-        metrics, outputs = eval_step(*parts, batch, key)
-        pending.append((metrics, outputs, batch["mask"]))
-    sums, total, outs = {}, 0.0, []
-    for metrics, outputs, mask in pending:
-        m = jax.device_get(metrics)
-        n = float(m.pop("count"))
-        total += n
-        for k, v in m.items():
-            sums[k] = sums.get(k, 0.0) + float(v) * n
-        keep = sharding.to_host(mask) > 0
-        outs.append({k: sharding.to_host(v)[keep] for k, v in outputs.items()})
-    metrics = {k: v / max(total, 1.0) for k, v in sums.items()}
-    outputs = {k: np.concatenate([o[k] for o in outs]) for k in outs[0]} if outs else {}
-    return metrics, outputs
 
 
 # -------------------------------------------------------------------- state
@@ -235,7 +191,6 @@ class Run:
         self.val_batches = pipeline.make_eval_batches(
             sources["validation"], batch_size=c.eval_batch_size, **common
         )
-        self.eval_common = common
         steps = len(sources["train"]) // c.batch_size
         if c.max_steps_per_epoch:
             steps = min(steps, c.max_steps_per_epoch)
@@ -252,10 +207,11 @@ class Run:
         self.sums, self.count, self.elapsed = {}, 0, 0.0
         self.start_message = self._start()
         self.train_step = make_train_step(self.parts.train_def, self.tx, mesh, task)
-        self.eval_step = make_eval_step(self.parts.eval_def, mesh, task)
-        key = jax.random.key(c.seed)
-        self.eval_key = sharding.replicate(jax.random.fold_in(key, 2**31 - 1), mesh)
-        self.key = sharding.replicate(key, mesh)
+        self.eval_step = evaluation.make_predict_step(
+            self.parts.eval_def, mesh, task.eval_fn
+        )
+        self.eval_key = sharding.replicate(models_lib.eval_key(c.seed), mesh)
+        self.key = sharding.replicate(jax.random.key(c.seed), mesh)
 
     # ------------------------------------------------------------ starting
     def _set_parts(self, opt_state=None, step=0):
@@ -276,14 +232,13 @@ class Run:
             step, got = self._restore_newest()
             if step is not None:
                 return got
-        if c.get("init_from"):
+        if c.init_from:
             source, described = init_from_lib.load_source(c)
             try:
                 self.task.init_from(self.model, source)
             except ValueError as e:
                 raise errors.ConfigError(
-                    f"config.init_from={c.init_from!r} does not fit this model: {e}. "
-                    "config.model must have the sizes of the pre-trained model."
+                    f"config.init_from={c.init_from!r} does not fit this model: {e}"
                 ) from e
             self._set_parts()
             return f"initialised from {described}"
@@ -404,7 +359,7 @@ class Run:
             disable=not c.progress_bar or jax.process_index() != 0,
             leave=False,
         )
-        every_fetch = max(int(c.get("log_every_steps", 20)), 1)
+        every_fetch = max(int(c.log_every_steps), 1)
         pending, t_start, t_fetch = [], time.time(), time.time()
         while self.epoch_step < self.steps_per_epoch:
             step = int(self.state["step"])
@@ -441,12 +396,16 @@ class Run:
         return out
 
     def evaluate(self, batches, prefix: str) -> tuple[dict, dict]:
+        """(metrics of the split, per-row outputs): the one evaluation path
+        (evaluation.predict), then the config's evaluators on its outputs."""
         parts = (self.state["params"], self.parts.frozen, self.parts.rest)
-        metrics, outputs = evaluate(
+        got = evaluation.predict(
             self.eval_step, parts, batches, self.mesh, self.eval_key
         )
-        metrics.update(self.task.split_metrics(outputs, self.config))
-        return {f"{prefix}{k}": v for k, v in metrics.items()}, outputs
+        metrics = dict(got.metrics)
+        metrics.pop("count")
+        metrics.update(evaluators.run(self.config, got.outputs, got.columns))
+        return {f"{prefix}{k}": v for k, v in metrics.items()}, got.outputs
 
     def run(self) -> Outcome:
         c = self.config

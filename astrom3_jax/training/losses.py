@@ -109,15 +109,17 @@ def _pair_logits(emb, a, b, scale, row_mask, axis_name):
     return ab, ba
 
 
-def _masked_mean(values, row_mask, axis_name):
+def masked_mean(values, row_mask, axis_name):
+    """Mean of `values` over the rows with `row_mask` 1, over the whole mesh."""
     num = _psum(jnp.sum(values * row_mask), axis_name)
     den = _psum(jnp.sum(row_mask), axis_name)
     return num / jnp.maximum(den, 1.0)
 
 
-def _cross_entropy(logits, labels):
-    logp = jax.nn.log_softmax(logits, axis=-1)
-    return -jnp.take_along_axis(logp, labels[:, None], axis=-1)[:, 0]
+def cross_entropy(logits, labels):
+    """Per-row cross-entropy of integer `labels` under `logits` (float32)."""
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    return -jnp.take_along_axis(logp, labels[:, None].astype(jnp.int32), axis=-1)[:, 0]
 
 
 def _prepare(embeddings, scales, mask, presence):
@@ -161,8 +163,8 @@ def _combine(pair_loss, rows, masked, axis_name):
 
 
 def _pair_loss(ab, ba, labels, rows, axis_name):
-    loss = _masked_mean(_cross_entropy(ab, labels), rows, axis_name)
-    return loss + _masked_mean(_cross_entropy(ba, labels), rows, axis_name)
+    loss = masked_mean(cross_entropy(ab, labels), rows, axis_name)
+    return loss + masked_mean(cross_entropy(ba, labels), rows, axis_name)
 
 
 def clip_loss_and_pairs(
@@ -228,7 +230,7 @@ def _recall(logits, labels, row_mask, k, axis_name):
     ahead = (logits >= true) | jnp.isnan(logits)
     rank = jnp.sum(ahead & rival, axis=-1)
     hit = (rank < k) & ~jnp.isnan(true[:, 0])
-    return _masked_mean(hit.astype(jnp.float32), row_mask, axis_name)
+    return masked_mean(hit.astype(jnp.float32), row_mask, axis_name)
 
 
 def clip_metrics(
@@ -270,5 +272,5 @@ def clip_metrics(
     else:
         acc_rows = _row_mask(mask, n_local)
     hit = (jnp.argmax(probs, axis=-1) == labels).astype(jnp.float32)
-    out["accuracy"] = _masked_mean(hit, acc_rows, axis_name)
+    out["accuracy"] = masked_mean(hit, acc_rows, axis_name)
     return out

@@ -22,7 +22,7 @@ def make_optimizer(config) -> optax.GradientTransformation:
     """Clip, coupled L2 decay, Adam moments; the learning rate comes later."""
     parts = []
     if config.grad_clip:
-        mode = config.get("grad_clip_mode", "global_norm")
+        mode = config.grad_clip_mode
         if mode == "global_norm":
             parts.append(optax.clip_by_global_norm(config.grad_clip))
         elif mode == "value":

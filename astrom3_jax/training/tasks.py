@@ -7,9 +7,9 @@ A `Task` is a handful of functions in the style of scenic's injected
   gradient inside `shard_map` is the global gradient.
 - `eval_fn(model, batch, rngs, axis_name) -> (metrics, outputs)`: metrics
   are means over the real rows of the global batch (`mask`), outputs are
-  per-row arrays kept for `split_metrics`.
-- `split_metrics(outputs, config) -> dict`: metrics over a whole split from
-  the real rows' outputs in split order (host NumPy).
+  per-row arrays; the evaluation path (evaluation.py) runs it over a split
+  and the config's evaluators (evaluators.py) turn the outputs into
+  split-level metrics.
 - `init_from(model, source_model)`: copy what the new model shares with a
   pre-trained one (new heads stay fresh).
 - `trainable(config)`: an NNX filter of the parameters that train.
@@ -20,6 +20,7 @@ A `Task` is a handful of functions in the style of scenic's injected
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping
 
 import jax
@@ -42,31 +43,20 @@ class Task:
     name: str
     loss_fn: Callable
     eval_fn: Callable
-    split_metrics: Callable
     init_from: Callable
     trainable: Callable = lambda config: nnx.Param
     best_metric: str = "val_accuracy"
 
 
 def model_inputs(batch: Mapping) -> dict:
-    """The model's input arrays: no targets, bookkeeping or presence flags."""
-    return {
-        k: v
-        for k, v in batch.items()
-        if k not in NON_INPUT_KEYS and not k.endswith(PRESENT_SUFFIX)
-    }
+    """The model's inputs: the batch without targets and bookkeeping (presence
+    flags stay: a fused classifier averages only what an object has)."""
+    return {k: v for k, v in batch.items() if k not in NON_INPUT_KEYS}
 
 
 def _row_mask(batch, n):
     mask = batch.get("mask")
     return jnp.ones((n,), jnp.float32) if mask is None else mask.astype(jnp.float32)
-
-
-def _global_mean(values, row_mask, axis_name):
-    num, den = jnp.sum(values * row_mask), jnp.sum(row_mask)
-    if axis_name is not None:
-        num, den = jax.lax.psum(num, axis_name), jax.lax.psum(den, axis_name)
-    return num / jnp.maximum(den, 1.0)
 
 
 def _copy_all_params(model, source, what: str) -> None:
@@ -80,32 +70,47 @@ def _scales(model) -> dict:
     return {pair: model.logit_scale(*pair) for pair in model.pairs}
 
 
+def _clip_presence(batch, names) -> dict:
+    """{modality: presence flags} for the modalities whose flags the batch
+    carries; empty (everything present) for a complete data set."""
+    return {m: batch[m + PRESENT_SUFFIX] for m in names if m + PRESENT_SUFFIX in batch}
+
+
 def _clip_loss(model, batch, rngs, axis_name):
     emb = model(model_inputs(batch), rngs=rngs)
-    pair = losses.pair_losses(emb, _scales(model), axis_name=axis_name)
-    return sum(pair.values()), {f"loss/{a}-{b}": v for (a, b), v in pair.items()}
+    loss, pair = losses.clip_loss_and_pairs(
+        emb, _scales(model), axis_name=axis_name, presence=_clip_presence(batch, emb)
+    )
+    return loss, {f"loss/{a}-{b}": v for (a, b), v in pair.items()}
 
 
 def _clip_eval(model, batch, rngs, axis_name):
+    """Batch metrics over present rows; outputs: the embeddings, plus the
+    batch's presence flags (under their batch keys) for `clip_split_metrics`."""
     emb = model(model_inputs(batch), rngs=rngs)
+    presence = _clip_presence(batch, emb)
     metrics = losses.clip_metrics(
-        emb, _scales(model), axis_name=axis_name, mask=batch["mask"]
+        emb, _scales(model), axis_name=axis_name, mask=batch["mask"], presence=presence
     )
-    return metrics, emb
+    return metrics, {**emb, **{m + PRESENT_SUFFIX: v for m, v in presence.items()}}
 
 
 _full_set_metrics = jax.jit(losses.clip_metrics)
 
 
-def _clip_split_metrics(outputs: Mapping[str, np.ndarray], config) -> dict:
-    """Retrieval recall over the whole split (every other object a candidate)."""
+def clip_split_metrics(outputs: Mapping[str, np.ndarray], config) -> dict:
+    """Retrieval recall over the whole split (every other object a candidate;
+    with presence flags, every object that has both modalities of a pair)."""
     n = len(next(iter(outputs.values()))) if outputs else 0
-    if not n or n > config.get("full_retrieval_max", 20000):
+    if not n or n > config.full_retrieval_max:
         return {}
     names = list(config.model.modalities)
     pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]]
+    emb = {k: np.asarray(v) for k, v in outputs.items() if k in names}
+    presence = _clip_presence(outputs, names) or None
     # Ranks do not depend on the temperature: scale 1.
-    m = _full_set_metrics(dict(outputs), {p: jnp.float32(1.0) for p in pairs})
+    scales = {p: jnp.float32(1.0) for p in pairs}
+    m = _full_set_metrics(emb, scales, presence=presence)
     return {f"full_{k}": float(v) for k, v in m.items() if "recall" in k}
 
 
@@ -124,7 +129,6 @@ def clip_task() -> Task:
         name="clip",
         loss_fn=_clip_loss,
         eval_fn=_clip_eval,
-        split_metrics=_clip_split_metrics,
         init_from=_clip_init_from,
     )
 
@@ -132,29 +136,57 @@ def clip_task() -> Task:
 # -------------------------------------------------------- classification
 
 
-def _cross_entropy(logits, labels):
-    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    return -jnp.take_along_axis(logp, labels[:, None].astype(jnp.int32), axis=-1)[:, 0]
+def drop_modalities(batch, names, p: float, key) -> dict:
+    """`batch` with each modality of each row dropped (its presence flag set
+    to 0) with probability `p`, never all of a row's present modalities: a
+    row that would lose them all keeps the one with the largest draw."""
+    n = batch["label"].shape[0]
+    present = jnp.stack(
+        [
+            batch.get(m + PRESENT_SUFFIX, jnp.ones((n,), jnp.float32)).astype(
+                jnp.float32
+            )
+            for m in names
+        ],
+        axis=1,
+    )
+    u = jax.random.uniform(key, present.shape)
+    keep = present * (u >= p)
+    best = jnp.argmax(jnp.where(present > 0, u, -1.0), axis=1)
+    rescue = jax.nn.one_hot(best, len(names), dtype=jnp.float32) * present
+    keep = jnp.where(jnp.sum(keep, axis=1, keepdims=True) > 0, keep, rescue)
+    out = dict(batch)
+    for i, m in enumerate(names):
+        out[m + PRESENT_SUFFIX] = keep[:, i]
+    return out
 
 
 def _classify(model, batch, rngs, axis_name):
     logits = model(model_inputs(batch), rngs=rngs)
     labels = batch["label"]
     row_mask = _row_mask(batch, labels.shape[0])
-    loss = _global_mean(_cross_entropy(logits, labels), row_mask, axis_name)
+    names = model.modality_names
+    if len(names) == 1 and names[0] + PRESENT_SUFFIX in batch:
+        # A single-modality classifier leaves out objects without it.
+        row_mask = row_mask * batch[names[0] + PRESENT_SUFFIX].astype(jnp.float32)
+    ce = losses.cross_entropy(logits, labels)
+    loss = losses.masked_mean(ce, row_mask, axis_name)
     hit = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
-    acc = _global_mean(hit, row_mask, axis_name)
-    return logits, loss, acc
+    acc = losses.masked_mean(hit, row_mask, axis_name)
+    return logits, loss, acc, row_mask
 
 
-def _classification_loss(model, batch, rngs, axis_name):
-    _, loss, acc = _classify(model, batch, rngs, axis_name)
+def _classification_loss(model, batch, rngs, axis_name, *, modality_dropout=0.0):
+    if modality_dropout > 0 and len(model.modality_names) > 1:
+        key = rngs["dropout"]()
+        batch = drop_modalities(batch, model.modality_names, modality_dropout, key)
+    _, loss, acc, _ = _classify(model, batch, rngs, axis_name)
     return loss, {"accuracy": acc}
 
 
 def _classification_eval(model, batch, rngs, axis_name):
-    logits, loss, acc = _classify(model, batch, rngs, axis_name)
-    return {"loss": loss, "accuracy": acc}, {"logits": logits, "label": batch["label"]}
+    logits, loss, acc, rows = _classify(model, batch, rngs, axis_name)
+    return {"loss": loss, "accuracy": acc}, {"logits": logits, "scored": rows}
 
 
 def classification_report(labels, logits, class_names) -> dict:
@@ -188,14 +220,6 @@ def classification_report(labels, logits, class_names) -> dict:
     }
 
 
-def _classification_split_metrics(outputs, config) -> dict:
-    if not outputs or not len(outputs["label"]):
-        return {}
-    names = [str(i) for i in range(config.model.num_classes)]
-    rep = classification_report(outputs["label"], outputs["logits"], names)
-    return {"balanced_accuracy": rep["balanced_accuracy"], "macro_f1": rep["macro_f1"]}
-
-
 def _classification_init_from(model, source) -> None:
     if not isinstance(source, models.AstroM3):
         raise ValueError(
@@ -206,23 +230,28 @@ def _classification_init_from(model, source) -> None:
 
 
 def _classification_trainable(config):
-    freeze = config.get("freeze", "") or "none"
-    if freeze not in ("none", "encoders"):
-        raise ValueError(
-            f"config.freeze must be '' / 'none' or 'encoders', got {freeze!r}"
-        )
-    if freeze == "encoders":  # a linear probe: only the classification head trains
+    if config.freeze not in FREEZE_CHOICES:
+        raise ValueError(f"config.freeze must be one of {FREEZE_CHOICES}")
+    if (
+        config.freeze == "encoders"
+    ):  # a linear probe: only the classification head trains
         return nnx.All(nnx.Param, nnx.PathContains("fc"))
     return nnx.Param
 
 
-def classification_task() -> Task:
-    """Fine-tuning: cross-entropy on the class labels, best by val accuracy."""
+def classification_task(modality_dropout: float = 0.0) -> Task:
+    """Fine-tuning: cross-entropy on the class labels, best by val accuracy.
+
+    `modality_dropout` drops each modality of a training object with that
+    probability (never all of them; see drop_modalities).
+    """
+    loss_fn = _classification_loss
+    if modality_dropout > 0:
+        loss_fn = functools.partial(loss_fn, modality_dropout=modality_dropout)
     return Task(
         name="classification",
-        loss_fn=_classification_loss,
+        loss_fn=loss_fn,
         eval_fn=_classification_eval,
-        split_metrics=_classification_split_metrics,
         init_from=_classification_init_from,
         trainable=_classification_trainable,
     )
@@ -230,11 +259,11 @@ def classification_task() -> Task:
 
 def for_config(config) -> Task:
     """The task that `config.model.task` names."""
-    kind = config.model.get("task", "clip")
+    kind = config.model.task
     if kind == "clip":
         return clip_task()
     if kind == "classification":
-        return classification_task()
+        return classification_task(config.modality_dropout)
     raise ValueError(
         f"config.model.task must be 'clip' or 'classification', got {kind!r}"
     )

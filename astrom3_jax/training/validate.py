@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 
 from astrom3_jax import errors
+from astrom3_jax.training import evaluators
+from astrom3_jax.training.tasks import FREEZE_CHOICES
 
 ATTENTION_KINDS = ("probsparse", "full")
 TASKS = ("clip", "classification")
@@ -31,10 +33,10 @@ def _model_problems(m) -> list[str]:
     from astrom3_jax.data import modalities
 
     problems = []
-    task = m.get("task", "clip")
+    task = m.task
     if task not in TASKS:
         problems.append(f"model.task must be one of {TASKS}, got {task!r}")
-    names = tuple(m.get("modalities", ()))
+    names = tuple(m.modalities)
     known = tuple(modalities.names())
     unknown = [n for n in names if n not in known]
     if unknown:
@@ -47,12 +49,12 @@ def _model_problems(m) -> list[str]:
         problems.append("CLIP pre-training needs at least two model.modalities")
     if not names:
         problems.append("model.modalities is empty")
-    if m.get("fusion", "avg") not in FUSIONS:
+    if m.fusion not in FUSIONS:
         problems.append(f"model.fusion must be one of {FUSIONS}, got {m.fusion!r}")
-    if m.get("dtype", "float32") not in DTYPES:
+    if m.dtype not in DTYPES:
         problems.append(f"model.dtype must be one of {DTYPES}, got {m.dtype!r}")
-    _positive_int(problems, "model.embed_dim", m.get("embed_dim"))
-    _positive_int(problems, "model.num_classes", m.get("num_classes"))
+    _positive_int(problems, "model.embed_dim", m.embed_dim)
+    _positive_int(problems, "model.num_classes", m.num_classes)
     if "photometry" in names:
         p = m.photometry
         if p.attention not in ATTENTION_KINDS:
@@ -61,10 +63,10 @@ def _model_problems(m) -> list[str]:
                 f"got {p.attention!r}"
             )
         for k in ("seq_len", "d_model", "n_heads", "d_ff", "n_layers"):
-            _positive_int(problems, f"model.photometry.{k}", p.get(k))
+            _positive_int(problems, f"model.photometry.{k}", p[k])
         if (
-            isinstance(p.get("d_model"), int)
-            and isinstance(p.get("n_heads"), int)
+            isinstance(p.d_model, int)
+            and isinstance(p.n_heads, int)
             and p.n_heads > 0
             and p.d_model % p.n_heads
         ):
@@ -88,26 +90,28 @@ def problems(config) -> list[str]:
     except ValueError as e:
         out.append(f"dataset: {e}")
     for k in ("batch_size", "eval_batch_size", "seq_len", "keep_best"):
-        _positive_int(out, k, config.get(k))
-    if not isinstance(config.get("num_epochs"), int) or config.num_epochs < 0:
+        _positive_int(out, k, config[k])
+    if not isinstance(config.num_epochs, int) or config.num_epochs < 0:
         out.append(f"num_epochs must be an integer >= 0, got {config.num_epochs!r}")
-    lr = config.get("learning_rate")
+    lr = config.learning_rate
     if not isinstance(lr, int | float) or not math.isfinite(lr) or lr <= 0:
         out.append(f"learning_rate must be a positive finite number, got {lr!r}")
     for k in ("beta1", "beta2"):
-        _fraction(out, k, config.get(k))
-    if config.get("grad_clip", 0) < 0:
+        _fraction(out, k, config[k])
+    if config.grad_clip < 0:
         out.append(f"grad_clip must be >= 0 (0 disables), got {config.grad_clip!r}")
-    if config.get("weight_decay", 0) < 0:
+    if config.weight_decay < 0:
         out.append(f"weight_decay must be >= 0, got {config.weight_decay!r}")
-    if "photometry" in tuple(config.model.get("modalities", ())):
+    if "photometry" in tuple(config.model.modalities):
         if config.seq_len != config.model.photometry.seq_len:
             out.append(
                 f"seq_len ({config.seq_len}) must equal model.photometry.seq_len "
                 f"({config.model.photometry.seq_len})"
             )
-    if config.get("freeze", "") not in ("", "none", "encoders"):
-        out.append(f"freeze must be '', 'none' or 'encoders', got {config.freeze!r}")
+    if config.freeze not in FREEZE_CHOICES:
+        out.append(f"freeze must be one of {FREEZE_CHOICES}, got {config.freeze!r}")
+    _fraction(out, "modality_dropout", config.modality_dropout)
+    out += evaluators.check_names(config.evals)
     return out + _model_problems(config.model)
 
 
