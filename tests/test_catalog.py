@@ -15,7 +15,17 @@ import numpy as np
 import pytest
 
 from astrom3_jax import errors
-from astrom3_jax.data import catalog, datasets, normalisation, release_io, schema
+from astrom3_jax.data import (
+    catalog,
+    datasets,
+    modalities,
+    names,
+    normalisation,
+    pipeline,
+    release_io,
+    schema,
+)
+from astrom3_jax.data.astrom3_tfds import objects
 from astrom3_jax.data.normalisation import NormalisationStats
 
 DUMMY = os.path.join(
@@ -462,6 +472,16 @@ def test_drawn_splits_are_stratified_and_deterministic(layout):
 
 
 # ------------------------------------------------------ the catalog config
+def _unstacked(ex):
+    """A catalog-config example with its optional fields' 0-or-1 axis removed."""
+    out = dict(ex)
+    for m in names.CATALOG_OPTIONAL_MODALITIES:
+        for f in objects.OPTIONAL_FIELDS[m]:
+            assert out[f].shape[0] == 1, f
+            out[f] = out[f][0]
+    return out
+
+
 def test_catalog_config_builds_the_release_examples(layout, built, tmp_path):
     """A catalogue with the release's split column gives the full_42 data set."""
     cat_builder = datasets.prepare(
@@ -472,7 +492,7 @@ def test_catalog_config_builds_the_release_examples(layout, built, tmp_path):
         ds = cat_builder.as_data_source(split)
         assert len(ds) == built.info.splits[split].num_examples
         for i in range(len(ds)):
-            ex = ds[i]
+            ex = _unstacked(ds[i])
             theirs = want[ex["name"].decode()]
             _assert_same(ex, theirs, (*FULL_KEYS, "label", "id", "spec_filename"))
     # Both builds record the statistics of their training split: the same.
@@ -482,7 +502,7 @@ def test_catalog_config_builds_the_release_examples(layout, built, tmp_path):
     assert release.mean == NormalisationStats.from_info_json(INFO).mean
 
 
-def test_catalog_config_unlabelled_drawn_split_and_skip_bad(layout, tmp_path):
+def test_catalog_config_incomplete_unlabelled_drawn_split(layout, built, tmp_path):
     rows = []
     for split, r in _release_rows():
         row = _catalog_row(
@@ -490,9 +510,11 @@ def test_catalog_config_unlabelled_drawn_split_and_skip_bad(layout, tmp_path):
         )
         del row["split"], row["label"]
         rows.append(row)
-    rows[5]["spectrum"] = ""  # incomplete: a bad row for this config (for now)
+    rows[5]["spectrum"] = ""  # no spectrum
+    rows[6].update(dict.fromkeys(schema.META_COLS, ""))  # no catalogue values
+    rows[7]["lightcurve"] = ""  # a light curve is required: a bad row
     _write_catalog(tmp_path / "catalog.csv", rows)
-    with pytest.raises(catalog.RowError, match=r"row 5 .*lacks spectra"):
+    with pytest.raises(catalog.RowError, match=r"row 7 .*lacks photometry"):
         datasets.prepare("catalog", str(tmp_path / "a"), str(tmp_path), num_workers=0)
     b = datasets.prepare(
         "catalog", str(tmp_path / "b"), str(tmp_path), num_workers=0,
@@ -500,10 +522,33 @@ def test_catalog_config_unlabelled_drawn_split_and_skip_bad(layout, tmp_path):
     )  # fmt: skip
     sizes = {s: b.info.splits[s].num_examples for s in STEMS}
     assert sum(sizes.values()) == 39 and sizes["test"] == 4
-    assert {int(b.as_data_source("train")[i]["label"]) for i in range(3)} == {-1}
     report = datasets.report(b)
     (bad,) = [x for v in report["bad_objects"].values() for x in v]
-    assert bad["row"] == 5 and bad["id"] == rows[5]["id"]
+    assert bad["row"] == 7 and bad["id"] == rows[7]["id"]
+    assert sum(a["spectra"] for a in report["absent"].values()) == 1
+    assert sum(a["metadata"] for a in report["absent"].values()) == 1
+    got = {}
+    for split in STEMS:
+        ds = b.as_data_source(split)
+        got.update({ds[i]["id"].decode(): ds[i] for i in range(len(ds))})
+    assert {int(ex["label"]) for ex in got.values()} == {-1}
+    no_spec, no_meta = got[rows[5]["id"]], got[rows[6]["id"]]
+    assert no_spec["spectra"].shape == (0, 3, schema.SPECTRUM_LENGTH)
+    assert no_spec["spec_filename"] == b"" and no_spec["metadata"].shape == (1, 34)
+    assert no_meta["metadata"].shape == (0, 34) and no_meta["spectra"].shape[0] == 1
+    # Features that do not depend on the split's statistics: as the release's.
+    want = _builder_examples(built)[rows[6]["name"]]
+    _assert_same(_unstacked({**no_meta, "metadata": want["metadata"][None]}), want,
+                 ("photometry", *RAW_SCALARS, "spectra"))  # fmt: skip
+    # The pipeline's presence flags follow the stored objects.
+    source = b.as_data_source("train")
+    batches = pipeline.make_eval_batches(source, batch_size=len(source))
+    (batch,) = list(batches)
+    ids = [source[i]["id"].decode() for i in range(len(source))]
+    for m, row in (("spectra", rows[5]), ("metadata", rows[6])):
+        flags = batch[modalities.presence_key(m)]
+        want_flags = [0.0 if i == row["id"] else 1.0 for i in ids]
+        np.testing.assert_array_equal(flags, want_flags)
 
 
 # ------------------------------------------------------- the shipped example

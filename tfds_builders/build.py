@@ -9,8 +9,7 @@ Synthetic configs (synthetic_<preset> and synthetic_<preset>_<subset>_<seed>)
 generate their raw files. The `catalog` config reads a table of your own
 stars, --manual_dir DIR holding DIR/catalog.csv (or .ecsv, .fits, .vot):
 
-    python -m tfds_builders.build --config catalog --manual_dir examples/my_stars \
-        --skip_bad --max_bad_fraction 0.5
+    python -m tfds_builders.build --config catalog --manual_dir examples/my_stars
 """
 
 from __future__ import annotations

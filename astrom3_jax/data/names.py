@@ -30,6 +30,9 @@ OPTIONAL_MODALITIES = {
     "sky": ("spectra", "metadata"),
     "bigsky": ("spectra", "metadata"),
 }
+# A user's catalogue: every object needs a light curve; a spectrum and
+# catalogue values are optional (most ASAS-SN variables have no spectrum).
+CATALOG_OPTIONAL_MODALITIES = ("spectra", "metadata")
 
 
 class UnknownDatasetError(errors.UserError, ValueError):
@@ -66,6 +69,8 @@ class DatasetName:
         object has it (see tfds_builders/astrom3/README.md); every batch
         says it per row under `modalities.presence_key(name)`.
         """
+        if self.catalog:
+            return CATALOG_OPTIONAL_MODALITIES
         return OPTIONAL_MODALITIES.get(self.synthetic, ())
 
 

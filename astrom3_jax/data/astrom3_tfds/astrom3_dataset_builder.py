@@ -57,8 +57,8 @@ The catalog config builds the data set from a table of your own stars:
   id, label (optional), lightcurve, spectrum (file paths, relative to DIR)
   and the catalogue columns by their release names; split (optional:
   train / validation / test; else drawn with seed 42, stratified by label).
-See astrom3_jax.data.catalog for the format. For now every row needs a light
-curve, a spectrum and all catalogue values (--skip_bad leaves others out).
+See astrom3_jax.data.catalog for the format. Every row needs a light curve;
+a spectrum and the catalogue values are optional.
 """
 
 
@@ -85,7 +85,9 @@ def _configs():
             about = (
                 "A table of your own stars (manual_dir/catalog.csv, .ecsv, "
                 ".fits or .vot) pointing at raw files; see "
-                "astrom3_jax.data.catalog."
+                "astrom3_jax.data.catalog. Objects may lack "
+                f"{' or '.join(n.optional_modalities)} (stored with a leading "
+                "0-or-1 axis)."
             )
         elif n.synthetic is None:
             about = f"Real release, subset {n.subset}, split seed {n.split_seed}."
@@ -388,8 +390,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         }
 
     def _generate_catalog_examples(self, split: str, rows, table: str):
-        # Until incomplete objects can be stored, every row needs every modality.
-        require = catalog.MODALITIES
+        optional = tuple(self.builder_config.optional_modalities)
+        require = tuple(m for m in catalog.MODALITIES if m not in optional)
+        absent = self._absent.setdefault(split, dict.fromkeys(optional, 0))
         workers = self._num_workers
         if workers is None:
             workers = min(os.cpu_count() or 1, 8) if len(rows) > 256 else 0
@@ -406,7 +409,12 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                 if error is None:
                     if len(bad) <= limit:  # past the limit: count, write nothing
                         self._counts[split] += 1
-                        yield row.id, dict(example.features)
+                        stored = dict(example.features)
+                        if optional:
+                            stored = objects.store_optional(stored, optional)
+                            for m in optional:
+                                absent[m] += not example.present[m]
+                        yield row.id, stored
                 elif self._skip_bad:
                     bad.append(
                         {
