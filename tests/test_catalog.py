@@ -571,3 +571,18 @@ def test_shipped_example_catalogue():
         for f in files
     )
     assert size < 1_000_000
+
+
+def test_catalog_name():
+    n = names.parse("catalog")
+    assert (n.release, n.subset, n.split_seed, n.synthetic) == (
+        "catalog",
+        "full",
+        42,
+        None,
+    )
+    assert n.optional_modalities == ("spectra", "metadata")
+    assert names.with_subset("catalog", "full") == "catalog"
+    with pytest.raises(names.UnknownDatasetError, match="no subset 'sub10'"):
+        names.with_subset("catalog", "sub10")
+    assert "--manual_dir DIR" in datasets.missing_data_message("catalog", "/d")
