@@ -289,3 +289,33 @@ def test_absent_is_not_bad_only_where_optional(optional):
     assert ex["spec_filename"] == ""
     np.testing.assert_array_equal(ex["photometry"], full["photometry"])
     np.testing.assert_array_equal(ex["photometry_aux"], full["photometry_aux"])
+
+
+def test_store_optional():
+    example = {
+        "id": "1",
+        "photometry": np.ones((5, 3), np.float32),
+        "photometry_aux": np.ones(6, np.float32),
+        "metadata": np.ones(34, np.float32),
+    }
+    inputs = ("id", "photometry", "photometry_aux", "spectra", "metadata")
+    stored = objects.store_optional(
+        example, ("photometry", "spectra", "metadata"), stored=inputs
+    )
+    assert stored["photometry"].shape == (5, 3)
+    assert stored["photometry_aux"].shape == (1, 6)
+    assert stored["metadata"].shape == (1, 34)
+    assert stored["spectra"].shape == (0, 3, schema.SPECTRUM_LENGTH)
+    assert stored["spectra"].dtype == np.float32
+    no_lc = {"id": "2", "spectra": np.ones((3, schema.SPECTRUM_LENGTH))}
+    stored = objects.store_optional(no_lc, ("photometry",), stored=inputs)
+    assert stored["photometry"].shape == (0, 3)
+    assert stored["photometry_aux"].shape == (0, 6)
+    assert "raw_flux_mean" not in stored  # not a field of this data set
+    with pytest.raises(ValueError, match="spectra is half present: no raw_"):
+        objects.store_optional(no_lc, ("spectra",))
+    with pytest.raises(ValueError, match="cannot be optional"):
+        objects.store_optional(example, ("radio",))
+    features = astrom3.model_input_features(("photometry",))
+    assert features["photometry_aux"].shape == (None, 6)
+    assert features["spectra"].shape == (3, schema.SPECTRUM_LENGTH)
