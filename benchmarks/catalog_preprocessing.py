@@ -2,12 +2,14 @@ r"""Catalogue preprocessing throughput: objects/s from raw files to features.
 
 Generates a synthetic release (astrom3_jax.data.synthetic), writes it as a
 user's catalogue (light curves extracted to .dat files, spectra where the
-release keeps them, every row complete), then times
+release keeps them, every row complete, or none with --without_spectra),
+then times
 `astrom3_jax.data.catalog.preprocess` (table reading excluded, reading and
 parsing the raw files included) in this process and with worker processes:
 
   python benchmarks/catalog_preprocessing.py                  # 600 objects
   python benchmarks/catalog_preprocessing.py --n_objects 2000 --workers 0 2 4
+  python benchmarks/catalog_preprocessing.py --without_spectra  # no spectra
 
 Each setting runs --repeats times; the best time is reported (the machine
 may be shared). Worker runs include the pool's start-up (spawned processes
@@ -26,7 +28,7 @@ import zipfile
 from astrom3_jax.data import catalog, release_io, schema, synthetic
 
 
-def write_catalogue(root: str, out: str) -> str:
+def write_catalogue(root: str, out: str, spectra: bool = True) -> str:
     folder = release_io.split_folder(root, "full", 42)
     rows = [
         r
@@ -55,7 +57,9 @@ def write_catalogue(root: str, out: str) -> str:
                     "lightcurve": f"lightcurves/{r['name']}.dat",
                     "spectrum": release_io.spectrum_path(
                         root, r["target"], r["spec_filename"]
-                    ),
+                    )
+                    if spectra
+                    else "",
                     **{c: r[c] for c in schema.ALL_COLS},
                 }
             )
@@ -67,12 +71,19 @@ def main(argv=None):
     p.add_argument("--n_objects", type=int, default=600)
     p.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument(
+        "--without_spectra",
+        action="store_true",
+        help="rows without a spectrum (most of a real user's stars)",
+    )
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         root = synthetic.generate_release(
             os.path.join(tmp, "release"), preset="small", n_objects=args.n_objects
         )
-        path = write_catalogue(str(root), os.path.join(tmp, "catalogue"))
+        path = write_catalogue(
+            str(root), os.path.join(tmp, "catalogue"), not args.without_spectra
+        )
         stats = catalog.NormalisationStats.from_info_json(
             os.path.join(release_io.split_folder(root, "full", 42), "info.json")
         )

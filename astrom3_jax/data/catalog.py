@@ -608,9 +608,17 @@ def _work_chunk(rows):
     return [_work_one(r) for r in rows]
 
 
+POOL_MIN_ROWS = 512
+
+
 def default_workers(n_rows: int) -> int:
-    """Worker processes for n_rows: none for small tables (start-up costs ~2 s)."""
-    return min(os.cpu_count() or 1, 8) if n_rows > 64 else 0
+    """Worker processes for n_rows: none below POOL_MIN_ROWS.
+
+    Spawned workers take 1-2 s to start (numpy, astropy), about what 200
+    rows with spectra or 1,000 without take in this process
+    (benchmarks/catalog_preprocessing.py).
+    """
+    return min(os.cpu_count() or 1, 8) if n_rows >= POOL_MIN_ROWS else 0
 
 
 def iter_processed(
