@@ -36,7 +36,19 @@ Relative paths resolve against the folder of the table. A blank cell means
 Every present modality goes through the builder's own functions
 (preprocessing.normalise_catalogue / preprocess_light_curve /
 preprocess_spectrum, release_io.parse_dat / read_spectrum), so a row gives
-exactly the features the builder writes for the same raw files.
+exactly the features the builder writes for the same raw files. The
+catalogue columns and the light curve's 4 photometric channels are z-scored
+with a model's training statistics (normalisation.NormalisationStats):
+
+    stats = normalisation.read_stats(workdir)  # or .from_info_json(path)
+    out = preprocess("stars.csv", stats, skip_bad=True,
+                     bad_rows_path="bad_rows.csv")
+    out.examples[0].features, out.examples[0].present
+
+The `catalog` data set config (python -m tfds_builders.build --config
+catalog --manual_dir DIR) builds a TFDS data set from DIR/catalog.csv with
+the same functions; there every row needs a light curve
+(names.CATALOG_OPTIONAL_MODALITIES are the ones it may lack).
 
 Bad rows (unreadable file, too few light-curve points, a blank or NaN
 catalogue value, an unknown class, ...) stop `preprocess` with an error that
