@@ -103,8 +103,14 @@ ID, NAME, LABEL, LIGHTCURVE, SPECTRUM, SPLIT = (
     "spectrum",
     "split",
 )
-SPLIT_VALUES = {"train": "train", "validation": "validation", "val": "validation"}
-SPLIT_VALUES["test"] = "test"
+FIXED = (ID, NAME, LABEL, LIGHTCURVE, SPECTRUM, SPLIT)
+# `split` cells (lower-cased) -> TFDS split names.
+SPLIT_VALUES = {
+    "train": "train",
+    "validation": "validation",
+    "val": "validation",
+    "test": "test",
+}
 
 
 class CatalogError(errors.UserError, ValueError):
@@ -189,7 +195,9 @@ class CatalogExample:
     modality: photometry, photometry_aux, raw_flux_mean, raw_flux_mad,
     raw_time_min, raw_time_max / spectra, raw_spectrum_mean,
     raw_spectrum_mad / metadata). An absent modality's features are left
-    out. `label` is the class index, -1 when the row has none.
+    out (`objects.store_optional` gives the stored form of a config with
+    optional modalities). `label` is the class index, -1 when the row has
+    none.
     """
 
     row: int
@@ -251,30 +259,30 @@ def _lower_columns(table, path: str, what: str) -> dict[str, str]:
     return out
 
 
-def _cell(table, col: str | None, i: int):
-    """The cell's value, or None when the column is missing or the cell blank."""
+def _cells(table, col: str | None) -> list:
+    """A column's values as Python objects; None for a masked or blank cell
+    (and for every cell when the column is missing)."""
     if col is None:
-        return None
+        return [None] * len(table)
     column = table[col]
-    mask = getattr(column, "mask", None)
-    if mask is not None and np.ndim(mask) and bool(mask[i]):
-        return None
-    value = column[i]
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
-    if isinstance(value, str | np.str_):
-        value = str(value).strip()
-        return value or None
-    return value
+    mask = np.ma.getmaskarray(column) if hasattr(column, "mask") else None
+    out = []
+    for i, value in enumerate(np.asarray(column).tolist()):
+        if mask is not None and mask.ndim == 1 and mask[i]:
+            value = None
+        elif isinstance(value, bytes):
+            value = value.decode("utf-8", "replace")
+        if isinstance(value, str):
+            value = value.strip() or None
+        out.append(value)
+    return out
 
 
 def _text(value) -> str | None:
     if value is None:
         return None
-    if isinstance(value, float | np.floating) and not np.isfinite(value):
+    if isinstance(value, float) and not math.isfinite(value):
         return None
-    if isinstance(value, np.integer):
-        return str(int(value))
     return str(value)
 
 
@@ -324,9 +332,10 @@ def read_catalog(path: str | os.PathLike) -> Catalog:
             f"({', '.join(schema.META_COLS)}) or none"
         )
     folder = os.path.dirname(path)
+    cell = {key: _cells(table, cols.get(key)) for key in (*FIXED, *schema.ALL_COLS)}
     rows, seen = [], {}
     for i in range(len(table)):
-        oid = _text(_cell(table, cols[ID], i))
+        oid = _text(cell[ID][i])
         if oid is None:
             raise CatalogError(f"catalogue {path}, row {i}: blank id")
         if oid in seen:
@@ -338,11 +347,11 @@ def read_catalog(path: str | os.PathLike) -> Catalog:
         problems = []
         values = []
         for c in schema.ALL_COLS:
-            v, problem = _number(_cell(table, cols.get(c), i), c)
+            v, problem = _number(cell[c][i], c)
             values.append(v)
             if problem:
                 problems.append(problem)
-        split = _text(_cell(table, cols.get(SPLIT), i))
+        split = _text(cell[SPLIT][i])
         if SPLIT in cols:
             key = (split or "").lower()
             if key not in SPLIT_VALUES:
@@ -355,12 +364,10 @@ def read_catalog(path: str | os.PathLike) -> Catalog:
             CatalogRow(
                 index=i,
                 id=oid,
-                name=_text(_cell(table, cols.get(NAME), i)) or oid,
-                label=_text(_cell(table, cols.get(LABEL), i)),
-                lightcurve=_resolve(
-                    folder, _text(_cell(table, cols.get(LIGHTCURVE), i))
-                ),
-                spectrum=_resolve(folder, _text(_cell(table, cols.get(SPECTRUM), i))),
+                name=_text(cell[NAME][i]) or oid,
+                label=_text(cell[LABEL][i]),
+                lightcurve=_resolve(folder, _text(cell[LIGHTCURVE][i])),
+                spectrum=_resolve(folder, _text(cell[SPECTRUM][i])),
                 values=tuple(values),
                 split=split,
                 problem="; ".join(problems),
