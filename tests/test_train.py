@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -360,27 +361,60 @@ def test_two_hosts_train_like_one_host(tmp_path):
     assert [r["epoch"] for r in metrics_lib.read_metrics(two)] == [0, 1]
 
 
+PRETRAIN_SMOKE = os.path.join(ROOT, "tests", "fixtures", "pretrain_smoke")
+
+
+def _record_fixture_module():
+    """tests/fixtures/pretrain_smoke/record_fixture.py (CPU signature, paths)."""
+    import importlib.util
+
+    path = os.path.join(PRETRAIN_SMOKE, "record_fixture.py")
+    spec = importlib.util.spec_from_file_location("pretrain_smoke_record", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def test_shared_loop_reproduces_the_pre_refactor_metrics(tmp_path):
-    """Pre-training moved onto the task-agnostic loop: same numbers, bit for bit."""
-    path = os.path.join(
-        ROOT,
-        "tests",
-        "fixtures",
-        "pretrain_smoke",
-        "metrics_before_task_refactor.jsonl",
-    )
+    """Pre-training moved onto the task-agnostic loop: same numbers, bit for bit.
+
+    XLA:CPU's numbers depend on the CPU class and the jax/jaxlib release, so
+    the reference is the pre-refactor run recorded on a machine of this one's
+    signature, compared exactly; on a machine without one, the original
+    recording is compared within a relative 1e-5 (see the fixture README).
+    """
+    rec = _record_fixture_module()
+    exact = os.path.exists(rec.fixture_path())
+    path = rec.fixture_path() if exact else rec.ORIGINAL
     with open(path) as f:
         want = [json.loads(line) for line in f]
     wd = str(tmp_path / "run")
     train_lib.train_and_evaluate(tiny_config(), wd, sources=fake_sources())
     got = metrics_lib.read_metrics(wd)
     assert len(got) == len(want) == 3
+    how = (
+        f"no fixture for CPU signature {rec.cpu_signature()} "
+        f"({rec.cpu_signature_text()}): compared within rtol=1e-5 to "
+        f"{os.path.basename(path)}; bit-exactness is checked only on machines "
+        "with a recorded fixture; to record one, see "
+        "tests/fixtures/pretrain_smoke/README.md"
+    )
     timing = ("train_samples_per_s", "epoch_time_s")
     for g, w in zip(got, want, strict=True):
         assert set(g) == set(w)
         for k in w:
-            if k not in timing:
-                assert g[k] == w[k], (w["epoch"], k)
+            if k in timing:
+                continue
+            if exact:
+                assert g[k] == w[k], (w["epoch"], k, g[k], w[k], path)
+            else:
+                assert g[k] == pytest.approx(w[k], rel=1e-5, abs=0), (
+                    w["epoch"],
+                    k,
+                    how,
+                )
+    if not exact:
+        warnings.warn(how, stacklevel=1)
 
 
 def test_workdir_of_another_run_is_refused_before_any_data_is_read(tmp_path):
