@@ -68,14 +68,57 @@ def _held_model_files(workdir: pathlib.Path) -> list[pathlib.Path]:
     return [workdir / n for n in names if (workdir / n).exists()]
 
 
-def import_to_workdir(source, workdir, *, cache_dir=None, overwrite=False):
+def release_info_json(source, *, info_json=None, release_dir=None, cache_dir=None):
+    """The release configuration's info.json that published weights were
+    trained with (its split seed read from the name, AstroM3-CLIP-<seed>,
+    default 42): `info_json` as given, else from the release folder
+    `release_dir`, else downloaded from the Hub's data set repository."""
+    from astrom3_jax.data import hub, normalisation
+    from astrom3_jax.data.astrom3_tfds import hub_release
+    from astrom3_jax.training import init_from
+
+    if info_json:
+        return pathlib.Path(info_json)
+    got = init_from.data_of({}, str(source))
+    seed = got[1] if got else 42
+    relative = f"splits/full/{seed}/info.json"
+    if release_dir:
+        return pathlib.Path(release_dir) / relative
+    if pathlib.Path(str(source)).expanduser().exists():
+        raise normalisation.MissingStatsError(
+            f"{source} is a local folder: pass --info_json or --release_dir"
+        )
+    return hub.download(
+        hub_release.REPO_ID,
+        relative,
+        repo_type=hub_release.REPO_TYPE,
+        cache_dir=cache_dir,
+        quiet=True,
+    )
+
+
+def import_to_workdir(
+    source,
+    workdir,
+    *,
+    cache_dir=None,
+    overwrite=False,
+    info_json=None,
+    release_dir=None,
+):
     """Published weights (folder or Hub id) -> a workdir our tools accept.
 
     A workdir that already holds a model (config.json or checkpoints/) is
     refused unless `overwrite=True`, which replaces both; other files in it
     stay. The weights are read and checked before anything is replaced.
+    The normalisation statistics of the release configuration the weights
+    were trained on are recorded too (see `release_info_json`); where that
+    file cannot be had (offline), a warning says how to record them later.
     Returns (model, config, ignored tensor names).
     """
+    from absl import logging
+
+    from astrom3_jax.data import normalisation
     from astrom3_jax.training import workdir as workdir_lib
 
     workdir = pathlib.Path(workdir).expanduser()
@@ -96,6 +139,22 @@ def import_to_workdir(source, workdir, *, cache_dir=None, overwrite=False):
         else:
             path.unlink()
     workdir_lib.save_model_only(str(workdir), model, config)
+    try:
+        path = release_info_json(
+            source, info_json=info_json, release_dir=release_dir, cache_dir=cache_dir
+        )
+        stats = normalisation.NormalisationStats.from_info_json(path)
+    except (errors.UserError, OSError) as e:
+        logging.warning(
+            "Imported %s without normalisation statistics (%s). Record them "
+            "before predicting: python -m astrom3_jax.data.normalisation "
+            "--workdir %s --info_json RELEASE/splits/full/<seed>/info.json",
+            source,
+            e,
+            workdir,
+        )
+    else:
+        normalisation.write_stats(workdir, stats)
     return model, config, ignored
 
 

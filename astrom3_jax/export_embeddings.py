@@ -18,7 +18,10 @@ key sample is drawn from the model's run seed by the evaluation key rule,
 so exporting a checkpoint reproduces the embeddings its validation pass
 saw, and `model.embed` gives the same rows. Only process 0 writes.
 Single-modality classifiers have no projection: their "embedding" is the
-L2-normalised encoder output.
+L2-normalised encoder output. Objects lacking a modality (data sets with
+incomplete objects) are all exported: the index records
+`<modality>_present` per object, the absent rows of `<modality>.npy` are
+NaN and `fused` is the mean of what the object has.
 """
 
 from __future__ import annotations
@@ -122,7 +125,15 @@ def export(
             predictor, sources[split], config, batch_size, progress=progress
         )
         logits = outputs.pop("logits", None)
-        index = {k: _text(v) for k, v in columns.items() if k != "label"}
+        for name in config.model.modalities:  # objects lacking a modality
+            flags = outputs.pop(store.presence_column(name), None)
+            if flags is not None:
+                columns[store.presence_column(name)] = np.asarray(flags) > 0
+        index = {
+            k: v if v.dtype == bool else _text(v)
+            for k, v in columns.items()
+            if k != "label"
+        }
         n = len(columns["label"])
         index.setdefault("id", np.asarray([str(i) for i in range(n)]))
         index.setdefault("name", index["id"])

@@ -179,7 +179,11 @@ def finetune_and_evaluate(
     init_from.take_architecture(config, say=loop.say)
     validate.check_config(config)
     checkpoints.check_config(workdir, config)
-    sources = sources if sources is not None else finetune_sources(config)
+    if sources is None:
+        from astrom3_jax.data import datasets
+
+        sources = finetune_sources(config)
+        datasets.record_stats(config.dataset, config.data_dir or None, workdir)
     outcome = loop.train(
         config,
         workdir,

@@ -10,8 +10,9 @@ Export (our workdir -> PyTorch-layout safetensors + config.json):
 Mistakes a user can fix (a missing folder, a Hub id that cannot be fetched,
 a workdir that already holds a model, a damaged weights file, a missing
 flag) print one line, `error: ...`, on stderr and exit with status 1, as
-every command line of the project does (astrom3_jax/cli/__init__.py). Library logs
-below WARNING are hidden unless --verbosity is given.
+the training, fine-tuning, export, predict and plan commands do
+(astrom3_jax/cli); the analysis commands use argparse's status 2. Library
+logs below WARNING are hidden unless --verbosity is given.
 """
 
 from __future__ import annotations
@@ -40,7 +41,22 @@ _OUT = flags.DEFINE_string(
     "out", None, "Export: folder for config.json + model.safetensors."
 )
 _STEP = flags.DEFINE_string("step", None, "Export: 'best', 'latest' or a step number.")
-_CACHE = flags.DEFINE_string("cache_dir", None, "Where Hub downloads go.")
+_CACHE = flags.DEFINE_string(
+    "cache_dir",
+    None,
+    "Hugging Face cache folder for Hub downloads (default: the shared HF cache).",
+)
+_INFO_JSON = flags.DEFINE_string(
+    "info_json",
+    None,
+    "Import: the release configuration's info.json whose normalisation "
+    "statistics the weights were trained with (default: downloaded).",
+)
+_RELEASE_DIR = flags.DEFINE_string(
+    "release_dir",
+    None,
+    "Import: a local copy of the data release to read that info.json from.",
+)
 
 
 def _step(value):
@@ -73,6 +89,8 @@ def _import():
         _WORKDIR.value,
         cache_dir=_CACHE.value,
         overwrite=_OVERWRITE.value,
+        info_json=_INFO_JSON.value,
+        release_dir=_RELEASE_DIR.value,
     )
     print(
         f"imported {_SOURCE.value} ({config.reference_kind}) into {_WORKDIR.value}; "

@@ -43,7 +43,11 @@ def run(
     init_from.take_architecture(config, say=loop.say)
     validate.check_config(config)
     checkpoints.check_config(workdir, config)
-    sources = sources if sources is not None else train_sources(config)
+    if sources is None:
+        from astrom3_jax.data import datasets
+
+        sources = train_sources(config)
+        datasets.record_stats(config.dataset, config.data_dir or None, workdir)
     return loop.train(
         config,
         workdir,

@@ -458,8 +458,8 @@ def test_report_and_compare(export, tmp_path):
         check=True,
     )
     lines = result.stdout.splitlines()
-    assert lines[0] == "| metric | pre | rand | difference |"
-    assert "| accuracy.fused.probe | 1.000 | 0.250 | -0.750 |" in lines
+    assert lines[0] == "| metric | pre | rand | pre - rand |"
+    assert "| accuracy.fused.probe | 1.000 | 0.250 | 0.750 |" in lines
     assert f"| silhouette.fused.M:carbon/oxygen | {silhouette:.3f} | - | - |" in lines
     assert not any(line.startswith("| export.") for line in lines)
 

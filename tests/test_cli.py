@@ -219,7 +219,7 @@ def test_resume_summary_and_quiet_logs(tmp_path):
     # Killed right after the mid-epoch checkpoint of step 3 (epoch 1).
     p = train_on_fakes(wd, kill_after=3)
     assert p.returncode == 9, p.stdout[-2000:] + p.stderr[-3000:]
-    assert p.stdout.startswith("started from scratch\nepoch 0: train_loss=")
+    assert p.stdout.startswith("started from scratch\nepoch 0: loss=")
     assert not ABSL_INFO.search(p.stderr), p.stderr[:3000]  # quiet by default
     assert "tracked_metric" not in p.stderr  # mid-epoch saves have no metrics
     assert "Traceback" not in p.stderr

@@ -121,3 +121,66 @@ def test_classifier_export_has_logits(tmp_path):
     # The export of the best checkpoint reproduces the test predictions.
     np.testing.assert_allclose(got.logits, pred["logits"], rtol=1e-5, atol=1e-5)
     assert got.embeddings["metadata"].shape[0] == 19
+
+
+def test_export_of_a_probsparse_checkpoint_equals_its_validation_pass(
+    tmp_path, monkeypatch
+):
+    """The evaluation key rule: the loop's last validation pass, the export of
+    the checkpoint saved right after it (another batch size) and embed() of
+    the loaded model give the same embeddings (ProbSparse draws a key sample)."""
+    from astrom3_jax.training import loop
+
+    seen = {}
+    evaluate = loop.Run.evaluate
+
+    def recording(self, batches, prefix):
+        metrics, outputs = evaluate(self, batches, prefix)
+        seen[int(self.state["step"])] = outputs
+        return metrics, outputs
+
+    monkeypatch.setattr(loop.Run, "evaluate", recording)
+    wd = str(tmp_path / "run")
+    c = tiny_config(num_epochs=1, max_steps_per_epoch=2)
+    assert c.model.photometry.attention == "probsparse"
+    src = sources()
+    train_lib.train_and_evaluate(c, wd, sources=src)
+    ((step, validation),) = seen.items()
+    out = export_embeddings.export(
+        wd,
+        "synthetic_small",
+        ["validation"],
+        str(tmp_path / "emb"),
+        step="latest",
+        batch_size=8,  # the validation pass ran at eval_batch_size
+        sources=src,
+        progress=False,
+    )
+    got = store.load_split(out, "validation")
+    model, config = api.load_model(wd, step="latest")
+    direct = direct_embeddings(model, config, src["validation"])
+    for name in config.model.modalities:
+        np.testing.assert_allclose(
+            got.embeddings[name], validation[name], rtol=0, atol=1e-6, err_msg=name
+        )
+        np.testing.assert_allclose(
+            direct[name], validation[name], rtol=0, atol=1e-6, err_msg=name
+        )
+    # The photometry encoder's sample matters: another key gives other rows.
+    other = model.embed(**_pipeline_inputs(config, src["validation"]), seed=7)
+    assert (
+        np.abs(np.asarray(other["photometry"]) - validation["photometry"]).max() > 1e-4
+    )
+
+
+def _pipeline_inputs(config, source):
+    (batch,) = list(
+        pipeline.make_eval_batches(
+            source,
+            batch_size=len(source),
+            modalities=tuple(config.model.modalities),
+            seq_len=config.seq_len,
+        )
+    )
+    keys = ("photometry", "photometry_mask", "spectra", "metadata")
+    return {k: batch[k] for k in keys}

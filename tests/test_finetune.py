@@ -32,7 +32,9 @@ PRETRAIN_2_DEVICES = textwrap.dedent(
     flags.FLAGS.mark_as_parsed()
     from tests import test_train as t
     from astrom3_jax import train_lib
-    c = t.tiny_config(num_epochs=2, max_steps_per_epoch=2)
+    # keep_best=2: two epochs' checkpoints stay, so init_from_step can pick
+    # one that is not the default (best).
+    c = t.tiny_config(num_epochs=2, max_steps_per_epoch=2, keep_best=2)
     train_lib.train_and_evaluate(c, sys.argv[1], sources=t.fake_sources())
     """
 )
@@ -109,14 +111,53 @@ def test_init_from_takes_exactly_the_shared_arrays(pretrained, tmp_path, mode):
 
 def test_init_from_step_is_honoured(pretrained, tmp_path):
     with checkpoints.make_manager(pretrained) as m:
-        steps = sorted(m.all_steps())
-    first = steps[0]
-    c = ft_config("meta,full,clip", init_from=pretrained, init_from_step=str(first))
+        steps, best = sorted(m.all_steps()), m.best_step()
+    # A step that is not the default ('best'): code ignoring the option fails.
+    others = [s for s in steps if s != best]
+    assert others, f"the pre-training kept only its best step {steps}"
+    pick = others[0]
+    c = ft_config("meta,full,clip", init_from=pretrained, init_from_step=str(pick))
     model, _ = init_from.load_source(c)
-    want, _ = workdir_lib.restore_model(pretrained, first)
+    want, _ = workdir_lib.restore_model(pretrained, pick)
+    default, _ = workdir_lib.restore_model(pretrained, "best")
     a, b = _flat(nnx.state(model, nnx.Param)), _flat(nnx.state(want, nnx.Param))
     for k in a:
         np.testing.assert_array_equal(a[k], b[k])
+    d = _flat(nnx.state(default, nnx.Param))
+    assert any(not np.array_equal(a[k], d[k]) for k in a)
+
+
+def test_sizes_come_from_init_from(pretrained, tmp_path):
+    """The user sets task, data and hyperparameters; the sizes come from the
+    pre-training (here 32-row light curves, d_model 8), and a size set
+    explicitly that contradicts it is refused with the difference named."""
+    c = finetune.get_config("all,full,clip,smoke")
+    c.init_from = pretrained
+    source = workdir_lib.load_any_config(pretrained)
+    assert c.seq_len != source.seq_len  # the preset's sizes differ
+    init_from.take_architecture(c)
+    assert c.seq_len == c.model.photometry.seq_len == source.model.photometry.seq_len
+    for name, fields in init_from.ENCODER_FIELDS.items():
+        for f in fields:
+            assert list(np.atleast_1d(c.model[name][f])) == list(
+                np.atleast_1d(source.model[name][f])
+            ), (name, f)
+    assert c.model.embed_dim == source.model.embed_dim
+    bad = finetune.get_config("all,full,clip,smoke")
+    bad.init_from = pretrained
+    bad.model.photometry.d_model = 64
+    with pytest.raises(
+        errors.ConfigError, match=r"model.photometry.d_model: you set 64"
+    ):
+        init_from.take_architecture(bad)
+
+
+def test_a_mistyped_init_from_leaves_nothing_behind(tmp_path):
+    wd = tmp_path / "ft"
+    c = ft_config("meta,full,clip", init_from=str(tmp_path / "no_such_run"))
+    with pytest.raises(errors.ConfigError, match="no_such_run"):
+        finetune_lib.finetune_and_evaluate(c, str(wd), sources=ft_sources())
+    assert not wd.exists() or not os.listdir(wd)
 
 
 def test_seed_and_release_guard(pretrained, tmp_path):

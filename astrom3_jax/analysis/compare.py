@@ -5,7 +5,8 @@
 
 Rows are the numeric headline entries, named by their path in the summary
 (e.g. 'accuracy.fused.probe'); with exactly two summaries a last column
-gives the difference (second minus first).
+gives the difference first minus second (with [pretrained, control], a
+positive number is what training gained), as the notebooks' tables do.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def markdown(summaries: Sequence[Mapping], names: Sequence[str]) -> str:
     headers = ["metric", *names]
     two = len(flat) == 2
     if two:
-        headers.append("difference")
+        headers.append(f"{names[0]} - {names[1]}")
     rows = []
     for key in keys:
         values = [f.get(key) for f in flat]
@@ -55,7 +56,7 @@ def markdown(summaries: Sequence[Mapping], names: Sequence[str]) -> str:
         if two:
             a, b = values
             ok = all(isinstance(v, (int, float)) and math.isfinite(v) for v in (a, b))
-            row.append(b - a if ok else None)
+            row.append(a - b if ok else None)
         rows.append(row)
     return _common.markdown_table(headers, rows)
 

@@ -8,14 +8,22 @@ embeddings, mislabel and outlier hunting, maps) run without JAX or a model::
       manifest.json          what was exported (see `write_manifest`)
       <split>/               train, val, test, unseen, ...
         <modality>.npy       float32 (N, D), each row L2-normalised
-        fused.npy            float32 (N, D), mean of the modality rows
+        fused.npy            float32 (N, D), mean of the object's modality rows
         logits.npy           float32 (N, C), optional classifier outputs
         index.npz            per-object columns, row i <-> row i of every .npy:
                                id, name     str (N,)
                                label        int64 (N,), index into class_names
                                true_target  str (N,), optional ground truth
                                subtype      str (N,), optional ground truth
+                               <modality>_present  bool (N,), optional: False
+                                 where the object lacks that modality
                                (any further (N,) columns are kept as given)
+
+Objects lacking a modality (a star without a spectrum): where the index has
+a `<modality>_present` column, the rows of absent objects in
+`<modality>.npy` are NaN (no embedding is invented for data that does not
+exist), and `fused` is the mean of the modalities the object has. A split
+without these columns is complete.
 
 `fused` is the mean of the per-modality unit vectors, as AstroM3 fuses its
 modalities (Rizhko & Bloom 2024, arXiv:2411.08842). It is not re-normalised,
@@ -39,6 +47,7 @@ __all__ = [
     "Split",
     "list_splits",
     "load_split",
+    "presence_column",
     "read_manifest",
     "save_split",
     "write_manifest",
@@ -95,6 +104,11 @@ class Split:
             raise ValueError(f"split {self.name!r} has no true_target column")
         return self.label_names != self.index["true_target"]
 
+    def present(self, modality: str) -> np.ndarray:
+        """True where the object has `modality` (every row for 'fused')."""
+        col = self.index.get(presence_column(modality))
+        return np.ones(len(self), bool) if col is None else col.astype(bool)
+
     def unit(self, key: str) -> np.ndarray:
         """Row-normalised float64 copy of one embedding (use for 'fused')."""
         return normalise_rows(self.embeddings[key], f"{self.name}/{key}")
@@ -133,8 +147,22 @@ def _check_name(name: str, what: str) -> str:
     return name
 
 
-def _check_finite(x: np.ndarray, what: str, ids: np.ndarray | None = None) -> None:
+def presence_column(modality: str) -> str:
+    return f"{modality}_present"
+
+
+def _check_finite(
+    x: np.ndarray, what: str, ids: np.ndarray | None = None, absent=None
+) -> None:
+    """Finite values everywhere but on `absent` rows, which must be all NaN."""
     bad = ~np.isfinite(x)
+    if absent is not None:
+        bad[absent] = False
+        if not np.isnan(x[absent]).all():
+            row = np.flatnonzero(absent & ~np.isnan(x).all(axis=1))[0]
+            raise ValueError(
+                f"{what}: row {_row(row, ids)} is flagged absent but is not NaN"
+            )
     if bad.any():
         row = np.argwhere(bad)[0][0]
         raise ValueError(f"{what}: non-finite value in row {_row(row, ids)}")
@@ -188,17 +216,24 @@ def save_split(
         raise ValueError(f"{where}: no embeddings given")
     ids = np.asarray(index.get("id", ()))
     n = len(ids)
-    units = {}
+    units, here = {}, {}
     for modality, emb in embeddings.items():
         _check_name(modality, f"{where}: modality")
         if modality in _RESERVED:
             raise ValueError(f"{where}: modality name {modality!r} is reserved")
-        emb = np.asarray(emb)
+        emb = np.asarray(emb, np.float64)
         what = f"{where}, modality {modality!r}"
         if emb.ndim != 2 or emb.shape[0] != n:
             raise ValueError(f"{what}: shape {emb.shape}, expected ({n}, D) (N = ids)")
-        _check_finite(emb, what, ids)
-        units[modality] = normalise_rows(emb, what, ids)
+        flags = index.get(presence_column(modality))
+        here[modality] = np.ones(n, bool) if flags is None else np.asarray(flags, bool)
+        emb = np.where(here[modality][:, None], emb, np.nan)
+        _check_finite(emb, what, ids, absent=~here[modality])
+        unit = np.full_like(emb, np.nan)
+        unit[here[modality]] = normalise_rows(
+            emb[here[modality]], what, ids[here[modality]] if n else None
+        )
+        units[modality] = unit
     dims = {m: u.shape[1] for m, u in units.items()}
     if len(set(dims.values())) != 1:
         raise ValueError(f"{where}: modalities differ in dimension {dims}")
@@ -212,7 +247,12 @@ def save_split(
     folder.mkdir(parents=True, exist_ok=True)
     for modality, unit in units.items():
         np.save(folder / f"{modality}.npy", unit.astype(np.float32))
-    fused = np.mean(np.stack(list(units.values())), axis=0)
+    count = np.sum([h for h in here.values()], axis=0)
+    if n and (count == 0).any():
+        row = int(np.flatnonzero(count == 0)[0])
+        raise ValueError(f"{where}: object {_row(row, ids)} has no modality at all")
+    total = np.sum([np.where(here[m][:, None], u, 0.0) for m, u in units.items()], 0)
+    fused = total / np.maximum(count, 1)[:, None]
     np.save(folder / f"{FUSED}.npy", fused.astype(np.float32))
     if logits is not None:
         np.save(folder / LOGITS, logits.astype(np.float32))
@@ -270,7 +310,9 @@ def list_splits(out_dir) -> list[str]:
     return listed + [s for s in present if s not in listed]
 
 
-def _load_array(path: pathlib.Path, ids: np.ndarray, ndim_what: str) -> np.ndarray:
+def _load_array(
+    path: pathlib.Path, ids: np.ndarray, ndim_what: str, absent=None
+) -> np.ndarray:
     n = len(ids)
     try:
         arr = np.load(path, allow_pickle=False)
@@ -278,7 +320,7 @@ def _load_array(path: pathlib.Path, ids: np.ndarray, ndim_what: str) -> np.ndarr
         raise ValueError(f"{path}: cannot read: {err}") from None
     if arr.ndim != 2 or arr.shape[0] != n:
         raise ValueError(f"{path}: shape {arr.shape}, expected ({n}, {ndim_what})")
-    _check_finite(arr, str(path), ids)
+    _check_finite(arr, str(path), ids, absent=absent)
     return arr
 
 
@@ -304,7 +346,9 @@ def load_split(out_dir, split: str) -> Split:
         path = folder / f"{name}.npy"
         if not path.is_file():
             raise FileNotFoundError(f"{path}: missing (manifest lists {modalities})")
-        embeddings[name] = _load_array(path, index["id"], "D")
+        flags = index.get(presence_column(name))
+        absent = None if flags is None else ~flags.astype(bool)
+        embeddings[name] = _load_array(path, index["id"], "D", absent)
     logits = None
     if (folder / LOGITS).is_file():
         logits = _load_array(folder / LOGITS, index["id"], "C")

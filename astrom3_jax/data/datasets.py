@@ -141,6 +141,22 @@ def normalisation_stats(config_name: str, data_dir: str | None = None):
     return normalisation.stats_of_prepared(b.data_dir)
 
 
+def record_stats(config_name: str, data_dir: str | None, workdir: str) -> bool:
+    """Write the data set's training-split statistics into `workdir`, so that
+    `predict` can normalise new objects as this run's data was; False (with
+    a warning) when the prepared data predates recorded statistics."""
+    from astrom3_jax.data import normalisation
+
+    try:
+        stats = normalisation_stats(config_name, data_dir)
+    except normalisation.MissingStatsError as e:
+        logging.warning("No normalisation statistics recorded in %s: %s", workdir, e)
+        return False
+    if jax.process_index() == 0:
+        normalisation.write_stats(workdir, stats)
+    return True
+
+
 def split_names(config_name: str, data_dir: str | None = None) -> list[str]:
     """The splits a prepared data set holds (train, validation, test, unseen)."""
     return list(ensure_prepared(config_name, data_dir).info.splits)

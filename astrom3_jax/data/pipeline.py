@@ -237,6 +237,9 @@ def optional_fields(source, fields: Sequence[str], ragged_fields=()) -> frozense
     not variable-length by nature), or the in-memory copy's Ragged columns.
     """
     ragged = set(ragged_fields)
+    declared = getattr(source, "optional_fields", None)  # e.g. a catalogue's
+    if declared is not None:
+        return frozenset(f for f in fields if f in declared)
     if isinstance(source, PackedSource):
         return frozenset(
             f

@@ -1,10 +1,18 @@
-"""The one training loop and what plugs into it.
+"""The training layer: one loop, what plugs into it, and the machinery under it.
 
-- `loop.py`: resume / init_from / scratch, the epoch loop, evaluation,
-  checkpoints, early stopping; it knows nothing of CLIP or classes.
-- `tasks.py`: what differs between pre-training and fine-tuning (model
-  builder, per-device loss and eval outputs, split metrics, which
-  parameters train, which metric picks the best checkpoint).
+- `loop.py`: resume / init_from / scratch, the epoch loop, checkpoints,
+  early stopping; it knows nothing of CLIP or classes.
+- `tasks.py`: what differs between pre-training and fine-tuning (per-device
+  loss and eval outputs, init_from, which parameters train, which metric
+  picks the best checkpoint).
+- `evaluation.py`: the one evaluation path (data-parallel predict over a
+  data set) used by validation, test, export and predict;
+  `evaluators.py`: split-level metrics chosen by `config.evals`.
+- `losses.py`: the global-batch InfoNCE (with objects lacking modalities);
+  `sharding.py`: the ('data',) mesh and `jax.shard_map` helpers.
 - `optim.py`: the optimiser, warm-up and plateau / early-stopping state.
-- `init_from.py`: starting a run from another run's (or published) weights.
+- `checkpoints.py` (Orbax I/O), `workdir.py` (a workdir's or any source's
+  model), `init_from.py` (starting from another run's or published weights),
+  `metrics_writer.py` (metrics.jsonl + TensorBoard), `validate.py` (config
+  checks), `aot.py` (ahead-of-time compilation for planning TPU runs).
 """

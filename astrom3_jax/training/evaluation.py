@@ -34,6 +34,7 @@ from flax import nnx
 from jax.sharding import PartitionSpec as P
 
 from astrom3_jax import models
+from astrom3_jax.data.modalities import PRESENT_SUFFIX
 from astrom3_jax.training import sharding
 
 OutputsFn = Callable  # (model, batch, rngs, axis_name) -> (metrics, outputs)
@@ -46,9 +47,12 @@ def device_fields(batch: Mapping) -> dict:
 
 def model_outputs(model, batch, rngs, axis_name):
     """The default outputs: whatever the model gives per row (`predict_outputs`:
-    embeddings per modality, and logits for classifiers); no batch metrics."""
+    embeddings per modality, and logits for classifiers), plus the batch's
+    presence flags (`<modality>_present`) where it has them; no batch metrics."""
     del axis_name
-    return {}, model.predict_outputs(batch, rngs=rngs)
+    out = dict(model.predict_outputs(batch, rngs=rngs))
+    out.update({k: v for k, v in batch.items() if k.endswith(PRESENT_SUFFIX)})
+    return {}, out
 
 
 def make_predict_step(graphdef, mesh, outputs_fn: OutputsFn = model_outputs):

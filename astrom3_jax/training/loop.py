@@ -391,7 +391,9 @@ class Run:
         n = max(self.count, 1)
         out = {f"train_{k}": v / n for k, v in self.sums.items()}
         out["train_samples_per_s"] = self.count * c.batch_size / max(self.elapsed, 1e-9)
-        out["lr"] = c.learning_rate * self.schedule.lr_scale
+        # The rate the epoch's last step applied (warm-up and plateau included).
+        last = max(int(self.state["step"]) - 1, 0)
+        out["lr"] = optim.learning_rate(c, self.schedule, last, self.steps_per_epoch)
         self.sums, self.count, self.elapsed = {}, 0, 0.0
         return out
 
@@ -509,9 +511,19 @@ def say(message: str) -> None:
 
 
 def _summary(m: dict) -> str:
-    keys = ("train_loss", "val_loss", "val_accuracy", "lr", "train_samples_per_s")
-    out = [f"{k}={m[k]:.4g}" for k in keys if k in m]
-    out += [f"{k}={v:.3f}" for k, v in m.items() if k.startswith("val_full_recall@1")]
+    """One short epoch line (every metric is in metrics.jsonl and TensorBoard)."""
+    names = {
+        "train_loss": "loss",
+        "val_loss": "val_loss",
+        "val_accuracy": "val_acc",
+        "val_balanced_accuracy": "val_bal_acc",
+        "lr": "lr",
+        "train_samples_per_s": "samples/s",
+    }
+    out = [f"{short}={m[k]:.4g}" for k, short in names.items() if k in m]
+    recall = [v for k, v in m.items() if k.startswith("val_full_recall@1/")]
+    if recall:
+        out.append(f"val_recall@1={sum(recall) / len(recall):.3f} (mean)")
     return ", ".join(out)
 
 

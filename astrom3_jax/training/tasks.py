@@ -165,7 +165,7 @@ def _classify(model, batch, rngs, axis_name):
     logits = model(model_inputs(batch), rngs=rngs)
     labels = batch["label"]
     row_mask = _row_mask(batch, labels.shape[0])
-    names = model.modality_names
+    names = tuple(getattr(model, "modality_names", ()))
     if len(names) == 1 and names[0] + PRESENT_SUFFIX in batch:
         # A single-modality classifier leaves out objects without it.
         row_mask = row_mask * batch[names[0] + PRESENT_SUFFIX].astype(jnp.float32)
@@ -177,7 +177,7 @@ def _classify(model, batch, rngs, axis_name):
 
 
 def _classification_loss(model, batch, rngs, axis_name, *, modality_dropout=0.0):
-    if modality_dropout > 0 and len(model.modality_names) > 1:
+    if modality_dropout > 0 and len(getattr(model, "modality_names", ())) > 1:
         key = rngs["dropout"]()
         batch = drop_modalities(batch, model.modality_names, modality_dropout, key)
     _, loss, acc, _ = _classify(model, batch, rngs, axis_name)

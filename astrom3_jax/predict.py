@@ -1,0 +1,71 @@
+r"""Classes, embeddings and nearest known stars for your own stars.
+
+  python -m astrom3_jax.predict --workdir runs/all_sub10 \
+      --catalog my_stars/catalog.csv --out predictions/my_stars \
+      [--reference exports/clip_cpu] [--k 10] [--skip_bad] \
+      [--max_bad_fraction 0.05] [--step best] [--overwrite]
+
+--workdir is any workdir this project writes (a fine-tuned classifier, a
+CLIP pre-training, imported published weights) that holds the normalisation
+statistics of its training data (recorded by train, finetune and
+import_weights). --catalog is a table of your stars (format in the README,
+"Your own stars"); --reference an export of labelled objects (e.g. the
+training split) for nearest neighbours, a k-NN class vote (so a CLIP
+workdir classifies too), outlier and mislabel scores. What is written is
+described in astrom3_jax/predict_lib.py.
+"""
+
+from __future__ import annotations
+
+from absl import flags
+
+from astrom3_jax import cli, errors
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+    flags.DEFINE_string("workdir", None, "Workdir, weights folder or Hub model id.")
+    flags.DEFINE_string("catalog", None, "Catalogue table (CSV, ECSV, FITS, VOTable).")
+    flags.DEFINE_string("out", None, "Output folder.")
+    flags.DEFINE_string("reference", None, "Export of labelled reference objects.")
+    flags.DEFINE_integer("k", 10, "Nearest reference objects per star.")
+    flags.DEFINE_string("step", None, "'best' (default), 'latest' or a step number.")
+    flags.DEFINE_bool("skip_bad", False, "Leave bad rows out (listed in bad_rows.csv).")
+    flags.DEFINE_float(
+        "max_bad_fraction", 0.05, "With --skip_bad: fail above this share of bad rows."
+    )
+    flags.DEFINE_integer("batch_size", 256, "Global batch size.")
+    flags.DEFINE_integer("num_workers", None, "Preprocessing worker processes.")
+    flags.DEFINE_bool("overwrite", False, "Write into a non-empty --out.")
+    flags.mark_flags_as_required(["workdir", "catalog", "out"])
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise errors.ConfigError(f"unexpected arguments: {argv[1:]}")
+    from astrom3_jax import predict_lib
+
+    step = FLAGS.step
+    if step is not None and step.isdigit():
+        step = int(step)
+    result = predict_lib.predict(
+        FLAGS.workdir,
+        FLAGS.catalog,
+        FLAGS.out,
+        reference=FLAGS.reference,
+        k=FLAGS.k,
+        step=step,
+        skip_bad=FLAGS.skip_bad,
+        max_bad_fraction=FLAGS.max_bad_fraction,
+        batch_size=FLAGS.batch_size,
+        num_workers=FLAGS.num_workers,
+        overwrite=FLAGS.overwrite,
+    )
+    bad = f"; {len(result.bad_rows)} bad rows left out" if result.bad_rows else ""
+    print(f"predicted {len(result.ids)} stars into {FLAGS.out}{bad}")
+
+
+if __name__ == "__main__":
+    define_flags()
+    cli.main(main)
