@@ -29,9 +29,12 @@ How it is put together, and why:
   copy keeps only the present rows), handed to the transforms with zeros in
   the absent rows, and every batch carries, per requested modality m,
   `presence_key(m)` (float32 (B,): 1 where the object has all of m's
-  fields). The batch arrays of an absent modality's rows are zeros (the
-  light curve's mask rows too), whatever the transform wrote there. A data
-  set without holes gives all-ones flags and the same arrays as before.
+  fields) for every requested modality the data set lets objects lack. The
+  batch arrays of an absent modality's rows are zeros (the light curve's
+  mask rows too), whatever the transform wrote there. A data set without
+  holes gives no flags (everything present) and the same arrays as before:
+  its training computes exactly what it always did (a loss over all-ones
+  flags is the same number mathematically, not bit for bit once compiled).
 """
 
 from __future__ import annotations
@@ -447,7 +450,8 @@ class _BatchBuilder:
             if not has.all():  # absent rows hold zeros, whatever was written
                 got = {k: _zero_rows(v, ~has) for k, v in got.items()}
             out.update(got)
-            out[modalities_lib.presence_key(m.name)] = has.astype(np.float32)
+            if any(f in present for f in m.fields):  # a modality objects may lack
+                out[modalities_lib.presence_key(m.name)] = has.astype(np.float32)
         out[LABEL_KEY] = np.asarray(cols[LABEL_KEY], np.int32)
         for f in self.extra_fields:
             out[f] = cols[f]

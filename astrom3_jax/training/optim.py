@@ -66,7 +66,6 @@ class Schedule:
     plateau_bad: int = 0
     stop_best: float = float("inf")
     stop_bad: int = 0
-    best_accuracy: float = -1.0
 
     def end_of_epoch(self, config, epoch: int, val_loss: float) -> bool:
         """Steps reduce-on-plateau (after warm-up); True when to stop early."""
@@ -92,4 +91,9 @@ class Schedule:
 
     @classmethod
     def from_json(cls, d: dict) -> Schedule:
-        return cls(**{k: float("inf") if v is None else v for k, v in d.items()})
+        """From `to_json`; keys of older checkpoints that no longer exist
+        (e.g. best_accuracy) are ignored."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(
+            **{k: float("inf") if v is None else v for k, v in d.items() if k in known}
+        )
