@@ -16,6 +16,17 @@ Writes <root>/results.json (every run's test accuracy), results.md (mean
 and population std over seeds, paired t-test per row, as the paper's table)
 and results.png (test accuracy against subset, scratch vs CLIP, per mode).
 `--preset cpu` uses the synthetic survey (`synthetic_small_<subset>_<seed>`).
+
+Does pre-training on objects that lack modalities help? With
+`--compare incomplete` (synthetic presets only) the two arms are both
+pre-trained: `complete` on the complete objects only (synthetic_small) and
+`incomplete` on the same objects plus twice as many that lack a spectrum or
+catalogue values (synthetic_sky, whose labelled splits are synthetic_small's);
+each is fine-tuned and tested on the same labelled objects.
+`--modality_dropout P` fine-tunes with modality dropout; `--withhold
+spectra` also scores every fused (`all`) run on the test split with the
+spectra withheld (results_without_spectra.md). `--pretrain_epochs N`
+shortens the pre-trainings.
 """
 
 from __future__ import annotations
@@ -31,6 +42,16 @@ from astrom3_jax import cli
 
 MODES = ("photo", "spectra", "meta", "all")
 SUBSETS = ("full", "sub50", "sub25", "sub10")
+# The two arms each comparison contrasts (the first is the baseline).
+ARMS = {"scratch": ("scratch", "clip"), "incomplete": ("complete", "incomplete")}
+ARM_LABELS = {
+    "scratch": "scratch",
+    "clip": "CLIP",
+    "complete": "complete only",
+    "incomplete": "+ incomplete",
+}
+# The synthetic release each arm of the incomplete comparison reads.
+ARM_RELEASE = {"complete": "synthetic_small", "incomplete": "synthetic_sky"}
 MODE_NAMES = {
     "photo": "photometry",
     "spectra": "spectra",
@@ -51,40 +72,53 @@ DEFAULT_SECONDS = {
 class FinetuneRun:
     mode: str
     subset: str
-    clip: bool
+    arm: str  # scratch | clip | complete | incomplete
     seed: int
 
     @property
+    def clip(self) -> bool:
+        """Starts from a pre-training."""
+        return self.arm != "scratch"
+
+    @property
     def name(self) -> str:
-        init = "clip" if self.clip else "scratch"
-        return f"{self.mode}_{self.subset}_{init}_seed{self.seed}"
+        return f"{self.mode}_{self.subset}_{self.arm}_seed{self.seed}"
 
 
-def dataset_name(preset: str, subset: str, seed: int) -> str:
+def dataset_name(preset: str, subset: str, seed: int, arm: str = "clip") -> str:
     if preset == "paper":
         return f"{subset}_{seed}"
-    return f"synthetic_small_{subset}_{seed}"
+    return f"{ARM_RELEASE.get(arm, 'synthetic_small')}_{subset}_{seed}"
 
 
-def pretrain_config(preset: str, seed: int):
+def pretrain_config(preset: str, seed: int, arm: str = "clip", epochs: int = 0):
     from astrom3_jax.configs import pretrain
 
     c = pretrain.get_config(preset)
-    c.dataset = dataset_name(preset, "full", seed)
+    c.dataset = dataset_name(preset, "full", seed, arm)
     c.seed = seed
     c.progress_bar = False
+    if epochs:
+        c.num_epochs = epochs
     return c
 
 
-def finetune_config(preset: str, run: FinetuneRun, init_from: str, data_dir: str):
+def finetune_config(
+    preset: str,
+    run: FinetuneRun,
+    init_from: str,
+    data_dir: str,
+    modality_dropout: float = 0.0,
+):
     from astrom3_jax.configs import finetune
 
     arg = f"{run.mode},{run.subset}" + (",clip" if run.clip else "") + f",{preset}"
     c = finetune.get_config(arg)
-    c.dataset = dataset_name(preset, run.subset, run.seed)
+    c.dataset = dataset_name(preset, run.subset, run.seed, run.arm)
     c.seed = run.seed
     c.data_dir = data_dir
     c.progress_bar = False
+    c.modality_dropout = modality_dropout
     if run.clip:
         c.init_from = init_from
     return c
@@ -93,28 +127,51 @@ def finetune_config(preset: str, run: FinetuneRun, init_from: str, data_dir: str
 class Grid:
     """The planned runs of one grid root and their state on disk."""
 
-    def __init__(self, root, preset, seeds, modes, subsets, pretrained, data_dir=""):
+    def __init__(
+        self,
+        root,
+        preset,
+        seeds,
+        modes,
+        subsets,
+        pretrained,
+        data_dir="",
+        *,
+        compare="scratch",
+        modality_dropout=0.0,
+        withhold=(),
+        pretrain_epochs=0,
+    ):
         self.root, self.preset = root, preset
         self.seeds, self.modes, self.subsets = seeds, modes, subsets
         self.pretrained, self.data_dir = pretrained, data_dir
+        self.compare, self.arms = compare, ARMS[compare]
+        self.modality_dropout, self.withhold = modality_dropout, tuple(withhold)
+        self.pretrain_epochs = pretrain_epochs
         self.runs = [
-            FinetuneRun(m, s, clip, seed)
+            FinetuneRun(m, s, arm, seed)
             for seed in seeds
             for m in modes
             for s in subsets
-            for clip in (False, True)
+            for arm in self.arms
         ]
 
-    def pretrain_dir(self, seed: int) -> str:
-        return os.path.join(self.root, "pretrain", f"seed{seed}")
+    @property
+    def pretrain_arms(self) -> list[str]:
+        return [a for a in self.arms if a != "scratch"]
+
+    def pretrain_dir(self, seed: int, arm: str = "clip") -> str:
+        if arm == "clip":
+            return os.path.join(self.root, "pretrain", f"seed{seed}")
+        return os.path.join(self.root, "pretrain", arm, f"seed{seed}")
 
     def run_dir(self, run: FinetuneRun) -> str:
         return os.path.join(self.root, "finetune", run.name)
 
-    def init_from(self, seed: int) -> str:
+    def init_from(self, seed: int, arm: str = "clip") -> str:
         if self.pretrained == "published":
             return f"AstroMLCore/AstroM3-CLIP-{seed}"
-        return self.pretrain_dir(seed)
+        return self.pretrain_dir(seed, arm)
 
     @staticmethod
     def status(workdir: str) -> str:
@@ -125,7 +182,11 @@ class Grid:
     def _measured(self) -> dict:
         """Mean seconds of finished runs by kind ('pretrain' or subset)."""
         got = {}
-        dirs = [(self.pretrain_dir(s), "pretrain") for s in self.seeds]
+        dirs = [
+            (self.pretrain_dir(s, a), "pretrain")
+            for s in self.seeds
+            for a in self.pretrain_arms
+        ]
         dirs += [(self.run_dir(r), r.subset) for r in self.runs]
         for d, kind in dirs:
             path = os.path.join(d, DONE_FILE)
@@ -139,9 +200,10 @@ class Grid:
         est = dict(DEFAULT_SECONDS[self.preset], **self._measured())
         out = []
         for seed in self.seeds:
-            if self.pretrained == "train":
-                d = self.pretrain_dir(seed)
-                out.append(("pretrain", f"seed{seed}", self.status(d), est["pretrain"]))
+            for arm in self.pretrain_arms if self.pretrained == "train" else ():
+                d = self.pretrain_dir(seed, arm)
+                name = f"seed{seed}" if arm == "clip" else f"{arm}_seed{seed}"
+                out.append(("pretrain", name, self.status(d), est["pretrain"]))
             for r in (r for r in self.runs if r.seed == seed):
                 out.append(
                     ("finetune", r.name, self.status(self.run_dir(r)), est[r.subset])
@@ -169,12 +231,12 @@ class Grid:
         from astrom3_jax import finetune_lib, train_lib
 
         for seed in self.seeds:
-            if self.pretrained == "train":
-                d = self.pretrain_dir(seed)
+            for arm in self.pretrain_arms if self.pretrained == "train" else ():
+                d = self.pretrain_dir(seed, arm)
                 if self.status(d) != "done":
-                    log(f"[grid] pre-training seed {seed} in {d}")
+                    log(f"[grid] pre-training {arm} seed {seed} in {d}")
                     t0 = time.time()
-                    c = pretrain_config(self.preset, seed)
+                    c = pretrain_config(self.preset, seed, arm, self.pretrain_epochs)
                     c.data_dir = self.data_dir
                     train_lib.run(c, d)
                     self._mark_done(d, time.time() - t0)
@@ -184,39 +246,55 @@ class Grid:
                     continue
                 log(f"[grid] fine-tuning {r.name} in {d}")
                 t0 = time.time()
-                c = finetune_config(self.preset, r, self.init_from(seed), self.data_dir)
+                c = finetune_config(
+                    self.preset,
+                    r,
+                    self.init_from(seed, r.arm),
+                    self.data_dir,
+                    self.modality_dropout,
+                )
                 rep = finetune_lib.finetune_and_evaluate(c, d)
-                self._mark_done(d, time.time() - t0, {"accuracy": rep["accuracy"]})
+                extra = {"accuracy": rep["accuracy"]}
+                if self.withhold and r.mode == "all":
+                    held = finetune_lib.evaluate_withheld(c, d, self.withhold)
+                    extra[f"accuracy_without_{'_'.join(self.withhold)}"] = held[
+                        "accuracy"
+                    ]
+                self._mark_done(d, time.time() - t0, extra)
 
     # ----------------------------------------------------------- results
-    def collect(self) -> dict:
-        """{(mode, subset, 'scratch'|'clip'): {seed: test accuracy}}."""
+    def collect(self, eval_file: str = "eval.json") -> dict:
+        """{(mode, subset, arm): {seed: test accuracy}} from each run's
+        `eval_file`."""
         out = {}
         for r in self.runs:
-            path = os.path.join(self.run_dir(r), "eval.json")
+            path = os.path.join(self.run_dir(r), eval_file)
             if not os.path.exists(path):
                 continue
             with open(path) as f:
                 acc = json.load(f)["accuracy"]
-            key = (r.mode, r.subset, "clip" if r.clip else "scratch")
-            out.setdefault(key, {})[r.seed] = acc
+            out.setdefault((r.mode, r.subset, r.arm), {})[r.seed] = acc
         return out
 
 
-def summarize(results: dict, modes=MODES, subsets=SUBSETS) -> list[dict]:
-    """Per (mode, subset): mean and population std (%) of scratch and CLIP
-    over seeds, the mean gain, and a paired t-test over seeds in both."""
+def summarize(
+    results: dict, modes=MODES, subsets=SUBSETS, arms=ARMS["scratch"]
+) -> list[dict]:
+    """Per (mode, subset): mean and population std (%) of both arms (e.g.
+    scratch and CLIP) over seeds, the mean gain of the second over the
+    first, and a paired t-test over the seeds both have."""
     from scipy import stats
 
     rows = []
+    first, second = arms
     for mode in modes:
         for subset in subsets:
-            a = results.get((mode, subset, "scratch"), {})
-            b = results.get((mode, subset, "clip"), {})
+            a = results.get((mode, subset, first), {})
+            b = results.get((mode, subset, second), {})
             if not a and not b:
                 continue
-            row = {"mode": mode, "subset": subset}
-            for name, d in (("scratch", a), ("clip", b)):
+            row = {"mode": mode, "subset": subset, "arms": list(arms)}
+            for name, d in ((first, a), (second, b)):
                 v = 100 * np.asarray(list(d.values()), float)
                 row[name] = {
                     "mean": float(v.mean()) if len(v) else None,
@@ -247,22 +325,24 @@ def _cell(d) -> str:
     return f"{d['mean']:.2f} ± {d['std']:.2f}"
 
 
-def to_markdown(rows: list[dict]) -> str:
+def to_markdown(rows: list[dict], arms=ARMS["scratch"]) -> str:
+    a, b = arms
     lines = [
-        "| mode | subset | scratch | CLIP | gain | p (paired t) | seeds |",
+        f"| mode | subset | {ARM_LABELS[a]} | {ARM_LABELS[b]} | gain | "
+        "p (paired t) | seeds |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         gain = "-" if r["gain"] is None else f"{r['gain']:+.2f}"
         p = "-" if r["p_value"] is None else f"{r['p_value']:.3f}"
         lines.append(
-            f"| {MODE_NAMES[r['mode']]} | {r['subset']} | {_cell(r['scratch'])} | "
-            f"{_cell(r['clip'])} | {gain} | {p} | {len(r['paired_seeds'])} |"
+            f"| {MODE_NAMES[r['mode']]} | {r['subset']} | {_cell(r[a])} | "
+            f"{_cell(r[b])} | {gain} | {p} | {len(r['paired_seeds'])} |"
         )
     return "\n".join(lines) + "\n"
 
 
-def plot(rows: list[dict], path: str) -> None:
+def plot(rows: list[dict], path: str, arms=ARMS["scratch"]) -> None:
     # A Figure with its own Agg canvas: no pyplot, so a notebook's backend
     # is left alone.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -276,12 +356,12 @@ def plot(rows: list[dict], path: str) -> None:
     for ax, mode in zip(axes, modes, strict=True):
         mine = [r for r in rows if r["mode"] == mode]
         x = np.arange(len(mine))
-        for name, color in (("scratch", "tab:gray"), ("clip", "tab:blue")):
+        for name, color in zip(arms, ("tab:gray", "tab:blue"), strict=True):
             m = [
                 r[name]["mean"] if r[name]["mean"] is not None else np.nan for r in mine
             ]
             s = [r[name]["std"] if r[name]["std"] is not None else np.nan for r in mine]
-            label = "CLIP" if name == "clip" else "scratch"
+            label = ARM_LABELS[name]
             ax.errorbar(x, m, yerr=s, marker="o", capsize=3, color=color, label=label)
         ax.set_xticks(x, [r["subset"] for r in mine])
         ax.set_title(MODE_NAMES[mode])
@@ -294,21 +374,45 @@ def plot(rows: list[dict], path: str) -> None:
 
 
 def write_results(grid: Grid) -> list[dict]:
-    results = grid.collect()
-    rows = summarize(results, grid.modes, grid.subsets)
-    with open(os.path.join(grid.root, "results.json"), "w") as f:
-        json.dump(
-            {"preset": grid.preset, "seeds": grid.seeds, "rows": rows}, f, indent=2
+    from astrom3_jax import finetune_lib
+
+    a, b = grid.arms
+    tables = [("results", "eval.json", "Test accuracy")]
+    if grid.withhold:
+        held = "_".join(grid.withhold)
+        tables.append(
+            (
+                f"results_without_{held}",
+                finetune_lib.withheld_eval_file(grid.withhold),
+                f"Test accuracy with {', '.join(grid.withhold)} withheld",
+            )
         )
-    with open(os.path.join(grid.root, "results.md"), "w") as f:
-        f.write(
-            f"Test accuracy (%), mean ± population std over seeds {grid.seeds} "
-            f"({grid.preset} preset); gain = mean paired CLIP - scratch.\n\n"
-        )
-        f.write(to_markdown(rows))
-    if rows:
-        plot(rows, os.path.join(grid.root, "results.png"))
-    return rows
+    first = None
+    for stem, eval_file, what in tables:
+        rows = summarize(grid.collect(eval_file), grid.modes, grid.subsets, grid.arms)
+        with open(os.path.join(grid.root, f"{stem}.json"), "w") as f:
+            json.dump(
+                {
+                    "preset": grid.preset,
+                    "seeds": grid.seeds,
+                    "compare": grid.compare,
+                    "modality_dropout": grid.modality_dropout,
+                    "rows": rows,
+                },
+                f,
+                indent=2,
+            )
+        with open(os.path.join(grid.root, f"{stem}.md"), "w") as f:
+            f.write(
+                f"{what} (%), mean ± population std over seeds {grid.seeds} "
+                f"({grid.preset} preset); gain = mean paired {ARM_LABELS[b]} - "
+                f"{ARM_LABELS[a]}.\n\n"
+            )
+            f.write(to_markdown(rows, grid.arms))
+        if rows:
+            plot(rows, os.path.join(grid.root, f"{stem}.png"), grid.arms)
+        first = rows if first is None else first
+    return first
 
 
 def _list(value: str, cast=str) -> list:
@@ -326,8 +430,23 @@ def main(argv):
     ]
     if bad:
         raise cli.errors.ConfigError(f"unknown modes/subsets: {bad}")
+    if f.compare == "incomplete" and f.preset == "paper":
+        raise cli.errors.ConfigError(
+            "--compare incomplete needs a synthetic preset (cpu or smoke): the real "
+            "release has no objects that lack a modality"
+        )
     grid = Grid(
-        f.root, f.preset, _list(f.seeds, int), modes, subsets, f.pretrained, f.data_dir
+        f.root,
+        f.preset,
+        _list(f.seeds, int),
+        modes,
+        subsets,
+        f.pretrained,
+        f.data_dir,
+        compare=f.compare,
+        modality_dropout=f.modality_dropout,
+        withhold=_list(f.withhold),
+        pretrain_epochs=f.pretrain_epochs,
     )
     print(grid.describe_plan(), flush=True)
     if f.dry_run:
@@ -339,7 +458,7 @@ def main(argv):
     os.makedirs(f.root, exist_ok=True)
     grid.run_all()
     rows = write_results(grid)
-    print(to_markdown(rows))
+    print(to_markdown(rows, grid.arms))
     print(f"wrote {os.path.join(f.root, 'results.md')} and results.json, results.png")
 
 
@@ -358,6 +477,18 @@ def define_flags():
         "train: pre-train per seed; published: the AstroM3-CLIP-<seed> weights.",
     )
     flags.DEFINE_string("data_dir", "", "TFDS data_dir ('' = the TFDS default).")
+    flags.DEFINE_enum(
+        "compare",
+        "scratch",
+        list(ARMS),
+        "scratch: from scratch vs from CLIP; incomplete: CLIP pre-trained on the "
+        "complete objects only vs also on objects lacking modalities.",
+    )
+    flags.DEFINE_float("modality_dropout", 0.0, "Fine-tuning modality dropout.")
+    flags.DEFINE_string(
+        "withhold", "", "Also score fused runs with these modalities withheld."
+    )
+    flags.DEFINE_integer("pretrain_epochs", 0, "Pre-training epochs (0: the preset's).")
     flags.DEFINE_bool("dry_run", False, "Print the plan and estimated time only.")
     flags.mark_flag_as_required("root")
 

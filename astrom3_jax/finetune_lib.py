@@ -17,14 +17,15 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from astrom3_jax import errors
-from astrom3_jax.data import names, schema
+from astrom3_jax.data import modalities, names, schema
 from astrom3_jax.training import checkpoints, evaluation, init_from, loop, tasks
 from astrom3_jax.training import workdir as workdir_lib
 
@@ -67,12 +68,31 @@ def finetune_sources(config) -> dict:
     )
 
 
-def predict(model, config, source, *, batch_size: int | None = None):
+def withholding(outputs_fn, withhold: Sequence[str]):
+    """`outputs_fn` on batches whose `withhold` modalities are flagged absent
+    for every object (e.g. a fused classifier scored without spectra)."""
+    if not withhold:
+        return outputs_fn
+
+    def wrapped(model, batch, rngs, axis_name):
+        batch = dict(batch)
+        for name in withhold:
+            batch[modalities.presence_key(name)] = jnp.zeros_like(batch["mask"])
+        return outputs_fn(model, batch, rngs, axis_name)
+
+    return wrapped
+
+
+def withheld_eval_file(withhold: Sequence[str]) -> str:
+    return f"eval_without_{'_'.join(withhold)}.json" if withhold else EVAL_FILE
+
+
+def predict(model, config, source, *, batch_size: int | None = None, withhold=()):
     """Logits, labels, ids and the loss of every object of `source`, in order
-    (the one evaluation path with the classification task's outputs)."""
-    predictor = evaluation.Predictor(
-        model, seed=config.seed, outputs_fn=tasks.classification_task().eval_fn
-    )
+    (the one evaluation path with the classification task's outputs);
+    `withhold` modalities are flagged absent for every object."""
+    outputs_fn = withholding(tasks.classification_task().eval_fn, withhold)
+    predictor = evaluation.Predictor(model, seed=config.seed, outputs_fn=outputs_fn)
     got = predictor.run(
         source,
         batch_size=batch_size or config.test_batch_size or config.eval_batch_size,
@@ -115,15 +135,37 @@ def _plot_confusion(matrix, names, path, title) -> None:
     fig.savefig(path, dpi=110)
 
 
+def evaluate_withheld(config, workdir: str, withhold: Sequence[str]) -> dict:
+    """The best checkpoint on the test split with `withhold` modalities
+    absent for every object; writes eval_without_<names>.json."""
+    unknown = [m for m in withhold if m not in config.model.modalities]
+    if unknown:
+        raise errors.ConfigError(
+            f"cannot withhold {unknown}: the model reads "
+            f"{list(config.model.modalities)}"
+        )
+    source = finetune_sources(config)["test"]
+    return evaluate_test(config, workdir, source, withhold=tuple(withhold))
+
+
 def evaluate_test(
-    config, workdir: str, source, *, step="best", build_fn: Callable | None = None
+    config,
+    workdir: str,
+    source,
+    *,
+    step="best",
+    build_fn: Callable | None = None,
+    withhold: tuple[str, ...] = (),
 ) -> dict:
-    """Score the `step` checkpoint on `source`; write eval.json & co."""
+    """Score the `step` checkpoint on `source`; write eval.json & co (with
+    `withhold`: only eval_without_<names>.json)."""
     model, _ = workdir_lib.restore_model(workdir, step, build_fn=build_fn)
     with checkpoints.make_manager(workdir) as manager:
         resolved = checkpoints.resolve_step(manager, step)
-    got = predict(model, config, source)
-    labels, logits = got.columns["label"], got.outputs["logits"]
+    got = predict(model, config, source, withhold=withhold)
+    scored = np.asarray(got.outputs.get("scored", np.ones(len(got.columns["label"]))))
+    keep = scored > 0  # a single-modality classifier leaves out objects without it
+    labels, logits = got.columns["label"][keep], got.outputs["logits"][keep]
     names = list(schema.CLASSES)[: config.model.num_classes]
     report = tasks.classification_report(labels, logits, names)
     report.update(
@@ -131,9 +173,15 @@ def evaluate_test(
         step=int(resolved),
         dataset=config.dataset,
         loss=float(got.metrics["loss"]),
+        left_out=int((~keep).sum()),
+        withheld=list(withhold),
     )
+    if withhold:
+        if jax.process_index() == 0:
+            _write_json(os.path.join(workdir, withheld_eval_file(withhold)), report)
+        return report
     if jax.process_index() == 0:
-        ids = got.columns.get("id", np.arange(len(labels)).astype(str))
+        ids = got.columns.get("id", np.arange(len(keep)).astype(str))[keep]
         np.savez(
             os.path.join(workdir, PREDICTIONS_FILE),
             id=np.asarray([_text(v) for v in ids]),
@@ -150,11 +198,15 @@ def evaluate_test(
             os.path.join(workdir, CONFUSION_FILE),
             title,
         )
-        tmp = os.path.join(workdir, EVAL_FILE + ".tmp")
-        with open(tmp, "w") as f:
-            json.dump(report, f, indent=2)
-        os.replace(tmp, os.path.join(workdir, EVAL_FILE))
+        _write_json(os.path.join(workdir, EVAL_FILE), report)
     return report
+
+
+def _write_json(path: str, data) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2)
+    os.replace(tmp, path)
 
 
 def finetune_and_evaluate(

@@ -109,3 +109,47 @@ def test_fine_tuning_data_set_of_a_pre_training():
     assert datasets.with_subset("full_0", "sub25") == "sub25_0"
     with pytest.raises(ValueError, match="unknown data set config"):
         datasets.with_subset("full_0", "sub33")
+
+
+def test_incomplete_comparison_plans_two_pre_trainings_per_seed(tmp_path):
+    g = experiments.Grid(
+        str(tmp_path), "cpu", [42], ("all",), ("sub10",), "train",
+        compare="incomplete", modality_dropout=0.3, withhold=("spectra",),
+        pretrain_epochs=5,
+    )  # fmt: skip
+    kinds = [(k, name) for k, name, _, _ in g.plan()]
+    assert kinds[:2] == [
+        ("pretrain", "complete_seed42"),
+        ("pretrain", "incomplete_seed42"),
+    ]
+    assert {r.arm for r in g.runs} == {"complete", "incomplete"}
+    a = experiments.pretrain_config("cpu", 42, "complete", 5)
+    b = experiments.pretrain_config("cpu", 42, "incomplete", 5)
+    assert (a.dataset, b.dataset) == (
+        "synthetic_small_full_42",
+        "synthetic_sky_full_42",
+    )
+    assert a.num_epochs == b.num_epochs == 5
+    run = next(r for r in g.runs if r.arm == "incomplete")
+    c = experiments.finetune_config("cpu", run, g.init_from(42, run.arm), "", 0.3)
+    assert c.dataset == "synthetic_sky_sub10_42" and c.modality_dropout == 0.3
+    assert c.init_from == g.pretrain_dir(42, "incomplete")
+    # Both arms are scored on the same labelled objects.
+    assert (
+        c.dataset.replace("sky", "small")
+        == experiments.finetune_config(
+            "cpu", next(r for r in g.runs if r.arm == "complete"), "", ""
+        ).dataset
+    )
+
+
+def test_summary_names_the_compared_arms():
+    results = {
+        ("all", "sub10", "complete"): {42: 0.5, 0: 0.6},
+        ("all", "sub10", "incomplete"): {42: 0.55, 0: 0.6},
+    }
+    arms = experiments.ARMS["incomplete"]
+    (row,) = experiments.summarize(results, ("all",), ("sub10",), arms)
+    assert row["gain"] == pytest.approx(2.5)
+    md = experiments.to_markdown([row], arms)
+    assert "| mode | subset | complete only | + incomplete | gain |" in md

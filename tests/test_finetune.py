@@ -12,12 +12,14 @@ import sys
 import textwrap
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
 from astrom3_jax import errors, finetune_lib, models
 from astrom3_jax.configs import finetune
+from astrom3_jax.data import pipeline
 from astrom3_jax.training import checkpoints, init_from, loop, sharding, tasks
 from astrom3_jax.training import workdir as workdir_lib
 from tests.test_train import ROOT, fake_examples, fake_sources
@@ -263,3 +265,51 @@ def test_paper_presets_carry_the_published_runs():
     assert len(finetune.PAPER_RUNS) == 32
     with pytest.raises(ValueError, match="not understood"):
         finetune.get_config("photo,full,clipp")
+
+
+def test_fused_classifier_scored_with_spectra_withheld(tmp_path):
+    """evaluate_test(withhold=('spectra',)) equals the classifier called
+    without spectra, object by object, and leaves eval.json alone."""
+    wd = str(tmp_path / "ft")
+    c = ft_config("all,full", num_epochs=1, modality_dropout=0.5)
+    src = ft_sources()
+    full = finetune_lib.finetune_and_evaluate(c, wd, sources=src)
+    held = finetune_lib.evaluate_test(c, wd, src["test"], withhold=("spectra",))
+    assert held["withheld"] == ["spectra"] and held["count"] == len(src["test"])
+    with open(os.path.join(wd, "eval_without_spectra.json")) as f:
+        assert json.load(f)["accuracy"] == held["accuracy"]
+    with open(os.path.join(wd, finetune_lib.EVAL_FILE)) as f:
+        assert json.load(f)["accuracy"] == full["accuracy"]
+    model, _ = workdir_lib.restore_model(wd, "best")
+    (batch,) = list(
+        pipeline.make_eval_batches(
+            src["test"],
+            batch_size=len(src["test"]),
+            modalities=tuple(c.model.modalities),
+            seq_len=c.seq_len,
+        )
+    )
+    logits = model(
+        photometry=batch["photometry"],
+        photometry_mask=batch["photometry_mask"],
+        metadata=batch["metadata"],
+    )
+    pred = np.argmax(np.asarray(logits), axis=1)
+    want = float(np.mean(pred == batch["label"]))
+    assert held["accuracy"] == pytest.approx(want)
+
+
+def test_modality_dropout_never_drops_everything():
+    names = ("photometry", "spectra", "metadata")
+    n = 4000
+    batch = {"label": jnp.zeros((n,), jnp.int32)}
+    batch["spectra_present"] = jnp.asarray(np.arange(n) % 2, jnp.float32)
+    out = tasks.drop_modalities(batch, names, 0.5, jax.random.key(0))
+    kept = np.stack([np.asarray(out[f"{m}_present"]) for m in names], axis=1)
+    assert kept.sum(axis=1).min() >= 1  # never all of an object's modalities
+    assert not kept[np.arange(n) % 2 == 0, 1].any()  # absent stays absent
+    # Rows with all three: each modality kept with probability about 1/2,
+    # plus the rescue of rows that would have lost all (1/8 of them).
+    full = kept[np.arange(n) % 2 == 1]
+    rate = full.mean(axis=0)
+    np.testing.assert_allclose(rate, 0.5 + (1 / 8) / 3, atol=0.04)
