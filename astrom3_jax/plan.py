@@ -35,6 +35,9 @@ flags.DEFINE_list(
 )
 flags.DEFINE_integer("batch_size", None, "Global train batch (default: the config's).")
 flags.DEFINE_integer("export_batch_size", 256, "Global batch of the export step.")
+flags.DEFINE_list(
+    "steps", ["train", "eval", "export"], "Which steps to compile (train,eval,export)."
+)
 flags.DEFINE_bool(
     "find_max_batch", False, "Search the largest global train batch that fits in HBM."
 )
@@ -85,6 +88,7 @@ def main(argv):
             topology,
             global_batch=batch,
             export_batch=FLAGS.export_batch_size,
+            steps=FLAGS.steps,
             split_sizes=sizes,
         )
         print(aot.format_plan(p), flush=True)

@@ -404,7 +404,8 @@ def compile_step(fn, args, hw: Hardware, name: str, global_batch: int) -> StepPl
         compute_s=compute_s,
         memory_s=memory_s,
         compile_s=compile_s,
-        xla_optimal_s=float(optimal) if optimal else None,
+        # XLA's own estimate; compile-only targets may give a meaningless one.
+        xla_optimal_s=float(optimal) if optimal and optimal > 0 else None,
         compiled=compiled,
         args=args,
     )
@@ -433,6 +434,11 @@ def plan(
     `split_sizes` ({'train': n, 'validation': n}) gives the run's wall time
     (default: the known sizes of config.dataset, see `split_sizes_of`).
     """
+    unknown = sorted(set(steps) - set(STEPS))
+    if unknown or not steps:
+        raise errors.ConfigError(
+            f"steps must be among {list(STEPS)}, got {list(steps)}"
+        )
     devices = devices if devices is not None else topology_devices(topology)
     hw = hardware(devices)
     mesh = make_mesh(devices)
