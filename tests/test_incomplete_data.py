@@ -187,14 +187,18 @@ def test_built_batches_carry_presence(built):
         seen = 0
         for b in pipeline.make_eval_batches(source, cache=cache, **kw):
             real = b["mask"] == 1
+            # Flags for what objects may lack; every star has a light curve.
+            flags = {k for k in b if modalities.is_presence_key(k)}
+            assert flags == {"spectra_present", "metadata_present"}
             for r in np.flatnonzero(real):
                 has = _has(rows[b["id"][r].decode()])
-                for m, h in has.items():
-                    assert b[modalities.presence_key(m)][r] == float(h), m
-                    if not h:
+                assert has["photometry"]
+                for m in ("spectra", "metadata"):
+                    assert b[modalities.presence_key(m)][r] == float(has[m]), m
+                    if not has[m]:
                         np.testing.assert_array_equal(b[m][r], 0)
                 seen += 1
-            for m in modalities.DEFAULT_MODALITIES:
+            for m in ("spectra", "metadata"):
                 np.testing.assert_array_equal(b[modalities.presence_key(m)][~real], 0)
         assert seen == len(rows)
     batch = next(pipeline.make_train_loader(source, batch_size=32, seed=0))

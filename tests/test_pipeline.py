@@ -241,8 +241,7 @@ def test_eval_batches_keep_every_example_once(source):
 def test_modality_subsets(source, names):
     b = next(pipeline.make_train_loader(source, batch_size=8, seed=0, modalities=names))
     keys = {k for m in modalities.get(names) for k in m.batch_keys}
-    flags = {modalities.presence_key(n) for n in names}
-    assert set(b) == keys | flags | {"label", "mask"}
+    assert set(b) == keys | {"label", "mask"}  # complete data: no presence flags
 
 
 def test_unknown_modality(source):
@@ -318,7 +317,8 @@ def test_tfds_source_gives_same_batches_as_memory(tfds_source, source):
 
 # ------------------------------------------------------- incomplete objects
 # Digests of batches of `source` made by the code of commit bb7250e, before
-# presence flags existed: a data set without holes gives the same arrays.
+# presence flags existed: a data set without holes gives the same batches
+# (and no presence flags: everything is present).
 RECORDED = {
     "train": "c4eba3a1866872fc1cc360f5ad04eb1595c1a49bd2c68967fc188b6bead8b4a4",
     "eval": "22283168cbbafbc945fef7c1e5724bc241be924658cec9a60f4d5d2edc7e78e4",
@@ -340,7 +340,7 @@ def digest(batches):
     return h.hexdigest()
 
 
-def test_complete_data_gives_todays_batches_and_all_ones_flags(source):
+def test_complete_data_gives_todays_batches(source):
     train = take(pipeline.make_train_loader(source, batch_size=16, seed=3), 6)
     evals = list(
         pipeline.make_eval_batches(source, batch_size=20, extra_fields=("id",))
@@ -354,10 +354,7 @@ def test_complete_data_gives_todays_batches_and_all_ones_flags(source):
     assert digest(evals) == RECORDED["eval"]
     assert digest(shard1) == RECORDED["eval_shard1"]
     for b in train + evals + shard1:
-        for m in MODS:
-            flags = b[modalities.presence_key(m)]
-            assert flags.dtype == np.float32 and flags.shape == b["mask"].shape
-            np.testing.assert_array_equal(flags, b["mask"])  # padding rows: 0
+        assert not any(modalities.is_presence_key(k) for k in b)
 
 
 def lacks(i: int) -> set[str]:
@@ -397,8 +394,10 @@ def check_holes(batch, source, train):
     sub = {k: v[real] for k, v in batch.items()}
     for m in MODS:
         want = [m not in lacks(i) for i in ids]
+        flags = batch[modalities.presence_key(m)]
+        assert flags.dtype == np.float32 and flags.shape == batch["mask"].shape
         np.testing.assert_array_equal(sub[modalities.presence_key(m)], want, m)
-        np.testing.assert_array_equal(batch[modalities.presence_key(m)][~real], 0)
+        np.testing.assert_array_equal(flags[~real], 0)  # padding rows
     for r, i in enumerate(ids):
         if "spectra" in lacks(i):
             np.testing.assert_array_equal(sub["spectra"][r], 0)
@@ -472,6 +471,20 @@ def test_presence_with_shards_padding_and_cache(holey, source):
         for k in full:
             got = np.concatenate([parts[0][step][k], parts[1][step][k]])
             np.testing.assert_array_equal(got, full[k], k)
+
+
+def test_flags_for_what_the_data_set_may_lack_in_every_batch(source):
+    # Only object 0 lacks a spectrum: spectra are flagged in every batch,
+    # batches without a hole included; photometry and metadata never.
+    src = [{**source[0], "spectra": None}, *source[1:20]]
+    for cache in (False, True):
+        batches = list(pipeline.make_eval_batches(src, batch_size=8, cache=cache))
+        for k, b in enumerate(batches):
+            flags = {key for key in b if modalities.is_presence_key(key)}
+            assert flags == {"spectra_present"}
+            np.testing.assert_array_equal(
+                b["spectra_present"], b["mask"] * (np.arange(8) + 8 * k != 0)
+            )
 
 
 def test_cache_keeps_only_present_rows(holey):

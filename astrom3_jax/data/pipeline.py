@@ -29,7 +29,9 @@ How it is put together, and why:
   copy keeps only the present rows), handed to the transforms with zeros in
   the absent rows, and every batch carries, per requested modality m,
   `presence_key(m)` (float32 (B,): 1 where the object has all of m's
-  fields) for every requested modality the data set lets objects lack. The
+  fields) for every requested modality the data set lets objects lack
+  (decided once per source, so every batch has the same keys; a plain
+  list of dicts is scanned once for None fields). The
   batch arrays of an absent modality's rows are zeros (the light curve's
   mask rows too), whatever the transform wrote there. A data set without
   holes gives no flags (everything present) and the same arrays as before:
@@ -263,6 +265,30 @@ def optional_fields(source, fields: Sequence[str], ragged_fields=()) -> frozense
     return frozenset(out)
 
 
+def _plain_source(source) -> bool:
+    """A source of example dicts with no schema (e.g. a list of dicts)."""
+    return not (
+        isinstance(source, PackedSource)
+        or getattr(source, "optional_fields", None) is not None
+        or getattr(source, "dataset_info", None) is not None
+    )
+
+
+def fields_some_lack(source, fields: Sequence[str], ragged_fields=()) -> frozenset:
+    """The fields that some object of `source` may lack, for the whole source.
+
+    A data set's schema says it (optional_fields); a plain source (a list of
+    dicts) is scanned once for fields given as None. Decided per source, not
+    per batch, so that every batch of a data set has the same keys.
+    """
+    out = set(optional_fields(source, fields, ragged_fields))
+    if _plain_source(source):
+        for i in range(len(source)):
+            example = source[i]
+            out.update(f for f in fields if f not in out and example[f] is None)
+    return frozenset(out)
+
+
 # ------------------------------------------------------------ in-memory copy
 
 
@@ -334,6 +360,7 @@ class _Reader:
         self.fields = tuple(dict.fromkeys(fields))
         self.ragged_fields = tuple(f for f in ragged_fields if f in self.fields)
         self.optional_fields = optional_fields(source, self.fields, self.ragged_fields)
+        self.may_lack = fields_some_lack(source, self.fields, self.ragged_fields)
         self._shapes: dict[str, tuple] = {}
         self._decoder = None
         if not isinstance(source, PackedSource) and _is_plain_tfds_source(source):
@@ -413,6 +440,13 @@ class _BatchBuilder:
         self.local = global_batch // shard_count
         self.lo = shard_index * self.local
         self.extra_fields = tuple(extra_fields)
+        # Presence flags for the modalities objects of this data set may lack
+        # (a complete data set gets none: everything is present).
+        self.flagged = {
+            m.name
+            for m in self.mods
+            if any(f in self.reader.may_lack for f in m.fields)
+        }
 
     def __call__(self, step: int, global_rows: np.ndarray) -> dict:
         rows = np.full(self.global_batch, -1, np.int64)
@@ -450,7 +484,7 @@ class _BatchBuilder:
             if not has.all():  # absent rows hold zeros, whatever was written
                 got = {k: _zero_rows(v, ~has) for k, v in got.items()}
             out.update(got)
-            if any(f in present for f in m.fields):  # a modality objects may lack
+            if m.name in self.flagged:  # a modality the data set's objects may lack
                 out[modalities_lib.presence_key(m.name)] = has.astype(np.float32)
         out[LABEL_KEY] = np.asarray(cols[LABEL_KEY], np.int32)
         for f in self.extra_fields:
