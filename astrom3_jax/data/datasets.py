@@ -68,6 +68,12 @@ def prepare(
     dl_config = tfds.download.DownloadConfig(
         manual_dir=os.path.abspath(manual_dir) if manual_dir else None
     )
+    # TFDS's own banner ("Downloading and preparing dataset Unknown size
+    # (download: Unknown size, ...)") says nothing true about this builder,
+    # whose downloads go through huggingface_hub: one line of ours instead.
+    b._log_download_bytes = lambda: None
+    if not b.is_prepared():
+        logging.info("Building astrom3/%s in %s.", config_name, b.data_dir)
     b.download_and_prepare(file_format="array_record", download_config=dl_config)
     return b
 
