@@ -235,3 +235,133 @@ def test_plan_without_libtpu_is_one_line():
     assert p.returncode == 1
     assert p.stderr.startswith("error: planning for a TPU needs libtpu")
     assert "pip install -e '.[tpu]'" in p.stderr
+
+
+# ------------------------------------- the accelerator (bfloat16) path
+# The bfloat16 step swaps gathers and scatters for one-hot matmuls and
+# writes some backward passes out; float32 keeps the CPU path (bit for bit:
+# tests/test_train.py). Each is checked against the float32 computation.
+
+
+def test_bfloat16_probsparse_attention_matches_float32():
+    from flax import nnx
+
+    from astrom3_jax.models.attention import SelfAttention
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, 50, 32)).astype(np.float32)
+    mask = np.ones((3, 50), np.float32)
+    for reference_reshape in (True, False):
+        made = {}
+        for dtype in (jnp_dtype("float32"), jnp_dtype("bfloat16")):
+            made[dtype] = SelfAttention(
+                32,
+                4,
+                reference_reshape=reference_reshape,
+                dtype=dtype,
+                rngs=nnx.Rngs(0, sample=1),
+            )
+        m32, m16 = made.values()
+        nnx.update(m16, nnx.state(m32, nnx.Param))
+
+        def loss(m, x):
+            y = m(x, mask, rngs=nnx.Rngs(sample=7)).astype(np.float32)
+            return (y**2).sum(), y
+
+        (_, y32), g32 = nnx.value_and_grad(loss, has_aux=True)(m32, x)
+        (_, y16), g16 = nnx.value_and_grad(loss, has_aux=True)(
+            m16, x.astype("bfloat16")
+        )
+        scale = float(np.abs(y32).max())
+        np.testing.assert_allclose(y16, y32, atol=0.02 * scale)
+        for name in ("query", "key", "value", "out"):
+            a = np.asarray(getattr(g32, name).kernel[...])
+            b = np.asarray(getattr(g16, name).kernel[...])
+            np.testing.assert_allclose(b, a, atol=0.03 * np.abs(a).max())
+
+
+def jnp_dtype(name):
+    import jax.numpy as jnp
+
+    return jnp.dtype(name)
+
+
+def test_sparsity_from_scores_equals_the_gathered_one():
+    from astrom3_jax.models.attention import _sparsity, _sparsity_from_scores
+
+    rng = np.random.default_rng(1)
+    q, k = (rng.normal(size=(2, 50, 4, 8)).astype(np.float32) for _ in range(2))
+    key = jax.random.key(3)
+    np.testing.assert_allclose(
+        _sparsity_from_scores(q, k, key, 4), _sparsity(q, k, key, 4), atol=1e-5
+    )
+
+
+def test_low_precision_layer_norm_gradients():
+    """The closed-form backward against autodiff of the textbook formula."""
+    from astrom3_jax.models.layers import low_precision_layer_norm
+
+    rng = np.random.default_rng(2)
+    x = (rng.normal(size=(8, 5, 16)) * 3 + 1).astype("bfloat16")
+    scale, bias = (rng.normal(size=16).astype(np.float32) for _ in range(2))
+    g = rng.normal(size=(8, 5, 16)).astype(np.float32)
+
+    def textbook(x, scale, bias):
+        x = x.astype(np.float32)
+        mean = x.mean(-1, keepdims=True)
+        var = ((x - mean) ** 2).mean(-1, keepdims=True)
+        return (x - mean) / jax.numpy.sqrt(var + 1e-5) * scale + bias
+
+    want = jax.vjp(textbook, x, scale, bias)[1](g)
+    got = jax.vjp(lambda *a: low_precision_layer_norm(*a, 1e-5), x, scale, bias)[1](
+        g.astype("bfloat16")
+    )
+    np.testing.assert_allclose(np.float32(got[0]), want[0], atol=0.02)
+    np.testing.assert_allclose(got[1], want[1], rtol=0.01, atol=0.05)
+    np.testing.assert_allclose(got[2], want[2], rtol=0.01, atol=0.05)
+
+
+def test_bfloat16_max_pool_gradient_is_the_float32_one():
+    from astrom3_jax.models.spectra import max_pool
+
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 3, (2, 23, 5)).astype(np.float32)  # many ties
+    g = rng.normal(size=(2, 5, 5)).astype(np.float32)
+    f32 = jax.vjp(lambda v: max_pool(v, 4), x)[1](g)[0]
+    b16 = jax.vjp(lambda v: max_pool(v, 4), x.astype("bfloat16"))[1](
+        g.astype("bfloat16")
+    )[0]
+    np.testing.assert_array_equal(np.asarray(f32.astype("bfloat16")), np.asarray(b16))
+
+
+def test_low_precision_layer_norm_parameter_gradient_sums_over_devices():
+    from jax.sharding import PartitionSpec as P
+
+    from astrom3_jax.models.layers import low_precision_layer_norm
+    from astrom3_jax.training import sharding
+
+    mesh = sharding.make_mesh(4)
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(8, 5, 16)).astype("bfloat16")
+    params = tuple(rng.normal(size=16).astype(np.float32) for _ in range(2))
+
+    def loss(p, x):
+        y = low_precision_layer_norm(x, p[0], p[1], 1e-5).astype(np.float32)
+        return (y**2).sum()
+
+    def per_device(p, x):
+        return jax.grad(lambda p: jax.lax.psum(loss(p, x), sharding.AXIS))(p)
+
+    step = jax.jit(
+        jax.shard_map(
+            per_device, mesh=mesh, in_specs=(P(), P(sharding.AXIS)), out_specs=P()
+        )
+    )
+    with jax.set_mesh(mesh):
+        got = step(
+            sharding.replicate(params, mesh),
+            jax.device_put(x, sharding.data_sharding(mesh)),
+        )
+    want = jax.grad(loss)(params, x)
+    for a, b in zip(got, want, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)

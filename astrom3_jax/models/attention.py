@@ -75,6 +75,22 @@ def _sparsity(q, k, sample_key, n_sample):
     return jnp.swapaxes(sampled_max - total / length, 1, 2)
 
 
+def _sparsity_from_scores(q, k, sample_key, n_sample):
+    """`_sparsity` for accelerators: every score q.k at once (B, H, L, L),
+    then the max and the count-weighted sum over each query's sampled keys.
+
+    The per-sample gathers each copy all of K; on a TPU that memory traffic
+    costs far more than the (L, L) scores, which one matmul makes.
+    """
+    length = q.shape[1]
+    q, k = jax.lax.stop_gradient(q), jax.lax.stop_gradient(k)
+    counts = sample_counts(sample_key, length, n_sample)  # (L, L)
+    scores = jnp.einsum("blhd,bkhd->bhlk", q, k, preferred_element_type=jnp.float32)
+    sampled_max = jnp.max(jnp.where(counts > 0, scores, -jnp.inf), axis=-1)
+    total = jnp.einsum("bhlk,lk->bhl", scores, counts)
+    return sampled_max - total / length
+
+
 def probsparse_attention(q, k, v, sample_key, factor: int):
     """ProbSparse attention; q, k, v (B, L, H, Dh) -> (B, H, L, Dh).
 
@@ -196,11 +212,21 @@ class SelfAttention(nnx.Module):
         split = (batch, length, heads, head_dim)
         q_all = (x_ng @ wq_ng + bq_ng).reshape(split)
         k_all = (x_ng @ wk_ng + bk_ng).reshape(split)
-        sparsity = _sparsity(q_all, k_all, sample_key, n_sample)
+        # float32 (CPU): gathers, fastest there; narrower (accelerators):
+        # matmuls, as gathers and scatters there move far more memory.
+        gathers = dtype == jnp.float32
+        if gathers:
+            sparsity = _sparsity(q_all, k_all, sample_key, n_sample)
+        else:
+            sparsity = _sparsity_from_scores(q_all, k_all, sample_key, n_sample)
         _, top = jax.lax.top_k(sparsity, n_top)  # (B, H, u)
 
         # Active queries, projected from their own rows.
-        x_top = jnp.take_along_axis(x[:, None], top[..., None], axis=2)
+        if gathers:
+            x_top = jnp.take_along_axis(x[:, None], top[..., None], axis=2)
+        else:
+            pick = jax.nn.one_hot(top, length, dtype=dtype)  # (B, H, u, L)
+            x_top = jnp.einsum("bhul,bld->bhud", pick, x)
         q_top = jnp.einsum("bhud,dhe->bhue", x_top, wq.reshape(by_head))
         q_top = q_top + bq.reshape(heads, 1, head_dim)
         # Scores against every key without K; q.bk is constant per row.
@@ -226,8 +252,13 @@ class SelfAttention(nnx.Module):
         delta = slot[..., None] * (ctx - mean_v[:, :, None])[..., None, :]
         delta = delta.reshape(batch, heads, n_top, d_model) @ wo
         row = jnp.asarray(rows)[head_ix, top].reshape(batch, heads * n_top)
-        batch_ix = jnp.arange(batch)[:, None]
-        out = out.at[batch_ix, row].add(delta.reshape(batch, heads * n_top, d_model))
+        delta = delta.reshape(batch, heads * n_top, d_model)
+        if gathers:
+            batch_ix = jnp.arange(batch)[:, None]
+            out = out.at[batch_ix, row].add(delta)
+        else:  # the scatter-add as a one-hot matmul
+            place = jax.nn.one_hot(row, length, dtype=dtype)  # (B, H * u, L)
+            out = out + jnp.einsum("bnl,bnd->bld", place, delta)
         return out + bo
 
     def __call__(self, x, mask, *, rngs: nnx.Rngs | None = None):
