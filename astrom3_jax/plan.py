@@ -45,7 +45,8 @@ flags.DEFINE_bool(
     "finetune_grid",
     False,
     "Estimate the 32-run fine-tuning grid (4 modes x 4 subsets x scratch/CLIP) "
-    "on the real release, with the paper's per-run settings.",
+    "on the real release, with the paper's per-run settings (--config gives "
+    "only the compute dtype).",
 )
 flags.DEFINE_integer(
     "train_size", None, "Training objects (default: known release sizes)."
@@ -74,7 +75,7 @@ def main(argv):
     results = []
     for topology in FLAGS.topology:
         if FLAGS.finetune_grid:
-            grid = aot.finetune_grid(topology)
+            grid = aot.finetune_grid(topology, dtype=FLAGS.config.model.dtype)
             print(aot.format_grid(grid), flush=True)
             results.append(aot.grid_to_json(grid))
             continue

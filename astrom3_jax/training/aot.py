@@ -562,7 +562,7 @@ def run_time(p: Plan, config, sizes: dict) -> dict:
     )
 
 
-def finetune_grid(topology: str, *, devices=None) -> dict:
+def finetune_grid(topology: str, *, dtype: str = "float32", devices=None) -> dict:
     """Estimated wall time of the 32 published fine-tuning runs on `topology`.
 
     The step costs depend on the mode only (a subset changes the number of
@@ -575,6 +575,7 @@ def finetune_grid(topology: str, *, devices=None) -> dict:
     modes, runs = {}, []
     for mode in finetune.MODES:
         config = finetune.get_config(f"{mode},full")
+        config.model.dtype = dtype
         p = plan(config, topology, steps=("train", "eval"), devices=devices)
         modes[mode] = p
         for subset in finetune.SUBSETS:
