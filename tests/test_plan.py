@@ -365,3 +365,40 @@ def test_low_precision_layer_norm_parameter_gradient_sums_over_devices():
     want = jax.grad(loss)(params, x)
     for a, b in zip(got, want, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
+
+
+# ------------------------------------------------------------------- GPUs
+
+
+def test_gpu_plan_without_the_cuda_plugin_says_what_to_install(monkeypatch):
+    monkeypatch.setattr(aot, "cuda_plugin_installed", lambda: False)
+    with pytest.raises(aot.MissingLibtpuError, match="jax-cuda12-pjrt"):
+        aot.topology_devices("h100-8")
+
+
+def test_kernel_bytes_adds_each_kernels_operands_and_result():
+    hlo = "\n".join(
+        [
+            "HloModule m",
+            "ENTRY %main (p: f32[4,8]) -> f32[4] {",
+            "  %p = f32[4,8]{1,0} parameter(0)",
+            "  %b = bf16[4,8]{1,0} convert(%p)",
+            "  ROOT %r = f32[4]{0} reduce(%b, %c), dimensions={1}",
+            "  %c = f32[] constant(0)",
+            "}",
+        ]
+    )
+    # convert: reads 128 B, writes 64 B; reduce: reads 64 B (+ the constant,
+    # defined later, unknown: 0), writes 16 B.
+    assert aot.kernel_bytes(hlo) == 128 + 64 + 64 + 16
+
+
+@pytest.mark.skipif(
+    not aot.cuda_plugin_installed(), reason="JAX's CUDA plugin not installed"
+)
+def test_h100_plan_of_the_smoke_model():
+    p = aot.plan(pretrain.get_config("smoke"), "h100-8", steps=("train",))
+    train = p.steps["train"]
+    assert p.hardware.devices == 8 and p.hardware.chip.name == "H100 SXM"
+    assert train.flops == 0 and train.bytes > 0
+    assert train.est_step_s == train.bytes / 3.35e12

@@ -25,6 +25,7 @@ import glob
 import importlib.util
 import math
 import os
+import re
 import tempfile
 import time
 from collections.abc import Sequence
@@ -107,6 +108,21 @@ CHIPS = {
         1640e9,
         "Cloud TPU docs, 'TPU v6e' system architecture",
     ),
+    # GPUs (compile-only targets, see GPU_TARGETS): dense bf16 tensor peak.
+    "NVIDIA H100 80GB HBM3": Chip(
+        "H100 SXM",
+        989e12,
+        80 * GiB,
+        3.35e12,
+        "NVIDIA H100 Tensor Core GPU datasheet (SXM5)",
+    ),
+    "NVIDIA A100-SXM4-80GB": Chip(
+        "A100 SXM 80GB",
+        312e12,
+        80 * GiB,
+        2.039e12,
+        "NVIDIA A100 Tensor Core GPU datasheet (SXM4 80GB)",
+    ),
 }
 
 
@@ -178,11 +194,101 @@ def _quiet_stderr():
             os.close(saved)
 
 
+# XLA's description of a GPU (a GpuTargetConfigProto, text format), from the
+# vendors' published figures: what the CUDA compiler needs to compile for a
+# GPU that is not there. Names: '<gpu>-<devices on the host>', e.g. h100-8.
+_GPU_FIELDS = """gpu_device_info {{
+  threads_per_block_limit: 1024
+  threads_per_warp: 32
+  shared_memory_per_block: 49152
+  shared_memory_per_core: {smem_core}
+  threads_per_core_limit: 2048
+  core_count: {sms}
+  fpus_per_core: {fpus}
+  block_dim_limit_x: 2147483647
+  block_dim_limit_y: 65535
+  block_dim_limit_z: 65535
+  memory_bandwidth: {bandwidth}
+  l2_cache_size: {l2}
+  clock_rate_ghz: {clock}
+  device_memory_size: {memory}
+  shared_memory_per_block_optin: {smem_block}
+  cuda_compute_capability {{ major: {cc_major} minor: {cc_minor} }}
+  registers_per_core_limit: 65536
+  registers_per_block_limit: 65536
+}}
+platform_name: "CUDA"
+dnn_version_info {{ major: 9 minor: 8 patch: 0 }}
+device_description_str: "{kind}"
+"""
+GPU_TARGETS = {
+    "h100": dict(
+        kind="NVIDIA H100 80GB HBM3",
+        sms=132,
+        fpus=128,
+        smem_core=233472,
+        smem_block=232448,
+        bandwidth=3352320000000,
+        l2=52428800,
+        clock=1.98,
+        memory=85899345920,
+        cc_major=9,
+        cc_minor=0,
+    ),
+    "a100": dict(
+        kind="NVIDIA A100-SXM4-80GB",
+        sms=108,
+        fpus=64,
+        smem_core=167936,
+        smem_block=166912,
+        bandwidth=2039000000000,
+        l2=41943040,
+        clock=1.41,
+        memory=85899345920,
+        cc_major=8,
+        cc_minor=0,
+    ),
+}
+
+
+def cuda_plugin_installed() -> bool:
+    try:
+        return importlib.util.find_spec("jax_plugins.xla_cuda12") is not None
+    except ModuleNotFoundError:  # no jax_plugins package at all
+        return False
+
+
+def _gpu_devices(name: str) -> list:
+    gpu, _, count = name.partition("-")
+    if not count.isdigit() or int(count) < 1:
+        raise errors.ConfigError(f"GPU topologies are '<gpu>-<count>', e.g. {gpu}-8")
+    if not cuda_plugin_installed():
+        raise MissingLibtpuError(
+            "planning for a GPU needs JAX's CUDA compiler plugin (no GPU needed): "
+            f"pip install --no-deps jax-cuda12-pjrt=={jax.__version__} "
+            f"jax-cuda12-plugin=={jax.__version__}"
+        )
+    from jax.experimental import topologies
+
+    # The CUDA libraries' version check needs the libraries; compiling does not.
+    os.environ.setdefault("JAX_SKIP_CUDA_CONSTRAINTS_CHECK", "1")
+    desc = topologies.get_topology_desc(
+        platform="cuda",
+        topology_name=name,
+        topology=f"1x1x{int(count)}",
+        target_config=_GPU_FIELDS.format(**GPU_TARGETS[gpu]),
+    )
+    return list(desc.devices)
+
+
 def topology_devices(name: str) -> list:
-    """Compile-only devices of a named slice (TOPOLOGIES) or a raw libtpu name.
+    """Compile-only devices of a named slice (TOPOLOGIES), a raw libtpu name,
+    or a GPU host ('h100-8', 'a100-1'; GPU_TARGETS).
 
     Raw names ('v5e:4x4') take libtpu's default host bounds.
     """
+    if name.partition("-")[0] in GPU_TARGETS:
+        return _gpu_devices(name)
     _require_libtpu()
     from jax.experimental import topologies
 
@@ -390,6 +496,11 @@ def compile_step(fn, args, hw: Hardware, name: str, global_batch: int) -> StepPl
     cost = compiled.cost_analysis()
     if isinstance(cost, list | tuple):  # older jax: one dict per program
         cost = cost[0]
+    if not cost:
+        # Compile-only GPU targets give no cost analysis: the traffic of each
+        # kernel of the optimised program (its operands and results), and no
+        # FLOPs, so the estimate is the memory-bound time.
+        cost = {"flops": 0.0, "bytes accessed": kernel_bytes(compiled.as_text())}
     flops = float(cost.get("flops", 0.0))
     moved = float(cost.get("bytes accessed", 0.0))
     compute_s, memory_s = flops / hw.peak_flops, moved / hw.hbm_bandwidth
@@ -409,6 +520,40 @@ def compile_step(fn, args, hw: Hardware, name: str, global_batch: int) -> StepPl
         compiled=compiled,
         args=args,
     )
+
+
+_ITEM_BYTES = {"pred": 1, "s8": 1, "u8": 1, "bf16": 2, "f16": 2, "s16": 2, "u16": 2}
+_ITEM_BYTES.update({"f32": 4, "s32": 4, "u32": 4, "f64": 8, "s64": 8, "u64": 8})
+_NO_TRAFFIC = ("parameter", "tuple", "get-tuple-element", "bitcast", "constant")
+
+
+def _shape_bytes(text: str) -> int:
+    total = 0
+    for dtype, dims in re.findall(r"\b([a-z]+\d*)\[([\d,]*)\]", text):
+        if dtype in _ITEM_BYTES:
+            total += _ITEM_BYTES[dtype] * math.prod(
+                int(d) for d in dims.split(",") if d
+            )
+    return total
+
+
+def kernel_bytes(hlo_text: str) -> float:
+    """HBM traffic of an optimised program, one kernel per top-level
+    instruction: each reads its operands and writes its result."""
+    entry = hlo_text[hlo_text.index("\nENTRY") :]
+    sizes, total = {}, 0
+    line_re = re.compile(r"\s*(?:ROOT )?%([\w.\-]+) = (\(.*?\)|\S+) ([\w\-]+)\((.*?)\)")
+    for line in entry.splitlines()[1:]:
+        m = line_re.match(line)
+        if not m:
+            continue
+        name, shape, op, operands = m.groups()
+        sizes[name] = _shape_bytes(shape)
+        if op in _NO_TRAFFIC:
+            continue
+        used = re.findall(r"%([\w.\-]+)", operands)
+        total += sizes[name] + sum(sizes.get(o, 0) for o in used)
+    return float(total)
 
 
 def make_mesh(devices) -> Mesh:
@@ -705,13 +850,15 @@ def format_plan(p: Plan) -> str:
             f"{_mib(m['alias'])}), peak {_mib(m['peak'])} of {_mib(hw.hbm_bytes)} "
             f"({100 * m['peak'] / hw.hbm_bytes:.0f}%)"
             + ("" if m["peak"] <= hw.hbm_bytes else "  DOES NOT FIT"),
-            f"  per device per step: {s.flops / 1e9:.1f} GFLOP, {s.bytes / 1e9:.2f} GB "
+            "  per device per step: "
+            + (f"{s.flops / 1e9:.1f} GFLOP, " if s.flops else "FLOPs not reported, ")
+            + f"{s.bytes / 1e9:.2f} GB "
             f"({s.flops / max(s.bytes, 1):.1f} FLOP/byte; "
             f"{s.bytes / s.global_batch * hw.devices / 1e6:.1f} MB per sample)",
             f"  roofline: {1e3 * s.est_step_s:.2f} ms/step ({s.bound}-bound; compute "
             f"{1e3 * s.compute_s:.2f} ms, memory {1e3 * s.memory_s:.2f} ms) = "
             f"{s.est_samples_per_s:,.0f} samples/s; FLOP-utilisation ceiling "
-            f"{100 * s.flop_utilisation_ceiling:.1f}%",
+            + (f"{100 * s.flop_utilisation_ceiling:.1f}%" if s.flops else "unknown"),
         ]
     if p.run is not None:
         r = p.run
