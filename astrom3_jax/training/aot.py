@@ -683,7 +683,8 @@ def split_sizes_of(dataset: str) -> dict | None:
 
 
 def run_time(p: Plan, config, sizes: dict) -> dict:
-    """Upper bound of a run's wall time: every epoch runs (no early stop)."""
+    """A run's wall time at the roofline speed, every epoch run (no early
+    stop): a lower bound for that many epochs, as real steps are slower."""
     train = p.steps["train"]
     steps_per_epoch = sizes["train"] // train.global_batch
     if config.max_steps_per_epoch:
@@ -750,7 +751,8 @@ def format_grid(grid: dict) -> str:
     for p in grid["modes"].values():
         lines += [format_plan(p), ""]
     lines.append(
-        f"fine-tuning grid on {grid['topology']} (upper bound, no early stop):"
+        f"fine-tuning grid on {grid['topology']} at the roofline speed, "
+        "every epoch (no early stop):"
     )
     for r in grid["runs"]:
         name = f"{r['mode']},{r['subset']}" + (",clip" if r["clip"] else "")
@@ -816,6 +818,8 @@ def _mib(n) -> str:
 
 
 def _duration(s: float) -> str:
+    if s < 10:
+        return f"{s:.2f} s"
     if s < 120:
         return f"{s:.0f} s"
     if s < 2 * 3600:
@@ -863,7 +867,8 @@ def format_plan(p: Plan) -> str:
     if p.run is not None:
         r = p.run
         lines.append(
-            f"whole run (upper bound, no early stop): {r['epochs']} epochs x "
+            f"whole run at the roofline speed, every epoch (no early stop): "
+            f"{r['epochs']} epochs x "
             f"{r['steps_per_epoch']} steps ({r['train_objects']:,} objects) + "
             f"validation each epoch = {_duration(r['total_s'])} "
             f"({_duration(r['epoch_s'])} per epoch)"
