@@ -38,12 +38,16 @@ def define_flags():
     flags.DEFINE_integer("batch_size", 256, "Global batch size.")
     flags.DEFINE_integer("num_workers", None, "Preprocessing worker processes.")
     flags.DEFINE_bool("overwrite", False, "Write into a non-empty --out.")
+    flags.DEFINE_bool("tcmalloc", True, "On CPU, restart under tcmalloc if installed.")
     flags.mark_flags_as_required(["workdir", "catalog", "out"])
 
 
 def main(argv):
     if len(argv) > 1:
         raise errors.ConfigError(f"unexpected arguments: {argv[1:]}")
+    from astrom3_jax.cli import host_memory
+
+    host_memory.reexec_with_tcmalloc(enabled=FLAGS.tcmalloc)
     from astrom3_jax import predict_lib
 
     step = FLAGS.step

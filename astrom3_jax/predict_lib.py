@@ -20,6 +20,15 @@ through the one evaluation path (training/evaluation.py). Written to `out`:
   bad_rows.csv      with skip_bad: the rows left out and why
   manifest.json     what was run
 
+How it runs: the cheap checks come first (statistics, reference,
+catalogue table), then a background thread preprocesses the rows in row
+order (in worker processes for large tables) while this thread loads and
+compiles the model and runs it on each chunk of rows as soon as it is
+ready, so parsing overlaps the model instead of preceding it. A bad row
+stops the run as soon as it is seen (strict), and with skip_bad the model
+stops as soon as more than max_bad_fraction of the rows are bad (the rest
+is still read, so that bad_rows.csv lists them all).
+
 Nearest known stars: a star is compared with the reference objects on the
 modalities it has: its embedding is the mean of its present modalities'
 unit vectors, and each reference object's is the mean of the same
@@ -29,9 +38,13 @@ catalogue values alone.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import os
+import queue
+import threading
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -42,6 +55,7 @@ PREDICTIONS_FILE = "predictions.csv"
 NEIGHBOURS_FILE = "neighbours.csv"
 SPLIT = "catalog"
 DEFAULT_K = 10
+CHUNK_BATCHES = 4  # batches of preprocessed rows per model run (the first: 1)
 
 
 class PredictError(errors.UserError, ValueError):
@@ -59,6 +73,9 @@ class Result:
     class_names: list[str]
     rows: list[dict]  # the lines of predictions.csv
     bad_rows: tuple
+    # wall seconds: 'load' (model loaded and ready), 'model' (running it,
+    # compilation included), 'waiting' (for preprocessed rows), 'total'
+    timings: dict = dataclasses.field(default_factory=dict)
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -114,9 +131,10 @@ def _modality_votes(model, embeddings, present, names) -> dict[str, np.ndarray]:
     return out
 
 
-def _neighbours(reference: str, embeddings, present, names, k: int):
-    """(reference split, neighbour indices (N, k) (-1: none), cosines,
-    outlier scores, their percentiles among the reference's own scores).
+def _neighbours(ref, embeddings, present, names, k: int):
+    """(neighbour indices (N, k) into the reference split `ref` (-1: none),
+    cosines, outlier scores, their percentiles among the reference's own
+    scores).
 
     Each star is compared on the modalities it has (module docstring); its
     outlier score is 1 - the mean cosine to its k nearest reference
@@ -125,13 +143,6 @@ def _neighbours(reference: str, embeddings, present, names, k: int):
     """
     from astrom3_jax.analysis.similarity import top_k_neighbours
 
-    ref = _reference_split(reference)
-    missing = [m for m in names if m not in ref.embeddings]
-    if missing:
-        raise PredictError(
-            f"--reference {reference}: its export has no {missing} embeddings; "
-            "export the reference with the same model"
-        )
     ref_units = {m: np.nan_to_num(ref.embeddings[m].astype(np.float64)) for m in names}
     units = {m: np.nan_to_num(embeddings[m].astype(np.float64)) for m in names}
     n = len(next(iter(present.values())))
@@ -155,10 +166,10 @@ def _neighbours(reference: str, embeddings, present, names, k: int):
         own = np.sort(1.0 - own_s.mean(axis=1))
         at = np.searchsorted(own, outlier[rows], "right")
         percentile[rows] = 100.0 * at / len(own)
-    return ref, idx, sims, outlier, percentile
+    return idx, sims, outlier, percentile
 
 
-def _reference_split(reference: str):
+def _reference_split(reference: str, names: Sequence[str]):
     from astrom3_jax.analysis import store
 
     splits = store.list_splits(reference) if os.path.isdir(reference) else []
@@ -169,7 +180,115 @@ def _reference_split(reference: str):
             "DIR/<split>)"
         )
     split = "train" if "train" in splits else splits[0]
-    return store.load_split(reference, split)
+    ref = store.load_split(reference, split)
+    missing = [m for m in names if m not in ref.embeddings]
+    if missing:
+        raise PredictError(
+            f"--reference {reference}: its export has no {missing} embeddings; "
+            "export the reference with the same model"
+        )
+    return ref
+
+
+def _build_for_restore(model_config, rngs):
+    """The model with zeros for parameters, for `restore_model` to fill.
+
+    The rest of its state (ProbSparse and dropout key streams) is what the
+    random initialisation gives; the initialisers themselves become dead
+    code that XLA drops: restoring the paper model takes about 3 s instead
+    of 17 on 2 CPU cores (restore_model builds under nnx.jit).
+    """
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from astrom3_jax import models
+
+    model = models.build_model(model_config, rngs)
+    params = nnx.state(model, nnx.Param)
+    nnx.update(model, jax.tree.map(jnp.zeros_like, params))
+    return model
+
+
+def _load_model(workdir: str, step):
+    """api.load_model, without the random initialisation a workdir's
+    checkpoint overwrites anyway (same model, same state)."""
+    from astrom3_jax import api
+    from astrom3_jax.training import workdir as workdir_lib
+
+    if not workdir_lib.is_workdir(workdir):
+        return api.load_model(workdir, step=step)
+    path = os.path.expanduser(str(workdir))
+    model, config = workdir_lib.restore_model(path, step, build_fn=_build_for_restore)
+    return model, api.with_defaults(config)
+
+
+_DONE = object()
+
+
+class _Feed(threading.Thread):
+    """Preprocesses a catalogue's rows in the background, in row order, into
+    a bounded queue of (row, example | None, RowError | None); an exception
+    of the preprocessing itself is queued too and raised by `items`.
+    `first_error` is the first bad row seen so far (the consumer may stop
+    early on it), `bad` how many there were."""
+
+    def __init__(self, cat, stats, *, require, num_workers, progress, maxsize):
+        super().__init__(name="predict-preprocessing", daemon=True)
+        self.cat, self.stats, self.require = cat, stats, tuple(require)
+        self.num_workers, self.progress = num_workers, progress
+        self.queue: queue.Queue = queue.Queue(maxsize)
+        self.stopping = threading.Event()
+        self.first_error = None
+        self.bad = 0
+
+    def run(self):
+        from tqdm import tqdm
+
+        from astrom3_jax.data import catalog as catalog_lib
+
+        rows = catalog_lib.iter_processed(
+            self.cat.rows, self.stats, catalog=self.cat.path, require=self.require,
+            num_workers=self.num_workers,
+        )  # fmt: skip
+        bar = tqdm(
+            total=len(self.cat), desc=f"read {os.path.basename(self.cat.path)}",
+            unit="obj", disable=not self.progress, position=0,
+        )  # fmt: skip
+        try:
+            with bar, contextlib.closing(rows):
+                for item in rows:
+                    if self.stopping.is_set():
+                        return
+                    bar.update()
+                    if item[2] is not None:
+                        self.bad += 1
+                        self.first_error = self.first_error or item[2]
+                    self._put(item)
+        except BaseException as e:  # noqa: BLE001 (raised again by items())
+            self._put(e)
+        self._put(_DONE)
+
+    def _put(self, item):
+        while not self.stopping.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def items(self):
+        while True:
+            item = self.queue.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def close(self):
+        self.stopping.set()
+        self.join()
 
 
 def _class_votes(labels: np.ndarray, idx: np.ndarray, n_classes: int):
@@ -204,55 +323,125 @@ def predict(
     """Predict every star of `catalog` with the model of `workdir`; see the
     module docstring for what is written to `out`."""
     import jax
+    from tqdm import tqdm
 
     from astrom3_jax import api
     from astrom3_jax.analysis import store
     from astrom3_jax.data import catalog as catalog_lib
     from astrom3_jax.data import normalisation, schema
     from astrom3_jax.training import evaluation
+    from astrom3_jax.training import workdir as workdir_lib
 
+    started = time.perf_counter()
     if os.path.isdir(out) and os.listdir(out) and not overwrite:
         raise PredictError(
             f"{out} exists and is not empty; choose another --out or pass --overwrite"
         )
     if k < 1:
         raise PredictError(f"k must be at least 1, got {k}")
-    model, config = api.load_model(workdir, step=step)
-    stats = normalisation.read_stats(workdir)
-    names = list(config.model.modalities)
-    single = config.model.task == "classification" and len(names) == 1
-    os.makedirs(out, exist_ok=True)
-    pre = catalog_lib.preprocess(
-        catalog,
-        stats,
-        skip_bad=skip_bad,
-        max_bad_fraction=max_bad_fraction,
-        bad_rows_path=os.path.join(out, catalog_lib.BAD_ROWS_FILE),
-        require=tuple(names) if single else (),
-        num_workers=num_workers,
-        progress=progress,
-    )
-    usable = [e for e in pre.examples if any(e.present.get(m) for m in names)]
-    if len(usable) < len(pre.examples):
-        lacking = [e.id for e in pre.examples if e not in usable]
+    if not 0.0 <= max_bad_fraction <= 1.0:
         raise PredictError(
-            f"{catalog}: {len(lacking)} star(s) have none of this model's "
-            f"modalities {names} (first: {lacking[0]!r})"
+            f"max_bad_fraction must be in [0, 1], got {max_bad_fraction}"
         )
-    source = _stored_examples(usable, names)
-    mesh_devices = jax.device_count()
-    batch = max(mesh_devices, batch_size - batch_size % mesh_devices)
-    predictor = evaluation.Predictor(model, seed=config.seed)
-    got = predictor.run(
-        source,
-        batch_size=batch,
-        modalities=names,
-        seq_len=config.seq_len,
-        progress=progress,
-        description="predict",
-    )
-    outputs = dict(got.outputs)
-    n = len(usable)
+    # The cheap checks first: a refusal comes before any file is parsed.
+    stats = normalisation.read_stats(workdir)
+    config = api.with_defaults(workdir_lib.load_any_config(workdir))
+    names = list(config.model.modalities)
+    ref = _reference_split(reference, names) if reference is not None else None
+    single = config.model.task == "classification" and len(names) == 1
+    cat = catalog_lib.read_catalog(catalog)
+    os.makedirs(out, exist_ok=True)
+    bad_rows_path = os.path.join(out, catalog_lib.BAD_ROWS_FILE)
+    batch = max(jax.device_count(), batch_size - batch_size % jax.device_count())
+    chunk = batch * CHUNK_BATCHES
+    feed = _Feed(
+        cat, stats, require=tuple(names) if single else (),
+        num_workers=num_workers, maxsize=2 * chunk,
+        progress=progress and jax.process_index() == 0,
+    )  # fmt: skip
+    limit = catalog_lib.allowed_bad(len(cat), max_bad_fraction)
+    stars, pending, parts, bad = [], [], [], []
+    timings = {"model": 0.0, "waiting": 0.0}
+    feed.start()
+    try:
+        model, config = _load_model(workdir, step)
+        predictor = evaluation.Predictor(model, seed=config.seed)
+        timings["load"] = time.perf_counter() - started
+        bar = tqdm(
+            total=len(cat), desc="predict", unit="obj", position=1,
+            disable=not progress or jax.process_index() != 0,
+        )  # fmt: skip
+
+        def run_model():
+            # feed.bad: the bad rows read so far, some maybe not yet seen here
+            if not pending or max(len(bad), feed.bad) > limit:
+                pending.clear()
+                return
+            t = time.perf_counter()
+            got = predictor.run(
+                _stored_examples(pending, names),
+                batch_size=batch,
+                modalities=names,
+                seq_len=config.seq_len,
+            )
+            timings["model"] += time.perf_counter() - t
+            parts.append(got.outputs)
+            bar.update(len(pending))
+            pending.clear()
+
+        with bar:
+            items = feed.items()
+            while True:
+                t = time.perf_counter()
+                item = next(items, None)
+                timings["waiting"] += time.perf_counter() - t
+                if item is None:
+                    break
+                row, example, error = item
+                if error is None and not any(example.present.get(m) for m in names):
+                    error = catalog_lib.RowError(
+                        f"none of this model's modalities {names}",
+                        catalog=cat.path, row=row.index, id=row.id, file=cat.path,
+                    )  # fmt: skip
+                if error is not None and not skip_bad:
+                    raise _strict(error)
+                if error is not None:
+                    bad.append(
+                        catalog_lib.BadRow(
+                            error.row, error.id, error.file, error.problem
+                        )
+                    )
+                    continue
+                name = example.features.get("name", example.id)
+                stars.append((example.id, name, example.label))
+                pending.append(example)
+                # The first run starts at one batch: it compiles the model's
+                # step while the next rows are read.
+                if len(pending) >= (chunk if parts else batch):
+                    if feed.first_error is not None and not skip_bad:
+                        raise _strict(feed.first_error)  # before more model time
+                    run_model()
+            run_model()
+    finally:
+        feed.close()
+    if skip_bad:
+        catalog_lib.write_bad_rows(bad_rows_path, bad)
+    n_rows = len(cat)
+    listed = f" They are listed in {bad_rows_path}." if skip_bad else ""
+    if len(bad) == n_rows:
+        raise catalog_lib.CatalogError(
+            f"catalog {cat.path}: all {n_rows} rows are bad, nothing to use.{listed} "
+            f"First: row {bad[0].row} (id {bad[0].id!r}): {bad[0].reason}"
+        )
+    if len(bad) > limit:
+        raise catalog_lib.CatalogError(
+            f"catalog {cat.path}: {len(bad)} of {n_rows} rows are bad "
+            f"({100 * len(bad) / n_rows:.1f}%), more than max_bad_fraction="
+            f"{max_bad_fraction:g} allows ({limit}).{listed} Fix them, or allow "
+            "more with max_bad_fraction= / --max_bad_fraction."
+        )
+    outputs = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+    n = len(stars)
     present = {
         m: np.asarray(outputs.pop(store.presence_column(m), np.ones(n)), bool)
         for m in names
@@ -260,14 +449,14 @@ def predict(
     logits = outputs.pop("logits", None)
     embeddings = {m: np.where(present[m][:, None], outputs[m], np.nan) for m in names}
     class_names = list(schema.CLASSES)[: config.model.num_classes]
-    ids = np.asarray([e.id for e in usable])
-    labels = np.asarray([e.label for e in usable], np.int64)  # -1: none
+    ids = np.asarray([star[0] for star in stars])
+    labels = np.asarray([star[2] for star in stars], np.int64)  # -1: none
     rows = []
-    for i, e in enumerate(usable):
+    for i, (star_id, name, label) in enumerate(stars):
         row = {
-            "id": e.id,
-            "name": e.features.get("name", e.id),
-            "label": class_names[e.label] if e.label >= 0 else "",
+            "id": star_id,
+            "name": name,
+            "label": class_names[label] if label >= 0 else "",
             "modalities": "+".join(m for m in names if present[m][i]),
         }
         if isinstance(row["name"], bytes):
@@ -287,9 +476,7 @@ def predict(
                     row[f"class_{m}"] = class_names[v[i]] if v[i] >= 0 else ""
     neighbours = []
     if reference is not None:
-        ref, idx, sims, outlier, pct = _neighbours(
-            reference, embeddings, present, names, k
-        )
+        idx, sims, outlier, pct = _neighbours(ref, embeddings, present, names, k)
         ref_ids, ref_labels = ref.index["id"], ref.labels
         vote, frac = _class_votes(ref_labels, idx, len(class_names))
         ref_names = ref.class_names or class_names
@@ -335,9 +522,23 @@ def predict(
             model_task=config.model.task,
             reference=str(reference) if reference else None,
             k=k,
-            bad_rows=len(pre.bad_rows),
+            bad_rows=len(bad),
         )
-    return Result(ids, present, embeddings, logits, class_names, rows, pre.bad_rows)
+    timings["total"] = time.perf_counter() - started
+    return Result(
+        ids, present, embeddings, logits, class_names, rows, tuple(bad), timings
+    )
+
+
+def _strict(error):
+    """The error of a bad row in a strict run (saying how to skip such rows)."""
+    from astrom3_jax.data import catalog as catalog_lib
+
+    return catalog_lib.RowError(
+        f"{error.problem} (pass skip_bad=True / --skip_bad to leave such rows "
+        f"out and list them in {catalog_lib.BAD_ROWS_FILE})",
+        catalog=error.catalog, row=error.row, id=error.id, file=error.file,
+    )  # fmt: skip
 
 
 def _write(out: str, rows: list[dict], neighbours: list[dict], with_ref: bool):

@@ -109,6 +109,16 @@ CASES = {
         lambda tmp, rel: ["--n_objects=30", "--workers", "0", "--repeats=1"],
         "objects/s",
     ),
+    "predict.py": (
+        lambda tmp, rel: [
+            "--model=smoke",
+            "--n_objects=24",
+            "--batch_size=8",
+            "--rounds=1",
+            "--notcmalloc",
+        ],
+        "samples/s",
+    ),
     "synthetic_realism.py": (
         lambda tmp, rel: [f"--release={rel}", "--n_estimators=10"],
         "balanced accuracy",

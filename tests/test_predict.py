@@ -1,0 +1,502 @@
+"""predict: a catalogue of raw files -> classes, embeddings, nearest known stars.
+
+The dummy release is built and the release's own raw files are given to
+`predict` as a catalogue in another folder layout: embeddings and classes
+must equal what the release path (export, fine-tuning's test predictions)
+gives for the same objects. The fast tests use small published-format
+weights imported with the release's info.json (the statistics recorded at
+import); the slow ones train a tiny CLIP model and a tiny fused classifier
+on the built release (the runs record its statistics themselves).
+"""
+
+import csv
+import gzip
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+
+from astrom3_jax import (
+    api,
+    errors,
+    export_embeddings,
+    finetune_lib,
+    predict_lib,
+    train_lib,
+)
+from astrom3_jax.analysis import store
+from astrom3_jax.data import catalog, datasets, normalisation, release_io, schema
+from tests.test_finetune import ft_config
+from tests.test_train import ROOT, tiny_config
+
+DUMMY = os.path.join(ROOT, "tfds_builders", "astrom3", "dummy_data")
+INFO = os.path.join(DUMMY, "splits", "full", "42", "info.json")
+STEMS = {"train": "train", "validation": "val", "test": "test"}
+WEIGHTS = os.path.join(ROOT, "tests", "fixtures", "reference_weights_small")
+EXAMPLE = os.path.join(ROOT, "examples", "my_stars", "catalog.csv")
+MODALITIES = ("photometry", "spectra", "metadata")
+TOL = 1e-5
+
+
+def _release_rows(*splits):
+    """(split, CSV row as text) of the dummy release's objects, split order."""
+    out = []
+    for split in splits:
+        path = os.path.join(DUMMY, "splits", "full", "42", f"{STEMS[split]}.csv")
+        with open(path, newline="") as f:
+            out += [(split, r) for r in csv.DictReader(f)]
+    return out
+
+
+def _write_catalog(path, rows):
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=columns, restval="")
+        w.writeheader()
+        w.writerows(rows)
+    return str(path)
+
+
+def _read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """The dummy release's raw files in a layout of our own: light curves in
+    <root>/survey/curves/, every spectrum flat in <root>/survey/lamost/
+    (every other one gzipped), tables go in <root>/tables/."""
+    root = tmp_path_factory.mktemp("stars")
+    curves, spectra = root / "survey" / "curves", root / "survey" / "lamost"
+    curves.mkdir(parents=True)
+    spectra.mkdir()
+    (root / "tables").mkdir()
+    rows = _release_rows(*STEMS)
+    with zipfile.ZipFile(os.path.join(DUMMY, "photometry.zip")) as z:
+        for _, r in rows:
+            (curves / f"{r['name']}.dat").write_bytes(
+                z.read(release_io.dat_member(r["name"]))
+            )
+    for i, (_, r) in enumerate(rows):
+        src = os.path.join(DUMMY, "spectra", r["target"], r["spec_filename"])
+        if i % 2 and not src.endswith(".gz"):
+            gz = spectra / f"{r['spec_filename']}.gz"
+            with open(src, "rb") as f, gzip.open(gz, "wb") as g:
+                g.write(f.read())
+        else:
+            shutil.copy(src, spectra / r["spec_filename"])
+    return root
+
+
+def _row(files, split, r, *, spectrum=True, metadata=True, absolute=False):
+    """The catalogue row of a release object (catalogue cells copied as text,
+    so the floats are exactly the release's)."""
+    lamost = files / "survey" / "lamost"
+    spec = lamost / r["spec_filename"]
+    if not spec.exists():
+        spec = lamost / f"{r['spec_filename']}.gz"
+    lc = files / "survey" / "curves" / f"{r['name']}.dat"
+    tables = files / "tables"
+    out = {"id": r["id"], "name": r["name"], "label": r["target"]}
+    out["lightcurve"] = str(lc) if absolute else os.path.relpath(lc, tables)
+    out["spectrum"] = os.path.relpath(spec, tables) if spectrum else ""
+    for c in schema.ALL_COLS:
+        out[c] = r[c] if metadata or c in schema.PHOTO_COLS else ""
+    return out
+
+
+def _catalogue(files, name, rows):
+    return _write_catalog(files / "tables" / name, rows)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    d = str(tmp_path_factory.mktemp("tfds"))
+    datasets.prepare("full_42", d, DUMMY, num_workers=0)
+    return d
+
+
+@pytest.fixture(scope="module")
+def clip_wd(data_dir, tmp_path_factory):
+    """A tiny CLIP pre-training on the built release (one step): the run
+    records the data set's statistics in its workdir."""
+    wd = str(tmp_path_factory.mktemp("clip") / "run")
+    c = tiny_config(dataset="full_42", data_dir=data_dir, num_epochs=1)
+    c.max_steps_per_epoch = 1
+    train_lib.train_and_evaluate(c, wd)
+    return wd
+
+
+@pytest.fixture(scope="module")
+def clf_wd(data_dir, tmp_path_factory):
+    """A tiny fused classifier (all modalities) fine-tuned on the release."""
+    wd = str(tmp_path_factory.mktemp("all") / "run")
+    c = ft_config("all,full", dataset="full_42", data_dir=data_dir, num_epochs=1)
+    c.max_steps_per_epoch = 1
+    finetune_lib.finetune_and_evaluate(c, wd)
+    return wd
+
+
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory):
+    """Published-format weights of the fused classifier (small, random),
+    imported with the release configuration's info.json."""
+    wd = tmp_path_factory.mktemp("imported") / "all"
+    api.import_to_workdir(os.path.join(WEIGHTS, "all"), wd, info_json=INFO)
+    return str(wd)
+
+
+@pytest.fixture(scope="module")
+def imported_reference(imported, data_dir, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("ref") / "export")
+    export_embeddings.export(
+        imported, "full_42", ["train"], out, data_dir=data_dir, progress=False
+    )
+    return out
+
+
+def _predict(workdir, path, out, **kw):
+    kw.setdefault("num_workers", 0)
+    return predict_lib.predict(workdir, path, str(out), progress=False, **kw)
+
+
+# --------------------------------------------------------------------- parity
+def _export_parity(workdir, data_dir, files, tmp_path):
+    """The test split exported from the built release, and the same objects
+    predicted from a catalogue of their raw files: same embeddings (and
+    logits, classes for a classifier)."""
+    ex = str(tmp_path / "export")
+    export_embeddings.export(
+        workdir, "full_42", ["test"], ex, data_dir=data_dir, progress=False
+    )
+    want = store.load_split(ex, "test")
+    rows = [
+        _row(files, s, r, absolute=bool(i % 3 == 0))
+        for i, (s, r) in enumerate(_release_rows("test"))
+    ]
+    got = _predict(workdir, _catalogue(files, "test.csv", rows), tmp_path / "out")
+    assert not got.bad_rows
+    order = {i: j for j, i in enumerate(want.index["id"])}
+    take = np.asarray([order[i] for i in got.ids])
+    assert sorted(take) == list(range(len(want))) == list(range(10))
+    saved = store.load_split(tmp_path / "out", predict_lib.SPLIT)
+    np.testing.assert_array_equal(saved.index["id"], got.ids)
+    for m in (*MODALITIES, store.FUSED):
+        assert np.isfinite(saved.embeddings[m]).all(), m
+        np.testing.assert_allclose(
+            saved.embeddings[m], want.embeddings[m][take], atol=TOL, err_msg=m
+        )
+    for m in MODALITIES:
+        assert np.isfinite(got.embeddings[m]).all(), m
+        np.testing.assert_allclose(
+            got.embeddings[m], want.embeddings[m][take], atol=TOL, err_msg=m
+        )
+        assert saved.present(m).all()
+    np.testing.assert_array_equal(saved.labels, want.labels[take])
+    lines = _read_csv(tmp_path / "out" / predict_lib.PREDICTIONS_FILE)
+    assert [r["id"] for r in lines] == list(got.ids)
+    assert {r["modalities"] for r in lines} == {"photometry+spectra+metadata"}
+    assert [r["label"] for r in lines] == [r["label"] for r in rows]
+    if want.logits is None:
+        assert got.logits is None and "class" not in lines[0]  # CLIP: k-NN only
+    else:
+        np.testing.assert_allclose(got.logits, want.logits[take], atol=TOL)
+        want_class = np.argmax(want.logits[take], 1)
+        assert [r["class"] for r in lines] == [schema.CLASSES[c] for c in want_class]
+    return got, lines
+
+
+def test_parity_of_release_export_and_catalogue(imported, data_dir, files, tmp_path):
+    _, lines = _export_parity(imported, data_dir, files, tmp_path)
+    names = list(schema.CLASSES)
+    for r in lines:  # every class's probability, summing to 1; per-modality votes
+        p = np.array([float(r[f"p_{c}"]) for c in names])
+        assert p.sum() == pytest.approx(1.0, abs=1e-5)
+        assert names[int(np.argmax(p))] == r["class"]
+        assert all(r[f"class_{m}"] in names for m in MODALITIES)
+
+
+@pytest.mark.slow
+def test_stats_recorded_by_training_equal_the_release(clip_wd, clf_wd):
+    want = normalisation.NormalisationStats.from_info_json(INFO)
+    for wd in (clip_wd, clf_wd):
+        got = normalisation.read_stats(wd)
+        assert got.mean == want.mean and got.std == want.std
+
+
+@pytest.mark.slow
+def test_parity_trained_clip_export_and_catalogue(clip_wd, data_dir, files, tmp_path):
+    _export_parity(clip_wd, data_dir, files, tmp_path)
+
+
+@pytest.mark.slow
+def test_parity_finetuned_test_predictions_and_catalogue(clf_wd, files, tmp_path):
+    pred = np.load(os.path.join(clf_wd, finetune_lib.PREDICTIONS_FILE))
+    rows = [_row(files, s, r) for s, r in _release_rows("test")]
+    got = _predict(clf_wd, _catalogue(files, "test.csv", rows), tmp_path / "out")
+    order = {str(i): j for j, i in enumerate(pred["id"])}
+    take = np.asarray([order[i] for i in got.ids])
+    assert sorted(take) == list(range(10))
+    np.testing.assert_allclose(got.logits, pred["logits"][take], atol=TOL)
+    np.testing.assert_array_equal(np.argmax(got.logits, 1), pred["pred"][take])
+    lines = _read_csv(tmp_path / "out" / predict_lib.PREDICTIONS_FILE)
+    names = list(schema.CLASSES)
+    assert [r["class"] for r in lines] == [names[p] for p in pred["pred"][take]]
+    saved = store.load_split(tmp_path / "out", predict_lib.SPLIT)
+    np.testing.assert_allclose(saved.logits, got.logits, atol=1e-6)
+
+
+def test_model_is_loaded_as_load_model_loads_it(imported):
+    import jax
+    from flax import nnx
+
+    ours, config = predict_lib._load_model(imported, None)
+    theirs, want = api.load_model(imported)
+    assert config.to_dict() == want.to_dict()
+
+    def leaves(model):
+        out = []
+        for x in jax.tree.leaves(nnx.to_pure_dict(nnx.state(model))):
+            if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+                x = jax.random.key_data(x)
+            out.append(np.asarray(x))
+        return out
+
+    a, b = leaves(ours), leaves(theirs)
+    assert len(a) == len(b) > 0
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+# ------------------------------------------------------ incomplete objects
+def test_light_curve_only_rows(imported, files, tmp_path):
+    release = _release_rows("test")
+    rows = [_row(files, s, r) for s, r in release[:4]]
+    rows += [_row(files, s, r, spectrum=False, metadata=False) for s, r in release[:3]]
+    for r in rows[4:]:
+        r["id"] += "-lc"
+    path = _catalogue(files, "lc_only.csv", rows)
+    got = _predict(imported, path, tmp_path / "out")
+    full, lc = slice(0, 4), slice(4, 7)
+    assert got.present["photometry"].all()
+    assert np.isfinite(got.embeddings["photometry"]).all()
+    for m in ("spectra", "metadata"):
+        assert got.present[m][full].all() and not got.present[m][lc].any()
+        assert np.isnan(got.embeddings[m][lc]).all()
+        assert np.isfinite(got.embeddings[m][full]).all()
+    # The photometry encoder sees the same light curve either way.
+    np.testing.assert_allclose(
+        got.embeddings["photometry"][lc], got.embeddings["photometry"][:3], atol=TOL
+    )
+    saved = store.load_split(tmp_path / "out", predict_lib.SPLIT)
+    for m in MODALITIES:
+        np.testing.assert_array_equal(
+            saved.index[store.presence_column(m)], got.present[m]
+        )
+    assert np.isnan(saved.embeddings["spectra"][lc]).all()
+    np.testing.assert_allclose(  # fused: the mean of what the star has
+        saved.embeddings[store.FUSED][lc], saved.embeddings["photometry"][lc], atol=TOL
+    )
+    assert np.isfinite(got.logits).all()
+    lines = _read_csv(tmp_path / "out" / predict_lib.PREDICTIONS_FILE)
+    assert [r["modalities"] for r in lines[4:]] == ["photometry"] * 3
+    assert all(
+        r["class_spectra"] == r["class_metadata"] == "" for r in lines[4:]
+    )  # no vote from a modality the star lacks
+    assert all(r["class_photometry"] in schema.CLASSES for r in lines)
+    # Only the light curve counts: the fused class is the photometry vote.
+    assert [r["class"] for r in lines[4:]] == [r["class_photometry"] for r in lines[4:]]
+
+
+# ------------------------------------------------------------------ bad rows
+HEADER = "# ASAS-SN light curve\nHJD MAG MAG_ERR FLUX FLUX_ERR\n"
+BAD = {  # case -> (the part of the file name in the message, the problem)
+    "missing_file": ("gone.dat", "not found"),
+    "corrupt_fits": ("broken.fits", "unreadable FITS"),
+    "one_point": ("short.dat", "1 distinct point"),
+    "nan_catalogue": ("bad.csv", "w3_mag"),
+    "unknown_class": ("bad.csv", "unknown class 'CEP'"),
+}
+
+
+def _break(files, row, case):
+    tables = files / "tables"
+    if case == "missing_file":
+        row["lightcurve"] = "nowhere/gone.dat"
+    elif case == "corrupt_fits":
+        (tables / "broken.fits").write_bytes(b"SIMPLE  = not a FITS file" * 20)
+        row["spectrum"] = "broken.fits"
+    elif case == "one_point":
+        (tables / "short.dat").write_text(HEADER + "2457000.1 12.0 0.01 5.0 0.1\n")
+        row["lightcurve"] = "short.dat"
+    elif case == "nan_catalogue":
+        row["w3_mag"] = "nan"
+    elif case == "unknown_class":
+        row["label"] = "CEP"
+    return row
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_a_bad_row_stops_predict_naming_row_file_and_problem(
+    imported, files, tmp_path, case
+):
+    file, problem = BAD[case]
+    rows = [_row(files, s, r) for s, r in _release_rows("test")[:3]]
+    _break(files, rows[1], case)
+    path = _catalogue(files, "bad.csv", rows)
+    out = tmp_path / case
+    with pytest.raises(catalog.RowError) as err:
+        _predict(imported, path, out)
+    msg = str(err.value)
+    assert "row 1" in msg and rows[1]["id"] in msg, msg
+    assert file in msg and problem in msg, msg
+    assert "--skip_bad" in msg
+    assert not (out / predict_lib.PREDICTIONS_FILE).exists()
+
+
+def test_skip_bad_lists_bad_rows_and_predicts_the_rest(imported, files, tmp_path):
+    release = _release_rows("train", "test")  # 30 rows, 5 of them bad
+    rows = [_row(files, s, r) for s, r in release]
+    broken = {2 + 5 * i: case for i, case in enumerate(BAD)}
+    for i, case in broken.items():
+        _break(files, rows[i], case)
+    path = _catalogue(files, "bad.csv", rows)
+    with pytest.raises(catalog.CatalogError, match=r"5 of 30 rows are bad"):
+        _predict(
+            imported, path, tmp_path / "strict", skip_bad=True, max_bad_fraction=0.1
+        )
+    listed = _read_csv(tmp_path / "strict" / catalog.BAD_ROWS_FILE)
+    assert len(listed) == 5  # listed even when the run then fails
+    out = tmp_path / "out"
+    got = _predict(imported, path, out, skip_bad=True, max_bad_fraction=0.2)
+    good = [r["id"] for i, r in enumerate(rows) if i not in broken]
+    assert list(got.ids) == good and len(got.bad_rows) == 5
+    listed = _read_csv(out / catalog.BAD_ROWS_FILE)
+    assert [int(b["row"]) for b in listed] == sorted(broken)
+    for b in listed:
+        file, problem = BAD[broken[int(b["row"])]]
+        assert b["id"] == rows[int(b["row"])]["id"]
+        assert file in b["file"] and problem in b["reason"], b
+    assert [r["id"] for r in _read_csv(out / predict_lib.PREDICTIONS_FILE)] == good
+    assert store.read_manifest(out)["bad_rows"] == 5
+
+
+# --------------------------------------------------------- published weights
+def test_published_weights_with_recorded_statistics(imported, tmp_path):
+    wd = imported  # import_to_workdir(folder, wd, info_json=INFO)
+    got = normalisation.read_stats(wd)
+    want = normalisation.NormalisationStats.from_info_json(INFO)
+    assert got.mean == want.mean and got.std == want.std
+    assert got.source == INFO
+    res = _predict(wd, EXAMPLE, tmp_path / "out")
+    assert len(res.ids) == 12 and np.isfinite(res.logits).all()
+    lines = _read_csv(tmp_path / "out" / predict_lib.PREDICTIONS_FILE)
+    assert all(r["class"] in schema.CLASSES for r in lines)
+    kinds = [r["modalities"] for r in lines]
+    assert kinds.count("photometry+spectra+metadata") == 8
+    assert kinds.count("photometry+metadata") == 3 and kinds.count("photometry") == 1
+
+
+def test_a_model_without_statistics_is_refused(tmp_path):
+    wd = tmp_path / "imported"
+    # A local folder and no info.json: imported, but without statistics.
+    api.import_to_workdir(os.path.join(WEIGHTS, "clip"), wd)
+    assert not (wd / normalisation.STATS_FILE).exists()
+    out = tmp_path / "out"
+    with pytest.raises(normalisation.MissingStatsError) as err:
+        _predict(str(wd), EXAMPLE, out)
+    msg = str(err.value)
+    assert isinstance(err.value, errors.UserError)
+    assert f"python -m astrom3_jax.data.normalisation --workdir {wd}" in msg
+    assert "--info_json" in msg and "--dataset" in msg
+    assert not out.exists()
+
+
+# ---------------------------------------------------------------- reference
+def _unit(x):
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_reference_neighbours_vote_and_outliers(
+    imported, imported_reference, files, tmp_path
+):
+    reference = imported_reference  # the train split's export
+    release = _release_rows("test")
+    rows = [_row(files, s, r) for s, r in release]
+    lc_only = [
+        _row(files, s, r, spectrum=False, metadata=False) for s, r in release[:2]
+    ]
+    for r in lc_only:
+        r["id"] += "-lc"
+    rows[0]["label"] = ""  # an unlabelled star: no mislabel score
+    path = _catalogue(files, "ref.csv", rows + lc_only)
+    k = 4
+    out = tmp_path / "out"
+    got = _predict(imported, path, out, reference=reference, k=k)
+    ref = store.load_split(reference, "train")
+    lines = _read_csv(out / predict_lib.PREDICTIONS_FILE)
+    nb = _read_csv(out / predict_lib.NEIGHBOURS_FILE)
+    assert len(nb) == k * len(rows + lc_only)
+    for i, line in enumerate(lines):
+        have = [m for m in MODALITIES if got.present[m][i]]
+        # Direct NumPy cosine on the modalities the star has.
+        q = _unit(np.mean([got.embeddings[m][i : i + 1] for m in have], 0))
+        c = _unit(np.mean([ref.embeddings[m] for m in have], 0))
+        cos = (c @ q.T)[:, 0]
+        top = np.argsort(-cos, kind="stable")[:k]
+        mine = [n for n in nb if n["id"] == line["id"]]
+        assert [int(n["rank"]) for n in mine] == list(range(1, k + 1))
+        assert [n["neighbour_id"] for n in mine] == list(ref.index["id"][top])
+        np.testing.assert_allclose(
+            [float(n["cosine"]) for n in mine], cos[top], atol=TOL
+        )
+        names = [ref.class_names[j] for j in ref.labels[top]]
+        assert [n["neighbour_label"] for n in mine] == names
+        counts = np.bincount(ref.labels[top], minlength=len(schema.CLASSES))
+        assert line["knn_class"] == schema.CLASSES[int(np.argmax(counts))]
+        assert float(line["knn_agreement"]) == pytest.approx(counts.max() / k, abs=1e-3)
+        assert float(line["outlier_score"]) == pytest.approx(
+            1 - cos[top].mean(), abs=TOL
+        )
+        assert 0.0 <= float(line["outlier_percentile"]) <= 100.0
+        if line["label"]:
+            agree = np.mean(np.asarray(names) == line["label"])
+            assert float(line["mislabel_score"]) == pytest.approx(1 - agree, abs=1e-3)
+        else:
+            assert line.get("mislabel_score", "") == ""
+    assert got.ids[-1].endswith("-lc") and lines[-1]["modalities"] == "photometry"
+    # The percentile places a star's score among the reference stars' own
+    # (each against the other reference stars, itself left out).
+    for have, i in ((MODALITIES, 1), (("photometry",), len(lines) - 1)):
+        c = _unit(np.mean([ref.embeddings[m] for m in have], 0))
+        s = c @ c.T
+        np.fill_diagonal(s, -np.inf)
+        own = 1 - np.sort(s, axis=1)[:, ::-1][:, :k].mean(1)
+        score = float(lines[i]["outlier_score"])
+        want = 100.0 * np.mean(own <= score)
+        assert float(lines[i]["outlier_percentile"]) == pytest.approx(want, abs=0.051)
+
+
+def test_reference_must_be_an_export(imported, files, tmp_path):
+    rows = [_row(files, s, r) for s, r in _release_rows("test")[:2]]
+    path = _catalogue(files, "two.csv", rows)
+    with pytest.raises(predict_lib.PredictError, match="not an export"):
+        _predict(imported, path, tmp_path / "out", reference=str(tmp_path))
+
+
+# ---------------------------------------------------------------------- CLI
+def test_cli_missing_catalogue_is_a_one_line_error(imported, tmp_path):
+    cmd = [
+        sys.executable, "-m", "astrom3_jax.predict", f"--workdir={imported}",
+        f"--catalog={tmp_path / 'nope.csv'}", f"--out={tmp_path / 'out'}",
+    ]  # fmt: skip
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 1, p.stderr[-3000:]
+    lines = [line for line in p.stderr.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and "nope.csv" in lines[0] and "not found" in lines[0]
+    assert "Traceback" not in p.stderr
