@@ -24,7 +24,11 @@ Evaluator = Callable[[object, Mapping, Mapping], dict]
 
 
 def retrieval(config, outputs: Mapping, columns: Mapping) -> dict:
+    """Needs the embeddings of two or more modalities ({} without them, e.g.
+    on a classifier's outputs)."""
     del columns
+    if sum(m in outputs for m in config.model.modalities) < 2:
+        return {}
     return tasks.clip_split_metrics(outputs, config)
 
 
