@@ -147,7 +147,7 @@ def import_to_workdir(
     except (errors.UserError, OSError) as e:
         logging.warning(
             "Imported %s without normalisation statistics (%s). Record them "
-            "before predicting: python -m astrom3_jax.data.normalisation "
+            "before predicting: python -m astrom3_jax.record_stats "
             "--workdir %s --info_json RELEASE/splits/full/<seed>/info.json",
             source,
             e,

@@ -14,7 +14,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from astrom3_jax import errors
+from astrom3_jax import errors, record_stats
 from astrom3_jax.data import (
     catalog,
     datasets,
@@ -413,12 +413,12 @@ def test_read_stats_refuses_a_workdir_without_them(tmp_path):
     with pytest.raises(normalisation.MissingStatsError) as err:
         normalisation.read_stats(tmp_path)
     msg = str(err.value)
-    assert str(tmp_path) in msg and "python -m astrom3_jax.data.normalisation" in msg
+    assert str(tmp_path) in msg and "python -m astrom3_jax.record_stats" in msg
     assert "info.json" in msg and isinstance(err.value, errors.UserError)
 
 
 def test_stats_cli_records_info_json(tmp_path):
-    normalisation.main(["--workdir", str(tmp_path), "--info_json", INFO])
+    record_stats.main(["--workdir", str(tmp_path), "--info_json", INFO])
     assert normalisation.read_stats(tmp_path).mean == tuple(
         json.load(open(INFO))["mean"]
     )

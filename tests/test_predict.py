@@ -412,7 +412,7 @@ def test_a_model_without_statistics_is_refused(tmp_path):
         _predict(str(wd), EXAMPLE, out)
     msg = str(err.value)
     assert isinstance(err.value, errors.UserError)
-    assert f"python -m astrom3_jax.data.normalisation --workdir {wd}" in msg
+    assert f"python -m astrom3_jax.record_stats --workdir {wd}" in msg
     assert "--info_json" in msg and "--dataset" in msg
     assert not out.exists()
 

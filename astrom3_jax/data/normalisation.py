@@ -19,17 +19,16 @@ photo_cols, meta_cols, all_cols, metadata_func, mean, std; plus `format`,
 
 To give a workdir the statistics it lacks:
 
-    python -m astrom3_jax.data.normalisation --workdir W \
+    python -m astrom3_jax.record_stats --workdir W \
         (--info_json RELEASE/splits/full/42/info.json | --dataset CONFIG [--data_dir D])
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -52,10 +51,10 @@ class StatsError(errors.UserError, ValueError):
 def _how_to_provide(workdir: str) -> str:
     return (
         "Record the statistics of the data the model was trained on:\n"
-        f"  python -m astrom3_jax.data.normalisation --workdir {workdir} "
+        f"  python -m astrom3_jax.record_stats --workdir {workdir} "
         "--info_json RELEASE/splits/<subset>/<seed>/info.json\n"
         "(the release configuration's info.json, for published weights), or\n"
-        f"  python -m astrom3_jax.data.normalisation --workdir {workdir} "
+        f"  python -m astrom3_jax.record_stats --workdir {workdir} "
         "--dataset <config> [--data_dir D]\n"
         "(a data set prepared with python -m tfds_builders.build)."
     )
@@ -253,37 +252,3 @@ def stats_of_prepared(data_dir: str | os.PathLike) -> NormalisationStats:
             "statistics from the release's info.json."
         )
     return NormalisationStats.read(path)
-
-
-# --------------------------------------------------------------------- command
-def main(argv: Sequence[str] | None = None) -> str:
-    p = argparse.ArgumentParser(
-        description="Record normalisation statistics in a training workdir."
-    )
-    p.add_argument("--workdir", required=True)
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--info_json", help="a release split folder's info.json")
-    src.add_argument("--dataset", help="a prepared astrom3 config, e.g. full_42")
-    p.add_argument("--data_dir", default=None, help="TFDS data dir of --dataset")
-    args = p.parse_args(argv)
-    if args.info_json:
-        stats = NormalisationStats.from_info_json(args.info_json)
-    else:
-        from astrom3_jax.data import datasets
-
-        builder = datasets.builder(args.dataset, args.data_dir)
-        if not builder.is_prepared():
-            raise errors.DataNotPreparedError(
-                datasets.missing_data_message(args.dataset, args.data_dir)
-            )
-        stats = stats_of_prepared(builder.data_dir)
-    path = write_stats(args.workdir, stats)
-    print(f"wrote {path} (statistics from {stats.source})")
-    return path
-
-
-if __name__ == "__main__":
-    try:
-        main()
-    except errors.UserError as e:
-        raise SystemExit(f"error: {e}") from None
