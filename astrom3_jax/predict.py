@@ -36,7 +36,9 @@ def define_flags():
         "max_bad_fraction", 0.05, "With --skip_bad: fail above this share of bad rows."
     )
     flags.DEFINE_integer("batch_size", 256, "Global batch size.")
-    flags.DEFINE_integer("num_workers", None, "Preprocessing worker processes.")
+    flags.DEFINE_integer(
+        "num_workers", None, "Preprocessing worker processes (default: none on 2 CPUs)."
+    )
     flags.DEFINE_bool("overwrite", False, "Write into a non-empty --out.")
     flags.DEFINE_bool("tcmalloc", True, "On CPU, restart under tcmalloc if installed.")
     flags.mark_flags_as_required(["workdir", "catalog", "out"])

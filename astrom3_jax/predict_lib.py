@@ -22,9 +22,10 @@ through the one evaluation path (training/evaluation.py). Written to `out`:
 
 How it runs: the cheap checks come first (statistics, reference,
 catalogue table), then a background thread preprocesses the rows in row
-order (in worker processes for large tables) while this thread loads and
-compiles the model and runs it on each chunk of rows as soon as it is
-ready, so parsing overlaps the model instead of preceding it. A bad row
+order (in worker processes for large tables on more than 2 CPUs,
+`default_workers`) while this thread loads and compiles the model and
+runs it on each chunk of rows as soon as it is ready, so parsing overlaps
+the model instead of preceding it. A bad row
 stops the run as soon as it is seen (strict), and with skip_bad the model
 stops as soon as more than max_bad_fraction of the rows are bad (the rest
 is still read, so that bad_rows.csv lists them all).
@@ -223,6 +224,20 @@ def _load_model(workdir: str, step):
     return model, api.with_defaults(config)
 
 
+def default_workers(n_rows: int) -> int:
+    """Preprocessing worker processes for predict: none on 2 CPUs or fewer,
+    where the model already keeps every core busy and spawned workers only
+    add their start-up (paper model, 2,216 stars with spectra on 2 cores:
+    end to end at 57% of the bare model's samples/s with 2 workers, 72%
+    reading in the thread; benchmarks/predict.py); else the catalogue's
+    default (catalog.default_workers)."""
+    from astrom3_jax.data import catalog as catalog_lib
+
+    if (os.cpu_count() or 1) <= 2:
+        return 0
+    return catalog_lib.default_workers(n_rows)
+
+
 _DONE = object()
 
 
@@ -354,6 +369,8 @@ def predict(
     bad_rows_path = os.path.join(out, catalog_lib.BAD_ROWS_FILE)
     batch = max(jax.device_count(), batch_size - batch_size % jax.device_count())
     chunk = batch * CHUNK_BATCHES
+    if num_workers is None:
+        num_workers = default_workers(len(cat))
     feed = _Feed(
         cat, stats, require=tuple(names) if single else (),
         num_workers=num_workers, maxsize=2 * chunk,

@@ -273,6 +273,14 @@ def test_model_is_loaded_as_load_model_loads_it(imported):
         np.testing.assert_array_equal(x, y)
 
 
+def test_default_workers_leave_two_cores_to_the_model(monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert predict_lib.default_workers(100_000) == 0
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    assert predict_lib.default_workers(100_000) == catalog.default_workers(100_000)
+    assert predict_lib.default_workers(10) == 0
+
+
 # ------------------------------------------------------ incomplete objects
 def test_light_curve_only_rows(imported, files, tmp_path):
     release = _release_rows("test")
