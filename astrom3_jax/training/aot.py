@@ -606,7 +606,7 @@ def plan(
     result = Plan(
         topology=topology,
         hardware=hw,
-        dtype=str(config.model.get("dtype", "float32")),
+        dtype=str(config.model.dtype),
         attention=_attention(config),
         steps=out,
     )
@@ -731,7 +731,7 @@ def run_time(p: Plan, config, sizes: dict) -> dict:
         eval_s = math.ceil(sizes.get("validation", 0) / ev.global_batch) * ev.est_step_s
     epoch_s = steps_per_epoch * train.est_step_s + eval_s
     total = config.num_epochs * epoch_s
-    finetune = config.model.get("task", "clip") == "classification"
+    finetune = config.model.task == "classification"
     if finetune and "eval" in p.steps and sizes.get("test"):  # the test pass
         ev = p.steps["eval"]
         total += math.ceil(sizes["test"] / ev.global_batch) * ev.est_step_s
