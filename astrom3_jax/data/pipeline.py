@@ -10,11 +10,11 @@ How it is put together, and why:
   then a cheap protobuf decode straight into numpy) and every modality's
   transform is vectorised over the batch; per-example Python work and TFDS's
   generic decoder were what capped throughput.
-- The index plan is pure grain: range -> shuffle(seed) -> batch(global batch,
-  drop_remainder) -> repeat(num_epochs). grain reshuffles every epoch
-  (epoch seed = seed + epoch), batches never straddle epochs, and the
-  iterator's state is the step counter, so `get_state()`/`set_state()` resume
-  exactly.
+- The index plan is a grain MapDataset over global steps: step k of epoch
+  e takes rows [k * B, (k + 1) * B) of a NumPy permutation seeded by
+  (seed, e), so every epoch is reshuffled, batches never straddle epochs
+  (the last partial batch is dropped), and the iterator's state is the step
+  counter, so `get_state()`/`set_state()` resume exactly.
 - Multi-process: every process plans the same GLOBAL batch and reads only
   its own contiguous slice of rows (process p gets rows
   [p * local, (p + 1) * local)). Per step the processes' rows are disjoint and
@@ -594,7 +594,7 @@ def make_train_loader(
     Returns:
       A grain DatasetIterator; `get_state()` gives a small JSON-able dict,
       `set_state(state)` on a freshly built iterator resumes exactly there
-      (grain.checkpoint.CheckpointSave/Restore store it in an Orbax checkpoint).
+      (the trainer stores it in each checkpoint's JSON metadata).
     """
     _check_batch(batch_size, shard_count)
     builder = _BatchBuilder(
