@@ -37,8 +37,8 @@ def clip_workdir(tmp_path_factory):
     return wd
 
 
-def direct_embeddings(model, config, source):
-    """The model called on one unpadded batch of the whole split."""
+def pipeline_inputs(config, source):
+    """The model inputs of one unpadded batch of the whole split."""
     (batch,) = list(
         pipeline.make_eval_batches(
             source,
@@ -47,12 +47,13 @@ def direct_embeddings(model, config, source):
             seq_len=config.seq_len,
         )
     )
-    return model.embed(
-        photometry=batch["photometry"],
-        photometry_mask=batch["photometry_mask"],
-        spectra=batch["spectra"],
-        metadata=batch["metadata"],
-    )
+    keys = ("photometry", "photometry_mask", "spectra", "metadata")
+    return {k: batch[k] for k in keys}
+
+
+def direct_embeddings(model, config, source):
+    """The model called on one unpadded batch of the whole split."""
+    return model.embed(**pipeline_inputs(config, source))
 
 
 def test_export_round_trip(clip_workdir, tmp_path):
@@ -167,20 +168,7 @@ def test_export_of_a_probsparse_checkpoint_equals_its_validation_pass(
             direct[name], validation[name], rtol=0, atol=1e-6, err_msg=name
         )
     # The photometry encoder's sample matters: another key gives other rows.
-    other = model.embed(**_pipeline_inputs(config, src["validation"]), seed=7)
+    other = model.embed(**pipeline_inputs(config, src["validation"]), seed=7)
     assert (
         np.abs(np.asarray(other["photometry"]) - validation["photometry"]).max() > 1e-4
     )
-
-
-def _pipeline_inputs(config, source):
-    (batch,) = list(
-        pipeline.make_eval_batches(
-            source,
-            batch_size=len(source),
-            modalities=tuple(config.model.modalities),
-            seq_len=config.seq_len,
-        )
-    )
-    keys = ("photometry", "photometry_mask", "spectra", "metadata")
-    return {k: batch[k] for k in keys}
