@@ -239,7 +239,8 @@ def finetune_and_evaluate(
     outcome = loop.train(
         config,
         workdir,
-        tasks.classification_task(),
+        # The config's task: its modality_dropout reaches the training loss.
+        tasks.for_config(config),
         sources,
         build_fn=build_fn,
         before_training=before_training,

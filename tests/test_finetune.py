@@ -299,6 +299,27 @@ def test_fused_classifier_scored_with_spectra_withheld(tmp_path):
     assert held["accuracy"] == pytest.approx(want)
 
 
+def test_modality_dropout_reaches_the_training_loss(tmp_path, monkeypatch):
+    """--config.modality_dropout changes what a fused classifier learns."""
+    seen = []
+    train = loop.train
+
+    def spy(config, workdir, task, *args, **kwargs):
+        seen.append(task)
+        return train(config, workdir, task, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "train", spy)
+    params = {}
+    for p in (0.0, 0.5):
+        wd = str(tmp_path / f"p{p}")
+        c = ft_config("all,full", num_epochs=1, modality_dropout=p)
+        finetune_lib.finetune_and_evaluate(c, wd, sources=ft_sources())
+        model, _ = workdir_lib.restore_model(wd, "latest")
+        params[p] = _flat(nnx.state(model, nnx.Param))
+    assert seen[0].loss_fn is not seen[1].loss_fn
+    assert any(not np.array_equal(params[0.0][k], params[0.5][k]) for k in params[0.0])
+
+
 def test_modality_dropout_never_drops_everything():
     names = ("photometry", "spectra", "metadata")
     n = 4000
