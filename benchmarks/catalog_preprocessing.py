@@ -25,10 +25,17 @@ import tempfile
 import time
 import zipfile
 
+import numpy as np
+
 from astrom3_jax.data import catalog, release_io, schema, synthetic
 
 
-def write_catalogue(root: str, out: str, spectra: bool = True) -> str:
+def write_catalogue(
+    root: str, out: str, spectra_fraction: float = 1.0, seed: int = 0
+) -> str:
+    """A catalogue of every object of the synthetic release `root`, light
+    curves extracted to out/lightcurves/, a spectrum for a random
+    `spectra_fraction` of the stars; returns the table's path."""
     folder = release_io.split_folder(root, "full", 42)
     rows = [
         r
@@ -43,23 +50,21 @@ def write_catalogue(root: str, out: str, spectra: bool = True) -> str:
         for r in rows:
             with open(os.path.join(lc_dir, f"{r['name']}.dat"), "wb") as f:
                 f.write(z.read(release_io.dat_member(r["name"])))
+    with_spectrum = np.random.default_rng(seed).uniform(size=len(rows))
     path = os.path.join(out, "catalog.csv")
     cols = ["id", "name", "label", "lightcurve", "spectrum", *schema.ALL_COLS]
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=cols)
         w.writeheader()
-        for r in rows:
+        for r, u in zip(rows, with_spectrum, strict=True):
+            spec = release_io.spectrum_path(root, r["target"], r["spec_filename"])
             w.writerow(
                 {
                     "id": r["id"],
                     "name": r["name"],
                     "label": r["target"],
                     "lightcurve": f"lightcurves/{r['name']}.dat",
-                    "spectrum": release_io.spectrum_path(
-                        root, r["target"], r["spec_filename"]
-                    )
-                    if spectra
-                    else "",
+                    "spectrum": spec if u < spectra_fraction else "",
                     **{c: r[c] for c in schema.ALL_COLS},
                 }
             )
@@ -82,7 +87,9 @@ def main(argv=None):
             os.path.join(tmp, "release"), preset="small", n_objects=args.n_objects
         )
         path = write_catalogue(
-            str(root), os.path.join(tmp, "catalogue"), not args.without_spectra
+            str(root),
+            os.path.join(tmp, "catalogue"),
+            0.0 if args.without_spectra else 1.0,
         )
         stats = catalog.NormalisationStats.from_info_json(
             os.path.join(release_io.split_folder(root, "full", 42), "info.json")

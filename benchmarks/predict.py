@@ -34,20 +34,19 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import csv
 import os
 import pstats
 import statistics
 import sys
 import tempfile
 import time
-import zipfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
+sys.path.insert(0, HERE)  # the sibling catalog_preprocessing.py
+import catalog_preprocessing  # noqa: E402
 import jax  # noqa: E402
-import numpy as np  # noqa: E402
 
 from astrom3_jax import api, models, predict_lib  # noqa: E402
 from astrom3_jax.cli import host_memory  # noqa: E402
@@ -57,7 +56,6 @@ from astrom3_jax.data import (  # noqa: E402  # noqa: E402
     normalisation,
     pipeline,
     release_io,
-    schema,
     synthetic,
 )
 from astrom3_jax.training import evaluation  # noqa: E402
@@ -65,44 +63,11 @@ from astrom3_jax.training import workdir as workdir_lib  # noqa: E402
 
 
 def write_catalogue(root: str, out: str, spectra_fraction: float, seed: int = 0):
-    """A catalogue of every object of the synthetic release `root` (light
-    curves extracted to out/lightcurves/); returns (path, statistics)."""
-    folder = release_io.split_folder(root, "full", 42)
-    rows = [
-        r
-        for stem in ("train", "val", "test")
-        for r in release_io.read_split_csv(
-            os.path.join(folder, f"{stem}.csv"), numeric_cols=()
-        )
-    ]
-    lc_dir = os.path.join(out, "lightcurves")
-    os.makedirs(lc_dir, exist_ok=True)
-    with zipfile.ZipFile(os.path.join(root, "photometry.zip")) as z:
-        for r in rows:
-            with open(os.path.join(lc_dir, f"{r['name']}.dat"), "wb") as f:
-                f.write(z.read(release_io.dat_member(r["name"])))
-    with_spectrum = np.random.default_rng(seed).uniform(size=len(rows))
-    path = os.path.join(out, "catalog.csv")
-    cols = ["id", "name", "label", "lightcurve", "spectrum", *schema.ALL_COLS]
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=cols)
-        w.writeheader()
-        for r, u in zip(rows, with_spectrum, strict=True):
-            spec = release_io.spectrum_path(root, r["target"], r["spec_filename"])
-            w.writerow(
-                {
-                    "id": r["id"],
-                    "name": r["name"],
-                    "label": r["target"],
-                    "lightcurve": f"lightcurves/{r['name']}.dat",
-                    "spectrum": spec if u < spectra_fraction else "",
-                    **{c: r[c] for c in schema.ALL_COLS},
-                }
-            )
-    stats = normalisation.NormalisationStats.from_info_json(
-        os.path.join(folder, "info.json")
-    )
-    return path, stats
+    """catalog_preprocessing's catalogue of the release, and the release's
+    training statistics; returns (path, statistics)."""
+    path = catalog_preprocessing.write_catalogue(root, out, spectra_fraction, seed)
+    info = os.path.join(release_io.split_folder(root, "full", 42), "info.json")
+    return path, normalisation.NormalisationStats.from_info_json(info)
 
 
 def make_workdir(workdir: str, size: str, stats) -> None:
