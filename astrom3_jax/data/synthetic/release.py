@@ -54,6 +54,18 @@ INCOMPLETE_MIX = {"metadata": 0.925, "spectra": 0.025, "neither": 0.05}
 # Random streams of the incomplete objects: seed (seed, EXTRA_STREAM).
 EXTRA_STREAM = 7_000_001
 PRESETS = ("small", "full", *INCOMPLETE_PRESETS)
+# Written precision, in significant digits: catalogue columns as Gaia's
+# float32 columns carry them; info.json's statistics well past what
+# normalisation needs. NumPy's vectorised exp/log/sin differ in the last bits
+# between CPUs (AVX-512 against AVX2 code paths); rounding well above those
+# bits makes the written files the same on every x86 CPU.
+CATALOGUE_DIGITS = 7
+STATS_DIGITS = 10
+
+
+def significant(value: float, digits: int) -> float:
+    """value rounded to `digits` significant decimal digits (exactly, by str)."""
+    return float(f"{value:.{digits}g}")
 
 
 def _rng(seed, *purpose: int) -> np.random.Generator:
@@ -362,7 +374,7 @@ def assemble_rows(cat, stats, seed):
         row = {"id": cat["id"][i], "name": cat["name"][i], "target": cat["target"][i],
                "spec_filename": cat["spec_filename"][i]}  # fmt: skip
         for c in ALL_COLS:
-            row[c] = float(col[c][i])
+            row[c] = significant(float(col[c][i]), CATALOGUE_DIGITS)
         row["true_target"] = cat["true"][i]
         row["subtype"] = cat["phys"]["subtype"][i]
         rows.append(row)
@@ -444,8 +456,8 @@ def info_json(train_rows) -> dict:
         "photo_cols": PHOTO_COLS,
         "all_cols": ALL_COLS,
         "metadata_func": METADATA_FUNC,
-        "mean": [float(x) for x in mean],
-        "std": [float(x) for x in std],
+        "mean": [significant(float(x), STATS_DIGITS) for x in mean],
+        "std": [significant(float(x), STATS_DIGITS) for x in std],
     }
 
 

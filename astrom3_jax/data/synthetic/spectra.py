@@ -164,7 +164,20 @@ def synthesize(stars: dict, rng: np.random.Generator, wave: np.ndarray = WAVE):
         noisy[sky] += (red_level[sky, None] * 0.5) * np.exp(
             -0.5 * ((wave - line) / 1.5) ** 2
         )
-    return noisy.astype(np.float32), ivar.astype(np.float32), snr_r
+    return portable_float32(noisy), portable_float32(ivar), snr_r
+
+
+def portable_float32(x: np.ndarray, bits: int = 20) -> np.ndarray:
+    """x kept to `bits` of float32's 24 mantissa bits (about 6 digits).
+
+    The last bits of NumPy's vectorised exp/log differ between CPUs; rounding
+    them away with exact operations (frexp, rint, ldexp) makes the written
+    spectra the same on every x86 CPU, and the float32 cast is then exact.
+    """
+    mantissa, exponent = np.frexp(np.asarray(x, np.float64))
+    return np.ldexp(np.rint(mantissa * 2.0**bits) / 2.0**bits, exponent).astype(
+        np.float32
+    )
 
 
 def fits_one_hdu(flux, ivar, header_cards) -> bytes:
