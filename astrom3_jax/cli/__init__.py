@@ -7,7 +7,8 @@ failed checkpoint save, a NaN loss), and mistakes on the command line
 itself (a misspelt `--config.<field>`, a config file or variant that does
 not exist, a value of the wrong type). Anything else is a bug and keeps its
 traceback. Logs are quiet (warnings and up) unless `--verbosity` (`-v`) is
-given.
+given. Without an accelerator attached, JAX is pinned to the CPU
+(`platform`), so an installed TPU or GPU runtime stays silent.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import sys
 from collections.abc import Callable
 
 from astrom3_jax import errors
+from astrom3_jax.cli import platform
 
 PACKAGED_CONFIGS = os.path.join(os.path.dirname(__file__), "configs")
 
@@ -165,5 +167,6 @@ def main(entry: Callable[[list[str]], None]) -> None:
             print(f"error: {e}", file=sys.stderr, flush=True)
             sys.exit(1)
 
+    platform.pin_cpu_without_accelerator()
     sys.argv = _rewrite_config_args(sys.argv)
     app.run(guarded, flags_parser=parse_flags)

@@ -15,10 +15,11 @@ command-line entry points call `reexec_with_tcmalloc()` first: it restarts
 the same command once with tcmalloc preloaded when the library is installed
 (Debian/Ubuntu: `apt install libtcmalloc-minimal4`; conda: gperftools).
 It restarts only a run that will compute on the CPU, decided without
-importing JAX: not when JAX_PLATFORMS names another platform, nor, with
-JAX_PLATFORMS unset, when a GPU or TPU runtime is installed (libtpu, a
-`jax_cuda*`/`jax_rocm*` plugin, the `jax_plugins` package) or a device node
-(/dev/nvidia0, /dev/accel0) exists; JAX_PLATFORMS=cpu forces a CPU run.
+starting JAX: not when JAX_PLATFORMS names another platform, nor, with
+JAX_PLATFORMS unset, when an accelerator device node exists
+(`platform.ACCELERATOR_DEVICES`). An installed runtime without its chip
+(libtpu on a CPU machine) does not count: commands pin such a run to the
+CPU (`platform.pin_cpu_without_accelerator`).
 Nor when ASTROM3_NO_TCMALLOC=1 is set, or a debugger, tracer or profiler
 is attached (a restart would leave it behind). The restarted process takes
 our entry out of LD_PRELOAD in its own environment at once, so the
@@ -41,8 +42,9 @@ from __future__ import annotations
 import ctypes.util
 import glob
 import os
-import pkgutil
 import sys
+
+from astrom3_jax.cli import platform
 
 # Set, to the preloaded path, for the restarted process only: it tells that
 # process which LD_PRELOAD entry is ours, and a failed preload cannot loop.
@@ -50,11 +52,6 @@ REEXEC_MARK = "ASTROM3_JAX_TCMALLOC_REEXEC"
 # Set to 1 to never restart under tcmalloc.
 OPT_OUT = "ASTROM3_NO_TCMALLOC"
 
-# Device nodes of an NVIDIA GPU and of a TPU (or other accelerator chip).
-ACCELERATOR_DEVICES = ("/dev/nvidia0", "/dev/accel0")
-# Top-level Python packages of JAX's GPU and TPU runtimes.
-_RUNTIME_PACKAGES = ("libtpu", "jax_plugins")
-_RUNTIME_PREFIXES = ("jax_cuda", "jax_rocm")
 # Debuggers that a restart would leave behind (or start a second time).
 _DEBUGGER_MODULES = ("pdb", "debugpy", "pydevd", "pudb")
 
@@ -104,22 +101,15 @@ def find_tcmalloc() -> str | None:
 def accelerator_hint() -> str | None:
     """Why this run will likely compute on a GPU or TPU, or None for CPU.
 
-    Decided without importing JAX (that would be too late to restart
-    cheaply): JAX_PLATFORMS when set, else an installed GPU/TPU runtime or
-    an accelerator device node.
+    Decided without starting JAX (that would be too late to restart
+    cheaply): JAX_PLATFORMS when set, else an accelerator device node.
     """
     platforms = os.environ.get("JAX_PLATFORMS", "").strip().lower()
     if platforms:
         others = [p for p in platforms.split(",") if p.strip() not in ("", "cpu")]
         return f"JAX_PLATFORMS={platforms}" if others else None
-    for module in pkgutil.iter_modules():
-        name = module.name
-        if name in _RUNTIME_PACKAGES or name.startswith(_RUNTIME_PREFIXES):
-            return f"{name} is installed"
-    for device in ACCELERATOR_DEVICES:
-        if os.path.exists(device):
-            return f"{device} exists"
-    return None
+    device = platform.accelerator_device()
+    return f"{device} exists" if device else None
 
 
 def debugger_hint() -> str | None:
