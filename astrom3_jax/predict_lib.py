@@ -51,6 +51,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from astrom3_jax import errors
+from astrom3_jax.data import workers as workers_lib
 
 PREDICTIONS_FILE = "predictions.csv"
 NEIGHBOURS_FILE = "neighbours.csv"
@@ -191,51 +192,10 @@ def _reference_split(reference: str, names: Sequence[str]):
     return ref
 
 
-def _build_for_restore(model_config, rngs):
-    """The model with zeros for parameters, for `restore_model` to fill.
-
-    The rest of its state (ProbSparse and dropout key streams) is what the
-    random initialisation gives; the initialisers themselves become dead
-    code that XLA drops: restoring the paper model takes about 3 s instead
-    of 17 on 2 CPU cores (restore_model builds under nnx.jit).
-    """
-    import jax
-    import jax.numpy as jnp
-    from flax import nnx
-
-    from astrom3_jax import models
-
-    model = models.build_model(model_config, rngs)
-    params = nnx.state(model, nnx.Param)
-    nnx.update(model, jax.tree.map(jnp.zeros_like, params))
-    return model
-
-
-def _load_model(workdir: str, step):
-    """api.load_model, without the random initialisation a workdir's
-    checkpoint overwrites anyway (same model, same state)."""
-    from astrom3_jax import api
-    from astrom3_jax.training import workdir as workdir_lib
-
-    if not workdir_lib.is_workdir(workdir):
-        return api.load_model(workdir, step=step)
-    path = os.path.expanduser(str(workdir))
-    model, config = workdir_lib.restore_model(path, step, build_fn=_build_for_restore)
-    return model, api.with_defaults(config)
-
-
 def default_workers(n_rows: int) -> int:
-    """Preprocessing worker processes for predict: none on 2 CPUs or fewer,
-    where the model already keeps every core busy and spawned workers only
-    add their start-up (paper model, 2,216 stars with spectra on 2 cores:
-    end to end at 57% of the bare model's samples/s with 2 workers, 72%
-    reading in the thread; benchmarks/predict.py); else the catalogue's
-    default (catalog.default_workers)."""
-    from astrom3_jax.data import catalog as catalog_lib
-
-    if (os.cpu_count() or 1) <= 2:
-        return 0
-    return catalog_lib.default_workers(n_rows)
+    """Preprocessing worker processes for predict: workers.default_workers
+    (none on 2 CPUs or fewer, where the model keeps every core busy)."""
+    return workers_lib.default_workers(n_rows)
 
 
 _DONE = object()
@@ -381,7 +341,7 @@ def predict(
     timings = {"model": 0.0, "waiting": 0.0}
     feed.start()
     try:
-        model, config = _load_model(workdir, step)
+        model, config = api.load_model(workdir, step=step)
         predictor = evaluation.Predictor(model, seed=config.seed)
         timings["load"] = time.perf_counter() - started
         bar = tqdm(

@@ -11,7 +11,9 @@ on the built release (the runs record its statistics themselves).
 
 import csv
 import gzip
+import json
 import os
+import pathlib
 import shutil
 import subprocess
 import sys
@@ -29,7 +31,17 @@ from astrom3_jax import (
     train_lib,
 )
 from astrom3_jax.analysis import store
-from astrom3_jax.data import catalog, datasets, normalisation, release_io, schema
+from astrom3_jax.data import (
+    catalog,
+    catalog_rows,
+    catalog_tables,
+    datasets,
+    normalisation,
+    release_io,
+    schema,
+)
+from astrom3_jax.data import workers as workers_lib
+from astrom3_jax.models import weights
 from tests.test_finetune import ft_config
 from tests.test_train import ROOT, tiny_config
 
@@ -251,13 +263,20 @@ def test_parity_finetuned_test_predictions_and_catalogue(clf_wd, files, tmp_path
     np.testing.assert_allclose(saved.logits, got.logits, atol=1e-6)
 
 
-def test_model_is_loaded_as_load_model_loads_it(imported):
+def test_zero_parameter_restore_matches_a_random_init_restore(imported):
+    """Restores build with zero parameters; the restored model must be the
+    model a random initialisation plus the checkpoint's parameters gives,
+    key streams and all."""
     import jax
     from flax import nnx
 
-    ours, config = predict_lib._load_model(imported, None)
-    theirs, want = api.load_model(imported)
-    assert config.to_dict() == want.to_dict()
+    from astrom3_jax import models
+
+    ours, config = api.load_model(imported)
+    recorded = json.loads((pathlib.Path(imported) / "config.json").read_text())
+    theirs = models.init_model(config.model, seed=recorded.get("seed", 0))
+    models.copy_params(theirs, ours, "restored into a random init")
+    theirs.eval()
 
     def leaves(model):
         out = []
@@ -271,13 +290,21 @@ def test_model_is_loaded_as_load_model_loads_it(imported):
     assert len(a) == len(b) > 0
     for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(x, y)
+    # The parameters are the published file's, not zeros.
+    published, _, _ = weights.import_reference(os.path.join(WEIGHTS, "all"))
+    for x, y in zip(
+        jax.tree.leaves(nnx.to_pure_dict(nnx.state(ours, nnx.Param))),
+        jax.tree.leaves(nnx.to_pure_dict(nnx.state(published, nnx.Param))),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
 def test_default_workers_leave_two_cores_to_the_model(monkeypatch):
-    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(workers_lib, "usable_cpus", lambda: 2)
     assert predict_lib.default_workers(100_000) == 0
-    monkeypatch.setattr(os, "cpu_count", lambda: 16)
-    assert predict_lib.default_workers(100_000) == catalog.default_workers(100_000)
+    monkeypatch.setattr(workers_lib, "usable_cpus", lambda: 16)
+    assert predict_lib.default_workers(100_000) == workers_lib.MAX_WORKERS
     assert predict_lib.default_workers(10) == 0
 
 
@@ -358,7 +385,7 @@ def test_a_bad_row_stops_predict_naming_row_file_and_problem(
     _break(files, rows[1], case)
     path = _catalogue(files, "bad.csv", rows)
     out = tmp_path / case
-    with pytest.raises(catalog.RowError) as err:
+    with pytest.raises(catalog_rows.RowError) as err:
         _predict(imported, path, out)
     msg = str(err.value)
     assert "row 1" in msg and rows[1]["id"] in msg, msg
@@ -374,7 +401,7 @@ def test_skip_bad_lists_bad_rows_and_predicts_the_rest(imported, files, tmp_path
     for i, case in broken.items():
         _break(files, rows[i], case)
     path = _catalogue(files, "bad.csv", rows)
-    with pytest.raises(catalog.CatalogError, match=r"5 of 30 rows are bad"):
+    with pytest.raises(catalog_tables.CatalogError, match=r"5 of 30 rows are bad"):
         _predict(
             imported, path, tmp_path / "strict", skip_bad=True, max_bad_fraction=0.1
         )

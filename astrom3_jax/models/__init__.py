@@ -9,7 +9,12 @@ from __future__ import annotations
 
 from flax import nnx
 
-from astrom3_jax.models.building import copy_params, init_model, set_eval_seed
+from astrom3_jax.models.building import (
+    build_for_restore,
+    copy_params,
+    init_model,
+    set_eval_seed,
+)
 from astrom3_jax.models.classifier import (
     Classifier,
     MultimodalClassifier,
@@ -31,6 +36,7 @@ __all__ = [
     "MultimodalClassifier",
     "build_classifier",
     "build_clip_model",
+    "build_for_restore",
     "build_model",
     "copy_params",
     "eval_key",

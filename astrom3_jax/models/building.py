@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import jax
+import jax.numpy as jnp
 from flax import nnx
 
 
@@ -21,6 +23,27 @@ def init_model(model_config, seed: int = 0, build_fn: Callable | None = None):
     model = nnx.jit(lambda: build_fn(model_config, nnx.Rngs(seed)))()
     set_eval_seed(model, seed)
     return model
+
+
+def build_for_restore(model_config, seed: int = 0, build_fn: Callable | None = None):
+    """The model of `model_config` with zeros for parameters, for a checkpoint
+    or published weights to fill.
+
+    Every other piece of state (ProbSparse and dropout key streams) is what
+    `init_model` gives. Under `nnx.jit` the initialisers become dead code that
+    XLA drops: the paper model builds in about 3 s instead of 17 on 2 cores.
+    """
+    if build_fn is None:
+        # Local: astrom3_jax.models imports this module to define build_model.
+        from astrom3_jax.models import build_model as build_fn
+
+    def build():
+        model = build_fn(model_config, nnx.Rngs(seed))
+        params = nnx.state(model, nnx.Param)
+        nnx.update(model, jax.tree.map(jnp.zeros_like, params))
+        return model
+
+    return nnx.jit(build)()
 
 
 def set_eval_seed(model: nnx.Module, seed: int) -> None:

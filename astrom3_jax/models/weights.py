@@ -446,7 +446,7 @@ def import_reference(source, *, rngs_seed: int = 0):
     except WeightsError as e:
         raise WeightsError(f"{source / CONFIG_FILE}: {e}") from e
     tensors = read_tensors(source / WEIGHTS_FILE)
-    model = models.build_model(model_config, nnx.Rngs(rngs_seed))
+    model = models.build_for_restore(model_config, seed=rngs_seed)
     ignored = load_reference_tensors(
         model, model_config, kind, tensors, origin=str(source / WEIGHTS_FILE)
     )

@@ -31,16 +31,18 @@ def restore_model(
 ) -> tuple[nnx.Module, ml_collections.ConfigDict]:
     """The model of a workdir at `step` (None: best if any, else latest).
 
-    The model is built from `config.model` (its `task` says which kind);
-    `build_fn(model_config, rngs)` replaces that builder (tests). The model
-    comes back in eval mode. Asked for no particular step, a checkpoint that
+    The model is built from `config.model` (its `task` says which kind) with
+    zeros for parameters (`models.build_for_restore`: no random initialisation
+    to compute); `build_fn(model_config, rngs)` replaces that builder (tests).
+    The model comes back in eval mode. Asked for no particular step, a checkpoint that
     does not restore cleanly is moved aside (with a warning) and the next is
     tried: the best first, then the others newest first. An explicit step
     that is corrupt raises CorruptCheckpointError.
     """
     config = checkpoints.load_config(workdir)
     seed = int(config.seed) if "seed" in config else 0
-    model = models.init_model(config.model, seed=seed, build_fn=build_fn)
+    model = models.build_for_restore(config.model, seed=seed, build_fn=build_fn)
+    models.set_eval_seed(model, seed)
     params = nnx.state(model, nnx.Param)
     abstract = _abstract(nnx.to_pure_dict(params))
     with checkpoints.make_manager(workdir) as manager:
