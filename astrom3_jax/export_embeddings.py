@@ -184,9 +184,7 @@ def define_flags():
 def main(argv):
     if len(argv) > 1:
         raise errors.ConfigError(f"unexpected arguments: {argv[1:]}")
-    step = FLAGS.step
-    if step is not None and step.isdigit():
-        step = int(step)
+    step = FLAGS.step  # parsed where it is used (checkpoints.parse_step)
     out = export(
         FLAGS.workdir,
         FLAGS.dataset,

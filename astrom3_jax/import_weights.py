@@ -59,10 +59,6 @@ _RELEASE_DIR = flags.DEFINE_string(
 )
 
 
-def _step(value):
-    return int(value) if value is not None and value.isdigit() else value
-
-
 class CommandError(errors.UserError, RuntimeError):
     """A user mistake reported by a library call as a built-in OS error."""
 
@@ -73,7 +69,7 @@ def _export():
 
     if _OUT.value is None:
         raise errors.ConfigError("--export needs --out")
-    model, config = workdir_lib.restore_model(_WORKDIR.value, _step(_STEP.value))
+    model, config = workdir_lib.restore_model(_WORKDIR.value, _STEP.value)
     out = api.export_model(model, config, _OUT.value)
     logging.info("wrote %s", out)
     print(f"exported {_WORKDIR.value} to {out}")

@@ -52,9 +52,7 @@ def main(argv):
     host_memory.reexec_with_tcmalloc(enabled=FLAGS.tcmalloc)
     from astrom3_jax import predict_lib
 
-    step = FLAGS.step
-    if step is not None and step.isdigit():
-        step = int(step)
+    step = FLAGS.step  # parsed where it is used (checkpoints.parse_step)
     result = predict_lib.predict(
         FLAGS.workdir,
         FLAGS.catalog,

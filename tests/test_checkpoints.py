@@ -67,6 +67,20 @@ def test_save_model_only_then_restore(tmp_path):
     np.testing.assert_array_equal(restored.table[...], np.arange(3.0))
 
 
+@pytest.mark.parametrize(
+    ("given", "want"),
+    [(None, None), ("best", "best"), ("Latest", "latest"), ("12", 12), (7, 7)],
+)
+def test_parse_step(given, want):
+    assert checkpoints.parse_step(given) == want
+
+
+@pytest.mark.parametrize("bad", ["bets", "-1", "1.5", "", True])
+def test_parse_step_names_a_bad_step(bad):
+    with pytest.raises(errors.ConfigError, match=r"'best', 'latest' or a step"):
+        checkpoints.parse_step(bad)
+
+
 def test_keeps_latest_and_best(tmp_path):
     wd = str(tmp_path)
     cfg = _config()
@@ -90,6 +104,11 @@ def test_keeps_latest_and_best(tmp_path):
         assert sorted(mgr.all_steps()) == [2, 6]
         assert checkpoints.resolve_step(mgr, "best") == 2
         assert checkpoints.resolve_step(mgr, "latest") == 6
+        # As flags and config fields write them: strings, any case, spaces.
+        assert checkpoints.resolve_step(mgr, " Best ") == 2
+        assert checkpoints.resolve_step(mgr, "LATEST") == 6
+        assert checkpoints.resolve_step(mgr, "6") == 6
+        assert checkpoints.resolve_step(mgr, None) == 2
     best, _ = workdir_lib.restore_model(wd, "best", build_fn=tiny_build)
     np.testing.assert_array_equal(best.scale[...], 2.0)
     latest, _ = workdir_lib.restore_model(wd, "latest", build_fn=tiny_build)

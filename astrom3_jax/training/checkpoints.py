@@ -253,8 +253,28 @@ def save(
     manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
 
 
+STEP_CHOICES = "'best', 'latest' or a step number"
+
+
+def parse_step(value) -> str | int | None:
+    """A step as users write it: None, 'best', 'latest', an int or its digits.
+
+    The one parser of steps: command-line flags, config fields
+    (`init_from_step`) and library arguments all come through here.
+    """
+    if value is None or isinstance(value, int) and not isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("best", "latest"):
+        return text
+    if text.isdigit():
+        return int(text)
+    raise errors.ConfigError(f"step {value!r}: expected {STEP_CHOICES}")
+
+
 def resolve_step(manager: ocp.CheckpointManager, step=None) -> int | None:
     """An int step from None (best, else latest) | 'best' | 'latest' | int."""
+    step = parse_step(step)
     if step is None:
         step = manager.best_step()
         return manager.latest_step() if step is None else step
@@ -267,7 +287,7 @@ def resolve_step(manager: ocp.CheckpointManager, step=None) -> int | None:
         return best
     if step == "latest":
         return manager.latest_step()
-    return int(step)
+    return step
 
 
 class CorruptCheckpointError(errors.UserError, RuntimeError):

@@ -18,6 +18,7 @@ import re
 
 from astrom3_jax import errors
 from astrom3_jax.data import names
+from astrom3_jax.training import checkpoints, workdir
 
 # Published pre-trained weights: AstroM3-CLIP (split seed 42) and
 # AstroM3-CLIP-<seed> for the five release seeds.
@@ -63,18 +64,10 @@ def check_same_data(config, source_config, source: str) -> None:
         )
 
 
-def _step(value):
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
-    return value or "best"
-
-
 def load_source(config):
     """(source model, a description for the log) after the leak guard."""
-    from astrom3_jax.training import workdir
-
     source = config.init_from
-    step = _step(config.init_from_step)
+    step = checkpoints.parse_step(config.init_from_step or "best")
     try:
         model, source_config = workdir.load_any(source, step=step)
     except FileNotFoundError as e:
@@ -162,8 +155,6 @@ def source_config(config):
 
     A missing or mistyped source fails here, before a run writes anything.
     """
-    from astrom3_jax.training import workdir
-
     try:
         return workdir.load_any_config(config.init_from)
     except FileNotFoundError as e:
