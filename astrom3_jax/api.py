@@ -18,8 +18,9 @@ from __future__ import annotations
 import pathlib
 import shutil
 
-from astrom3_jax import errors
+from astrom3_jax import compile_cache, errors
 from astrom3_jax.models import weights
+from astrom3_jax.training import workdir as workdir_lib
 from astrom3_jax.training.workdir import WORKDIR_CHECKPOINTS, WORKDIR_CONFIG
 
 
@@ -38,9 +39,10 @@ def load_model(path, *, step=None, cache_dir=None):
       Hugging Face cache; `HF_TOKEN` for gated repositories).
     Published weights get the reference-compatible model mode. The model's
     kind (CLIP or classifier) comes from the workdir's `config.model.task`.
+    Turns on the persistent compilation cache (`astrom3_jax.compile_cache`),
+    so the next process compiles the model's programs only once.
     """
-    from astrom3_jax.training import workdir as workdir_lib
-
+    compile_cache.enable()
     model, config = workdir_lib.load_any(path, step=step, cache_dir=cache_dir)
     return model, with_defaults(config)
 
@@ -119,7 +121,6 @@ def import_to_workdir(
     from absl import logging
 
     from astrom3_jax.data import normalisation
-    from astrom3_jax.training import workdir as workdir_lib
 
     workdir = pathlib.Path(workdir).expanduser()
     if workdir.exists() and not workdir.is_dir():

@@ -8,6 +8,9 @@ tested); absl flags are marked parsed because grain's workers read them.
 import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# No test writes to the user's compilation cache; tests of the cache set
+# their own folder.
+os.environ.setdefault("ASTROM3_COMPILATION_CACHE", "off")
 # The tests check numbers, not speed: XLA's slow optimisation passes would
 # cost more compile time than they save on these tiny programs (about half
 # the suite's time). Subprocesses started by tests inherit it.

@@ -8,7 +8,8 @@ itself (a misspelt `--config.<field>`, a config file or variant that does
 not exist, a value of the wrong type). Anything else is a bug and keeps its
 traceback. Logs are quiet (warnings and up) unless `--verbosity` (`-v`) is
 given. Without an accelerator attached, JAX is pinned to the CPU
-(`platform`), so an installed TPU or GPU runtime stays silent.
+(`platform`), so an installed TPU or GPU runtime stays silent. Compiled
+programs are kept on disk between runs (`astrom3_jax.compile_cache`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from astrom3_jax import errors
+from astrom3_jax import compile_cache, errors
 from astrom3_jax.cli import platform
 
 PACKAGED_CONFIGS = os.path.join(os.path.dirname(__file__), "configs")
@@ -155,8 +156,13 @@ def parse_flags(argv: list[str]) -> list[str]:
     sys.exit(1)
 
 
-def main(entry: Callable[[list[str]], None]) -> None:
-    """`absl.app.run(entry)` with user errors printed as one message."""
+def main(entry: Callable[[list[str]], None], *, cache_compiles: bool = True) -> None:
+    """`absl.app.run(entry)` with user errors printed as one message.
+
+    `cache_compiles=False` for commands whose programs are not for this
+    machine (`plan` compiles for described TPUs and GPUs): JAX cannot read
+    such programs back from the cache.
+    """
     from absl import app
 
     def guarded(argv):
@@ -168,5 +174,7 @@ def main(entry: Callable[[list[str]], None]) -> None:
             sys.exit(1)
 
     platform.pin_cpu_without_accelerator()
+    if cache_compiles:
+        compile_cache.enable()
     sys.argv = _rewrite_config_args(sys.argv)
     app.run(guarded, flags_parser=parse_flags)
