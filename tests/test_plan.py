@@ -1,4 +1,4 @@
-"""Ahead-of-time TPU plans (astrom3_jax/training/aot.py, python -m astrom3_jax.plan).
+"""Ahead-of-time TPU plans (astrom3_jax/training/planner/, python -m astrom3_jax.plan).
 
 The compile tests need libtpu (`pip install -e '.[tpu]'`, which .ci/run
 installs before running this file again); without it they skip. They
@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from astrom3_jax.configs import finetune, pretrain
-from astrom3_jax.training import aot
+from astrom3_jax.training import planner
+from astrom3_jax.training.planner import topologies
 
 needs_libtpu = pytest.mark.skipif(
     importlib.util.find_spec("libtpu") is None,
@@ -80,16 +81,16 @@ def test_missing_libtpu_says_how_to_install(monkeypatch):
         "find_spec",
         lambda name, *a: None if name == "libtpu" else real(name, *a),
     )
-    with pytest.raises(aot.MissingLibtpuError, match=r"pip install -e '\.\[tpu\]'"):
-        aot.topology_devices("v5e-8")
+    with pytest.raises(planner.MissingLibtpuError, match=r"pip install -e '\.\[tpu\]'"):
+        planner.topology_devices("v5e-8")
 
 
 def test_release_split_sizes():
-    assert aot.split_sizes_of("full_42") == dict(
+    assert planner.split_sizes_of("full_42") == dict(
         train=17063, validation=2152, test=2225
     )
-    assert aot.split_sizes_of("sub10_0")["train"] == 1660
-    assert aot.split_sizes_of("synthetic_small") is None
+    assert planner.split_sizes_of("sub10_0")["train"] == 1660
+    assert planner.split_sizes_of("synthetic_small") is None
 
 
 @needs_libtpu
@@ -105,8 +106,8 @@ def test_release_split_sizes():
     ],
 )
 def test_topologies(name, devices, kind, hosts):
-    got = aot.topology_devices(name)
-    hw = aot.hardware(got)
+    got = planner.topology_devices(name)
+    hw = planner.hardware(got)
     assert (len(got), got[0].device_kind, hw.hosts) == (devices, kind, hosts)
     if name == "v2-8":  # two TensorCores per chip, each a device
         assert hw.devices_per_chip == 2
@@ -116,7 +117,7 @@ def test_topologies(name, devices, kind, hosts):
 @needs_libtpu
 def test_smoke_train_step_argument_bytes():
     c = pretrain.get_config("smoke")
-    p = aot.plan(c, "v5e:2x2", steps=("train",))  # 4 chips, 4 rows each
+    p = planner.plan(c, "v5e:2x2", steps=("train",))  # 4 chips, 4 rows each
     train = p.steps["train"]
     n_dev, rows = 4, c.batch_size // 4
     n_params = smoke_param_count(c)
@@ -209,7 +210,7 @@ def test_plan_command_json(tmp_path):
 @needs_libtpu
 def test_multi_host_slice_compiles_global_batch_loss():
     c = pretrain.get_config("smoke")
-    p = aot.plan(c, "v5e-256", global_batch=512, steps=("train",))
+    p = planner.plan(c, "v5e-256", global_batch=512, steps=("train",))
     assert p.hardware.hosts == 64 and p.per_host_batch == 8
     text = p.steps["train"].compiled.as_text()
     # Each device holds 2 rows, and the loss sees the other modality's
@@ -371,9 +372,9 @@ def test_low_precision_layer_norm_parameter_gradient_sums_over_devices():
 
 
 def test_gpu_plan_without_the_cuda_plugin_says_what_to_install(monkeypatch):
-    monkeypatch.setattr(aot, "cuda_plugin_installed", lambda: False)
-    with pytest.raises(aot.MissingLibtpuError, match="jax-cuda12-pjrt"):
-        aot.topology_devices("h100-8")
+    monkeypatch.setattr(topologies, "cuda_plugin_installed", lambda: False)
+    with pytest.raises(planner.MissingLibtpuError, match="jax-cuda12-pjrt"):
+        planner.topology_devices("h100-8")
 
 
 def test_kernel_bytes_adds_each_kernels_operands_and_result():
@@ -390,14 +391,14 @@ def test_kernel_bytes_adds_each_kernels_operands_and_result():
     )
     # convert: reads 128 B, writes 64 B; reduce: reads 64 B (+ the constant,
     # defined later, unknown: 0), writes 16 B.
-    assert aot.kernel_bytes(hlo) == 128 + 64 + 64 + 16
+    assert planner.kernel_bytes(hlo) == 128 + 64 + 64 + 16
 
 
 @pytest.mark.skipif(
-    not aot.cuda_plugin_installed(), reason="JAX's CUDA plugin not installed"
+    not planner.cuda_plugin_installed(), reason="JAX's CUDA plugin not installed"
 )
 def test_h100_plan_of_the_smoke_model():
-    p = aot.plan(pretrain.get_config("smoke"), "h100-8", steps=("train",))
+    p = planner.plan(pretrain.get_config("smoke"), "h100-8", steps=("train",))
     train = p.steps["train"]
     assert p.hardware.devices == 8 and p.hardware.chip.name == "H100 SXM"
     assert train.flops == 0 and train.bytes > 0

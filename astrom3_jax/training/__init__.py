@@ -14,5 +14,5 @@
 - `checkpoints.py` (Orbax I/O), `workdir.py` (a workdir's or any source's
   model), `init_from.py` (starting from another run's or published weights),
   `metrics_writer.py` (metrics.jsonl + TensorBoard), `validate.py` (config
-  checks), `aot.py` (ahead-of-time compilation for planning TPU runs).
+  checks), `planner/` (ahead-of-time compilation for planning TPU runs).
 """
