@@ -27,7 +27,14 @@ import zipfile
 
 import numpy as np
 
-from astrom3_jax.data import catalog, release_io, schema, synthetic
+from astrom3_jax.data import (
+    catalog,
+    catalog_tables,
+    normalisation,
+    release_io,
+    schema,
+    synthetic,
+)
 
 
 def write_catalogue(
@@ -91,10 +98,10 @@ def main(argv=None):
             os.path.join(tmp, "catalogue"),
             0.0 if args.without_spectra else 1.0,
         )
-        stats = catalog.NormalisationStats.from_info_json(
+        stats = normalisation.NormalisationStats.from_info_json(
             os.path.join(release_io.split_folder(root, "full", 42), "info.json")
         )
-        cat = catalog.read_catalog(path)
+        cat = catalog_tables.read_catalog(path)
         print(f"{len(cat)} objects, {os.cpu_count()} CPUs")
         for workers in args.workers:
             best = float("inf")

@@ -53,6 +53,7 @@ from astrom3_jax.cli import host_memory  # noqa: E402
 from astrom3_jax.configs import pretrain  # noqa: E402
 from astrom3_jax.data import (  # noqa: E402  # noqa: E402
     catalog,
+    catalog_tables,
     normalisation,
     pipeline,
     release_io,
@@ -152,7 +153,7 @@ def main(argv=None):
         )
         workdir = os.path.join(tmp, "workdir")
         make_workdir(workdir, args.model, stats)
-        n_rows = len(catalog.read_catalog(path))
+        n_rows = len(catalog_tables.read_catalog(path))
         print(
             f"{n_rows} stars ({args.spectra_fraction:.0%} with spectra), "
             f"{args.model} model, batch {args.batch_size}, jax {jax.__version__} "

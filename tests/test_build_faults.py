@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from astrom3_jax.data import datasets, release_io
+from astrom3_jax.data import workers as workers_lib
 from astrom3_jax.data.astrom3_tfds import astrom3_dataset_builder as astrom3
 from astrom3_jax.data.astrom3_tfds import objects
 from astrom3_jax.data.synthetic import release as synthetic_release
@@ -95,7 +96,7 @@ def test_worker_that_dies_ends_the_build(tmp_path):
     rc, out, _ = _run_python(
         f"""
         import os
-        from astrom3_jax.data import release_io
+        from astrom3_jax.data import release_io, workers
         from astrom3_jax.data.astrom3_tfds import objects
 
         class DiesWhenUnpickled(dict):
@@ -117,7 +118,7 @@ def test_worker_that_dies_ends_the_build(tmp_path):
         rows[1] = DiesWhenUnpickled(rows[1])
         try:
             list(objects.process_rows(rows, ctx, num_workers=2))
-        except objects.WorkerFailure as e:
+        except workers.WorkerFailure as e:
             print("FAILED:", e)
         """,
         timeout=120,
@@ -137,12 +138,12 @@ def test_worker_initializer_never_raises(tmp_path):
     )
     ctx = objects.Context(files=files, info={}, csv_path="train.csv")
     try:
-        objects._init_worker(ctx)  # must not raise
+        workers_lib._init_worker(objects._open_worker, (ctx,))  # must not raise
         with pytest.raises(release_io.ReleaseError, match="not a readable zip") as e:
-            objects._work_chunk([{"name": "x"}])
+            workers_lib._run_chunk(objects._work_one, [{"name": "x"}])
         assert str(bad_zip) in str(e.value)
     finally:
-        objects._WORKER.clear()
+        workers_lib._STATE.clear()
 
 
 # ---------------------------------------------------- 2. bound on --skip_bad
@@ -420,8 +421,9 @@ def test_synthetic_release_spawns_its_workers(tmp_path, monkeypatch):
             contexts.append(context.get_start_method() if context else None)
             super().__init__(*args, **kwargs)
 
-    monkeypatch.setattr(synthetic_release.cf, "ProcessPoolExecutor", RecordingPool)
-    kw = dict(preset="small", seed=3, n_objects=40, n_unseen=6)
+    monkeypatch.setattr(workers_lib.cf, "ProcessPoolExecutor", RecordingPool)
+    # Over one chunk of stars (synthetic_release.CHUNK): the pool has two jobs.
+    kw = dict(preset="small", seed=3, n_objects=130, n_unseen=6)
     synthetic_release.generate_release(tmp_path / "w2", workers=2, **kw)
     assert contexts == ["spawn"]
     synthetic_release.generate_release(tmp_path / "w1", workers=1, **kw)

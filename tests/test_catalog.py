@@ -17,7 +17,11 @@ import pytest
 from astrom3_jax import errors, record_stats
 from astrom3_jax.data import (
     catalog,
+    catalog_rows,
+    catalog_splits,
+    catalog_tables,
     datasets,
+    lightcurve_files,
     modalities,
     names,
     normalisation,
@@ -164,7 +168,7 @@ def test_worker_processes_keep_row_order_and_values(layout):
 
 def test_relative_paths_resolve_against_the_table_folder(layout, monkeypatch):
     monkeypatch.chdir(layout["lc_dir"])  # anywhere but the table's folder
-    cat = catalog.read_catalog(os.path.relpath(layout["catalog"]))
+    cat = catalog_tables.read_catalog(os.path.relpath(layout["catalog"]))
     row = cat.rows[0]
     assert os.path.isabs(row.lightcurve) and os.path.exists(row.lightcurve)
     assert os.path.dirname(row.lightcurve) == str(layout["lc_dir"])
@@ -215,8 +219,8 @@ def test_other_table_formats(layout, fmt, tmp_path):
     src["id"] = src["id"].astype(str)
     path = tmp_path / f"catalog.{fmt}"
     src.write(path, format={"vot": "votable"}.get(fmt))
-    ours = catalog.read_catalog(path)
-    ref = catalog.read_catalog(layout["catalog"])
+    ours = catalog_tables.read_catalog(path)
+    ref = catalog_tables.read_catalog(layout["catalog"])
     assert [r.id for r in ours.rows] == [r.id for r in ref.rows]
     assert [r.values for r in ours.rows] == [r.values for r in ref.rows]
     assert [r.label for r in ours.rows] == [r.label for r in ref.rows]
@@ -233,7 +237,7 @@ def test_magnitude_table_converted_by_hand(tmp_path):
         f.write("HJD,Mag,Mag_Err,filter\n")
         for row in zip(hjd, mag, err, strict=True):
             f.write(",".join(map(repr, row)) + ",V\n")
-    got = catalog.read_light_curve_table(path)
+    got = lightcurve_files.read_light_curve_table(path)
     # F = 10^(-0.4 (m - 16.4)) mJy, sigma_F = F * sigma_m * ln(10) / 2.5
     f0 = 10 ** (-0.4 * (12.0 - 16.4))
     assert f0 == pytest.approx(57.543993733715695, rel=1e-12)
@@ -242,7 +246,7 @@ def test_magnitude_table_converted_by_hand(tmp_path):
     np.testing.assert_allclose(got[:, 0], hjd, rtol=0, atol=0)
     np.testing.assert_allclose(got[:, 1], want_flux, rtol=1e-12)
     np.testing.assert_allclose(got[:, 2], want_err, rtol=1e-12)
-    zp = catalog.read_light_curve_table(path, mag_zero_point=20.0)
+    zp = lightcurve_files.read_light_curve_table(path, mag_zero_point=20.0)
     np.testing.assert_allclose(zp[:, 1], np.array(want_flux) * 10 ** (0.4 * 3.6))
 
 
@@ -259,7 +263,7 @@ def test_flux_table_with_units_and_mjd(tmp_path):
         }
     )
     t.write(path)
-    got = catalog.read_light_curve_table(path)  # flux wins over mag
+    got = lightcurve_files.read_light_curve_table(path)  # flux wins over mag
     np.testing.assert_array_equal(
         got, [[57000, 1, 0.1], [57001, 2, 0.1], [57002, 1.5, 0.2]]
     )
@@ -268,7 +272,7 @@ def test_flux_table_with_units_and_mjd(tmp_path):
 def test_dat_and_magnitude_table_of_one_star_agree(layout, tmp_path):
     """The same curve as .dat (flux) and as a magnitude table (mag -> flux)."""
     name = _release_rows()[0][1]["name"]
-    lc = catalog.read_light_curve_file(str(layout["lc_dir"] / f"{name}.dat"))
+    lc = lightcurve_files.read_light_curve_file(str(layout["lc_dir"] / f"{name}.dat"))
     mag = 16.4 - 2.5 * np.log10(lc[:, 1])
     mag_err = lc[:, 2] / lc[:, 1] * 2.5 / np.log(10)
     path = tmp_path / "mag.csv"
@@ -276,7 +280,7 @@ def test_dat_and_magnitude_table_of_one_star_agree(layout, tmp_path):
         f.write("hjd,mag,mag_err\n")
         for t, m, e in zip(lc[:, 0], mag, mag_err, strict=True):
             f.write(f"{float(t)!r},{float(m)!r},{float(e)!r}\n")
-    got = catalog.read_light_curve_table(path)
+    got = lightcurve_files.read_light_curve_table(path)
     np.testing.assert_allclose(got, lc, rtol=1e-12)
 
 
@@ -330,7 +334,7 @@ BAD_CASES = {
 def test_bad_row_strict_names_row_file_and_problem(tmp_path, layout, case):
     path, bad_id, file = _bad_catalog(tmp_path, layout, case)
     stats = NormalisationStats.from_info_json(INFO)
-    with pytest.raises(catalog.RowError) as err:
+    with pytest.raises(catalog_rows.RowError) as err:
         catalog.preprocess(path, stats, num_workers=0, progress=False)
     msg = str(err.value)
     assert "row 2" in msg and bad_id in msg and file in msg, msg
@@ -358,7 +362,7 @@ def test_max_bad_fraction_enforced(tmp_path, layout):
     path, _, _ = _bad_catalog(tmp_path, layout, "unknown_class")  # 1 of 5 bad
     stats = NormalisationStats.from_info_json(INFO)
     kw = dict(skip_bad=True, num_workers=0, progress=False)
-    with pytest.raises(catalog.CatalogError, match=r"1 of 5 rows are bad"):
+    with pytest.raises(catalog_tables.CatalogError, match=r"1 of 5 rows are bad"):
         catalog.preprocess(path, stats, max_bad_fraction=0.19, **kw)
     assert (
         len(catalog.preprocess(path, stats, max_bad_fraction=0.2, **kw).examples) == 4
@@ -373,7 +377,9 @@ def test_partly_missing_photometric_values_with_a_light_curve(tmp_path, layout):
     row["rfr_score"] = ""
     path = _write_catalog(tmp_path / "c.csv", [row])
     stats = NormalisationStats.from_info_json(INFO)
-    with pytest.raises(catalog.RowError, match="rfr_score, which a light curve needs"):
+    with pytest.raises(
+        catalog_rows.RowError, match="rfr_score, which a light curve needs"
+    ):
         catalog.preprocess(path, stats, num_workers=0, progress=False)
 
 
@@ -383,14 +389,16 @@ def test_table_level_errors(tmp_path):
         p.write_text(text)
         return str(p)
 
-    with pytest.raises(catalog.CatalogError, match="no `id` column"):
-        catalog.read_catalog(table("name,label\na,EW\n"))
-    with pytest.raises(catalog.CatalogError, match="rows 0 and 1"):
-        catalog.read_catalog(table("id,label\na,EW\na,EA\n"))
-    with pytest.raises(catalog.CatalogError, match="lacks .*ruwe"):
-        catalog.read_catalog(table("id," + ",".join(schema.META_COLS[:-3]) + "\n"))
-    with pytest.raises(catalog.CatalogError, match="not found"):
-        catalog.read_catalog(tmp_path / "nope.csv")
+    with pytest.raises(catalog_tables.CatalogError, match="no `id` column"):
+        catalog_tables.read_catalog(table("name,label\na,EW\n"))
+    with pytest.raises(catalog_tables.CatalogError, match="rows 0 and 1"):
+        catalog_tables.read_catalog(table("id,label\na,EW\na,EA\n"))
+    with pytest.raises(catalog_tables.CatalogError, match="lacks .*ruwe"):
+        catalog_tables.read_catalog(
+            table("id," + ",".join(schema.META_COLS[:-3]) + "\n")
+        )
+    with pytest.raises(catalog_tables.CatalogError, match="not found"):
+        catalog_tables.read_catalog(tmp_path / "nope.csv")
 
 
 # -------------------------------------------------------------- statistics
@@ -432,9 +440,9 @@ def test_stats_cli_records_info_json(tmp_path):
 
 def test_stats_of_train_rows_equal_release_info_json(layout):
     """The release's info.json is the statistics of its train CSV (by hand too)."""
-    cat = catalog.read_catalog(layout["catalog"])
-    train = catalog.assign_splits(cat)["train"]
-    stats = catalog.stats_of_rows(train)
+    cat = catalog_tables.read_catalog(layout["catalog"])
+    train = catalog_splits.assign_splits(cat)["train"]
+    stats = catalog_splits.stats_of_rows(train)
     info = json.load(open(INFO))
     # info.json was written on another CPU: NumPy's vectorised log10 differs
     # there in the last bits, so equal to a few float64 ulps, not exactly.
@@ -465,9 +473,9 @@ def test_constant_column_is_refused():
 
 
 def test_drawn_splits_are_stratified_and_deterministic(layout):
-    cat = catalog.read_catalog(layout["catalog"])
-    cat = catalog.Catalog(cat.path, cat.rows, cat.has_labels, has_split=False)
-    a, b = catalog.assign_splits(cat, 42), catalog.assign_splits(cat, 42)
+    cat = catalog_tables.read_catalog(layout["catalog"])
+    cat = catalog_tables.Catalog(cat.path, cat.rows, cat.has_labels, has_split=False)
+    a, b = catalog_splits.assign_splits(cat, 42), catalog_splits.assign_splits(cat, 42)
     assert {s: [r.id for r in v] for s, v in a.items()} == {
         s: [r.id for r in v] for s, v in b.items()
     }
@@ -476,7 +484,7 @@ def test_drawn_splits_are_stratified_and_deterministic(layout):
     # 4 objects of each of 10 classes: the 4 test objects are of 4 classes.
     assert len({r.label for r in a["test"]}) == 4
     assert len({r.label for r in a["validation"]}) == 4
-    c = catalog.assign_splits(cat, 0)
+    c = catalog_splits.assign_splits(cat, 0)
     assert [r.id for r in c["test"]] != [r.id for r in a["test"]]
 
 
@@ -526,7 +534,7 @@ def test_catalog_config_incomplete_unlabelled_drawn_split(layout, built, tmp_pat
     rows[6].update(dict.fromkeys(schema.META_COLS, ""))  # no catalogue values
     rows[7]["lightcurve"] = ""  # a light curve is required: a bad row
     _write_catalog(tmp_path / "catalog.csv", rows)
-    with pytest.raises(catalog.RowError, match=r"row 7 .*lacks photometry"):
+    with pytest.raises(catalog_rows.RowError, match=r"row 7 .*lacks photometry"):
         datasets.prepare("catalog", str(tmp_path / "a"), str(tmp_path), num_workers=0)
     b = datasets.prepare(
         "catalog", str(tmp_path / "b"), str(tmp_path), num_workers=0,
@@ -568,8 +576,8 @@ EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "examples", "my_stars")
 
 
 def test_shipped_example_catalogue():
-    cat = catalog.read_catalog(os.path.join(EXAMPLE, "catalog.csv"))
-    stats = catalog.stats_of_rows(catalog.assign_splits(cat)["train"])
+    cat = catalog_tables.read_catalog(os.path.join(EXAMPLE, "catalog.csv"))
+    stats = catalog_splits.stats_of_rows(catalog_splits.assign_splits(cat)["train"])
     out = catalog.preprocess(cat, stats, num_workers=0, progress=False)
     kinds = [tuple(m for m, p in ex.present.items() if p) for ex in out.examples]
     assert kinds.count(("photometry", "spectra", "metadata")) == 8

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from astrom3_jax.data import modalities, pipeline
+from astrom3_jax.data import example_decoder, modalities, pipeline, source_reader
 
 SEQ = 200
 
@@ -296,7 +296,7 @@ def tfds_source(tmp_path_factory, source):
 
 def test_fast_decoder_matches_tfds(tfds_source):
     fields = ["id", "photometry", "photometry_aux", "spectra", "metadata", "label"]
-    decoder = pipeline.ExampleDecoder(tfds_source.dataset_info.features, fields)
+    decoder = example_decoder.ExampleDecoder(tfds_source.dataset_info.features, fields)
     raw = tfds_source.data_source.__getitems__(list(range(len(tfds_source))))
     for i, record in enumerate(raw):
         fast, ref = decoder._decode_fast(record), tfds_source[i]
@@ -488,7 +488,7 @@ def test_flags_for_what_the_data_set_may_lack_in_every_batch(source):
 
 
 def test_cache_keeps_only_present_rows(holey):
-    packed = pipeline.PackedSource.from_source(
+    packed = source_reader.PackedSource.from_source(
         holey, ["spectra", "metadata", "photometry", "photometry_aux", "label"],
         ["photometry"],
     )  # fmt: skip
@@ -516,11 +516,11 @@ def test_an_optional_field_holds_at_most_one_row():
         [np.zeros((0, 2)), np.ones((2, 2))], (2,), np.float32
     )
     with pytest.raises(ValueError, match="'x' holds 2 rows"):
-        pipeline.fill_absent(col, "x")
+        source_reader.fill_absent(col, "x")
     col = modalities.Ragged.from_list(
         [np.zeros((0, 2)), np.ones((1, 2))], (2,), np.float32
     )
-    dense, present = pipeline.fill_absent(col)
+    dense, present = source_reader.fill_absent(col)
     np.testing.assert_array_equal(dense, [[0, 0], [1, 1]])
     np.testing.assert_array_equal(present, [False, True])
 
@@ -542,10 +542,10 @@ def test_tfds_source_with_holes(holey_tfds, holey, source):
     assert features["spectra"].shape == (None, 3, 2575)
     assert features["photometry_aux"].shape == (None, 6)
     fields = ["id", "photometry", "photometry_aux", "spectra", "metadata", "label"]
-    assert pipeline.optional_fields(holey_tfds, fields, ["photometry"]) == {
+    assert source_reader.optional_fields(holey_tfds, fields, ["photometry"]) == {
         "photometry_aux", "spectra", "metadata"
     }  # fmt: skip
-    decoder = pipeline.ExampleDecoder(features, fields)
+    decoder = example_decoder.ExampleDecoder(features, fields)
     raw = holey_tfds.data_source.__getitems__(list(range(len(holey_tfds))))
     for k, record in enumerate(raw):
         fast, ref = decoder._decode_fast(record), holey_tfds[k]

@@ -20,7 +20,17 @@ from absl import logging
 from tqdm import tqdm
 
 from astrom3_jax import errors
-from astrom3_jax.data import catalog, names, normalisation, release_io, schema
+from astrom3_jax.data import (
+    catalog,
+    catalog_rows,
+    catalog_splits,
+    catalog_tables,
+    names,
+    normalisation,
+    release_io,
+    schema,
+)
+from astrom3_jax.data import workers as workers_lib
 from astrom3_jax.data.astrom3_tfds import hub_release, objects
 
 REPORT_NAME = "bad_objects.json"
@@ -173,8 +183,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         max_bad_fraction: with skip_bad, the build still fails when more than
         this fraction of a split's objects is bad (a broken release, not a few
         bad files).
-        num_workers: worker processes for parsing (default: CPU count, max 8,
-        for splits over 256 objects)."""
+        num_workers: worker processes for parsing (default:
+        workers.default_workers of the split's number of objects)."""
         if not 0.0 <= max_bad_fraction <= 1.0:
             raise ValueError(
                 f"max_bad_fraction must be in [0, 1], got {max_bad_fraction}"
@@ -331,7 +341,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         absent = self._absent.setdefault(split, dict.fromkeys(optional, 0))
         workers = self._num_workers
         if workers is None:
-            workers = min(os.cpu_count() or 1, 8) if len(rows) > 256 else 0
+            workers = workers_lib.default_workers(len(rows))
         bad = self._bad.setdefault(split, [])
         limit = allowed_bad(len(rows), self._max_bad_fraction) if self._skip_bad else 0
         self._counts[split] = 0
@@ -378,10 +388,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                 "manual directory; pass it with --manual_dir DIR (manual_dir= in "
                 "datasets.prepare()).\n" + _MANUAL_CATALOG
             )
-        table = catalog.find_catalog(root)
-        cat = catalog.read_catalog(table)
-        splits = catalog.assign_splits(cat, self.builder_config.split_seed)
-        self._stats = catalog.stats_of_rows(
+        table = catalog_tables.find_catalog(root)
+        cat = catalog_tables.read_catalog(table)
+        splits = catalog_splits.assign_splits(cat, self.builder_config.split_seed)
+        self._stats = catalog_splits.stats_of_rows(
             splits["train"], source=f"train split of {table}"
         )
         return {
@@ -391,11 +401,11 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
     def _generate_catalog_examples(self, split: str, rows, table: str):
         optional = tuple(self.builder_config.optional_modalities)
-        require = tuple(m for m in catalog.MODALITIES if m not in optional)
+        require = tuple(m for m in catalog_rows.MODALITIES if m not in optional)
         absent = self._absent.setdefault(split, dict.fromkeys(optional, 0))
         workers = self._num_workers
         if workers is None:
-            workers = min(os.cpu_count() or 1, 8) if len(rows) > 256 else 0
+            workers = workers_lib.default_workers(len(rows))
         bad = self._bad.setdefault(split, [])
         limit = allowed_bad(len(rows), self._max_bad_fraction) if self._skip_bad else 0
         self._counts[split] = 0
@@ -426,7 +436,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                         }
                     )
                 else:
-                    raise catalog.RowError(
+                    raise catalog_rows.RowError(
                         f"{error.problem} (split {split}; rerun with skip_bad=True "
                         f"/ --skip_bad to skip such rows and list them in "
                         f"{REPORT_NAME})",

@@ -7,18 +7,16 @@ Hub release, a local copy, and synthetic releases.
 
 from __future__ import annotations
 
-import collections
-import concurrent.futures as cf
+import contextlib
 import dataclasses
-import multiprocessing
 import os
 import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 
-from astrom3_jax import errors
 from astrom3_jax.data import preprocessing, release_io, schema
+from astrom3_jax.data import workers as workers_lib
 from astrom3_jax.data.release_io import ReleaseError
 
 
@@ -238,49 +236,31 @@ def process_row(row: Mapping, ctx: Context, archive: zipfile.ZipFile) -> dict:
 
 
 # ------------------------------------------------------------------ parallel map
-class WorkerFailure(errors.UserError, RuntimeError):
-    """A parsing worker died or failed outside any one object's files."""
+@dataclasses.dataclass
+class _WorkerState:
+    """What a worker keeps between rows: the context and photometry.zip, open."""
+
+    ctx: Context
+    archive: zipfile.ZipFile
+
+    def close(self):
+        self.archive.close()
 
 
-_WORKER: dict = {}
+def _open_worker(ctx: Context) -> _WorkerState:
+    return _WorkerState(ctx, release_io.open_photometry(ctx.files.photometry_zip))
 
 
-def _init_worker(ctx: Context):
-    """Opens photometry.zip once per worker; never raises.
-
-    An initializer that raises makes a process pool restart the worker
-    forever, so a failure is kept and raised by the worker's first task.
-    """
-    _WORKER.clear()
-    _WORKER["ctx"] = ctx
-    try:
-        _WORKER["zip"] = release_io.open_photometry(ctx.files.photometry_zip)
-    except Exception as e:  # reported by the first task, see above
-        _WORKER["init_error"] = e
-
-
-def _work_one(row):
+def _work_one(row, state: _WorkerState):
     """(example, None) on success, (None, error) for a bad object.
 
     ReleaseError is a bad object (skippable); anything else is a bug or a
-    broken environment and stops the build, naming the object.
+    broken environment and stops the build (workers.ordered_map names it).
     """
-    ctx = _WORKER["ctx"]
     try:
-        return process_row(row, ctx, _WORKER["zip"]), None
+        return process_row(row, state.ctx, state.archive), None
     except ReleaseError as e:
         return None, e
-    except Exception as e:
-        raise WorkerFailure(
-            f"object {_describe(row)} (split CSV {ctx.csv_path}): unexpected "
-            f"{type(e).__name__}: {e}"
-        ) from e
-
-
-def _work_chunk(rows):
-    if "init_error" in _WORKER:
-        raise _WORKER["init_error"]
-    return [_work_one(row) for row in rows]
 
 
 def process_rows(
@@ -289,58 +269,18 @@ def process_rows(
     """Yields (row, example | None, ReleaseError | None) in row order.
 
     num_workers <= 1 works in this process; otherwise a spawn-started pool
-    (safe when JAX or threads are already running in the parent). Any worker
-    failure (photometry.zip unreadable, a crash, a killed process) ends the
-    iteration with an exception instead of a hang.
+    (workers.ordered_map). Any worker failure (photometry.zip unreadable, a
+    crash, a killed process) ends the iteration with an exception instead
+    of a hang.
     """
-    # Opened here first so an unreadable zip fails before any worker starts.
-    archive = release_io.open_photometry(ctx.files.photometry_zip)
-    if num_workers > 1:
-        archive.close()
-        yield from _process_in_pool(rows, ctx, num_workers)
-        return
-    _init_worker(ctx)
-    _WORKER["zip"] = archive
-    try:
-        for row in rows:
-            yield (row, *_work_one(row))
-    finally:
-        _WORKER.pop("zip").close()
-        _WORKER.clear()
-
-
-def _process_in_pool(rows, ctx, num_workers):
-    size = max(1, min(64, len(rows) // (8 * num_workers)))
-    chunks = iter([rows[i : i + size] for i in range(0, len(rows), size)])
-    pool = cf.ProcessPoolExecutor(
-        num_workers,
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=_init_worker,
-        initargs=(ctx,),
-    )
-    pending = collections.deque()  # bounded: results cannot pile up in memory
-
-    def submit():
-        chunk = next(chunks, None)
-        if chunk is not None:
-            pending.append((chunk, pool.submit(_work_chunk, chunk)))
-
-    try:
-        for _ in range(4 * num_workers):
-            submit()
-        while pending:
-            chunk, future = pending.popleft()
-            try:
-                results = future.result()
-            except cf.process.BrokenProcessPool as e:
-                raise WorkerFailure(
-                    "a parsing worker process died (killed, out of memory or "
-                    f"crashed) while reading objects {_describe(chunk[0])} to "
-                    f"{_describe(chunk[-1])} of {ctx.csv_path} "
-                    f"(photometry {ctx.files.photometry_zip}): {e}"
-                ) from None
-            submit()
-            for row, (example, error) in zip(chunk, results, strict=True):
-                yield row, example, error
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    if num_workers > 1:  # an unreadable zip fails before any worker starts
+        release_io.open_photometry(ctx.files.photometry_zip).close()
+    results = workers_lib.ordered_map(
+        _work_one, rows, workers=num_workers, setup=_open_worker, setup_args=(ctx,),
+        name=lambda row: f"object {_describe(row)}",
+        source=f"split CSV {ctx.csv_path} (photometry {ctx.files.photometry_zip})",
+        task="parsing", max_chunk=64,
+    )  # fmt: skip
+    with contextlib.closing(results):
+        for row, (example, error) in zip(rows, results, strict=True):
+            yield row, example, error

@@ -13,18 +13,16 @@ and forking a threaded process can deadlock the child.
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import csv
 import io
 import json
-import multiprocessing
-import os
 import pathlib
 import zipfile
 
 import numpy as np
 
 from astrom3_jax.data import preprocessing, schema
+from astrom3_jax.data import workers as workers_lib
 from astrom3_jax.data.synthetic import catalogue, classes, lightcurves, spectra
 
 PHOTO_COLS = list(schema.PHOTO_COLS)
@@ -237,7 +235,7 @@ def _star_dict(cat, i):
     return star
 
 
-def _chunk_work(args):
+def _chunk_work(args, _state=None):
     """Light curves (returned) and spectra (written) for one fixed chunk of stars."""
     root, seed, start, stop, cat = args
     lc_files, stats = [], []
@@ -334,18 +332,12 @@ def simulate_all(root, seed, cat, workers):
     jobs = [(str(root), seed, s, min(s + CHUNK, n), _slice(cat, s, min(s + CHUNK, n)))
             for s in range(0, n, CHUNK)]  # fmt: skip
     lc_files, stats = [], []
-    if workers > 1:
-        spawn = multiprocessing.get_context("spawn")
-        with cf.ProcessPoolExecutor(workers, mp_context=spawn) as pool:
-            results = pool.map(_chunk_work, jobs)
-            for files, st in results:
-                lc_files += files
-                stats += st
-    else:
-        for job in jobs:
-            files, st = _chunk_work(job)
-            lc_files += files
-            stats += st
+    for files, st in workers_lib.ordered_map(
+        _chunk_work, jobs, workers=workers, max_chunk=1, task="simulation",
+        name=lambda job: f"stars {job[2]} to {job[3] - 1}",
+    ):  # fmt: skip
+        lc_files += files
+        stats += st
     return lc_files, stats
 
 
@@ -520,14 +512,14 @@ def generate_release(
         (root / "spectra" / c).mkdir(parents=True, exist_ok=True)
     auto_workers = workers is None
     if auto_workers:
-        workers = min(os.cpu_count() or 1, 8) if len(cat["true"]) > 4 * CHUNK else 1
+        workers = workers_lib.default_workers(len(cat["true"]))
     lc_files, stats = simulate_all(root, seed, cat, workers)
     rows = assemble_rows(cat, stats, seed)
     extra_rows = []
     if extra_per_object:
         n_extra = extra_per_object * int(np.sum(~cat["unseen"]))
         if auto_workers:
-            workers = min(os.cpu_count() or 1, 8) if n_extra > 4 * CHUNK else 1
+            workers = workers_lib.default_workers(n_extra)
         extra_files, extra_rows = _incomplete_objects(
             root, base, seed, n_extra, mislabel_fraction, cat, workers
         )

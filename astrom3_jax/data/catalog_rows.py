@@ -1,0 +1,186 @@
+"""One catalogue row through the builder's own preprocessing, or a RowError.
+
+A row gives exactly the features the builder writes for the same raw files;
+the catalogue columns and the 4 light-curve channels are z-scored with a
+model's training statistics (normalisation.NormalisationStats).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from astrom3_jax import errors
+from astrom3_jax.data import preprocessing, release_io, schema
+from astrom3_jax.data.catalog_tables import CatalogRow
+from astrom3_jax.data.lightcurve_files import (
+    DEFAULT_MAG_ZERO_POINT,
+    read_light_curve_file,
+)
+from astrom3_jax.data.normalisation import NormalisationStats
+
+MODALITIES = ("photometry", "spectra", "metadata")
+
+
+class RowError(errors.UserError, ValueError):
+    """One bad row: names the catalogue, the row, its id, the file and the problem."""
+
+    def __init__(
+        self, problem: str, *, catalog: str = "", row: int = -1, id: str = "",
+        file: str = "",
+    ):  # fmt: skip
+        self.problem, self.catalog, self.row, self.id = problem, catalog, row, id
+        self.file = os.fspath(file)
+        where = []
+        if catalog:
+            where.append(f"catalog {catalog}")
+        if row >= 0:
+            where.append(f"row {row} (id {id!r})")
+        if self.file and self.file != catalog:
+            where.append(f"file {self.file}")
+        super().__init__(f"{', '.join(where)}: {problem}" if where else problem)
+
+    def __reduce__(self):  # survives a worker process's pickling
+        return (
+            _rebuild_row_error,
+            (self.problem, self.catalog, self.row, self.id, self.file),
+        )
+
+
+def _rebuild_row_error(problem, catalog, row, id, file):
+    return RowError(problem, catalog=catalog, row=row, id=id, file=file)
+
+
+@dataclasses.dataclass(frozen=True)
+class CatalogExample:
+    """The builder's features of one row, plus which modalities it has.
+
+    `features` holds what the builder writes for an object (id, name,
+    spec_filename, label, raw_catalogue, and the features of each PRESENT
+    modality: photometry, photometry_aux, raw_flux_mean, raw_flux_mad,
+    raw_time_min, raw_time_max / spectra, raw_spectrum_mean,
+    raw_spectrum_mad / metadata). An absent modality's features are left
+    out (`objects.store_optional` gives the stored form of a config with
+    optional modalities). `label` is the class index, -1 when the row has
+    none.
+    """
+
+    row: int
+    id: str
+    label: int
+    present: Mapping[str, bool]
+    features: Mapping[str, object]
+    split: str | None = None
+
+
+def process_row(
+    row: CatalogRow,
+    stats: NormalisationStats,
+    *,
+    catalog: str = "",
+    require: Sequence[str] = (),
+    mag_zero_point: float = DEFAULT_MAG_ZERO_POINT,
+) -> CatalogExample:
+    """The builder's features of one row; raises RowError for a bad row.
+
+    require: modalities the row must have (a row without one is bad).
+    """
+
+    def bad(problem, file=catalog):
+        return RowError(problem, catalog=catalog, row=row.index, id=row.id, file=file)
+
+    if row.problem:
+        raise bad(row.problem)
+    label = -1
+    if row.label is not None:
+        if row.label not in schema.CLASSES:
+            raise bad(
+                f"unknown class {row.label!r}; known: {', '.join(schema.CLASSES)}"
+            )
+        label = schema.CLASSES.index(row.label)
+
+    raw = np.asarray(row.values, dtype=np.float64)
+    value = dict(zip(schema.ALL_COLS, raw, strict=True))
+    meta_missing = [c for c in schema.META_COLS if not np.isfinite(value[c])]
+    has_meta = len(meta_missing) < len(schema.META_COLS)
+    if has_meta and meta_missing:
+        raise bad(
+            "blank or non-finite catalogue value(s) in "
+            f"{', '.join(meta_missing)}; a row gives all "
+            f"{len(schema.META_COLS)} metadata columns or none (no metadata)"
+        )
+    has_lc = row.lightcurve is not None
+    if has_lc:
+        photo_missing = [c for c in schema.PHOTO_COLS if not np.isfinite(value[c])]
+        if photo_missing:
+            raise bad(
+                "blank or non-finite catalogue value(s) in "
+                f"{', '.join(photo_missing)}, which a light curve needs (they "
+                "become light-curve channels)"
+            )
+    present = {
+        "photometry": has_lc,
+        "spectra": row.spectrum is not None,
+        "metadata": has_meta,
+    }
+    if not any(present.values()):
+        raise bad("no modality: no lightcurve, no spectrum and no metadata columns")
+    lacking = [m for m in require if not present[m]]
+    if lacking:
+        raise bad(
+            f"lacks {' and '.join(lacking)} (here every row needs {', '.join(require)})"
+        )
+
+    info = stats.as_info()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        norm = preprocessing.normalise_catalogue(
+            {c: value[c] for c in info["all_cols"]}, info
+        )
+    photo_idx, meta_idx = stats.column_slices()
+    used = ([*photo_idx] if has_lc else []) + ([*meta_idx] if has_meta else [])
+    nonfinite = [info["all_cols"][j] for j in used if not np.isfinite(norm[j])]
+    if nonfinite:
+        raise bad(
+            "catalogue value(s) non-finite after the transforms (e.g. log10 of "
+            f"a period <= 0): {', '.join(nonfinite)}"
+        )
+
+    features: dict[str, object] = {
+        "id": row.id,
+        "name": row.name,
+        "spec_filename": os.path.basename(row.spectrum) if row.spectrum else "",
+        "label": label,
+        "raw_catalogue": raw,
+    }
+    if has_meta:
+        features["metadata"] = norm[meta_idx].astype(np.float32)
+    try:
+        if has_lc:
+            lc = read_light_curve_file(
+                row.lightcurve, mag_zero_point=mag_zero_point, obj=row.id
+            )
+            try:
+                features.update(
+                    preprocessing.preprocess_light_curve(lc, norm[photo_idx])
+                )
+            except preprocessing.PreprocessingError as e:
+                raise bad(str(e), row.lightcurve) from None
+        if row.spectrum is not None:
+            spec = release_io.read_spectrum(row.spectrum, obj=row.id)
+            try:
+                features.update(preprocessing.preprocess_spectrum(spec))
+            except preprocessing.PreprocessingError as e:
+                raise bad(str(e), row.spectrum) from None
+    except release_io.ReleaseError as e:
+        raise bad(e.problem, e.file) from None
+    return CatalogExample(
+        row=row.index,
+        id=row.id,
+        label=label,
+        present=present,
+        features=features,
+        split=row.split,
+    )

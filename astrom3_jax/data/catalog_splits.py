@@ -1,0 +1,73 @@
+"""Train/validation/test splits of a user's catalogue, and the statistics
+of its train split (the `catalog` data set config's normalisation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from astrom3_jax.data import schema
+from astrom3_jax.data.catalog_tables import Catalog, CatalogError, CatalogRow
+from astrom3_jax.data.normalisation import NormalisationStats
+
+SPLIT_FRACTIONS = {"train": 0.8, "validation": 0.1, "test": 0.1}
+
+
+def assign_splits(catalog: Catalog, seed: int = 42) -> dict[str, list[CatalogRow]]:
+    """{'train' | 'validation' | 'test': rows}, each in row order.
+
+    From the `split` column when the table has one; otherwise drawn with
+    `seed`: per label (rows without a label form one more group) the rows
+    spread evenly (stratified) over train / validation / test in the
+    proportions 80 / 10 / 10 % (each at least one row). Needs >= 3 rows.
+    """
+    if catalog.has_split:
+        out = {s: [r for r in catalog.rows if r.split == s] for s in SPLIT_FRACTIONS}
+    else:
+        if len(catalog) < 3:
+            raise CatalogError(
+                f"catalog {catalog.path} has {len(catalog)} row(s); drawing "
+                "train/validation/test needs at least 3 (or give a split column)"
+            )
+        # Stratified by label without per-class rounding: within each group
+        # (rows without a label form one more) the rows get evenly spaced
+        # keys (rank + offset) / size in random order; sorted by key, the
+        # first 10 % are test, the next 10 % validation, the rest train.
+        groups: dict[str, list[int]] = {}
+        for i, r in enumerate(catalog.rows):
+            groups.setdefault(r.label or "", []).append(i)
+        rng = np.random.default_rng(np.random.SeedSequence([seed, 20]))
+        keys = np.empty(len(catalog))
+        for name in sorted(groups):
+            idx = np.asarray(groups[name])
+            ranks = rng.permutation(len(idx))
+            keys[idx] = (ranks + rng.uniform()) / len(idx)
+        order = np.lexsort((rng.permutation(len(catalog)), keys))
+        n_te = max(1, int(round(len(catalog) * SPLIT_FRACTIONS["test"])))
+        n_va = max(1, int(round(len(catalog) * SPLIT_FRACTIONS["validation"])))
+        picked = {
+            "test": order[:n_te],
+            "validation": order[n_te : n_te + n_va],
+            "train": order[n_te + n_va :],
+        }
+        out = {s: [catalog.rows[i] for i in sorted(picked[s])] for s in SPLIT_FRACTIONS}
+    empty = [s for s, rows in out.items() if not rows]
+    if empty:
+        raise CatalogError(
+            f"catalog {catalog.path}: no rows in split(s) {', '.join(empty)}"
+        )
+    return out
+
+
+def stats_of_rows(rows: Sequence[CatalogRow], source: str = "") -> NormalisationStats:
+    """Normalisation statistics of rows' catalogue values (the train rows).
+
+    A column's blank or NaN values are left out of its statistics.
+    """
+    table = {
+        c: np.array([r.values[j] for r in rows], np.float64)
+        for j, c in enumerate(schema.ALL_COLS)
+    }
+    return NormalisationStats.from_table(table, source=source)

@@ -1,0 +1,250 @@
+"""Reads a user's catalogue table (one row per star) into checked rows.
+
+Any table astropy reads (CSV, ECSV, FITS, VOTable); the columns and what a
+blank cell means are described in the README ("Your own variable stars").
+Files the rows point at are not opened here (catalog_rows does that).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+
+import numpy as np
+
+from astrom3_jax import errors
+from astrom3_jax.data import schema
+
+TABLE_SUFFIXES = (".csv", ".ecsv", ".fits", ".fit", ".fits.gz", ".vot", ".xml")
+
+# Columns with a fixed meaning (besides schema.ALL_COLS).
+ID, NAME, LABEL, LIGHTCURVE, SPECTRUM, SPLIT = (
+    "id",
+    "name",
+    "label",
+    "lightcurve",
+    "spectrum",
+    "split",
+)
+FIXED = (ID, NAME, LABEL, LIGHTCURVE, SPECTRUM, SPLIT)
+# `split` cells (lower-cased) -> TFDS split names.
+SPLIT_VALUES = {
+    "train": "train",
+    "validation": "validation",
+    "val": "validation",
+    "test": "test",
+}
+
+
+class CatalogError(errors.UserError, ValueError):
+    """The catalogue table cannot be used as a whole (file, columns, ids, limits)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CatalogRow:
+    """One row of a catalogue, as read (files not opened yet)."""
+
+    index: int  # 0-based data row (a CSV's line number is index + 2)
+    id: str
+    name: str
+    label: str | None
+    lightcurve: str | None  # absolute path
+    spectrum: str | None  # absolute path
+    values: tuple[float, ...]  # schema.ALL_COLS order; NaN where blank
+    split: str | None = None  # 'train' | 'validation' | 'test' | None
+    problem: str = ""  # a cell that could not be read (reported as a bad row)
+
+
+@dataclasses.dataclass(frozen=True)
+class Catalog:
+    """A catalogue table: its absolute path and its rows, in table order."""
+
+    path: str
+    rows: tuple[CatalogRow, ...]
+    has_labels: bool
+    has_split: bool
+
+    @property
+    def folder(self) -> str:
+        return os.path.dirname(self.path)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def find_catalog(folder: str | os.PathLike, stem: str = "catalog") -> str:
+    """The one `<stem>.<csv|ecsv|fits|vot|xml>` table in `folder`."""
+    folder = os.fspath(folder)
+    found = [
+        os.path.join(folder, stem + s)
+        for s in TABLE_SUFFIXES
+        if os.path.exists(os.path.join(folder, stem + s))
+    ]
+    if not found:
+        raise CatalogError(
+            f"{folder} holds no catalogue table: expected one of "
+            f"{', '.join(stem + s for s in TABLE_SUFFIXES)}"
+        )
+    if len(found) > 1:
+        raise CatalogError(
+            f"{folder} holds several catalogue tables ({', '.join(found)}); keep one"
+        )
+    return found[0]
+
+
+def read_table(path: str, what: str):
+    """A table astropy reads (CSV forced for .csv, VOTable for .vot/.xml);
+    ValueError names what could not be read."""
+    # astropy.table takes about a second to import: only reading needs it.
+    from astropy.table import Table
+
+    if not os.path.exists(path):
+        raise FileNotFoundError(path)
+    kw = {}
+    low = path.lower()
+    if low.endswith(".csv"):
+        kw["format"] = "ascii.csv"
+    elif low.endswith((".vot", ".xml")):
+        kw["format"] = "votable"
+    try:
+        return Table.read(path, **kw)
+    except Exception as e:  # astropy raises many types for unreadable tables
+        raise ValueError(f"unreadable {what} ({type(e).__name__}: {e})") from None
+
+
+def _lower_columns(table, path: str, what: str) -> dict[str, str]:
+    """lower-case name -> actual name; two names equal but for case is an error."""
+    out: dict[str, str] = {}
+    for c in table.colnames:
+        key = c.strip().lower()
+        if key in out:
+            raise CatalogError(
+                f"{what} {path}: columns {out[key]!r} and {c!r} differ only in case"
+            )
+        out[key] = c
+    return out
+
+
+def _cells(table, col: str | None) -> list:
+    """A column's values as Python objects; None for a masked or blank cell
+    (and for every cell when the column is missing)."""
+    if col is None:
+        return [None] * len(table)
+    column = table[col]
+    mask = np.ma.getmaskarray(column) if hasattr(column, "mask") else None
+    out = []
+    for i, value in enumerate(np.asarray(column).tolist()):
+        if mask is not None and mask.ndim == 1 and mask[i]:
+            value = None
+        elif isinstance(value, bytes):
+            value = value.decode("utf-8", "replace")
+        if isinstance(value, str):
+            value = value.strip() or None
+        out.append(value)
+    return out
+
+
+def _text(value) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return str(value)
+
+
+def _number(value, col: str) -> tuple[float, str]:
+    """(value as float or NaN when blank, problem or '')."""
+    if value is None:
+        return math.nan, ""
+    try:
+        return float(value), ""
+    except (TypeError, ValueError):
+        return math.nan, f"column {col} is not a number: {str(value)!r}"
+
+
+def _resolve(folder: str, path: str | None) -> str | None:
+    if path is None:
+        return None
+    path = os.path.expanduser(path)
+    return path if os.path.isabs(path) else os.path.normpath(os.path.join(folder, path))
+
+
+def read_catalog(path: str | os.PathLike) -> Catalog:
+    """Reads and checks a catalogue table; see the module docstring for columns.
+
+    Table-level problems (unreadable file, no `id` column, a blank or repeated
+    id, only some of the catalogue columns, an invalid `split`) raise
+    CatalogError. Row-level ones are kept in CatalogRow.problem and reported
+    when the row is processed, so skip_bad can leave such rows out.
+    """
+    path = os.path.abspath(os.fspath(path))
+    try:
+        table = read_table(path, "catalogue table")
+    except FileNotFoundError:
+        raise CatalogError(f"catalogue table {path} not found") from None
+    except ValueError as e:
+        raise CatalogError(f"{path}: {e}") from None
+    cols = _lower_columns(table, path, "catalogue")
+    if ID not in cols:
+        raise CatalogError(
+            f"catalogue {path} has no `id` column (columns: "
+            f"{', '.join(table.colnames)})"
+        )
+    missing_meta = [c for c in schema.META_COLS if c not in cols]
+    if len(missing_meta) not in (0, len(schema.META_COLS)):
+        raise CatalogError(
+            f"catalogue {path} has some of the metadata columns but lacks "
+            f"{', '.join(missing_meta)}; give all {len(schema.META_COLS)} "
+            f"({', '.join(schema.META_COLS)}) or none"
+        )
+    folder = os.path.dirname(path)
+    cell = {key: _cells(table, cols.get(key)) for key in (*FIXED, *schema.ALL_COLS)}
+    rows, seen = [], {}
+    for i in range(len(table)):
+        oid = _text(cell[ID][i])
+        if oid is None:
+            raise CatalogError(f"catalogue {path}, row {i}: blank id")
+        if oid in seen:
+            raise CatalogError(
+                f"catalogue {path}: id {oid!r} is in rows {seen[oid]} and {i}; "
+                "ids must be unique"
+            )
+        seen[oid] = i
+        problems = []
+        values = []
+        for c in schema.ALL_COLS:
+            v, problem = _number(cell[c][i], c)
+            values.append(v)
+            if problem:
+                problems.append(problem)
+        split = _text(cell[SPLIT][i])
+        if SPLIT in cols:
+            key = (split or "").lower()
+            if key not in SPLIT_VALUES:
+                raise CatalogError(
+                    f"catalogue {path}, row {i} (id {oid!r}): split {split!r}; "
+                    "expected train, validation (or val) or test"
+                )
+            split = SPLIT_VALUES[key]
+        rows.append(
+            CatalogRow(
+                index=i,
+                id=oid,
+                name=_text(cell[NAME][i]) or oid,
+                label=_text(cell[LABEL][i]),
+                lightcurve=_resolve(folder, _text(cell[LIGHTCURVE][i])),
+                spectrum=_resolve(folder, _text(cell[SPECTRUM][i])),
+                values=tuple(values),
+                split=split,
+                problem="; ".join(problems),
+            )
+        )
+    if not rows:
+        raise CatalogError(f"catalogue {path} has no rows")
+    return Catalog(
+        path=path,
+        rows=tuple(rows),
+        has_labels=LABEL in cols,
+        has_split=SPLIT in cols,
+    )
