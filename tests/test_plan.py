@@ -403,3 +403,53 @@ def test_h100_plan_of_the_smoke_model():
     assert p.hardware.devices == 8 and p.hardware.chip.name == "H100 SXM"
     assert train.flops == 0 and train.bytes > 0
     assert train.est_step_s == train.bytes / 3.35e12
+
+
+class _FakePlan:
+    """What find_max_batch reads of a Plan: the train step's peak and the HBM."""
+
+    def __init__(self, peak, hbm):
+        self.steps = {"train": type("S", (), {"memory": {"peak": peak}})()}
+        self.hardware = type("H", (), {"hbm_bytes": hbm})()
+        self.run = "estimate"
+
+
+@pytest.mark.parametrize("refuses_over", [None, 1200])
+def test_find_max_batch_with_a_compiler_that_refuses_oversized_programs(
+    monkeypatch, refuses_over
+):
+    """Peak = 1000 + 10 * batch bytes on 4 devices with 10,000 bytes of HBM:
+    the largest fitting multiple of 4 is 900. A compiler that raises
+    RESOURCE_EXHAUSTED past a batch (as libtpu does) must count as too big."""
+    from astrom3_jax.training.planner import batch_search
+
+    hbm, devices, compiled = 10_000, [object()] * 4, []
+
+    def fake_plan(config, topology, *, global_batch, steps, devices):
+        compiled.append(global_batch)
+        if refuses_over is not None and global_batch > refuses_over:
+            raise RuntimeError(
+                "RESOURCE_EXHAUSTED: Ran out of memory in memory space hbm"
+            )
+        return _FakePlan(1000 + 10 * global_batch, hbm)
+
+    monkeypatch.setattr(batch_search, "plan", fake_plan)
+    config = type("C", (), {"batch_size": 64})()
+    batch, got = batch_search.find_max_batch(
+        config, "fake", tolerance=0.0, devices=devices, budget_bytes=hbm
+    )
+    assert batch == 900
+    assert got.steps["train"].memory["peak"] == 1000 + 10 * 900
+    assert len(compiled) < 20
+
+
+def test_find_max_batch_passes_other_compile_errors_on(monkeypatch):
+    from astrom3_jax.training.planner import batch_search
+
+    def broken(*a, **k):
+        raise RuntimeError("INVALID_ARGUMENT: a real bug")
+
+    monkeypatch.setattr(batch_search, "plan", broken)
+    config = type("C", (), {"batch_size": 64})()
+    with pytest.raises(RuntimeError, match="a real bug"):
+        batch_search.find_max_batch(config, "fake", devices=[object()], budget_bytes=1)

@@ -44,11 +44,22 @@ def find_max_batch(
 
     fitting: dict[int, Plan] = {}
     peaks: dict[int, int] = {}
+    tried: set[int] = set()
     too_big: int | None = None
 
     def check(b):
         nonlocal too_big
-        p = plan(config, topology, global_batch=b, steps=("train",), devices=devices)
+        tried.add(b)
+        try:
+            p = plan(
+                config, topology, global_batch=b, steps=("train",), devices=devices
+            )
+        except Exception as e:
+            # Some compilers refuse a program over the HBM outright.
+            if "RESOURCE_EXHAUSTED" not in str(e):
+                raise
+            too_big = b if too_big is None else min(too_big, b)
+            return
         p.run = None
         peaks[b] = p.steps["train"].memory["peak"]
         if peaks[b] <= hbm:
@@ -66,18 +77,19 @@ def find_max_batch(
     lo = max(fitting)
     if too_big is None and 2 * lo <= limit:
         check(2 * lo)
-        (b1, p1), (b2, p2) = sorted(peaks.items())[-2:]
-        if p2 > p1:  # where the line through the two meets the HBM size
-            guess = down(b1 + (hbm - p1) * (b2 - b1) / (p2 - p1))
-            if guess not in peaks and guess <= limit:
-                check(guess)
+        if len(peaks) > 1:  # else 2 * lo did not even compile
+            (b1, p1), (b2, p2) = sorted(peaks.items())[-2:]
+            if p2 > p1:  # where the line through the two meets the HBM size
+                guess = down(b1 + (hbm - p1) * (b2 - b1) / (p2 - p1))
+                if guess not in tried and guess <= limit:
+                    check(guess)
     for _ in range(12):
         lo = max(fitting)
         hi = too_big if too_big is not None else min(2 * lo, limit + n)
         if hi - lo <= max(n, tolerance * lo) or lo >= limit:
             break
         mid = down((lo + hi) // 2) if too_big is not None else down(hi)
-        if mid in peaks:
+        if mid in tried:
             break
         check(mid)
     lo = max(fitting)
