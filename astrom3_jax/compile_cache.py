@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-
-import jax
-from jax.experimental.compilation_cache import compilation_cache
+import sys
 
 ENV = "ASTROM3_COMPILATION_CACHE"
 OFF_VALUES = ("off", "0", "false", "no", "none")
@@ -44,11 +42,16 @@ def cache_dir(environ=None) -> str | None:
 def enable(environ=None) -> str | None:
     """Turn the cache on; returns the folder in use, or None when off.
 
-    A folder the user already gave JAX (`JAX_COMPILATION_CACHE_DIR`, or
-    `jax.config`) is kept as it is. A folder that cannot be created only
-    costs the speed-up: a read-only home must not stop a run.
+    Before JAX is imported this only sets JAX's environment variables, so a
+    command line can still restart itself (tcmalloc) and its subprocesses
+    inherit the cache. A folder the user already gave JAX
+    (`JAX_COMPILATION_CACHE_DIR`, or `jax.config`) is kept as it is. A folder
+    that cannot be created only costs the speed-up.
     """
-    given = jax.config.jax_compilation_cache_dir
+    jax = sys.modules.get("jax")
+    given = os.environ.get("JAX_COMPILATION_CACHE_DIR") or (
+        jax.config.jax_compilation_cache_dir if jax is not None else None
+    )
     if given:
         return given
     path = cache_dir(environ)
@@ -59,14 +62,19 @@ def enable(environ=None) -> str | None:
     except OSError as e:
         logging.warning("compilation cache off: cannot create %s (%s)", path, e)
         return None
-    jax.config.update("jax_compilation_cache_dir", path)
+    settings = {"jax_compilation_cache_dir": path}
     if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
-        jax.config.update(
-            "jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECONDS
-        )
-    if jax.config.jax_compilation_cache_max_size == -1:  # JAX's default: unbounded
-        jax.config.update("jax_compilation_cache_max_size", MAX_BYTES)
+        settings["jax_persistent_cache_min_compile_time_secs"] = MIN_COMPILE_SECONDS
+    if "JAX_COMPILATION_CACHE_MAX_SIZE" not in os.environ:
+        settings["jax_compilation_cache_max_size"] = MAX_BYTES
+    if jax is None:
+        os.environ.update({k.upper(): str(v) for k, v in settings.items()})
+        return path
+    for name, value in settings.items():
+        jax.config.update(name, value)
     # JAX decides whether to use the cache at its first compilation; a
     # process that compiled something before this call must decide again.
+    from jax.experimental.compilation_cache import compilation_cache
+
     compilation_cache.reset_cache()
     return path

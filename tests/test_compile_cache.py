@@ -74,6 +74,31 @@ def test_a_folder_that_cannot_be_made_turns_the_cache_off(tmp_path):
     assert jax.config.jax_compilation_cache_dir is None
 
 
+def test_before_jax_is_imported_only_environment_variables_are_set(tmp_path):
+    """A command line enables the cache before it may restart itself: JAX
+    must not be imported yet, and JAX must read the folder once it is."""
+    script = (
+        "import sys\n"
+        "from astrom3_jax import compile_cache\n"
+        "path = compile_cache.enable()\n"
+        "assert 'jax' not in sys.modules\n"
+        "import jax\n"
+        "c = jax.config\n"
+        "print(path, c.jax_compilation_cache_dir, c.jax_compilation_cache_max_size,\n"
+        "      c.jax_persistent_cache_min_compile_time_secs)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
+    env.update({compile_cache.ENV: str(tmp_path / "c"), "PYTHONPATH": ROOT})
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    path, jax_dir, size, seconds = done.stdout.split()
+    assert path == jax_dir == str(tmp_path / "c")
+    assert int(size) == compile_cache.MAX_BYTES
+    assert float(seconds) == compile_cache.MIN_COMPILE_SECONDS
+
+
 PROBE = r"""
 import json, sys
 import jax, numpy as np
