@@ -38,7 +38,8 @@ import time
 
 import numpy as np
 
-from astrom3_jax import cli
+from astrom3_jax import cli, training
+from astrom3_jax.configs import base, finetune, pretrain
 
 MODES = ("photo", "spectra", "meta", "all")
 SUBSETS = ("full", "sub50", "sub25", "sub10")
@@ -92,8 +93,6 @@ def dataset_name(preset: str, subset: str, seed: int, arm: str = "clip") -> str:
 
 
 def pretrain_config(preset: str, seed: int, arm: str = "clip", epochs: int = 0):
-    from astrom3_jax.configs import pretrain
-
     c = pretrain.get_config(preset)
     c.dataset = dataset_name(preset, "full", seed, arm)
     c.seed = seed
@@ -109,9 +108,10 @@ def finetune_config(
     init_from: str,
     data_dir: str,
     modality_dropout: float = 0.0,
+    withhold: tuple[str, ...] = (),
 ):
-    from astrom3_jax.configs import finetune
-
+    """The run's fine-tuning config; a fused (`all`) run with `withhold` is
+    also scored on the test split with those modalities withheld."""
     arg = f"{run.mode},{run.subset}" + (",clip" if run.clip else "") + f",{preset}"
     c = finetune.get_config(arg)
     c.dataset = dataset_name(preset, run.subset, run.seed, run.arm)
@@ -121,7 +121,16 @@ def finetune_config(
     c.modality_dropout = modality_dropout
     if run.clip:
         c.init_from = init_from
+    if withhold and run.mode == "all":
+        c.evals[withheld_eval_name(withhold)] = base.eval_entry(
+            "report", "test", "end", "test_", withhold=tuple(withhold), files=False
+        )
     return c
+
+
+def withheld_eval_name(withhold) -> str:
+    """The `config.evals` name of the test report with `withhold` withheld."""
+    return f"test_without_{'_'.join(withhold)}"
 
 
 class Grid:
@@ -228,8 +237,6 @@ class Grid:
             json.dump({"seconds": seconds, **(extra or {})}, f)
 
     def run_all(self, log=print) -> None:
-        from astrom3_jax import finetune_lib, train_lib
-
         for seed in self.seeds:
             for arm in self.pretrain_arms if self.pretrained == "train" else ():
                 d = self.pretrain_dir(seed, arm)
@@ -238,7 +245,7 @@ class Grid:
                     t0 = time.time()
                     c = pretrain_config(self.preset, seed, arm, self.pretrain_epochs)
                     c.data_dir = self.data_dir
-                    train_lib.run(c, d)
+                    training.run(c, d)
                     self._mark_done(d, time.time() - t0)
             for r in (r for r in self.runs if r.seed == seed):
                 d = self.run_dir(r)
@@ -252,12 +259,13 @@ class Grid:
                     self.init_from(seed, r.arm),
                     self.data_dir,
                     self.modality_dropout,
+                    self.withhold,
                 )
-                rep = finetune_lib.finetune_and_evaluate(c, d)
-                extra = {"accuracy": rep["accuracy"]}
-                if self.withhold and r.mode == "all":
-                    held = finetune_lib.evaluate_withheld(c, d, self.withhold)
-                    extra[f"accuracy_without_{'_'.join(self.withhold)}"] = held[
+                got = training.run(c, d).reports
+                extra = {"accuracy": got["test"]["accuracy"]}
+                held = withheld_eval_name(self.withhold)
+                if held in got:
+                    extra[f"accuracy_without_{'_'.join(self.withhold)}"] = got[held][
                         "accuracy"
                     ]
                 self._mark_done(d, time.time() - t0, extra)
@@ -374,7 +382,8 @@ def plot(rows: list[dict], path: str, arms=ARMS["scratch"]) -> None:
 
 
 def write_results(grid: Grid) -> list[dict]:
-    from astrom3_jax import finetune_lib
+    # Local: it loads JAX, which main() must not do before its tcmalloc restart.
+    from astrom3_jax.training import reports
 
     a, b = grid.arms
     tables = [("results", "eval.json", "Test accuracy")]
@@ -383,7 +392,7 @@ def write_results(grid: Grid) -> list[dict]:
         tables.append(
             (
                 f"results_without_{held}",
-                finetune_lib.withheld_eval_file(grid.withhold),
+                reports.eval_file(grid.withhold),
                 f"Test accuracy with {', '.join(grid.withhold)} withheld",
             )
         )

@@ -146,18 +146,22 @@ TRAIN_ON_FAKES = textwrap.dedent(
     """
     import os, sys
     sys.path.insert(0, sys.argv[1])
-    from astrom3_jax import cli, train, train_lib
-    from astrom3_jax.training import loop, tasks
+    from astrom3_jax import cli, train, training
+    from astrom3_jax.cli import training_command
+    from astrom3_jax.training import loop, runner, tasks
     from tests import test_training_faults as faults
     from tests.test_train import fake_sources
 
+    # The command's own run, on fake data with a toy classifier.
+    real_run = runner.run
+    tasks.for_config = lambda config: tasks.classification_task()
+
     def run_on_fakes(config, workdir, **kw):
-        return loop.train(
-            config, workdir, tasks.classification_task(), fake_sources(),
-            build_fn=faults.toy_build,
+        return real_run(
+            config, workdir, sources=fake_sources(), build_fn=faults.toy_build, **kw
         )
 
-    train_lib.run = run_on_fakes
+    training.run = run_on_fakes
     stop = int(os.environ.get("KILL_AFTER_CHECKPOINT", "0"))
     if stop:
         real_save = loop.Run.save
@@ -182,6 +186,7 @@ TRAIN_ON_FAKES = textwrap.dedent(
 
         epath.Path.write_text = write_text
     sys.argv = ["astrom3_jax.train", *sys.argv[2:]]
+    training_command.define_flags("configs/pretrain.py:smoke")
     cli.main(train.main)
     """
 )

@@ -3,10 +3,11 @@
 import json
 import math
 import os
+from types import SimpleNamespace
 
 import pytest
 
-from astrom3_jax import experiments, finetune_lib, train_lib
+from astrom3_jax import experiments, training
 from astrom3_jax.data import datasets
 
 
@@ -39,15 +40,13 @@ def test_finished_runs_are_skipped_and_killed_ones_resumed(tmp_path, monkeypatch
     assert status[partial.name] == "partial"
     calls = []
 
-    def fake_finetune(config, workdir):
+    def fake_run(config, workdir):
+        if config.model.task == "clip":
+            raise AssertionError("a finished pre-training was run again")
         calls.append((config.dataset, config.get("init_from"), workdir))
-        return {"accuracy": 0.25}
+        return SimpleNamespace(reports={"test": {"accuracy": 0.25}})
 
-    def no_pretrain(config, workdir):
-        raise AssertionError("a finished pre-training was run again")
-
-    monkeypatch.setattr(train_lib, "run", no_pretrain)
-    monkeypatch.setattr(finetune_lib, "finetune_and_evaluate", fake_finetune)
+    monkeypatch.setattr(training, "run", fake_run)
     g.run_all(log=lambda *_: None)
     ran = [w for _, _, w in calls]
     assert g.run_dir(done) not in ran

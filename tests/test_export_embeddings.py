@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from astrom3_jax import api, errors, export_embeddings, finetune_lib, train_lib
+from astrom3_jax import api, errors, export_embeddings, training
 from astrom3_jax.analysis import store
 from astrom3_jax.data import pipeline
 from tests.test_finetune import ft_config
@@ -33,7 +33,7 @@ def clip_workdir(tmp_path_factory):
     c = tiny_config(num_epochs=1, max_steps_per_epoch=2)
     # Full attention: no ProbSparse key sample, so any two forward passes agree.
     c.model.photometry.attention = "full"
-    train_lib.train_and_evaluate(c, wd, sources=sources())
+    training.run(c, wd, sources=sources())
     return wd
 
 
@@ -112,7 +112,7 @@ def test_classifier_export_has_logits(tmp_path):
     wd = str(tmp_path / "ft")
     c = ft_config("meta,full")
     src = sources()
-    finetune_lib.finetune_and_evaluate(c, wd, sources=src)
+    training.run(c, wd, sources=src)
     out = str(tmp_path / "emb")
     export_embeddings.export(
         wd, "synthetic_small", ["test"], out, batch_size=8, sources=src, progress=False
@@ -145,7 +145,7 @@ def test_export_of_a_probsparse_checkpoint_equals_its_validation_pass(
     c = tiny_config(num_epochs=1, max_steps_per_epoch=2)
     assert c.model.photometry.attention == "probsparse"
     src = sources()
-    train_lib.train_and_evaluate(c, wd, sources=src)
+    training.run(c, wd, sources=src)
     ((step, validation),) = seen.items()
     out = export_embeddings.export(
         wd,

@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from astrom3_jax import errors, finetune_lib, models
-from astrom3_jax.configs import finetune
+from astrom3_jax import errors, models, training
+from astrom3_jax.configs import base, finetune
 from astrom3_jax.data import pipeline
-from astrom3_jax.training import checkpoints, init_from, loop, sharding, tasks
+from astrom3_jax.training import checkpoints, init_from, loop, reports, sharding, tasks
 from astrom3_jax.training import workdir as workdir_lib
 from tests.test_train import ROOT, fake_examples, fake_sources
 
@@ -33,11 +33,11 @@ PRETRAIN_2_DEVICES = textwrap.dedent(
     from absl import flags
     flags.FLAGS.mark_as_parsed()
     from tests import test_train as t
-    from astrom3_jax import train_lib
+    from astrom3_jax import training
     # keep_best=2: two epochs' checkpoints stay, so init_from_step can pick
     # one that is not the default (best).
     c = t.tiny_config(num_epochs=2, max_steps_per_epoch=2, keep_best=2)
-    train_lib.train_and_evaluate(c, sys.argv[1], sources=t.fake_sources())
+    training.run(c, sys.argv[1], sources=t.fake_sources())
     """
 )
 
@@ -158,7 +158,7 @@ def test_a_mistyped_init_from_leaves_nothing_behind(tmp_path):
     wd = tmp_path / "ft"
     c = ft_config("meta,full,clip", init_from=str(tmp_path / "no_such_run"))
     with pytest.raises(errors.ConfigError, match="no_such_run"):
-        finetune_lib.finetune_and_evaluate(c, str(wd), sources=ft_sources())
+        training.run(c, str(wd), sources=ft_sources())
     assert not wd.exists() or not os.listdir(wd)
 
 
@@ -201,7 +201,7 @@ def test_linear_probe_trains_only_the_head(pretrained, tmp_path):
 def test_eval_json_matches_predictions(tmp_path):
     wd = str(tmp_path / "ft")
     c = ft_config("meta,full")
-    report = finetune_lib.finetune_and_evaluate(c, wd, sources=ft_sources())
+    report = training.run(c, wd, sources=ft_sources()).reports["test"]
     with open(os.path.join(wd, "eval.json")) as f:
         saved = json.load(f)
     assert saved == json.loads(json.dumps(report))
@@ -240,12 +240,12 @@ def test_eval_json_matches_predictions(tmp_path):
 
 def test_clip_preset_needs_init_from(tmp_path):
     with pytest.raises(errors.ConfigError, match="init_from"):
-        finetune_lib.finetune_and_evaluate(
+        training.run(
             ft_config("photo,sub10,clip"), str(tmp_path / "x"), sources=ft_sources()
         )
     c = ft_config("photo,sub10", dataset="synthetic_small_sub25_42")
     with pytest.raises(errors.ConfigError, match="subset"):
-        finetune_lib.finetune_and_evaluate(c, str(tmp_path / "y"), sources=ft_sources())
+        training.run(c, str(tmp_path / "y"), sources=ft_sources())
 
 
 def test_paper_presets_carry_the_published_runs():
@@ -268,17 +268,21 @@ def test_paper_presets_carry_the_published_runs():
 
 
 def test_fused_classifier_scored_with_spectra_withheld(tmp_path):
-    """evaluate_test(withhold=('spectra',)) equals the classifier called
-    without spectra, object by object, and leaves eval.json alone."""
+    """A `report` entry of config.evals with spectra withheld equals the
+    classifier called without spectra, object by object, and leaves eval.json
+    alone."""
     wd = str(tmp_path / "ft")
     c = ft_config("all,full", num_epochs=1, modality_dropout=0.5)
+    c.evals["test_without_spectra"] = base.eval_entry(
+        "report", "test", "end", "test_", withhold=("spectra",), files=False
+    )
     src = ft_sources()
-    full = finetune_lib.finetune_and_evaluate(c, wd, sources=src)
-    held = finetune_lib.evaluate_test(c, wd, src["test"], withhold=("spectra",))
+    got = training.run(c, wd, sources=src).reports
+    full, held = got["test"], got["test_without_spectra"]
     assert held["withheld"] == ["spectra"] and held["count"] == len(src["test"])
     with open(os.path.join(wd, "eval_without_spectra.json")) as f:
         assert json.load(f)["accuracy"] == held["accuracy"]
-    with open(os.path.join(wd, finetune_lib.EVAL_FILE)) as f:
+    with open(os.path.join(wd, reports.EVAL_FILE)) as f:
         assert json.load(f)["accuracy"] == full["accuracy"]
     model, _ = workdir_lib.restore_model(wd, "best")
     (batch,) = list(
@@ -313,7 +317,7 @@ def test_modality_dropout_reaches_the_training_loss(tmp_path, monkeypatch):
     for p in (0.0, 0.5):
         wd = str(tmp_path / f"p{p}")
         c = ft_config("all,full", num_epochs=1, modality_dropout=p)
-        finetune_lib.finetune_and_evaluate(c, wd, sources=ft_sources())
+        training.run(c, wd, sources=ft_sources())
         model, _ = workdir_lib.restore_model(wd, "latest")
         params[p] = _flat(nnx.state(model, nnx.Param))
     assert seen[0].loss_fn is not seen[1].loss_fn

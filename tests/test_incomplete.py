@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 
-from astrom3_jax import export_embeddings, train_lib
+from astrom3_jax import export_embeddings, training
 from astrom3_jax.analysis import store
 from astrom3_jax.training import metrics_writer as metrics_lib
 from tests.test_train import fake_examples, tiny_config
@@ -33,7 +33,7 @@ def sources():
 
 def test_pre_training_with_holes_is_finite_and_resumes_exactly(tmp_path):
     whole = str(tmp_path / "whole")
-    train_lib.train_and_evaluate(tiny_config(num_epochs=2), whole, sources=sources())
+    training.run(tiny_config(num_epochs=2), whole, sources=sources())
     rows = metrics_lib.read_metrics(whole)
     assert len(rows) == 2
     for row in rows:
@@ -41,12 +41,12 @@ def test_pre_training_with_holes_is_finite_and_resumes_exactly(tmp_path):
             assert np.isfinite(v), (k, v)
     # Stopped after one epoch and started again: the same numbers.
     split = str(tmp_path / "split")
-    train_lib.train_and_evaluate(tiny_config(num_epochs=1), split, sources=sources())
+    training.run(tiny_config(num_epochs=1), split, sources=sources())
     with open(os.path.join(split, "config.json")) as f:
         text = f.read()
     with open(os.path.join(split, "config.json"), "w") as f:
         f.write(text.replace('"num_epochs": 1', '"num_epochs": 2'))
-    train_lib.train_and_evaluate(tiny_config(num_epochs=2), split, sources=sources())
+    training.run(tiny_config(num_epochs=2), split, sources=sources())
     again = metrics_lib.read_metrics(split)
     timing = ("train_samples_per_s", "epoch_time_s")
     for a, b in zip(rows, again, strict=True):
@@ -58,9 +58,7 @@ def test_pre_training_with_holes_is_finite_and_resumes_exactly(tmp_path):
 def test_export_keeps_every_object_with_its_presence(tmp_path):
     src = sources()
     wd = str(tmp_path / "run")
-    train_lib.train_and_evaluate(
-        tiny_config(num_epochs=1, max_steps_per_epoch=2), wd, sources=src
-    )
+    training.run(tiny_config(num_epochs=1, max_steps_per_epoch=2), wd, sources=src)
     out = export_embeddings.export(
         wd,
         "synthetic_sky",

@@ -26,9 +26,8 @@ from astrom3_jax import (
     api,
     errors,
     export_embeddings,
-    finetune_lib,
     predict_lib,
-    train_lib,
+    training,
 )
 from astrom3_jax.analysis import store
 from astrom3_jax.data import (
@@ -42,6 +41,7 @@ from astrom3_jax.data import (
 )
 from astrom3_jax.data import workers as workers_lib
 from astrom3_jax.models import weights
+from astrom3_jax.training import reports
 from tests.test_finetune import ft_config
 from tests.test_train import ROOT, tiny_config
 
@@ -140,7 +140,7 @@ def clip_wd(data_dir, tmp_path_factory):
     wd = str(tmp_path_factory.mktemp("clip") / "run")
     c = tiny_config(dataset="full_42", data_dir=data_dir, num_epochs=1)
     c.max_steps_per_epoch = 1
-    train_lib.train_and_evaluate(c, wd)
+    training.run(c, wd)
     return wd
 
 
@@ -150,7 +150,7 @@ def clf_wd(data_dir, tmp_path_factory):
     wd = str(tmp_path_factory.mktemp("all") / "run")
     c = ft_config("all,full", dataset="full_42", data_dir=data_dir, num_epochs=1)
     c.max_steps_per_epoch = 1
-    finetune_lib.finetune_and_evaluate(c, wd)
+    training.run(c, wd)
     return wd
 
 
@@ -248,7 +248,7 @@ def test_parity_trained_clip_export_and_catalogue(clip_wd, data_dir, files, tmp_
 
 @pytest.mark.slow
 def test_parity_finetuned_test_predictions_and_catalogue(clf_wd, files, tmp_path):
-    pred = np.load(os.path.join(clf_wd, finetune_lib.PREDICTIONS_FILE))
+    pred = np.load(os.path.join(clf_wd, reports.PREDICTIONS_FILE))
     rows = [_row(files, s, r) for s, r in _release_rows("test")]
     got = _predict(clf_wd, _catalogue(files, "test.csv", rows), tmp_path / "out")
     order = {str(i): j for j, i in enumerate(pred["id"])}

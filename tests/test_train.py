@@ -22,7 +22,7 @@ import pytest
 from flax import nnx
 from jax.sharding import PartitionSpec as P
 
-from astrom3_jax import train_lib
+from astrom3_jax import training
 from astrom3_jax.configs import pretrain
 from astrom3_jax.training import checkpoints, loop, optim, sharding, tasks
 from astrom3_jax.training import metrics_writer as metrics_lib
@@ -202,9 +202,7 @@ def test_train_and_evaluate_runs_and_writes(tmp_path):
     wd = str(tmp_path / "run")
     c = tiny_config()
     c.num_epochs, c.max_steps_per_epoch = 2, 2
-    out = train_lib.train_and_evaluate(
-        c, wd, sources=fake_sources(), build_fn=standin_build
-    )
+    out = training.run(c, wd, sources=fake_sources(), build_fn=standin_build).last
     assert out["epoch"] == 1 and np.isfinite(out["val_loss"])
     rows = metrics_lib.read_metrics(wd)
     assert [r["epoch"] for r in rows] == [0, 1]
@@ -213,17 +211,15 @@ def test_train_and_evaluate_runs_and_writes(tmp_path):
     model, cfg = workdir_lib.restore_model(wd, "latest", build_fn=standin_build)
     assert cfg == c
     # Started again, a finished run trains no further and reports its end.
-    again = train_lib.train_and_evaluate(
-        c, wd, sources=fake_sources(), build_fn=standin_build
-    )
+    again = training.run(c, wd, sources=fake_sources(), build_fn=standin_build).last
     assert again["val_loss"] == out["val_loss"]
     assert len(metrics_lib.read_metrics(wd)) == 2
     with pytest.raises(ValueError, match="different config"):
-        train_lib.train_and_evaluate(
+        training.run(
             tiny_config(seed=1), wd, sources=fake_sources(), build_fn=standin_build
         )
     with pytest.raises(ValueError, match="does not divide"):
-        train_lib.train_and_evaluate(
+        training.run(
             tiny_config(batch_size=12), str(tmp_path / "b"), sources=fake_sources()
         )
 
@@ -237,9 +233,9 @@ RUNNER = textwrap.dedent(
     from absl import flags
     flags.FLAGS.mark_as_parsed()
     from tests import test_train as t
-    from astrom3_jax import train_lib
+    from astrom3_jax import training
     c = t.tiny_config(num_epochs=4, checkpoint_every_steps=1)
-    train_lib.train_and_evaluate(
+    training.run(
         c, sys.argv[1], sources=t.fake_sources(80, 16), build_fn=t.standin_build
     )
     """
@@ -298,7 +294,7 @@ def test_missing_real_dataset_says_how_to_build(tmp_path):
     with pytest.raises(
         FileNotFoundError, match="python -m tfds_builders.build --config full_42"
     ):
-        train_lib.train_and_evaluate(c, str(tmp_path / "wd"), build_fn=standin_build)
+        training.run(c, str(tmp_path / "wd"), build_fn=standin_build)
 
 
 def test_config_docstring_has_the_commands():
@@ -322,9 +318,9 @@ MULTIHOST = textwrap.dedent(
             num_processes=n_proc, process_id=pid,
         )
     from tests import test_train as t
-    from astrom3_jax import train_lib
+    from astrom3_jax import training
     c = t.tiny_config(num_epochs=2, max_steps_per_epoch=2)
-    train_lib.train_and_evaluate(
+    training.run(
         c, sys.argv[1], sources=t.fake_sources(64, 21), build_fn=t.standin_build
     )
     """
@@ -389,7 +385,7 @@ def test_shared_loop_reproduces_the_pre_refactor_metrics(tmp_path):
     with open(path) as f:
         want = [json.loads(line) for line in f]
     wd = str(tmp_path / "run")
-    train_lib.train_and_evaluate(tiny_config(), wd, sources=fake_sources())
+    training.run(tiny_config(), wd, sources=fake_sources())
     got = metrics_lib.read_metrics(wd)
     assert len(got) == len(want) == 3
     how = (
@@ -432,5 +428,5 @@ def test_workdir_of_another_run_is_refused_before_any_data_is_read(tmp_path):
     checkpoints.save_or_check_config(wd, tiny_config(seed=1))
     c = tiny_config(dataset="full_42", data_dir=str(tmp_path / "no_data"))
     with pytest.raises(ValueError, match="different config"):
-        train_lib.run(c, wd)
+        training.run(c, wd)
     assert not os.path.exists(str(tmp_path / "no_data"))

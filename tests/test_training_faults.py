@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from astrom3_jax import errors, train_lib
+from astrom3_jax import errors, training
 from astrom3_jax.training import checkpoints, loop, tasks
 from astrom3_jax.training import metrics_writer as metrics_lib
 from astrom3_jax.training import workdir as workdir_lib
@@ -262,7 +262,7 @@ def test_huge_learning_rate_on_the_real_model(tmp_path):
     wd = str(tmp_path / "run")
     c = tiny_config(learning_rate=1e12, num_epochs=2, max_steps_per_epoch=1)
     with pytest.raises(errors.NonFiniteError, match="not finite after step 1"):
-        train_lib.run(c, wd, sources=fake_sources())
+        training.run(c, wd, sources=fake_sources())
     assert _steps(wd) == [] and metrics_lib.read_metrics(wd) == []
 
 

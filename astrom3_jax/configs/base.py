@@ -9,6 +9,18 @@ config.json and can be set on the command line with `--config.<field>=...`.
 import ml_collections
 
 
+def eval_entry(kind: str, split: str, every: str, prefix: str, **options) -> dict:
+    """One `config.evals` entry: evaluator `kind` on `split`, run `every`
+    'epoch' or at the 'end', its metrics named `prefix` + name."""
+    return {
+        "type": kind,
+        "split": split,
+        "every": every,
+        "prefix": prefix,
+        "options": options,
+    }
+
+
 def get_config() -> ml_collections.ConfigDict:
     """The published CLIP pre-training run (Rizhko & Bloom 2024)."""
     from astrom3_jax.models.config import paper_model_config
@@ -64,9 +76,11 @@ def get_config() -> ml_collections.ConfigDict:
     # Drop each modality of a training object with this probability (never
     # all of them), so that a fused classifier learns to do without any one.
     c.modality_dropout = 0.0
-    # Evaluation: split-level evaluators run on the outputs of every
-    # validation pass (training/evaluators.py): 'retrieval', 'classification'.
-    c.evals = ("retrieval",)
+    # Evaluations (training/evaluators.py): name -> {type, split, every,
+    # prefix, options}. every='epoch': on each validation pass ('retrieval',
+    # 'classification'); every='end': on the best checkpoint once training
+    # ends ('report').
+    c.evals = {"val": eval_entry("retrieval", "validation", "epoch", "val_")}
     c.full_retrieval_max = 20000  # retrieval over at most this many objects
     # Run.
     c.log_every_steps = 20  # fetch step metrics from the device this often

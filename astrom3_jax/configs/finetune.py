@@ -28,7 +28,7 @@ Options: --config.freeze=encoders (a linear probe: only the head trains),
 
 import ml_collections
 
-from astrom3_jax.configs import pretrain
+from astrom3_jax.configs import base, pretrain
 
 MODES = {
     "photo": ("photometry",),
@@ -122,7 +122,12 @@ def get_config(arg: str = "photo,full") -> ml_collections.ConfigDict:
             m[name].dropout = p
     # Clipping 5 for the light-curve and spectrum classifiers, none otherwise.
     c.grad_clip = 5.0 if mode in ("photo", "spectra") else 0.0
-    c.evals = ("classification",)
+    # Validation metrics every epoch; the test report (eval.json,
+    # predictions.npz, confusion.png) on the best checkpoint at the end.
+    c.evals = {
+        "val": base.eval_entry("classification", "validation", "epoch", "val_"),
+        "test": base.eval_entry("report", "test", "end", "test_", files=True),
+    }
     c.num_epochs = {"paper": 50, "cpu": 30, "smoke": 2}[preset]
     if preset == "cpu":
         # sub10 of the small survey has 150 training objects: batch 32 keeps

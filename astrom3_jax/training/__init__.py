@@ -1,5 +1,9 @@
 """The training layer: one loop, what plugs into it, and the machinery under it.
 
+- `run(config, workdir)` (runner.py): the one entry to pre-training and
+  fine-tuning; `config.model.task` picks the task, `config.evals` what is
+  scored each epoch and at the end (evaluators.py, reports.py).
+
 - `loop.py`: resume / init_from / scratch, the epoch loop, checkpoints,
   early stopping; it knows nothing of CLIP or classes.
 - `tasks.py`: what differs between pre-training and fine-tuning (per-device
@@ -16,3 +20,12 @@
   `metrics_writer.py` (metrics.jsonl + TensorBoard), `validate.py` (config
   checks), `planner/` (ahead-of-time compilation for planning TPU runs).
 """
+
+
+def run(config, workdir, **kwargs):
+    """Train (or resume) in `workdir`, then score; see `runner.run`."""
+    # Imported on use: the planner and checkpoint tools of this package must
+    # not load the data pipeline and TFDS.
+    from astrom3_jax.training import runner
+
+    return runner.run(config, workdir, **kwargs)

@@ -86,6 +86,11 @@ def _diff(a: dict, b: dict, prefix="") -> list[str]:
     return out
 
 
+# What a run scores, not what it trains: a resumed or finished run may be
+# scored differently (e.g. a test report with a modality withheld added).
+SCORING_FIELDS = ("evals",)
+
+
 def check_config(workdir: str, config: ml_collections.ConfigDict) -> None:
     """Raise ConfigError if `workdir` holds a run made with another config.
 
@@ -100,6 +105,9 @@ def check_config(workdir: str, config: ml_collections.ConfigDict) -> None:
         old = json.loads(path.read_text())
     except ValueError as e:
         raise errors.ConfigError(f"{path} is not valid JSON ({e})") from e
+    for field in SCORING_FIELDS:
+        old.pop(field, None)
+        new.pop(field, None)
     if old != new:
         raise errors.ConfigError(
             f"{workdir} holds a run with a different config:\n"

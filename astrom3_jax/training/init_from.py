@@ -161,16 +161,18 @@ def source_config(config):
         raise errors.ConfigError(f"config.init_from={config.init_from!r}: {e}") from e
 
 
-def take_architecture(config, *, say=None) -> None:
+def take_architecture(config, *, say=None) -> list[str]:
     """The encoder sizes of `config.init_from`, in place (adopt_architecture
     against the config's preset); a missing or mistyped source fails here,
-    before a run writes anything. `say(message)` reports what was taken."""
+    before a run writes anything. `say(message)` reports what was taken;
+    returns the names of the fields taken."""
     from astrom3_jax import configs
 
     if not config.init_from:
-        return
+        return []
     adopted = adopt_architecture(
         config, source_config(config), configs.preset_config(config)
     )
     if adopted and say is not None:
         say(f"sizes from {config.init_from}: {', '.join(adopted)}")
+    return list(adopted)

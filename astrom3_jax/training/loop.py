@@ -399,15 +399,14 @@ class Run:
 
     def evaluate(self, batches, prefix: str) -> tuple[dict, dict]:
         """(metrics of the split, per-row outputs): the one evaluation path
-        (evaluation.predict), then the config's evaluators on its outputs."""
+        (evaluation.predict), then the config's per-epoch evaluators."""
         parts = (self.state["params"], self.parts.frozen, self.parts.rest)
         got = evaluation.predict(
             self.eval_step, parts, batches, self.mesh, self.eval_key
         )
-        metrics = dict(got.metrics)
-        metrics.pop("count")
-        metrics.update(evaluators.run(self.config, got.outputs, got.columns))
-        return {f"{prefix}{k}": v for k, v in metrics.items()}, got.outputs
+        metrics = {f"{prefix}{k}": v for k, v in got.metrics.items() if k != "count"}
+        metrics.update(evaluators.run_epoch(self.config, got.outputs, got.columns))
+        return metrics, got.outputs
 
     def run(self) -> Outcome:
         c = self.config
@@ -577,13 +576,10 @@ def train(
 ) -> Outcome:
     """Train `task` in `workdir` (resuming if it holds a run); see the module doc.
 
-    `before_training()` runs once the config and workdir are accepted, just
-    before the model is built (the command lines warn about a slow
-    allocator there).
+    `config` has been checked (runner.run checks it once). `before_training()`
+    runs once the config and workdir are accepted, just before the model is
+    built (the command lines warn about a slow allocator there).
     """
-    from astrom3_jax.training import validate
-
-    validate.check_config(config)
     sharding.maybe_initialize_distributed(config.distributed)
     if before_training is not None:
         before_training()

@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 
 from astrom3_jax import errors
+from astrom3_jax.data import modalities
+from astrom3_jax.data import names as dataset_names
 from astrom3_jax.training import evaluators
 from astrom3_jax.training.tasks import FREEZE_CHOICES
 
@@ -30,8 +32,6 @@ def _fraction(problems, name, value, *, upper_open=True):
 
 
 def _model_problems(m) -> list[str]:
-    from astrom3_jax.data import modalities
-
     problems = []
     task = m.task
     if task not in TASKS:
@@ -82,6 +82,7 @@ def _model_problems(m) -> list[str]:
 
 def problems(config) -> list[str]:
     """Every problem found in `config` (empty when it is valid)."""
+    # Local: datasets loads the TFDS builder, which config checks rarely need.
     from astrom3_jax.data import datasets
 
     out = []
@@ -111,8 +112,34 @@ def problems(config) -> list[str]:
     if config.freeze not in FREEZE_CHOICES:
         out.append(f"freeze must be one of {FREEZE_CHOICES}, got {config.freeze!r}")
     _fraction(out, "modality_dropout", config.modality_dropout)
-    out += evaluators.check_names(config.evals)
+    out += evaluators.check(config)
+    out += _finetune_problems(config)
     return out + _model_problems(config.model)
+
+
+def _finetune_problems(config) -> list[str]:
+    """A classifier's data set must be the subset its hyperparameters were
+    chosen for; a `clip` fine-tuning config needs init_from."""
+    if config.model.task != "classification":
+        return []
+    out = []
+    try:
+        actual = dataset_names.subset_of(config.dataset)
+    except ValueError:
+        actual = None  # an unknown data set name is reported above
+    if config.subset and actual is not None and actual != config.subset:
+        out.append(
+            f"config.dataset={config.dataset!r} is subset {actual!r}, but the config "
+            f"was made for subset {config.subset!r}; pick the data set with the same "
+            f"subset (e.g. {config.subset}_<seed>) or make the config for {actual!r}"
+        )
+    if config.pretrained and not config.init_from:
+        out.append(
+            "a `clip` fine-tuning config needs --config.init_from=<pre-training "
+            "workdir, imported-weights workdir or Hub id such as "
+            "AstroMLCore/AstroM3-CLIP-42>"
+        )
+    return out
 
 
 def check_config(config) -> None:
