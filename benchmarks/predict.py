@@ -59,6 +59,7 @@ from astrom3_jax.data import (  # noqa: E402  # noqa: E402
     release_io,
     synthetic,
 )
+from astrom3_jax.prediction import reading  # noqa: E402
 from astrom3_jax.training import evaluation  # noqa: E402
 from astrom3_jax.training import workdir as workdir_lib  # noqa: E402
 
@@ -86,7 +87,7 @@ def bare_model(workdir: str, path: str, stats, batch_size: int):
     the catalogue, from ready host batches (compiled before it returns)."""
     model, config = api.load_model(workdir)
     examples = catalog.preprocess(path, stats, progress=False).examples
-    source = predict_lib._stored_examples(examples, list(config.model.modalities))
+    source = reading.stored_examples(examples, list(config.model.modalities))
     batches = list(
         pipeline.make_eval_batches(
             source,

@@ -281,6 +281,54 @@ def test_planted_mislabel_ranks_first(export, tmp_path):
     assert len(csv) == 1 + 3 * (10 + 4 + 6)
 
 
+C30 = np.sqrt(3) / 2
+# Unit vectors in the plane, written exactly so that ties are exact: cos 90
+# in floating point is not 0.
+PLANE = {0: (1.0, 0.0), 30: (C30, 0.5), 60: (0.5, C30), 90: (0.0, 1.0)}
+PLANE[180] = (-1.0, 0.0)
+
+
+def _angles(*degrees):
+    """Unit vectors in the plane at the given angles (those of PLANE)."""
+    return np.array([PLANE[d] for d in degrees])
+
+
+# Train rows at 0, 30, 90 and 180 degrees; cosines by hand (c = cos 30):
+#   0:  30 -> c, 90 -> 0, 180 -> -1          60 (query): 0 -> 1/2
+#   30: 0 -> c, 90 -> 1/2, 180 -> -c                     30 -> c, 90 -> c
+#   90: 0 -> 0, 30 -> 1/2, 180 -> 0                      180 -> -1/2
+#   180: 0 -> -1, 30 -> -c, 90 -> 0
+HAND_TRAIN = (0, 30, 90, 180)
+
+
+def test_knn_disagreement_by_hand():
+    train_y = np.array([0, 0, 1, 2])
+    neighbours = np.array([[0, 2, -1], [1, 3, 2], [-1, -1, -1], [0, 1, 2]])
+    y = np.array([0, 2, 1, -1])
+    got = mislabels.knn_disagreement(train_y, neighbours, y)
+    # row 0: labels 0, 1 -> 1 of 2 agree; row 1: 0, 2, 1 -> 1 of 3 agree;
+    # row 2: no neighbours; row 3: no label.
+    np.testing.assert_allclose(got[:2], [1 - 1 / 2, 1 - 1 / 3])
+    assert np.isnan(got[2]) and np.isnan(got[3])
+    # With the 2 nearest: train (each without itself) 0 -> {30, 90},
+    # 30 -> {0, 90}, 90 -> {30, 0 (tie with 180: train order)}, 180 -> {90,
+    # 30}; the query at 60 degrees -> {30, 90}.
+    x, ty = _angles(*HAND_TRAIN), np.array([0, 0, 1, 1])
+    own = mislabels.knn_disagreement_of(x, ty, None, None, 2)
+    np.testing.assert_allclose(own, [0.5, 0.5, 1.0, 0.5])
+    q = mislabels.knn_disagreement_of(x, ty, _angles(60), np.array([1]), 2)
+    np.testing.assert_allclose(q, [0.5])
+
+
+def test_knn_mislabel_method_ranks_the_planted_mislabel_first(export, tmp_path):
+    result = mislabels.run(export, tmp_path, k=1, method="knn", neighbours=5)
+    assert result["method"] == "knn" and result["neighbours"] == 5
+    assert result["top_ids"] == [f"train-{MISLABEL_ROW}"]
+    assert mislabels.run(export, tmp_path / "c", k=1)["method"] == "centroid"
+    with pytest.raises(ValueError, match="unknown mislabel method"):
+        mislabels.run(export, tmp_path / "x", method="nearest")
+
+
 def test_precision_recall_at_k_by_hand():
     scores = np.array([0.9, 0.1, 0.8, np.nan, 0.5])
     planted = np.array([True, True, False, False, False])
@@ -307,6 +355,25 @@ def test_planted_outlier_scores_highest():
     self_free = outliers.knn_distance(dup, None, 1)
     assert self_free[0] == pytest.approx(0.0, abs=1e-9)
     assert self_free[1] > 1e-4
+
+
+def test_knn_outlier_score_by_hand():
+    x = _angles(*HAND_TRAIN)
+    # The query at 60 degrees: nearest 30 and 90 (tie: train order).
+    idx, cos, score = outliers.knn(x, _angles(60), 2)
+    assert idx.tolist() == [[1, 2]]
+    np.testing.assert_allclose(cos, [[C30, C30]])
+    np.testing.assert_allclose(score, [1 - C30])
+    # Each train row without itself (table above HAND_TRAIN).
+    want_own = [1 - C30 / 2, 1 - (C30 + 0.5) / 2, 1 - 0.25, 1 + C30 / 2]
+    own = outliers.knn_distance(x, None, 2)
+    np.testing.assert_allclose(own, want_own)
+    np.testing.assert_allclose(outliers.knn_distance(x, _angles(60), 2), score)
+    # k larger than the rows there are: all of them (all others, left out).
+    assert outliers.knn(x, None, 10)[0].shape == (4, 3)
+    # 1 - C30 is below every own score; 0.75 is at or above 3 of the 4.
+    pct = outliers.percentile_among(np.array([1 - C30, 0.75, 2.0]), own)
+    np.testing.assert_allclose(pct, [0.0, 75.0, 100.0])
 
 
 def test_unseen_cluster_auc():

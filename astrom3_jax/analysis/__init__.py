@@ -3,7 +3,8 @@
 - `store`: the export format (`save_split`, `load_split`, manifests).
 - `similarity`: nearest neighbours within/across modalities, retrieval recall.
 - `classify`: prototype, k-NN and linear-probe classification, few-shot curves.
-- `mislabels`: distance to the labelled class's centroid, ranked.
+- `mislabels`: distance to the labelled class's centroid (or k-NN
+  disagreement with the label), ranked.
 - `outliers`: k-NN distance, isolation forest, LOF; unseen-class ROC AUC.
 - `maps`: UMAP maps and subtype silhouettes.
 - `report`: all of the above plus summary.json; `compare`: summaries side by side.

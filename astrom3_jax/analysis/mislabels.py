@@ -9,8 +9,17 @@ flagged by several modalities at once are the strongest candidates. With
 ground truth (the synthetic survey's `true_target`), precision and recall
 at k are measured against the planted mislabels.
 
+Two scores, each defined once here. `centroid_distance` ranks a whole
+split (the default, `--method centroid`): it is continuous, so the ranking
+and its precision/recall at k have no ties to break. `knn_disagreement`
+(`--method knn`), the share of the k nearest train objects whose class
+differs, is predict's per-star `mislabel_score`: it uses the neighbours
+predict lists and follows a class made of several clumps (Mira carbon and
+oxygen, dwarf and giant rotators), but has only k + 1 values, so it ties.
+
     python -m astrom3_jax.analysis.mislabels --embeddings EXPORT --out OUT \\
-        [--splits train val test] [--k 50]
+        [--splits train val test] [--k 50] [--method centroid|knn] \\
+        [--neighbours 10]
 
 writes OUT/mislabels.csv (ranked by the fused score) and OUT/mislabels.json.
 """
@@ -23,9 +32,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from astrom3_jax.analysis import _common, store
+from astrom3_jax.analysis import _common, similarity, store
 
-DEFAULT_K = 50
+DEFAULT_K = 50  # the top-k cut of the ranking
+METHODS = ("centroid", "knn")
+DEFAULT_NEIGHBOURS = 10  # k of the knn method
 
 
 def centroid_distance(
@@ -55,6 +66,38 @@ def centroid_distance(
     return np.where(valid, 1.0 - cos, np.nan)
 
 
+def knn_disagreement(
+    train_y: np.ndarray, neighbours: np.ndarray, y: np.ndarray
+) -> np.ndarray:
+    """1 - the share of each row's nearest train rows whose class is y_i.
+
+    `neighbours` (N, k) indexes the train rows (-1: no neighbour there).
+    NaN where a row has no neighbours or no label (y_i < 0).
+    """
+    valid = neighbours >= 0
+    same = valid & (train_y[np.where(valid, neighbours, 0)] == y[:, None])
+    n = valid.sum(axis=1)
+    share = same.sum(axis=1) / np.maximum(n, 1)
+    return np.where((n > 0) & (y >= 0), 1.0 - share, np.nan)
+
+
+def knn_disagreement_of(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    x: np.ndarray | None,
+    y: np.ndarray | None,
+    k: int = DEFAULT_NEIGHBOURS,
+) -> np.ndarray:
+    """`knn_disagreement` against the k most cosine-similar train rows (unit
+    rows); x=None scores the train rows, each without itself."""
+    if x is None:
+        x, y, exclude = train_x, train_y, np.arange(len(train_x))
+        idx, _ = similarity.top_k_neighbours(x, train_x, k, exclude=exclude)
+    else:
+        idx, _ = similarity.top_k_neighbours(x, train_x, k)
+    return knn_disagreement(train_y, idx, y)
+
+
 def precision_recall_at_k(
     scores: np.ndarray, positives: np.ndarray, k: int
 ) -> dict[str, float]:
@@ -78,17 +121,29 @@ def average_precision(scores: np.ndarray, positives: np.ndarray) -> float:
 
 
 def score_splits(
-    train: store.Split, others: Sequence[store.Split] = ()
+    train: store.Split,
+    others: Sequence[store.Split] = (),
+    *,
+    method: str = "centroid",
+    neighbours: int = DEFAULT_NEIGHBOURS,
 ) -> dict[str, np.ndarray]:
-    """Centroid distances for train (left-one-out) then each other split, in
-    order, per embedding: {embedding: (N_total,) scores}."""
+    """Scores of `method` (METHODS) for train (left-one-out) then each other
+    split, in order, per embedding: {embedding: (N_total,) scores}."""
+    if method not in METHODS:
+        raise ValueError(f"unknown mislabel method {method!r}; known: {METHODS}")
     train_units = _common.unit_embeddings(train)
     out = {}
     for key, tx in train_units.items():
-        parts = [centroid_distance(tx, train.labels, tx, train.labels, in_train=True)]
-        for split in others:
-            x = split.unit(key)
-            parts.append(centroid_distance(tx, train.labels, x, split.labels))
+        ty = train.labels
+        if method == "knn":
+            parts = [knn_disagreement_of(tx, ty, None, None, neighbours)]
+            parts += [
+                knn_disagreement_of(tx, ty, s.unit(key), s.labels, neighbours)
+                for s in others
+            ]
+        else:
+            parts = [centroid_distance(tx, ty, tx, ty, in_train=True)]
+            parts += [centroid_distance(tx, ty, s.unit(key), s.labels) for s in others]
         out[key] = np.concatenate(parts)
     return out
 
@@ -141,6 +196,8 @@ def run(
     *,
     splits: Sequence[str] | None = None,
     k: int = DEFAULT_K,
+    method: str = "centroid",
+    neighbours: int = DEFAULT_NEIGHBOURS,
 ) -> dict:
     """Writes mislabels.csv and mislabels.json; returns the JSON content."""
     out = pathlib.Path(out_dir)
@@ -154,12 +211,14 @@ def run(
         raise ValueError("mislabels: the scored splits must include 'train'")
     others = [_common.load(export_dir, s) for s in splits if s != "train"]
     loaded = [train, *others]
-    scores = score_splits(train, others)
+    scores = score_splits(train, others, method=method, neighbours=neighbours)
     table = rank_table(loaded, scores, k)
     _common.write_csv(out / "mislabels.csv", table)
     result = {
         "splits": [s.name for s in loaded],
         "k": k,
+        "method": method,
+        **({"neighbours": neighbours} if method == "knn" else {}),
         "n_scored": int(len(table["id"])),
         "top_ids": table["id"][: min(k, 20)].tolist(),
     }
@@ -175,8 +234,19 @@ def main(argv=None) -> int:
     p = _common.parser(__spec__.name, __doc__.split("\n\n")[0])
     p.add_argument("--splits", nargs="*", default=None, help="default: all labelled")
     p.add_argument("--k", type=int, default=DEFAULT_K, help="top-k cut")
+    p.add_argument("--method", choices=METHODS, default="centroid")
+    p.add_argument(
+        "--neighbours", type=int, default=DEFAULT_NEIGHBOURS, help="k of --method knn"
+    )
     args = p.parse_args(argv)
-    result = run(args.embeddings, args.out, splits=args.splits, k=args.k)
+    result = run(
+        args.embeddings,
+        args.out,
+        splits=args.splits,
+        k=args.k,
+        method=args.method,
+        neighbours=args.neighbours,
+    )
     print(f"ranked {result['n_scored']} objects of {', '.join(result['splits'])}")
     if "scores" in result:
         rows = [

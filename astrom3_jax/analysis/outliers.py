@@ -1,13 +1,22 @@
 """Outlier and unseen-class detection in the embedding space.
 
 Scores per object and embedding, each higher = more unusual, all fitted on
-the train split: the mean cosine distance to the k nearest train objects,
-an isolation forest's anomaly score and, on request (`--methods ... lof`:
-it compares every pair of train objects, minutes on a full export), the
-local outlier factor (scikit-learn; AstroM3 uses the latter two, Rizhko &
-Bloom 2024, arXiv:2411.08842). Train objects are scored without themselves
-as a neighbour. With an `unseen` split (classes outside the ten), the ROC AUC of
-unseen vs test objects measures how well each score finds new classes.
+the train split: the mean cosine distance to the k nearest train objects
+(`knn`: 1 - their mean cosine), an isolation forest's anomaly score and, on
+request (`--methods ... lof`: it compares every pair of train objects,
+minutes on a full export), the local outlier factor (scikit-learn; AstroM3
+uses the latter two, Rizhko & Bloom 2024, arXiv:2411.08842). Train objects
+are scored without themselves as a neighbour. With an `unseen` split
+(classes outside the ten), the ROC AUC of unseen vs test objects measures
+how well each score finds new classes.
+
+`knn` is the one k-NN outlier score of the project: predict's
+`outlier_score` (a star against a reference export) is this function too,
+with `percentile_among` placing it among the reference's own scores. It
+needs no fitted model and no scikit-learn, reads as "how far from its
+nearest known objects" for one star as for a whole split, and its
+neighbours are the ones predict lists; the forest and LOF stay here as the
+fitted alternatives, by name.
 
     python -m astrom3_jax.analysis.outliers --embeddings EXPORT --out OUT \\
         [--splits test unseen] [--k 10] [--seed 0] \\
@@ -24,23 +33,44 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from astrom3_jax.analysis import _common, store
+from astrom3_jax.analysis import _common, similarity, store
 
 METHODS = ("knn", "isolation_forest", "lof")
 DEFAULT_METHODS = ("knn", "isolation_forest")
 DEFAULT_K = 10
 
 
+def knn(
+    train_x: np.ndarray, x: np.ndarray | None, k: int = DEFAULT_K
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(indices, cosines), each (N, k'), of the k nearest train rows of each
+    row of x, and the k-NN outlier score: 1 - the mean of those cosines.
+
+    Rows must be unit vectors. x=None scores the train rows themselves, each
+    without itself; k' = min(k, train rows available). Ties keep train order
+    (similarity.top_k_neighbours).
+    """
+    if x is None:
+        exclude = np.arange(len(train_x))
+        idx, cos = similarity.top_k_neighbours(train_x, train_x, k, exclude=exclude)
+    else:
+        idx, cos = similarity.top_k_neighbours(x, train_x, k)
+    return idx, cos, 1.0 - cos.mean(axis=1)
+
+
 def knn_distance(
     train_x: np.ndarray, x: np.ndarray | None, k: int = DEFAULT_K
 ) -> np.ndarray:
-    """Mean cosine distance to the k nearest train rows; x=None scores the
-    train rows themselves, each without itself."""
-    neighbors = _common.require("sklearn.neighbors", "k-NN outlier scores")
-    k = min(k, len(train_x) - (x is None))
-    nn = neighbors.NearestNeighbors(metric="cosine", algorithm="brute")
-    distances, _ = nn.fit(train_x).kneighbors(x, n_neighbors=k)
-    return distances.mean(axis=1)
+    """The k-NN outlier score of `knn` alone: mean cosine distance to the k
+    nearest train rows; x=None scores the train rows, each without itself."""
+    return knn(train_x, x, k)[2]
+
+
+def percentile_among(scores: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """100 x the share of `reference` scores at or below each score (100:
+    more unusual than every reference object)."""
+    own = np.sort(reference)
+    return 100.0 * np.searchsorted(own, scores, "right") / len(own)
 
 
 def isolation_forest(

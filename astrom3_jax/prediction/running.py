@@ -1,0 +1,179 @@
+"""The model over a catalogue as its rows arrive: the background `Feed`
+parses while this thread loads and compiles the model and runs it on each
+chunk of ready rows, so parsing overlaps the model instead of preceding it;
+the bad-row policy (strict, or skip_bad up to max_bad_fraction) lives here."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+
+import jax
+import numpy as np
+from tqdm import tqdm
+
+from astrom3_jax import api
+from astrom3_jax.analysis import store
+from astrom3_jax.data import catalog as catalog_lib
+from astrom3_jax.prediction import reading
+from astrom3_jax.training import evaluation
+
+CHUNK_BATCHES = 4  # batches of preprocessed rows per model run (the first: 1)
+
+
+@dataclasses.dataclass
+class Ran:
+    """The good rows' stars and model outputs, in row order."""
+
+    ids: np.ndarray
+    star_names: list  # each star's name (bytes decoded)
+    labels: np.ndarray  # class id, -1 where the catalogue gives none
+    present: dict[str, np.ndarray]  # modality -> (N,) bool
+    embeddings: dict[str, np.ndarray]  # modality -> (N, D), NaN where absent
+    logits: np.ndarray | None
+    bad: list  # catalog.BadRow of every row left out
+    model: object
+    config: object
+
+
+def run(
+    workdir: str,
+    cat,
+    stats,
+    names: Sequence[str],
+    *,
+    step,
+    require: Sequence[str],
+    skip_bad: bool,
+    max_bad_fraction: float,
+    bad_rows_path: str,
+    batch_size: int,
+    num_workers: int,
+    progress: bool,
+    timings: dict,
+    started: float,
+) -> Ran:
+    """Runs the model of `workdir` over every good row of `cat`; with
+    skip_bad writes bad_rows.csv; raises on a bad row (strict) or on too many
+    of them. Fills `timings` ('load' counted from `started`, 'model',
+    'waiting')."""
+    batch = max(jax.device_count(), batch_size - batch_size % jax.device_count())
+    chunk = batch * CHUNK_BATCHES
+    feed = reading.Feed(
+        cat, stats, require=require, num_workers=num_workers, maxsize=2 * chunk,
+        progress=progress and jax.process_index() == 0,
+    )  # fmt: skip
+    limit = catalog_lib.allowed_bad(len(cat), max_bad_fraction)
+    stars, pending, parts, bad = [], [], [], []
+    timings.update(model=0.0, waiting=0.0)
+    feed.start()
+    try:
+        model, config = api.load_model(workdir, step=step)
+        predictor = evaluation.Predictor(model, seed=config.seed)
+        timings["load"] = time.perf_counter() - started
+        bar = tqdm(
+            total=len(cat), desc="predict", unit="obj", position=1,
+            disable=not progress or jax.process_index() != 0,
+        )  # fmt: skip
+
+        def run_model():
+            # feed.bad: the bad rows read so far, some maybe not yet seen here
+            if not pending or max(len(bad), feed.bad) > limit:
+                pending.clear()
+                return
+            t = time.perf_counter()
+            got = predictor.run(
+                reading.stored_examples(pending, names),
+                batch_size=batch,
+                modalities=names,
+                seq_len=config.seq_len,
+            )
+            timings["model"] += time.perf_counter() - t
+            parts.append(got.outputs)
+            bar.update(len(pending))
+            pending.clear()
+
+        with bar:
+            items = feed.items()
+            while True:
+                t = time.perf_counter()
+                item = next(items, None)
+                timings["waiting"] += time.perf_counter() - t
+                if item is None:
+                    break
+                row, example, error = item
+                if error is None and not any(example.present.get(m) for m in names):
+                    error = catalog_lib.RowError(
+                        f"none of this model's modalities {names}",
+                        catalog=cat.path, row=row.index, id=row.id, file=cat.path,
+                    )  # fmt: skip
+                if error is not None and not skip_bad:
+                    raise reading.strict_error(error)
+                if error is not None:
+                    bad.append(
+                        catalog_lib.BadRow(
+                            error.row, error.id, error.file, error.problem
+                        )
+                    )
+                    continue
+                name = example.features.get("name", example.id)
+                stars.append((example.id, name, example.label))
+                pending.append(example)
+                # The first run starts at one batch: it compiles the model's
+                # step while the next rows are read.
+                if len(pending) >= (chunk if parts else batch):
+                    if feed.first_error is not None and not skip_bad:
+                        # before more model time
+                        raise reading.strict_error(feed.first_error)
+                    run_model()
+            run_model()
+    finally:
+        feed.close()
+    if skip_bad:
+        catalog_lib.write_bad_rows(bad_rows_path, bad)
+    _refuse_too_many_bad(cat, bad, limit, max_bad_fraction, bad_rows_path, skip_bad)
+    return _assemble(stars, parts, names, bad, model, config)
+
+
+def _refuse_too_many_bad(cat, bad, limit, max_bad_fraction, path, skip_bad):
+    """CatalogError when every row, or more than `limit` rows, are bad."""
+    n_rows = len(cat)
+    listed = f" They are listed in {path}." if skip_bad else ""
+    if len(bad) == n_rows:
+        raise catalog_lib.CatalogError(
+            f"catalog {cat.path}: all {n_rows} rows are bad, nothing to use.{listed} "
+            f"First: row {bad[0].row} (id {bad[0].id!r}): {bad[0].reason}"
+        )
+    if len(bad) > limit:
+        raise catalog_lib.CatalogError(
+            f"catalog {cat.path}: {len(bad)} of {n_rows} rows are bad "
+            f"({100 * len(bad) / n_rows:.1f}%), more than max_bad_fraction="
+            f"{max_bad_fraction:g} allows ({limit}).{listed} Fix them, or allow "
+            "more with max_bad_fraction= / --max_bad_fraction."
+        )
+
+
+def _assemble(stars, parts, names, bad, model, config) -> Ran:
+    """The model's output chunks joined, split into presence flags,
+    embeddings (NaN where absent) and logits."""
+    outputs = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+    n = len(stars)
+    present = {
+        m: np.asarray(outputs.pop(store.presence_column(m), np.ones(n)), bool)
+        for m in names
+    }
+    logits = outputs.pop("logits", None)
+    embeddings = {m: np.where(present[m][:, None], outputs[m], np.nan) for m in names}
+    star_names = [s[1].decode() if isinstance(s[1], bytes) else s[1] for s in stars]
+    return Ran(
+        ids=np.asarray([s[0] for s in stars]),
+        star_names=star_names,
+        labels=np.asarray([s[2] for s in stars], np.int64),  # -1: none
+        present=present,
+        embeddings=embeddings,
+        logits=logits,
+        bad=bad,
+        model=model,
+        config=config,
+    )
