@@ -32,7 +32,10 @@ import jax
 import numpy as np
 from absl import flags
 
-from astrom3_jax import cli, errors
+from astrom3_jax import api, cli, errors, models
+from astrom3_jax.analysis import store
+from astrom3_jax.data import datasets, schema
+from astrom3_jax.training import evaluation
 
 INDEX_FIELDS = ("id", "name")
 TRUTH_FIELDS = ("true_target", "subtype")
@@ -51,8 +54,6 @@ def _text(values) -> np.ndarray:
 
 def export_split(predictor, source, config, batch_size: int, *, progress=True):
     """(per-row outputs, index columns) of every object of `source`, in order."""
-    from astrom3_jax.training import evaluation
-
     fields = ("label", *_available_fields(source))
     got = predictor.run(
         source,
@@ -92,25 +93,16 @@ def export(
     `sources` ({split: random-access source}) replaces the TFDS data set
     (tests, notebooks). Returns `out`.
     """
-    from astrom3_jax import api
-    from astrom3_jax.analysis import store
-    from astrom3_jax.data import schema
-    from astrom3_jax.training import evaluation
-
     if os.path.isdir(out) and os.listdir(out) and not overwrite:
         raise errors.UserError(
             f"{out} exists and is not empty; choose another --out or pass --overwrite"
         )
     model, config = api.load_model(workdir, step=step)
     if random_init:
-        from astrom3_jax import models
-
         model = models.init_model(config.model, seed=seed)
         models.set_eval_seed(model, config.seed)
         model.eval()
     if sources is None:
-        from astrom3_jax.data import datasets
-
         have = datasets.split_names(dataset, data_dir)
         missing = [s for s in splits if s not in have]
         if missing:

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 from absl import flags, logging
 
-from astrom3_jax import cli, errors
+from astrom3_jax import api, cli, errors
+from astrom3_jax.training import workdir as workdir_lib
 
 _SOURCE = flags.DEFINE_string(
     "source",
@@ -64,9 +65,6 @@ class CommandError(errors.UserError, RuntimeError):
 
 
 def _export():
-    from astrom3_jax import api
-    from astrom3_jax.training import workdir as workdir_lib
-
     if _OUT.value is None:
         raise errors.ConfigError("--export needs --out")
     model, config = workdir_lib.restore_model(_WORKDIR.value, _STEP.value)
@@ -76,7 +74,6 @@ def _export():
 
 
 def _import():
-    from astrom3_jax import api
 
     if _SOURCE.value is None:
         raise errors.ConfigError("--source is required (or --export)")

@@ -15,7 +15,7 @@ import jax
 from absl import logging
 
 from astrom3_jax import errors
-from astrom3_jax.data import names
+from astrom3_jax.data import names, normalisation
 from astrom3_jax.data.astrom3_tfds import astrom3_dataset_builder as astrom3
 
 
@@ -141,8 +141,6 @@ def normalisation_stats(config_name: str, data_dir: str | None = None):
     A `NormalisationStats` (astrom3_jax.data.normalisation); what a training
     run writes into its workdir with `normalisation.write_stats`.
     """
-    from astrom3_jax.data import normalisation
-
     b = ensure_prepared(config_name, data_dir)
     return normalisation.stats_of_prepared(b.data_dir)
 
@@ -151,8 +149,6 @@ def record_stats(config_name: str, data_dir: str | None, workdir: str) -> bool:
     """Write the data set's training-split statistics into `workdir`, so that
     `predict` can normalise new objects as this run's data was; False (with
     a warning) when the prepared data predates recorded statistics."""
-    from astrom3_jax.data import normalisation
-
     try:
         stats = normalisation_stats(config_name, data_dir)
     except normalisation.MissingStatsError as e:

@@ -42,6 +42,7 @@ from flax import nnx
 
 from astrom3_jax import errors
 from astrom3_jax.data import modalities
+from astrom3_jax.models import layers
 
 
 class InputError(errors.UserError, ValueError):
@@ -291,8 +292,6 @@ def sampling_rngs(model, rngs=None, seed=None) -> nnx.Rngs:
     """The rngs of a user-facing forward pass: `rngs` if given, else a fresh
     stream from `seed`, else the model's fixed evaluation key (so the same
     input always gives the same output)."""
-    from astrom3_jax.models import layers
-
     if rngs is not None:
         return rngs
     if seed is not None:

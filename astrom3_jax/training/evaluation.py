@@ -34,6 +34,7 @@ from flax import nnx
 from jax.sharding import PartitionSpec as P
 
 from astrom3_jax import models
+from astrom3_jax.data import pipeline
 from astrom3_jax.data.modalities import PRESENT_SUFFIX
 from astrom3_jax.training import sharding
 
@@ -184,8 +185,6 @@ class Predictor:
     ) -> Prediction:
         """Every object of the random-access `source`, in order."""
         from tqdm import tqdm
-
-        from astrom3_jax.data import pipeline
 
         sharding.check_batch_size(batch_size, self.mesh)
         first = source[0] if len(source) else {}

@@ -52,6 +52,7 @@ from jax.sharding import PartitionSpec as P
 
 from astrom3_jax import errors
 from astrom3_jax import models as models_lib
+from astrom3_jax.data import pipeline
 from astrom3_jax.training import (
     checkpoints,
     evaluation,
@@ -170,8 +171,6 @@ class Run:
     """The mutable state of one training run and its epoch loop."""
 
     def __init__(self, config, workdir, task: Task, mesh, sources, build_fn=None):
-        from astrom3_jax.data import pipeline
-
         self.config, self.workdir, self.task, self.mesh = config, workdir, task, mesh
         c = config
         common = dict(

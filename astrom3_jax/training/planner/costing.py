@@ -17,6 +17,7 @@ import numpy as np
 from jax.sharding import AxisType, Mesh
 
 from astrom3_jax import errors
+from astrom3_jax.training import sharding
 from astrom3_jax.training.planner.chips import Hardware, hardware
 from astrom3_jax.training.planner.estimates import run_time, split_sizes_of
 from astrom3_jax.training.planner.programs import STEPS, step_programs
@@ -152,8 +153,6 @@ def kernel_bytes(hlo_text: str) -> float:
 
 def make_mesh(devices) -> Mesh:
     """The trainer's one-axis data mesh over `devices`."""
-    from astrom3_jax.training import sharding
-
     return Mesh(np.asarray(devices), (sharding.AXIS,), axis_types=(AxisType.Explicit,))
 
 

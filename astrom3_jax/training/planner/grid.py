@@ -4,6 +4,7 @@ plan per mode, then each run's epochs x steps of its subset.
 
 from __future__ import annotations
 
+from astrom3_jax.configs import finetune
 from astrom3_jax.training.planner.costing import plan
 from astrom3_jax.training.planner.estimates import run_time, split_sizes_of
 from astrom3_jax.training.planner.topologies import topology_devices
@@ -16,8 +17,6 @@ def finetune_grid(topology: str, *, dtype: str = "float32", devices=None) -> dic
     steps; scratch or CLIP start, only the numbers): one plan per mode at
     the full subset, then each run's epochs x steps of its subset.
     """
-    from astrom3_jax.configs import finetune
-
     devices = devices if devices is not None else topology_devices(topology)
     modes, runs = {}, []
     for mode in finetune.MODES:

@@ -12,6 +12,8 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from astrom3_jax import errors
+from astrom3_jax.models import build_model
+from astrom3_jax.training import evaluation, loop, optim, sharding, tasks
 
 STEPS = ("train", "eval", "export")
 
@@ -47,9 +49,6 @@ def _place(tree, sharding):
 
 def _abstract_parts(config):
     """(train/eval graphdefs, abstract state, frozen, rest, optimiser, task)."""
-    from astrom3_jax.models import build_model
-    from astrom3_jax.training import loop, optim, tasks
-
     task = tasks.for_config(config)
     model = nnx.eval_shape(lambda: build_model(config.model, nnx.Rngs(config.seed)))
     parts = loop.split_model(model, task.trainable(config))
@@ -67,8 +66,6 @@ def step_programs(config, mesh, batches: dict[str, int]) -> dict:
 
     The one place that knows which functions the trainer and the export run.
     """
-    from astrom3_jax.training import evaluation, loop, sharding
-
     parts, state, tx, task = _abstract_parts(config)
     rep = NamedSharding(mesh, P())
     rows = NamedSharding(mesh, P(sharding.AXIS))
