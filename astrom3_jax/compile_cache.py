@@ -16,7 +16,7 @@ import sys
 ENV = "ASTROM3_COMPILATION_CACHE"
 OFF_VALUES = ("off", "0", "false", "no", "none")
 # Programs that compile faster than this are not worth a file each.
-MIN_COMPILE_SECONDS = 0.5
+MIN_COMPILE_SECONDS = 0.1
 # Least recently read entries go first beyond this size (JAX's own eviction).
 MAX_BYTES = 2 << 30
 

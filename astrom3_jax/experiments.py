@@ -41,7 +41,7 @@ import numpy as np
 from astrom3_jax import cli, training
 from astrom3_jax.configs import base, finetune, pretrain
 
-MODES = ("photo", "spectra", "meta", "all")
+MODES = finetune.MODES  # the paper's four
 SUBSETS = ("full", "sub50", "sub25", "sub10")
 # The two arms each comparison contrasts (the first is the baseline).
 ARMS = {"scratch": ("scratch", "clip"), "incomplete": ("complete", "incomplete")}

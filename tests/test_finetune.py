@@ -19,7 +19,7 @@ from flax import nnx
 
 from astrom3_jax import errors, models, training
 from astrom3_jax.configs import base, finetune
-from astrom3_jax.data import pipeline
+from astrom3_jax.data import modalities, pipeline
 from astrom3_jax.training import checkpoints, init_from, loop, reports, sharding, tasks
 from astrom3_jax.training import workdir as workdir_lib
 from tests.test_train import ROOT, fake_examples, fake_sources
@@ -139,8 +139,8 @@ def test_sizes_come_from_init_from(pretrained, tmp_path):
     assert c.seq_len != source.seq_len  # the preset's sizes differ
     init_from.take_architecture(c)
     assert c.seq_len == c.model.photometry.seq_len == source.model.photometry.seq_len
-    for name, fields in init_from.ENCODER_FIELDS.items():
-        for f in fields:
+    for name in c.model.modalities:
+        for f in modalities.entry(name).architecture:
             assert list(np.atleast_1d(c.model[name][f])) == list(
                 np.atleast_1d(source.model[name][f])
             ), (name, f)

@@ -29,13 +29,20 @@ Options: --config.freeze=encoders (a linear probe: only the head trains),
 import ml_collections
 
 from astrom3_jax.configs import base, pretrain
+from astrom3_jax.data import modalities
 
-MODES = {
-    "photo": ("photometry",),
-    "spectra": ("spectra",),
-    "meta": ("metadata",),
-    "all": ("photometry", "spectra", "metadata"),
-}
+
+def modes() -> dict[str, tuple[str, ...]]:
+    """Fine-tuning mode -> the modalities its classifier reads: one mode per
+    registered modality (its registry entry's mode name), and `all` for the
+    three modalities of the paper fused."""
+    out = {e.mode_name: (e.name,) for e in modalities.get(modalities.names())}
+    out["all"] = modalities.DEFAULT_MODALITIES
+    return out
+
+
+# The paper's four modes (PAPER_RUNS holds their published hyperparameters).
+MODES = ("photo", "spectra", "meta", "all")
 SUBSETS = ("full", "sub50", "sub25", "sub10")
 PRESETS = ("paper", "cpu", "smoke")
 
@@ -84,14 +91,15 @@ CPU_RUN = (1e-3, 0.9, 1e-4, None, 0.5)  # None: keep the model's dropouts
 def parse(arg: str) -> tuple[str, str, bool, str]:
     """'photo,sub10,clip,cpu' -> ('photo', 'sub10', True, 'cpu')."""
     tokens = [t.strip() for t in arg.split(",") if t.strip()]
-    mode = next((t for t in tokens if t in MODES), None)
+    known = modes()
+    mode = next((t for t in tokens if t in known), None)
     subset = next((t for t in tokens if t in SUBSETS), None)
     preset = next((t for t in tokens if t in PRESETS), "paper")
-    unknown = [t for t in tokens if t not in (*MODES, *SUBSETS, *PRESETS, "clip")]
+    unknown = [t for t in tokens if t not in (*known, *SUBSETS, *PRESETS, "clip")]
     if mode is None or subset is None or unknown:
         raise ValueError(
             f"config argument {arg!r}: expected '<mode>,<subset>[,clip][,<preset>]' "
-            f"with mode in {list(MODES)}, subset in {list(SUBSETS)}, preset in "
+            f"with mode in {list(known)}, subset in {list(SUBSETS)}, preset in "
             f"{list(PRESETS)}" + (f"; not understood: {unknown}" if unknown else "")
         )
     return mode, subset, "clip" in tokens, preset
@@ -111,8 +119,13 @@ def get_config(arg: str = "photo,full") -> ml_collections.ConfigDict:
     c.dataset = _dataset(preset, subset)
     m = c.model
     m.task = "classification"
-    m.modalities = MODES[mode]
+    m.modalities = modes()[mode]
     m.fusion = "avg"
+    if preset == "paper" and (mode, subset, clip) not in PAPER_RUNS:
+        raise ValueError(
+            f"config argument {arg!r}: the paper has no hyperparameters for mode "
+            f"{mode!r}; use the cpu or smoke preset"
+        )
     lr, beta1, wd, dropouts, factor = (
         PAPER_RUNS[(mode, subset, clip)] if preset == "paper" else CPU_RUN
     )

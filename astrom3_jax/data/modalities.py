@@ -120,6 +120,16 @@ class Modality:
     # padding rows as the pipeline does: (values, real rows) -> values.
     row_mask_key: str | None = None
     canonical_padding: Callable | None = None
+    # The fine-tuning mode of a classifier on this modality alone
+    # (`configs/finetune.py:<mode>,<subset>`); '' means the name itself.
+    mode: str = ""
+    # The fields of `config.model.<name>` that fix the encoder's parameter
+    # shapes: a run starting from another model takes them over (init_from).
+    architecture: tuple[str, ...] = ()
+
+    @property
+    def mode_name(self) -> str:
+        return self.mode or self.name
 
     def encoder_class(self):
         """The encoder class (imported on first use when given as a string)."""
@@ -246,6 +256,18 @@ register(
         ragged_fields=("photometry",),
         row_mask_key="photometry_mask",
         canonical_padding=canonical_photometry,
+        mode="photo",
+        architecture=(
+            "seq_len",
+            "in_channels",
+            "d_model",
+            "n_heads",
+            "d_ff",
+            "n_layers",
+            "activation",
+            "probsparse_factor",
+            "reference_reshape",
+        ),  # fmt: skip
     )
 )
 register(
@@ -255,6 +277,7 @@ register(
         batch_keys=("spectra",),
         transform=functools.partial(_stacked, field="spectra", key="spectra"),
         encoder="astrom3_jax.models.spectra:GalSpecNet",
+        architecture=("conv_channels", "kernel_size", "pool_size", "length"),
     )
 )
 register(
@@ -264,5 +287,7 @@ register(
         batch_keys=("metadata",),
         transform=functools.partial(_stacked, field="metadata", key="metadata"),
         encoder="astrom3_jax.models.metadata:MetadataMLP",
+        mode="meta",
+        architecture=("input_dim", "hidden_dim"),
     )
 )

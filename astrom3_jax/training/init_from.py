@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 
 from astrom3_jax import errors
-from astrom3_jax.data import names
+from astrom3_jax.data import modalities, names
 from astrom3_jax.training import checkpoints, workdir
 
 # Published pre-trained weights: AstroM3-CLIP (split seed 42) and
@@ -76,25 +76,6 @@ def load_source(config):
     return model, f"{source} (step {step})"
 
 
-# The fields of config.model that fix the shapes of a pre-trained encoder's
-# parameters (the attention kind and dtype do not: they may differ).
-ENCODER_FIELDS = {
-    "photometry": (
-        "seq_len",
-        "in_channels",
-        "d_model",
-        "n_heads",
-        "d_ff",
-        "n_layers",
-        "activation",
-        "probsparse_factor",
-        "reference_reshape",
-    ),
-    "spectra": ("conv_channels", "kernel_size", "pool_size", "length"),
-    "metadata": ("input_dim", "hidden_dim"),
-}
-
-
 def _same(a, b) -> bool:
     def norm(v):
         return list(v) if isinstance(v, list | tuple) else v
@@ -117,7 +98,9 @@ def adopt_architecture(config, source_config, defaults) -> list[str]:
     taken over (as 'model.photometry.d_model=128').
     """
     src, mine, preset = source_config.model, config.model, defaults.model
-    wanted = [(m, f) for m in mine.modalities for f in ENCODER_FIELDS.get(m, ())]
+    # The registry says which fields fix an encoder's parameter shapes (the
+    # attention kind and dtype do not: they may differ).
+    wanted = [(m, f) for m in mine.modalities for f in modalities.entry(m).architecture]
     if len(mine.modalities) > 1:
         wanted.append((None, "embed_dim"))
     adopted, clashes = [], []

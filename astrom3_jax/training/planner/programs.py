@@ -12,32 +12,54 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from astrom3_jax import errors
-from astrom3_jax.models import build_model
+from astrom3_jax.data import modalities
+from astrom3_jax.models import build_model, clip
 from astrom3_jax.training import evaluation, loop, optim, sharding, tasks
 
 STEPS = ("train", "eval", "export")
 
 
 def batch_shapes(config, rows: int) -> dict[str, jax.ShapeDtypeStruct]:
-    """A batch of `rows` as the pipeline makes it: model inputs, label, mask."""
+    """A batch of `rows` as the pipeline makes it: model inputs, label, mask.
+
+    Each modality's inputs are its registry entry's batch keys with the dims
+    its encoder declares (`input_dims()`); a ranged dim (any length the
+    encoder maps to one output) is the length the data carry, the modality
+    sub-config's `length`.
+    """
     m = config.model
     out = {}
     for name in m.modalities:
-        c = m[name]
-        if name == "photometry":
-            out["photometry"] = ((config.seq_len, c.in_channels), jnp.float32)
-            out["photometry_mask"] = ((config.seq_len,), jnp.float32)
-        elif name == "spectra":
-            out["spectra"] = ((c.conv_channels[0], c.length), jnp.float32)
-        elif name == "metadata":
-            out["metadata"] = ((c.input_dim,), jnp.float32)
-        else:
+        entry = modalities.entry(name)
+        encoder = nnx.eval_shape(
+            lambda n=name: clip.build_encoder(m, n, rngs=nnx.Rngs(0))
+        )
+        dims = getattr(encoder, "input_dims", None)
+        if dims is None:
             raise errors.ConfigError(
-                f"plan does not know the inputs of modality {name!r}"
+                f"plan needs the input dims of modality {name!r}: give its "
+                "encoder an input_dims() method (see data/modalities.py)"
             )
-    out["label"] = ((), jnp.int32)
-    out["mask"] = ((), jnp.float32)
-    return {k: jax.ShapeDtypeStruct((rows, *s), d) for k, (s, d) in out.items()}
+        for key, shape in zip(entry.batch_keys, dims(), strict=True):
+            out[key] = tuple(_fixed(d, m[name], key) for d in shape)
+    shapes = {k: (v, jnp.float32) for k, v in out.items()}
+    shapes["label"] = ((), jnp.int32)
+    shapes["mask"] = ((), jnp.float32)
+    return {k: jax.ShapeDtypeStruct((rows, *s), d) for k, (s, d) in shapes.items()}
+
+
+def _fixed(dim, sub_config, key: str) -> int:
+    """A declared dim as an int: a (lo, hi) range takes `sub_config.length`."""
+    if isinstance(dim, int):
+        return dim
+    lo, hi = dim
+    length = sub_config.get("length")
+    if length is None or not lo <= length <= hi:
+        raise errors.ConfigError(
+            f"{key}: the encoder takes lengths {lo}..{hi}, and its config gives "
+            f"no length in that range ({length})"
+        )
+    return int(length)
 
 
 def _place(tree, sharding):
