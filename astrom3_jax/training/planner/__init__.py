@@ -7,9 +7,10 @@ gives a roofline estimate (`python -m astrom3_jax.plan` prints it).
 
 from astrom3_jax.training.planner.batch_search import find_max_batch, fits
 from astrom3_jax.training.planner.chips import CHIPS, Hardware, hardware
-from astrom3_jax.training.planner.costing import Plan, StepPlan, kernel_bytes, plan
+from astrom3_jax.training.planner.costing import kernel_bytes, plan
 from astrom3_jax.training.planner.estimates import run_time, split_sizes_of
 from astrom3_jax.training.planner.grid import finetune_grid
+from astrom3_jax.training.planner.plans import Plan, StepPlan
 from astrom3_jax.training.planner.programs import STEPS
 from astrom3_jax.training.planner.topologies import (
     TOPOLOGIES,

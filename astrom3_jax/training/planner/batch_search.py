@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from astrom3_jax import errors
 from astrom3_jax.training.planner.chips import hardware
-from astrom3_jax.training.planner.costing import Plan, plan
+from astrom3_jax.training.planner.costing import plan
+from astrom3_jax.training.planner.plans import Plan
 from astrom3_jax.training.planner.topologies import topology_devices
 
 

@@ -5,11 +5,8 @@ split sizes and the epochs x steps of a config, at the roofline speed.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from astrom3_jax.training.planner.costing import Plan
-
+from astrom3_jax.training.planner.plans import Plan
 
 # (train, validation, test) objects of the real release's splits (seed 42;
 # other seeds differ by a few objects). sub50's validation and test sizes are
