@@ -22,42 +22,46 @@ from absl import flags, logging
 from astrom3_jax import api, cli, errors
 from astrom3_jax.training import workdir as workdir_lib
 
-_SOURCE = flags.DEFINE_string(
-    "source",
-    None,
-    "Published-weights folder (config.json + model.safetensors) or "
-    "a Hugging Face Hub model id, e.g. AstroMLCore/AstroM3-CLIP.",
-)
-_WORKDIR = flags.DEFINE_string(
-    "workdir", None, "Import: the workdir to create. Export: the workdir to read."
-)
-_OVERWRITE = flags.DEFINE_bool(
-    "overwrite",
-    False,
-    "Import: replace the config and checkpoints of a workdir that already "
-    "holds a model.",
-)
-_EXPORT = flags.DEFINE_bool("export", False, "Export --workdir to --out instead.")
-_OUT = flags.DEFINE_string(
-    "out", None, "Export: folder for config.json + model.safetensors."
-)
-_STEP = flags.DEFINE_string("step", None, "Export: 'best', 'latest' or a step number.")
-_CACHE = flags.DEFINE_string(
-    "cache_dir",
-    None,
-    "Hugging Face cache folder for Hub downloads (default: the shared HF cache).",
-)
-_INFO_JSON = flags.DEFINE_string(
-    "info_json",
-    None,
-    "Import: the release configuration's info.json whose normalisation "
-    "statistics the weights were trained with (default: downloaded).",
-)
-_RELEASE_DIR = flags.DEFINE_string(
-    "release_dir",
-    None,
-    "Import: a local copy of the data release to read that info.json from.",
-)
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+    flags.DEFINE_string(
+        "source",
+        None,
+        "Published-weights folder (config.json + model.safetensors) or "
+        "a Hugging Face Hub model id, e.g. AstroMLCore/AstroM3-CLIP.",
+    )
+    flags.DEFINE_string(
+        "workdir", None, "Import: the workdir to create. Export: the workdir to read."
+    )
+    flags.DEFINE_bool(
+        "overwrite",
+        False,
+        "Import: replace the config and checkpoints of a workdir that already "
+        "holds a model.",
+    )
+    flags.DEFINE_bool("export", False, "Export --workdir to --out instead.")
+    flags.DEFINE_string(
+        "out", None, "Export: folder for config.json + model.safetensors."
+    )
+    flags.DEFINE_string("step", None, "Export: 'best', 'latest' or a step number.")
+    flags.DEFINE_string(
+        "cache_dir",
+        None,
+        "Hugging Face cache folder for Hub downloads (default: the shared HF cache).",
+    )
+    flags.DEFINE_string(
+        "info_json",
+        None,
+        "Import: the release configuration's info.json whose normalisation "
+        "statistics the weights were trained with (default: downloaded).",
+    )
+    flags.DEFINE_string(
+        "release_dir",
+        None,
+        "Import: a local copy of the data release to read that info.json from.",
+    )
 
 
 class CommandError(errors.UserError, RuntimeError):
@@ -65,28 +69,27 @@ class CommandError(errors.UserError, RuntimeError):
 
 
 def _export():
-    if _OUT.value is None:
+    if FLAGS.out is None:
         raise errors.ConfigError("--export needs --out")
-    model, config = workdir_lib.restore_model(_WORKDIR.value, _STEP.value)
-    out = api.export_model(model, config, _OUT.value)
+    model, config = workdir_lib.restore_model(FLAGS.workdir, FLAGS.step)
+    out = api.export_model(model, config, FLAGS.out)
     logging.info("wrote %s", out)
-    print(f"exported {_WORKDIR.value} to {out}")
+    print(f"exported {FLAGS.workdir} to {out}")
 
 
 def _import():
-
-    if _SOURCE.value is None:
+    if FLAGS.source is None:
         raise errors.ConfigError("--source is required (or --export)")
     _, config, ignored = api.import_to_workdir(
-        _SOURCE.value,
-        _WORKDIR.value,
-        cache_dir=_CACHE.value,
-        overwrite=_OVERWRITE.value,
-        info_json=_INFO_JSON.value,
-        release_dir=_RELEASE_DIR.value,
+        FLAGS.source,
+        FLAGS.workdir,
+        cache_dir=FLAGS.cache_dir,
+        overwrite=FLAGS.overwrite,
+        info_json=FLAGS.info_json,
+        release_dir=FLAGS.release_dir,
     )
     print(
-        f"imported {_SOURCE.value} ({config.reference_kind}) into {_WORKDIR.value}; "
+        f"imported {FLAGS.source} ({config.reference_kind}) into {FLAGS.workdir}; "
         f"recomputed, not loaded: {', '.join(ignored) or 'nothing'}"
     )
 
@@ -94,10 +97,10 @@ def _import():
 def main(argv):
     if len(argv) > 1:
         raise errors.ConfigError(f"unexpected arguments {argv[1:]}")
-    if _WORKDIR.value is None:
+    if FLAGS.workdir is None:
         raise errors.ConfigError("--workdir is required")
     try:
-        if _EXPORT.value:
+        if FLAGS.export:
             _export()
         else:
             _import()
@@ -108,4 +111,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     cli.main(main)

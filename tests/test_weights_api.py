@@ -122,8 +122,12 @@ def run_cli(**flag_values):
     The command line (astrom3_jax/cli/__init__.py) prints such an error as one line
     `error: <message>` and exits with status 1; the last test runs it so.
     """
+    from absl import flags
+
     from astrom3_jax import import_weights
 
+    if "source" not in flags.FLAGS:
+        import_weights.define_flags()
     values = {"cache_dir": None, "overwrite": False, "source": None, "workdir": None}
     values.update(flag_values)
     with flagsaver.flagsaver(**values):
