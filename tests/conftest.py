@@ -23,3 +23,17 @@ if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "")
 from absl import flags  # noqa: E402
 
 flags.FLAGS.mark_as_parsed()
+
+import pytest  # noqa: E402
+
+from tests.helpers.paths import DUMMY  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    """A TFDS data dir holding full_42 built from dummy_data (once per module)."""
+    from astrom3_jax.data import datasets
+
+    d = str(tmp_path_factory.mktemp("tfds"))
+    datasets.prepare("full_42", d, DUMMY, num_workers=0)
+    return d

@@ -22,14 +22,14 @@ from astrom3_jax.data.astrom3_tfds import astrom3_dataset_builder as astrom3
 from astrom3_jax.data.astrom3_tfds import objects
 from astrom3_jax.data.synthetic import release as synthetic_release
 from tests import fake_hub
-from tests.test_builder import (
-    DUMMY,
-    _edit_row,
-    _examples,
-    _prepare,
-    _rewrite_dat,
-    _rows,
-    _write_csv,
+from tests.helpers.paths import DUMMY
+from tests.helpers.release import (
+    edit_first_train_row,
+    examples_by_name,
+    prepare_in_process,
+    read_csv_rows,
+    rewrite_dat,
+    write_csv,
 )
 from tfds_builders import build as build_cli
 
@@ -44,8 +44,8 @@ def _release(tmp_path, n_rows):
     folder = root / "splits" / "sub10" / "0"
     for stem in STEMS:
         path = folder / f"{stem}.csv"
-        rows = _rows(path)
-        _write_csv(path, list(rows[0]), rows[:n_rows])
+        rows = read_csv_rows(path)
+        write_csv(path, list(rows[0]), rows[:n_rows])
     return root, folder
 
 
@@ -157,12 +157,14 @@ def test_allowed_bad_is_floor_of_fraction():
 
 def test_skip_bad_fails_beyond_max_bad_fraction(tmp_path):
     root, folder = _release(tmp_path, 5)
-    train = _rows(folder / "train.csv")
+    train = read_csv_rows(folder / "train.csv")
     for row in train[:2]:
         _drop_spectrum(root, row)
 
     with pytest.raises(astrom3.BuildError) as err:
-        _prepare("sub10_0", tmp_path / "a", root, skip_bad=True, max_bad_fraction=0.2)
+        prepare_in_process(
+            "sub10_0", tmp_path / "a", root, skip_bad=True, max_bad_fraction=0.2
+        )
     report_path, report = _failed_report(tmp_path / "a")
     first = str(err.value).splitlines()[0]
     assert first == (
@@ -176,16 +178,16 @@ def test_skip_bad_fails_beyond_max_bad_fraction(tmp_path):
     ]
     assert report["complete"] is False and report["skipped"] == {"train": 2}
 
-    builder = _prepare(
+    builder = prepare_in_process(
         "sub10_0", tmp_path / "b", root, skip_bad=True, max_bad_fraction=0.4
     )
-    assert set(_examples(builder, "train")) == {r["name"] for r in train[2:]}
+    assert set(examples_by_name(builder, "train")) == {r["name"] for r in train[2:]}
     assert datasets.report(builder)["max_bad_fraction"] == 0.4
 
 
 def test_default_max_bad_fraction_and_cli_flag(tmp_path, capsys):
     root, folder = _release(tmp_path, 2)
-    _drop_spectrum(root, _rows(folder / "train.csv")[0])
+    _drop_spectrum(root, read_csv_rows(folder / "train.csv")[0])
     args = ["--config", "sub10_0", "--manual_dir", str(root), "--num_workers", "0"]
     with pytest.raises(astrom3.BuildError, match=r"max_bad_fraction=0.05 allows \(0\)"):
         build_cli.main([*args, "--data_dir", str(tmp_path / "a"), "--skip_bad"])
@@ -200,21 +202,21 @@ def test_default_max_bad_fraction_and_cli_flag(tmp_path, capsys):
 # ------------------------------------- 3. a looser build is not reused silently
 def test_stricter_prepare_refuses_a_skip_bad_build(tmp_path, capsys):
     root, folder = _release(tmp_path, 2)
-    row = _rows(folder / "train.csv")[0]
+    row = read_csv_rows(folder / "train.csv")[0]
     spectrum = root / "spectra" / row["target"] / row["spec_filename"]
     saved = spectrum.read_bytes()
     spectrum.unlink()
     data_dir = tmp_path / "data"
     loose = dict(skip_bad=True, max_bad_fraction=0.5)
-    builder = _prepare("sub10_0", data_dir, root, **loose)
+    builder = prepare_in_process("sub10_0", data_dir, root, **loose)
     assert datasets.report(builder)["skipped"]["train"] == 1
 
     # As loose as before: reused.
-    assert _prepare("sub10_0", data_dir, root, **loose).is_prepared()
+    assert prepare_in_process("sub10_0", data_dir, root, **loose).is_prepared()
     # Stricter: refused, saying how to rebuild.
     for stricter in ({}, dict(skip_bad=True, max_bad_fraction=0.05)):
         with pytest.raises(astrom3.BuildError) as err:
-            _prepare("sub10_0", data_dir, root, **stricter)
+            prepare_in_process("sub10_0", data_dir, root, **stricter)
         msg = str(err.value)
         assert msg.startswith(
             f"astrom3/sub10_0 in {builder.data_dir} was built with skip_bad=True "
@@ -233,17 +235,19 @@ def test_stricter_prepare_refuses_a_skip_bad_build(tmp_path, capsys):
     rebuilt = datasets.builder("sub10_0", str(data_dir))
     rep = datasets.report(rebuilt)
     assert rep["skip_bad"] is False and rep["written"]["train"] == 2
-    assert row["name"] in _examples(rebuilt, "train")
+    assert row["name"] in examples_by_name(rebuilt, "train")
 
 
 # ------------------------------------------------------ 4. a split all bad
 def test_split_with_only_bad_objects_fails_with_report(tmp_path):
     root, folder = _release(tmp_path, 2)
-    train = _rows(folder / "train.csv")
+    train = read_csv_rows(folder / "train.csv")
     for row in train:
         _drop_spectrum(root, row)
     with pytest.raises(astrom3.BuildError) as err:
-        _prepare("sub10_0", tmp_path / "d", root, skip_bad=True, max_bad_fraction=1)
+        prepare_in_process(
+            "sub10_0", tmp_path / "d", root, skip_bad=True, max_bad_fraction=1
+        )
     assert str(err.value).splitlines()[0] == (
         "split train of astrom3/sub10_0: all 2 objects are bad, nothing to write."
     )
@@ -262,24 +266,24 @@ def test_split_with_only_bad_objects_fails_with_report(tmp_path):
 def test_empty_split_csv_is_an_error_naming_it(tmp_path):
     root, folder = _release(tmp_path, 2)
     path = folder / "val.csv"
-    _write_csv(path, list(_rows(path)[0]), [])
+    write_csv(path, list(read_csv_rows(path)[0]), [])
     with pytest.raises(release_io.ReleaseError, match="lists no objects") as err:
-        _prepare("sub10_0", tmp_path / "d", root, skip_bad=True)
+        prepare_in_process("sub10_0", tmp_path / "d", root, skip_bad=True)
     assert str(path) in str(err.value)
 
 
 # ---------------------------------------------- 5. .dat without header lines
 def test_light_curve_without_header_keeps_every_row(tmp_path):
     root, folder = _release(tmp_path, 2)
-    row = _rows(folder / "train.csv")[0]
+    row = read_csv_rows(folder / "train.csv")[0]
     t = 2457000 + np.arange(30) * 1.5
     flux = 5.0 + np.sin(t)
     body = "".join(
         f"{a:.5f} 12.0 0.01 {f:.6f} 0.1\n" for a, f in zip(t, flux, strict=True)
     )
-    _rewrite_dat(root, row["name"], body)
-    builder = _prepare("sub10_0", tmp_path / "d", root)
-    stored = _examples(builder, "train")[row["name"]]
+    rewrite_dat(root, row["name"], body)
+    builder = prepare_in_process("sub10_0", tmp_path / "d", root)
+    stored = examples_by_name(builder, "train")[row["name"]]
     assert stored["photometry"].shape == (30, 3)
     np.testing.assert_allclose(
         stored["raw_time_min"], 2457000.0, rtol=0, atol=1e-9
@@ -291,11 +295,11 @@ def test_light_curve_without_header_keeps_every_row(tmp_path):
 @pytest.mark.parametrize("skip_bad", [False, True])
 def test_object_in_two_splits_is_an_error(tmp_path, skip_bad):
     root, folder = _release(tmp_path, 2)
-    leaked = _rows(folder / "train.csv")[1]
-    test_rows = _rows(folder / "test.csv")
-    _write_csv(folder / "test.csv", list(leaked), [*test_rows, leaked])
+    leaked = read_csv_rows(folder / "train.csv")[1]
+    test_rows = read_csv_rows(folder / "test.csv")
+    write_csv(folder / "test.csv", list(leaked), [*test_rows, leaked])
     with pytest.raises(release_io.ReleaseError) as err:
-        _prepare("sub10_0", tmp_path / "d", root, skip_bad=skip_bad)
+        prepare_in_process("sub10_0", tmp_path / "d", root, skip_bad=skip_bad)
     msg = str(err.value)
     assert msg == (
         f"object {leaked['name']}, file {folder / 'test.csv'}: object listed in "
@@ -311,7 +315,7 @@ def _corrupt_member(root, name, compression):
     member = f"vardb_files/{name}.dat"
     with zipfile.ZipFile(path) as z:
         text = z.read(member)
-    _rewrite_dat(root, name, None)
+    rewrite_dat(root, name, None)
     with zipfile.ZipFile(path, "a", compression) as z:
         z.writestr(member, text)
     with zipfile.ZipFile(path) as z:
@@ -334,7 +338,7 @@ def test_corrupt_zip_member_is_a_named_bad_object(
     tmp_path, compression, num_workers, problem
 ):
     root, folder = _release(tmp_path, 2)
-    row = _rows(folder / "train.csv")[0]
+    row = read_csv_rows(folder / "train.csv")[0]
     _corrupt_member(root, row["name"], compression)
     where = f"{root / 'photometry.zip'}:vardb_files/{row['name']}.dat"
     kw = dict(num_workers=num_workers)
@@ -359,18 +363,18 @@ def test_corrupt_zip_member_is_a_named_bad_object(
 # ---------------------------------------------- 8. blank catalogue cells
 def test_blank_catalogue_cell_is_a_named_bad_object(tmp_path):
     root, folder = _release(tmp_path, 2)
-    row, other = _rows(folder / "train.csv")
-    _edit_row(folder, ruwe="")
+    row, other = read_csv_rows(folder / "train.csv")
+    edit_first_train_row(folder, ruwe="")
     with pytest.raises(release_io.ReleaseError) as err:
-        _prepare("sub10_0", tmp_path / "a", root)
+        prepare_in_process("sub10_0", tmp_path / "a", root)
     assert str(err.value).startswith(
         f"object {row['name']} ({row['id']}), file {folder / 'train.csv'}: "
         "blank or non-finite catalogue value(s) in ruwe"
     ), str(err.value)
-    builder = _prepare(
+    builder = prepare_in_process(
         "sub10_0", tmp_path / "b", root, skip_bad=True, max_bad_fraction=0.5
     )
-    assert set(_examples(builder, "train")) == {other["name"]}
+    assert set(examples_by_name(builder, "train")) == {other["name"]}
     (bad,) = datasets.report(builder)["bad_objects"]["train"]
     assert bad["name"] == row["name"] and "ruwe" in bad["problem"]
 

@@ -43,10 +43,8 @@ import numpy as np
 import pytest
 
 from astrom3_jax.data import datasets
+from tests.helpers.paths import DUMMY
 
-DUMMY = os.path.join(
-    os.path.dirname(__file__), "..", "tfds_builders", "astrom3", "dummy_data"
-)
 RECORDED = pathlib.Path(__file__).parent / "fixtures" / "build_identity"
 RECORD = os.environ.get("ASTROM3_RECORD_BUILDS") == "1"
 FLOAT_RTOL = 1e-6

@@ -18,30 +18,20 @@ from astropy.io import fits
 
 from astrom3_jax.data import datasets as build
 from astrom3_jax.data.astrom3_tfds import astrom3_dataset_builder as astrom3
-
-DUMMY = os.path.join(
-    os.path.dirname(__file__), "..", "tfds_builders", "astrom3", "dummy_data"
+from tests.helpers.paths import DUMMY
+from tests.helpers.release import (
+    ASASSN_DAT_HEADER,
+    SPLIT_STEMS,
+    as_str,
+    edit_first_train_row,
+    examples_by_name,
+    prepare_in_process,
+    read_csv_rows,
+    rewrite_dat,
+    write_csv,
 )
+
 CLASSES = ["DSCT", "EA", "EB", "EW", "HADS", "M", "ROT", "RRAB", "RRC", "SR"]
-SPLITS = {"train": "train", "validation": "val", "test": "test"}
-
-
-def _rows(path):
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def _prepare(config, data_dir, manual_dir, **kw):
-    return build.prepare(config, str(data_dir), str(manual_dir), num_workers=0, **kw)
-
-
-def _examples(builder, split):
-    ds = builder.as_data_source(split)
-    return {_s(ds[i]["name"]): ds[i] for i in range(len(ds))}
-
-
-def _s(x):
-    return x.decode() if isinstance(x, bytes) else str(x)
 
 
 # ------------------------------------------------------------ good builds
@@ -50,7 +40,7 @@ def built(tmp_path_factory):
     out = {}
     for config, sub, seed in (("full_42", "full", 42), ("sub10_0", "sub10", 0)):
         data_dir = tmp_path_factory.mktemp(config)
-        out[config] = (_prepare(config, data_dir, DUMMY), sub, seed)
+        out[config] = (prepare_in_process(config, data_dir, DUMMY), sub, seed)
     return out
 
 
@@ -59,19 +49,21 @@ def built(tmp_path_factory):
 )
 def test_split_sizes_match_csv(built, config, sizes):
     builder, sub, seed = built[config]
-    for (split, stem), n in zip(SPLITS.items(), sizes, strict=True):
-        rows = _rows(os.path.join(DUMMY, "splits", sub, str(seed), f"{stem}.csv"))
+    for (split, stem), n in zip(SPLIT_STEMS.items(), sizes, strict=True):
+        rows = read_csv_rows(
+            os.path.join(DUMMY, "splits", sub, str(seed), f"{stem}.csv")
+        )
         assert len(rows) == n
         assert builder.info.splits[split].num_examples == n
         assert len(builder.as_data_source(split)) == n
     rep = build.report(builder)
-    assert rep["written"] == dict(zip(SPLITS, sizes, strict=True))
-    assert rep["skipped"] == {s: 0 for s in SPLITS}
+    assert rep["written"] == dict(zip(SPLIT_STEMS, sizes, strict=True))
+    assert rep["skipped"] == {s: 0 for s in SPLIT_STEMS}
 
 
 def test_feature_shapes_and_dtypes(built):
     builder, _, _ = built["sub10_0"]
-    for ex in _examples(builder, "train").values():
+    for ex in examples_by_name(builder, "train").values():
         n = ex["photometry"].shape[0]
         assert ex["photometry"].shape == (n, 3) and n > 1
         assert ex["photometry"].dtype == np.float32
@@ -137,12 +129,15 @@ def test_one_object_recomputed_from_raw_files(built):
     folder = os.path.join(DUMMY, "splits", sub, str(seed))
     info = json.load(open(os.path.join(folder, "info.json")))
     assert info["all_cols"] == list(astrom3.schema.ALL_COLS)
-    row = _rows(os.path.join(folder, "test.csv"))[0]
-    ex = _examples(builder, "test")[row["name"]]
+    row = read_csv_rows(os.path.join(folder, "test.csv"))[0]
+    ex = examples_by_name(builder, "test")[row["name"]]
     tol = dict(rtol=1e-5, atol=1e-5)
 
     assert int(ex["label"]) == sorted(CLASSES).index(row["target"])
-    assert _s(ex["id"]) == row["id"] and _s(ex["spec_filename"]) == row["spec_filename"]
+    assert (
+        as_str(ex["id"]) == row["id"]
+        and as_str(ex["spec_filename"]) == row["spec_filename"]
+    )
     np.testing.assert_array_equal(
         ex["raw_catalogue"], [float(row[c]) for c in astrom3.schema.ALL_COLS]
     )
@@ -196,9 +191,11 @@ def test_one_object_recomputed_from_raw_files(built):
 
 def test_labels_are_alphabetical_class_index(built):
     builder, sub, seed = built["sub10_0"]
-    for split, stem in SPLITS.items():
-        exs = _examples(builder, split)
-        for row in _rows(os.path.join(DUMMY, "splits", sub, str(seed), f"{stem}.csv")):
+    for split, stem in SPLIT_STEMS.items():
+        exs = examples_by_name(builder, split)
+        for row in read_csv_rows(
+            os.path.join(DUMMY, "splits", sub, str(seed), f"{stem}.csv")
+        ):
             assert int(exs[row["name"]]["label"]) == CLASSES.index(row["target"])
 
 
@@ -208,46 +205,13 @@ def _small_release(tmp_path):
     root = tmp_path / "raw"
     shutil.copytree(DUMMY, root)
     folder = root / "splits" / "sub10" / "0"
-    for stem in SPLITS.values():
+    for stem in SPLIT_STEMS.values():
         path = folder / f"{stem}.csv"
         with open(path, newline="") as f:
             reader = csv.DictReader(f)
             fields, rows = reader.fieldnames, list(reader)[:2]
-        _write_csv(path, fields, rows)
+        write_csv(path, fields, rows)
     return root, folder
-
-
-def _write_csv(path, fields, rows):
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields)
-        w.writeheader()
-        w.writerows(rows)
-
-
-def _edit_row(folder, **changes):
-    path = folder / "train.csv"
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        fields, rows = reader.fieldnames, list(reader)
-    rows[0].update(changes)
-    _write_csv(path, fields, rows)
-
-
-def _rewrite_dat(root, name, text):
-    """Replaces (text) or removes (None) one member of photometry.zip."""
-    src = root / "photometry.zip"
-    tmp = root / "photometry.new.zip"
-    member = f"vardb_files/{name}.dat"
-    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(tmp, "w") as zout:
-        for item in zin.infolist():
-            if item.filename != member:
-                zout.writestr(item, zin.read(item.filename))
-        if text is not None:
-            zout.writestr(member, text)
-    os.replace(tmp, src)
-
-
-HEADER = "# ASAS-SN light curve\nHJD MAG MAG_ERR FLUX FLUX_ERR\n"
 
 
 def _corrupt(case, root, folder, row):
@@ -260,20 +224,22 @@ def _corrupt(case, root, folder, row):
         spec.unlink()
         return row["spec_filename"]
     if case == "dat_removed":
-        _rewrite_dat(root, row["name"], None)
+        rewrite_dat(root, row["name"], None)
         return "photometry.zip"
     if case == "one_point":
-        _rewrite_dat(root, row["name"], HEADER + "2457000.1 12.0 0.01 5.0 0.1\n")
+        rewrite_dat(
+            root, row["name"], ASASSN_DAT_HEADER + "2457000.1 12.0 0.01 5.0 0.1\n"
+        )
         return f"{row['name']}.dat"
     if case == "constant_flux":
         lines = "".join(f"{2457000 + i} 12.0 0.01 5.0 0.1\n" for i in range(30))
-        _rewrite_dat(root, row["name"], HEADER + lines)
+        rewrite_dat(root, row["name"], ASASSN_DAT_HEADER + lines)
         return f"{row['name']}.dat"
     if case == "nan_catalogue":
-        _edit_row(folder, ruwe="nan")
+        edit_first_train_row(folder, ruwe="nan")
         return "train.csv"
     if case == "unknown_class":
-        _edit_row(folder, target="CEP")
+        edit_first_train_row(folder, target="CEP")
         return "train.csv"
     raise ValueError(case)
 
@@ -285,19 +251,19 @@ CASES = ["corrupt_fits", "missing_fits", "dat_removed", "one_point",
 @pytest.mark.parametrize("case", CASES)
 def test_bad_object_strict_and_skipped(tmp_path, case):
     root, folder = _small_release(tmp_path)
-    row = _rows(folder / "train.csv")[0]
+    row = read_csv_rows(folder / "train.csv")[0]
     file = _corrupt(case, root, folder, row)
 
     with pytest.raises(Exception) as err:
-        _prepare("sub10_0", tmp_path / "strict", root)
+        prepare_in_process("sub10_0", tmp_path / "strict", root)
     msg = str(err.value)
     assert row["name"] in msg and file in msg, msg
 
     # 1 of the 2 train objects is bad: allow half of a split to be skipped.
-    builder = _prepare(
+    builder = prepare_in_process(
         "sub10_0", tmp_path / "skip", root, skip_bad=True, max_bad_fraction=0.5
     )
-    names = set(_examples(builder, "train"))
+    names = set(examples_by_name(builder, "train"))
     assert row["name"] not in names and len(names) == 1
     rep_path = os.path.join(builder.data_dir, astrom3.REPORT_NAME)
     rep = json.load(open(rep_path))
@@ -309,9 +275,9 @@ def test_bad_object_strict_and_skipped(tmp_path, case):
 def test_csv_missing_column_is_fatal_even_with_skip_bad(tmp_path):
     root, folder = _small_release(tmp_path)
     path = folder / "train.csv"
-    rows = _rows(path)
+    rows = read_csv_rows(path)
     fields = [c for c in rows[0] if c != "ruwe"]
-    _write_csv(path, fields, [{c: r[c] for c in fields} for r in rows])
+    write_csv(path, fields, [{c: r[c] for c in fields} for r in rows])
     with pytest.raises(Exception) as err:
-        _prepare("sub10_0", tmp_path / "skip", root, skip_bad=True)
+        prepare_in_process("sub10_0", tmp_path / "skip", root, skip_bad=True)
     assert "train.csv" in str(err.value) and "ruwe" in str(err.value)

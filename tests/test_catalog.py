@@ -6,9 +6,10 @@ magnitude conversion and the statistics are checked against numbers computed
 here by hand.
 """
 
-import csv
 import json
 import os
+import subprocess
+import sys
 import zipfile
 
 import numpy as np
@@ -31,33 +32,23 @@ from astrom3_jax.data import (
 )
 from astrom3_jax.data.astrom3_tfds import objects
 from astrom3_jax.data.normalisation import NormalisationStats
-
-DUMMY = os.path.join(
-    os.path.dirname(__file__), "..", "tfds_builders", "astrom3", "dummy_data"
+from tests.helpers.paths import DUMMY
+from tests.helpers.release import (
+    ASASSN_DAT_HEADER,
+    SPLIT_STEMS,
+    dummy_release_rows,
+    read_csv_rows,
+    write_catalog,
 )
+
 SPLIT_DIR = os.path.join(DUMMY, "splits", "full", "42")
 INFO = os.path.join(SPLIT_DIR, "info.json")
-STEMS = {"train": "train", "validation": "val", "test": "test"}
 # Statistics computed here against ones recorded on another CPU (log10 in
 # NumPy differs in the last bits between AVX-512 and AVX2 code paths).
 STATS_RTOL = 1e-13
 RAW_SCALARS = schema.RAW_SCALARS
 SPEC_SCALARS = ("raw_spectrum_mean", "raw_spectrum_mad")
 LC_FEATURES = ("photometry", "photometry_aux", *RAW_SCALARS[:4])
-
-
-def _rows(path):
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def _release_rows():
-    """(split, CSV row) of every object of dummy_data's full_42."""
-    return [
-        (split, r)
-        for split, stem in STEMS.items()
-        for r in _rows(os.path.join(SPLIT_DIR, f"{stem}.csv"))
-    ]
 
 
 def _extract_dats(folder):
@@ -67,15 +58,6 @@ def _extract_dats(folder):
             if m.endswith(".dat"):
                 with open(os.path.join(folder, os.path.basename(m)), "wb") as f:
                     f.write(z.read(m))
-
-
-def _write_catalog(path, rows, columns=None):
-    columns = columns or list(dict.fromkeys(k for r in rows for k in r))
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=columns, restval="")
-        w.writeheader()
-        w.writerows(rows)
-    return str(path)
 
 
 def _catalog_row(split, r, lc_dir, spec_root, *, cat_dir, absolute=False):
@@ -104,12 +86,12 @@ def layout(tmp_path_factory):
     cat_dir.mkdir()
     spec_root = os.path.abspath(os.path.join(DUMMY, "spectra"))
     rows = []
-    for i, (split, r) in enumerate(_release_rows()):
+    for i, (split, r) in enumerate(dummy_release_rows()):
         row = _catalog_row(split, r, lc_dir, spec_root, cat_dir=cat_dir)
         if i % 2:
             row["spectrum"] = os.path.join(spec_root, r["target"], r["spec_filename"])
         rows.append(row)
-    path = _write_catalog(cat_dir / "catalog.csv", rows)
+    path = write_catalog(cat_dir / "catalog.csv", rows)
     return {"root": root, "catalog": path, "lc_dir": lc_dir, "spec_root": spec_root}
 
 
@@ -121,7 +103,7 @@ def built(tmp_path_factory):
 
 def _builder_examples(builder):
     out = {}
-    for split in STEMS:
+    for split in SPLIT_STEMS:
         ds = builder.as_data_source(split)
         for i in range(len(ds)):
             ex = ds[i]
@@ -178,7 +160,7 @@ def test_relative_paths_resolve_against_the_table_folder(layout, monkeypatch):
 def test_light_curve_only_rows(layout, built, tmp_path):
     want = _builder_examples(built)
     rows = []
-    for split, r in _release_rows()[:4]:
+    for split, r in dummy_release_rows()[:4]:
         row = _catalog_row(
             split, r, layout["lc_dir"], layout["spec_root"], cat_dir=tmp_path
         )
@@ -186,7 +168,7 @@ def test_light_curve_only_rows(layout, built, tmp_path):
         for c in schema.META_COLS:
             row[c] = ""  # no metadata: every metadata cell blank
         rows.append(row)
-    path = _write_catalog(tmp_path / "lc_only.csv", rows)
+    path = write_catalog(tmp_path / "lc_only.csv", rows)
     stats = NormalisationStats.from_info_json(INFO)
     out = catalog.preprocess(path, stats, num_workers=0, progress=False)
     for ex in out.examples:
@@ -198,12 +180,12 @@ def test_light_curve_only_rows(layout, built, tmp_path):
 
 
 def test_metadata_and_spectrum_only_row(layout, built, tmp_path):
-    split, r = _release_rows()[0]
+    split, r = dummy_release_rows()[0]
     row = _catalog_row(
         split, r, layout["lc_dir"], layout["spec_root"], cat_dir=tmp_path
     )
     row.pop("lightcurve")
-    path = _write_catalog(tmp_path / "c.csv", [row])
+    path = write_catalog(tmp_path / "c.csv", [row])
     stats = NormalisationStats.from_info_json(INFO)
     (ex,) = catalog.preprocess(path, stats, num_workers=0, progress=False).examples
     assert ex.present == {"photometry": False, "spectra": True, "metadata": True}
@@ -271,7 +253,7 @@ def test_flux_table_with_units_and_mjd(tmp_path):
 
 def test_dat_and_magnitude_table_of_one_star_agree(layout, tmp_path):
     """The same curve as .dat (flux) and as a magnitude table (mag -> flux)."""
-    name = _release_rows()[0][1]["name"]
+    name = dummy_release_rows()[0][1]["name"]
     lc = lightcurve_files.read_light_curve_file(str(layout["lc_dir"] / f"{name}.dat"))
     mag = 16.4 - 2.5 * np.log10(lc[:, 1])
     mag_err = lc[:, 2] / lc[:, 1] * 2.5 / np.log(10)
@@ -285,14 +267,13 @@ def test_dat_and_magnitude_table_of_one_star_agree(layout, tmp_path):
 
 
 # ---------------------------------------------------------------- bad rows
-HEADER = "# ASAS-SN light curve\nHJD MAG MAG_ERR FLUX FLUX_ERR\n"
 
 
 def _bad_catalog(tmp_path, layout, case):
     """4 good rows + one row broken as `case`; returns (path, bad id, file part)."""
     rows = [
         _catalog_row(s, r, layout["lc_dir"], layout["spec_root"], cat_dir=tmp_path)
-        for s, r in _release_rows()[:5]
+        for s, r in dummy_release_rows()[:5]
     ]
     bad = rows[2]
     file = "catalog.csv"
@@ -304,7 +285,9 @@ def _bad_catalog(tmp_path, layout, case):
         bad["spectrum"] = "broken.fits"
         file = "broken.fits"
     elif case == "one_point":
-        (tmp_path / "short.dat").write_text(HEADER + "2457000.1 12.0 0.01 5.0 0.1\n")
+        (tmp_path / "short.dat").write_text(
+            ASASSN_DAT_HEADER + "2457000.1 12.0 0.01 5.0 0.1\n"
+        )
         bad["lightcurve"] = "short.dat"
         file = "short.dat"
     elif case == "nan_catalogue":
@@ -317,7 +300,7 @@ def _bad_catalog(tmp_path, layout, case):
         bad["pmra"] = "fast"
     else:
         raise ValueError(case)
-    return _write_catalog(tmp_path / "catalog.csv", rows), bad["id"], file
+    return write_catalog(tmp_path / "catalog.csv", rows), bad["id"], file
 
 
 BAD_CASES = {
@@ -354,7 +337,7 @@ def test_bad_row_skipped_and_listed(tmp_path, layout, case):
     (bad,) = out.bad_rows
     assert bad.row == 2 and bad.id == bad_id and file in bad.file
     assert BAD_CASES[case] in bad.reason
-    (listed,) = _rows(tmp_path / "bad_rows.csv")
+    (listed,) = read_csv_rows(tmp_path / "bad_rows.csv")
     assert listed == {"row": "2", "id": bad_id, "file": bad.file, "reason": bad.reason}
 
 
@@ -370,12 +353,12 @@ def test_max_bad_fraction_enforced(tmp_path, layout):
 
 
 def test_partly_missing_photometric_values_with_a_light_curve(tmp_path, layout):
-    split, r = _release_rows()[0]
+    split, r = dummy_release_rows()[0]
     row = _catalog_row(
         split, r, layout["lc_dir"], layout["spec_root"], cat_dir=tmp_path
     )
     row["rfr_score"] = ""
-    path = _write_catalog(tmp_path / "c.csv", [row])
+    path = write_catalog(tmp_path / "c.csv", [row])
     stats = NormalisationStats.from_info_json(INFO)
     with pytest.raises(
         catalog_rows.RowError, match="rfr_score, which a light curve needs"
@@ -432,10 +415,19 @@ def test_read_stats_refuses_a_workdir_without_them(tmp_path):
 
 
 def test_stats_cli_records_info_json(tmp_path):
-    record_stats.main(["--workdir", str(tmp_path), "--info_json", INFO])
+    done = subprocess.run(
+        [sys.executable, "-m", "astrom3_jax.record_stats",
+         "--workdir", str(tmp_path), "--info_json", INFO],
+        capture_output=True, text=True,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"wrote {tmp_path}")
     assert normalisation.read_stats(tmp_path).mean == tuple(
         json.load(open(INFO))["mean"]
     )
+    with pytest.raises(errors.ConfigError, match="one of --info_json and --dataset"):
+        record_stats.record(str(tmp_path))
 
 
 def test_stats_of_train_rows_equal_release_info_json(layout):
@@ -505,7 +497,7 @@ def test_catalog_config_builds_the_release_examples(layout, built, tmp_path):
         "catalog", str(tmp_path), os.path.dirname(layout["catalog"]), num_workers=0
     )
     want = _builder_examples(built)
-    for split in STEMS:
+    for split in SPLIT_STEMS:
         ds = cat_builder.as_data_source(split)
         assert len(ds) == built.info.splits[split].num_examples
         for i in range(len(ds)):
@@ -524,7 +516,7 @@ def test_catalog_config_builds_the_release_examples(layout, built, tmp_path):
 
 def test_catalog_config_incomplete_unlabelled_drawn_split(layout, built, tmp_path):
     rows = []
-    for split, r in _release_rows():
+    for split, r in dummy_release_rows():
         row = _catalog_row(
             split, r, layout["lc_dir"], layout["spec_root"], cat_dir=tmp_path
         )
@@ -533,14 +525,14 @@ def test_catalog_config_incomplete_unlabelled_drawn_split(layout, built, tmp_pat
     rows[5]["spectrum"] = ""  # no spectrum
     rows[6].update(dict.fromkeys(schema.META_COLS, ""))  # no catalogue values
     rows[7]["lightcurve"] = ""  # a light curve is required: a bad row
-    _write_catalog(tmp_path / "catalog.csv", rows)
+    write_catalog(tmp_path / "catalog.csv", rows)
     with pytest.raises(catalog_rows.RowError, match=r"row 7 .*lacks photometry"):
         datasets.prepare("catalog", str(tmp_path / "a"), str(tmp_path), num_workers=0)
     b = datasets.prepare(
         "catalog", str(tmp_path / "b"), str(tmp_path), num_workers=0,
         skip_bad=True, max_bad_fraction=0.5,
     )  # fmt: skip
-    sizes = {s: b.info.splits[s].num_examples for s in STEMS}
+    sizes = {s: b.info.splits[s].num_examples for s in SPLIT_STEMS}
     assert sum(sizes.values()) == 39 and sizes["test"] == 4
     report = datasets.report(b)
     (bad,) = [x for v in report["bad_objects"].values() for x in v]
@@ -548,7 +540,7 @@ def test_catalog_config_incomplete_unlabelled_drawn_split(layout, built, tmp_pat
     assert sum(a["spectra"] for a in report["absent"].values()) == 1
     assert sum(a["metadata"] for a in report["absent"].values()) == 1
     got = {}
-    for split in STEMS:
+    for split in SPLIT_STEMS:
         ds = b.as_data_source(split)
         got.update({ds[i]["id"].decode(): ds[i] for i in range(len(ds))})
     assert {int(ex["label"]) for ex in got.values()} == {-1}

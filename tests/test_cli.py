@@ -6,8 +6,8 @@ written or any data is read. A run says how it started and ends with a
 summary; absl/Orbax INFO logs appear only with --verbosity / -v.
 
 Where training is needed, a small script runs the real command (flags,
-cli.main, train.main) with the data swapped for test_train.py's fake
-examples and the model for test_training_faults.py's toy classifier.
+cli.main, train.main) with the data swapped for fake examples and the model
+for a toy classifier (tests/helpers/training.py).
 """
 
 import json
@@ -22,7 +22,8 @@ import pytest
 from astrom3_jax.configs import finetune, pretrain
 from astrom3_jax.training import checkpoints
 from astrom3_jax.training import metrics_writer as metrics_lib
-from tests.test_train import ROOT
+from tests.helpers.checkpoints import damage, data_file
+from tests.helpers.paths import ROOT
 
 ENV = {
     **os.environ,
@@ -149,8 +150,7 @@ TRAIN_ON_FAKES = textwrap.dedent(
     from astrom3_jax import cli, train, training
     from astrom3_jax.cli import training_command
     from astrom3_jax.training import loop, runner, tasks
-    from tests import test_training_faults as faults
-    from tests.test_train import fake_sources
+    from tests.helpers.training import fake_sources, toy_build
 
     # The command's own run, on fake data with a toy classifier.
     real_run = runner.run
@@ -158,7 +158,7 @@ TRAIN_ON_FAKES = textwrap.dedent(
 
     def run_on_fakes(config, workdir, **kw):
         return real_run(
-            config, workdir, sources=fake_sources(), build_fn=faults.toy_build, **kw
+            config, workdir, sources=fake_sources(), build_fn=toy_build, **kw
         )
 
     training.run = run_on_fakes
@@ -271,8 +271,6 @@ def test_resume_summary_and_quiet_logs(tmp_path):
 def test_a_damaged_checkpoint_is_skipped_in_one_warning(tmp_path):
     """Orbax's unfinished reads of the damaged file once printed their own
     tracebacks (and a page of TensorStore spec) after the warning."""
-    from tests.test_training_faults import damage, data_file
-
     wd = str(tmp_path / "run")
     p = train_on_fakes(wd, kill_after=3)
     assert p.returncode == 9, p.stdout[-2000:] + p.stderr[-3000:]

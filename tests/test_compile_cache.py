@@ -13,8 +13,7 @@ from jax.experimental.compilation_cache import compilation_cache
 
 from astrom3_jax import compile_cache, models
 from astrom3_jax.training import workdir as workdir_lib
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.helpers.paths import ROOT
 
 
 def test_cache_dir_rules(tmp_path):

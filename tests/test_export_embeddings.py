@@ -8,8 +8,7 @@ import pytest
 from astrom3_jax import api, errors, export_embeddings, training
 from astrom3_jax.analysis import store
 from astrom3_jax.data import pipeline
-from tests.test_finetune import ft_config
-from tests.test_train import fake_examples, tiny_config
+from tests.helpers.training import fake_examples, ft_config, tiny_config
 
 
 def with_ids(examples, prefix):

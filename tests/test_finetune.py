@@ -22,7 +22,8 @@ from astrom3_jax.configs import base, finetune
 from astrom3_jax.data import modalities, pipeline
 from astrom3_jax.training import checkpoints, init_from, loop, reports, sharding, tasks
 from astrom3_jax.training import workdir as workdir_lib
-from tests.test_train import ROOT, fake_examples, fake_sources
+from tests.helpers.paths import ROOT
+from tests.helpers.training import fake_examples, fake_sources, ft_config
 
 PRETRAIN_2_DEVICES = textwrap.dedent(
     """
@@ -32,12 +33,12 @@ PRETRAIN_2_DEVICES = textwrap.dedent(
     sys.path.insert(0, sys.argv[2])
     from absl import flags
     flags.FLAGS.mark_as_parsed()
-    from tests import test_train as t
+    from tests.helpers.training import fake_sources, tiny_config
     from astrom3_jax import training
     # keep_best=2: two epochs' checkpoints stay, so init_from_step can pick
     # one that is not the default (best).
-    c = t.tiny_config(num_epochs=2, max_steps_per_epoch=2, keep_best=2)
-    training.run(c, sys.argv[1], sources=t.fake_sources())
+    c = tiny_config(num_epochs=2, max_steps_per_epoch=2, keep_best=2)
+    training.run(c, sys.argv[1], sources=fake_sources())
     """
 )
 
@@ -53,15 +54,6 @@ def pretrained(tmp_path_factory):
     )
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
     return wd
-
-
-def ft_config(arg, **kw):
-    c = finetune.get_config(arg + ",smoke")
-    c.seq_len = c.model.photometry.seq_len = 32  # as the pre-training above
-    c.batch_size = c.eval_batch_size = c.test_batch_size = 16
-    c.max_steps_per_epoch = 2
-    c.update(kw)
-    return c
 
 
 def ft_sources():

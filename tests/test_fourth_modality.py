@@ -18,7 +18,7 @@ from astrom3_jax.analysis import store
 from astrom3_jax.data import modalities, pipeline
 from astrom3_jax.training import sharding
 from astrom3_jax.training.planner import programs
-from tests.test_train import fake_sources, tiny_config
+from tests.helpers.training import fake_sources, tiny_config
 
 N_COLOURS = 4
 

@@ -7,7 +7,7 @@ import numpy as np
 from astrom3_jax import export_embeddings, training
 from astrom3_jax.analysis import store
 from astrom3_jax.training import metrics_writer as metrics_lib
-from tests.test_train import fake_examples, tiny_config
+from tests.helpers.training import fake_examples, tiny_config
 
 
 def with_holes(examples, seed, prefix):

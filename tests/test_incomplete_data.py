@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import os
 import pathlib
 
 import numpy as np
@@ -20,16 +19,10 @@ from astrom3_jax.data.astrom3_tfds import astrom3_dataset_builder as astrom3
 from astrom3_jax.data.astrom3_tfds import objects
 from astrom3_jax.data.release_io import ReleaseError
 from astrom3_jax.data.synthetic import release
+from tests.helpers.paths import DUMMY
+from tests.helpers.release import read_csv_rows
 
 TINY = dict(n_objects=60, n_unseen=3, workers=1)
-DUMMY = os.path.join(
-    os.path.dirname(__file__), "..", "tfds_builders", "astrom3", "dummy_data"
-)
-
-
-def _rows(path) -> list[dict]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def _has(row) -> dict[str, bool]:
@@ -72,12 +65,12 @@ def test_sky_is_small_plus_incomplete_pretraining_objects(raw):
 
     for seed in release.SPLIT_SEEDS:
         folder = f"splits/full/{seed}"
-        small_rows = _rows(small / folder / "train.csv")
-        sky_rows = _rows(sky / folder / "train.csv")
+        small_rows = read_csv_rows(small / folder / "train.csv")
+        sky_rows = read_csv_rows(sky / folder / "train.csv")
         assert sky_rows[: len(small_rows)] == small_rows
         extra = sky_rows[len(small_rows) :]
-        known = sum(1 for _ in _rows(small / folder / "train.csv")) + sum(
-            len(_rows(small / folder / f"{s}.csv")) for s in ("val", "test")
+        known = sum(1 for _ in read_csv_rows(small / folder / "train.csv")) + sum(
+            len(read_csv_rows(small / folder / f"{s}.csv")) for s in ("val", "test")
         )
         assert len(extra) == 2 * known
         kinds = [_has(r) for r in extra]
@@ -95,14 +88,16 @@ def test_sky_is_small_plus_incomplete_pretraining_objects(raw):
             assert all(r[c] for c in schema.PHOTO_COLS)
             spec = sky / "spectra" / r["target"] / r["spec_filename"]
             assert spec.is_file() == bool(r["spec_filename"])
-    names_all = [r["name"] for p in sky.glob("splits/full/42/*.csv") for r in _rows(p)]
+    names_all = [
+        r["name"] for p in sky.glob("splits/full/42/*.csv") for r in read_csv_rows(p)
+    ]
     assert len(names_all) == len(set(names_all))
     # Labelled evaluation and fine-tuning sets: complete, and small's.
     for sub in ("sub10", "sub25", "sub50"):
         for stem in ("train", "val", "test"):
             assert all(
                 all(_has(r).values())
-                for r in _rows(sky / f"splits/{sub}/42/{stem}.csv")
+                for r in read_csv_rows(sky / f"splits/{sub}/42/{stem}.csv")
             )
 
 
@@ -149,7 +144,9 @@ def test_built_presence_per_object(built):
     stems = {"train": "train", "validation": "val", "test": "test"}
     report = datasets.report(sky)
     for split, stem in stems.items():
-        rows = {r["name"]: r for r in _rows(root / "splits/full/42" / f"{stem}.csv")}
+        rows = {
+            r["name"]: r for r in read_csv_rows(root / "splits/full/42" / f"{stem}.csv")
+        }
         ds = sky.as_data_source(split)
         assert len(ds) == len(rows)
         n_absent = dict.fromkeys(("spectra", "metadata"), 0)
@@ -180,7 +177,7 @@ def test_built_presence_per_object(built):
 
 def test_built_batches_carry_presence(built):
     sky, _, root = built
-    rows = {r["id"]: r for r in _rows(root / "splits/full/42/train.csv")}
+    rows = {r["id"]: r for r in read_csv_rows(root / "splits/full/42/train.csv")}
     source = sky.as_data_source("train")
     kw = dict(batch_size=32, extra_fields=("id",))
     for cache in (False, True):
@@ -207,7 +204,7 @@ def test_built_batches_carry_presence(built):
 
 # ------------------------------------------------------------- bad records
 def _corrupt_spectrum(root):
-    rows = _rows(root / "splits/full/42/train.csv")
+    rows = read_csv_rows(root / "splits/full/42/train.csv")
     row = next(r for r in rows[::-1] if r["spec_filename"])  # an incomplete one
     path = root / "spectra" / row["target"] / row["spec_filename"]
     path.write_bytes(b"SIMPLE  = not a FITS file" * 20)
@@ -216,7 +213,7 @@ def _corrupt_spectrum(root):
 
 def _partial_metadata(root):
     path = root / "splits/full/42/train.csv"
-    rows = _rows(path)
+    rows = read_csv_rows(path)
     row = next(r for r in rows if all(r[c] for c in schema.META_COLS))
     row["parallax"] = ""
     with open(path, "w", newline="") as f:
@@ -253,7 +250,7 @@ def _dummy_row():
     root = pathlib.Path(DUMMY)
     folder = root / "splits/full/42"
     info = __import__("json").loads((folder / "info.json").read_text())
-    row = _rows(folder / "train.csv")[0]
+    row = read_csv_rows(folder / "train.csv")[0]
     for c in schema.ALL_COLS:
         row[c] = float(row[c])
     files = objects.ReleaseFiles(

@@ -1,11 +1,9 @@
 """The global-batch InfoNCE equals the single-device one, loss and gradients.
 
-The reference below is written independently (full N x N matrices, no
-all_gather, no masks helpers) so that a wrong offset, a missing transpose
-or a gradient off by the device count would show.
+The reference (tests/helpers/losses.py) is written independently (full
+N x N matrices, no all_gather, no masks helpers) so that a wrong offset, a
+missing transpose or a gradient off by the device count would show.
 """
-
-import itertools
 
 import jax
 import jax.numpy as jnp
@@ -15,36 +13,11 @@ from flax import nnx
 from jax.sharding import PartitionSpec as P
 
 from astrom3_jax.training import losses, sharding
-
-MODS = ("photometry", "spectra", "metadata")
-PAIRS = list(itertools.combinations(MODS, 2))
-
-
-def _embeddings(n, d=16, seed=0):
-    rng = np.random.default_rng(seed)
-    out = {}
-    for m in MODS:
-        x = rng.normal(size=(n, d)).astype(np.float32)
-        out[m] = x / np.linalg.norm(x, axis=1, keepdims=True)
-    return out
+from tests.helpers.losses import MODS, PAIRS, random_embeddings, reference_loss
 
 
 def _scales(raw):
     return {p: jnp.clip(jnp.exp(raw[i]), 1.0, 100.0) for i, p in enumerate(PAIRS)}
-
-
-def reference_loss(emb, raw):
-    """Sum over pairs of CE(rows) + CE(columns) on the whole batch."""
-    total = 0.0
-    for i, (a, b) in enumerate(PAIRS):
-        s = jnp.clip(jnp.exp(raw[i]), 1.0, 100.0)
-        logits = s * emb[a] @ emb[b].T
-        n = logits.shape[0]
-        rows = -jnp.mean(jnp.diag(jax.nn.log_softmax(logits, axis=1)))
-        cols = -jnp.mean(jnp.diag(jax.nn.log_softmax(logits, axis=0)))
-        total = total + rows + cols
-        del n
-    return total
 
 
 def reference_rank(logits):
@@ -96,14 +69,14 @@ def _put(emb, mesh):
 
 
 def test_single_device_matches_reference():
-    emb = _embeddings(12)
+    emb = random_embeddings(12)
     raw = jnp.array([np.log(100.0), 1.0, 2.5])
     got = losses.clip_loss(emb, _scales(raw))
     np.testing.assert_allclose(got, reference_loss(emb, raw), rtol=1e-6)
 
 
 def test_eight_devices_loss_and_grads_match_one_device(mesh):
-    emb = _embeddings(32)
+    emb = random_embeddings(32)
     raw = jnp.array([np.log(100.0), 1.0, 2.5])
     want, (g_emb_want, g_raw_want) = jax.value_and_grad(reference_loss, (0, 1))(
         emb, raw
@@ -153,7 +126,7 @@ def _sharded_metrics(mesh, emb, raw, mask, ks=(1, 5)):
 
 
 def test_metrics_match_reference(mesh):
-    emb = _embeddings(40, d=4, seed=3)
+    emb = random_embeddings(40, d=4, seed=3)
     raw = jnp.array([1.0, 2.0, 3.0])
     got = _sharded_metrics(mesh, emb, raw, np.ones(40, np.float32))
     want = reference_metrics(emb, raw)
@@ -164,8 +137,8 @@ def test_metrics_match_reference(mesh):
 
 def test_padded_eval_batch_scores_like_unpadded(mesh):
     n_real, n_pad = 13, 3
-    real = _embeddings(n_real, d=4, seed=5)
-    junk = _embeddings(n_pad, d=4, seed=6)
+    real = random_embeddings(n_real, d=4, seed=5)
+    junk = random_embeddings(n_pad, d=4, seed=6)
     padded = {m: np.concatenate([real[m], junk[m]]) for m in MODS}
     mask = np.r_[np.ones(n_real), np.zeros(n_pad)].astype(np.float32)
     raw = jnp.array([2.0, 3.0, 4.6])
@@ -378,7 +351,7 @@ RAW = jnp.array([np.log(30.0), 1.5, 2.5])
 @pytest.mark.parametrize("case", HOLE_CASES)
 def test_holes_match_numpy_on_one_and_eight_devices(mesh, case):
     presence, mask = _holes(case)
-    emb = _with_nan_fill(_embeddings(N_HOLES, d=4, seed=9), presence)
+    emb = _with_nan_fill(random_embeddings(N_HOLES, d=4, seed=9), presence)
     full = {m: presence.get(m, np.ones(N_HOLES, np.float32)) for m in MODS}
     want = numpy_masked(emb, RAW, full, mask)
 
@@ -407,7 +380,7 @@ def test_holes_match_numpy_on_one_and_eight_devices(mesh, case):
 @pytest.mark.parametrize("case", HOLE_CASES)
 def test_holes_gradients_are_finite_and_match_on_eight_devices(mesh, case):
     presence, mask = _holes(case)
-    emb = _with_nan_fill(_embeddings(N_HOLES, d=4, seed=10), presence)
+    emb = _with_nan_fill(random_embeddings(N_HOLES, d=4, seed=10), presence)
 
     def loss_fn(e, r, p, m, axis_name=None):
         return losses.clip_loss(e, _scales(r), axis_name=axis_name, mask=m, presence=p)
@@ -470,7 +443,7 @@ def reference_masked_loss(emb, raw, presence, mask):
 @pytest.mark.parametrize("case", ("random", "no_spectra", "one_row_in_two_pairs"))
 def test_holes_gradients_match_a_sub_batch_reference(case):
     presence, mask = _holes(case)
-    emb = _embeddings(N_HOLES, d=4, seed=12)
+    emb = random_embeddings(N_HOLES, d=4, seed=12)
     full = {m: presence.get(m, np.ones(N_HOLES, np.float32)) for m in MODS}
     want, (g_emb_want, g_raw_want) = jax.value_and_grad(
         lambda e, r: reference_masked_loss(e, r, full, mask), (0, 1)
@@ -492,7 +465,7 @@ def test_without_flags_the_loss_is_the_original_bit_for_bit(mesh):
     of the pair losses, compiled or not, on 1 and on 8 devices. All-ones
     flags are the same numbers in exact arithmetic (float rounding may
     differ once XLA compiles the masked program)."""
-    emb = _embeddings(32, d=8, seed=13)
+    emb = random_embeddings(32, d=8, seed=13)
     raw = jnp.array([np.log(100.0), 1.0, 2.5])
     scales = _scales(raw)
     original = sum(losses.pair_losses(emb, scales).values())

@@ -1,28 +1,15 @@
 """The input pipeline read through the real builder, on its dummy release.
 
 The other pipeline tests use stand-in sources; this one checks that what the
-builder writes is what the pipeline serves, row for row.
+builder writes is what the pipeline serves, row for row. The `data_dir`
+fixture (tests/conftest.py) is full_42 built from dummy_data.
 """
 
-import os
-
 import numpy as np
-import pytest
 
-from astrom3_jax.data import datasets as build
 from astrom3_jax.data import pipeline
 
-DUMMY = os.path.join(
-    os.path.dirname(__file__), "..", "tfds_builders", "astrom3", "dummy_data"
-)
 SEQ = 200
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    d = str(tmp_path_factory.mktemp("tfds"))
-    build.prepare("full_42", data_dir=d, manual_dir=DUMMY, num_workers=0)
-    return d
 
 
 def _expected_row(example):

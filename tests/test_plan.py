@@ -8,7 +8,6 @@ compile the smoke model for a 4-chip v5e slice (a few seconds).
 import importlib.util
 import json
 import math
-import os
 import subprocess
 import sys
 
@@ -19,12 +18,12 @@ import pytest
 from astrom3_jax.configs import finetune, pretrain
 from astrom3_jax.training import planner
 from astrom3_jax.training.planner import topologies
+from tests.helpers.paths import ROOT
 
 needs_libtpu = pytest.mark.skipif(
     importlib.util.find_spec("libtpu") is None,
     reason="libtpu not installed (pip install -e '.[tpu]')",
 )
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def smoke_param_count(c) -> int:

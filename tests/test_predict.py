@@ -9,7 +9,6 @@ import); the slow ones train a tiny CLIP model and a tiny fused classifier
 on the built release (the runs record its statistics themselves).
 """
 
-import csv
 import gzip
 import json
 import os
@@ -34,7 +33,6 @@ from astrom3_jax.data import (
     catalog,
     catalog_rows,
     catalog_tables,
-    datasets,
     normalisation,
     release_io,
     schema,
@@ -42,40 +40,19 @@ from astrom3_jax.data import (
 from astrom3_jax.data import workers as workers_lib
 from astrom3_jax.models import weights
 from astrom3_jax.training import reports
-from tests.test_finetune import ft_config
-from tests.test_train import ROOT, tiny_config
+from tests.helpers.paths import DUMMY, ROOT
+from tests.helpers.release import ASASSN_DAT_HEADER as HEADER
+from tests.helpers.release import SPLIT_STEMS as STEMS
+from tests.helpers.release import dummy_release_rows as _release_rows
+from tests.helpers.release import read_csv_rows as _read_csv
+from tests.helpers.release import write_catalog as _write_catalog
+from tests.helpers.training import ft_config, tiny_config
 
-DUMMY = os.path.join(ROOT, "tfds_builders", "astrom3", "dummy_data")
 INFO = os.path.join(DUMMY, "splits", "full", "42", "info.json")
-STEMS = {"train": "train", "validation": "val", "test": "test"}
 WEIGHTS = os.path.join(ROOT, "tests", "fixtures", "reference_weights_small")
 EXAMPLE = os.path.join(ROOT, "examples", "my_stars", "catalog.csv")
 MODALITIES = ("photometry", "spectra", "metadata")
 TOL = 1e-5
-
-
-def _release_rows(*splits):
-    """(split, CSV row as text) of the dummy release's objects, split order."""
-    out = []
-    for split in splits:
-        path = os.path.join(DUMMY, "splits", "full", "42", f"{STEMS[split]}.csv")
-        with open(path, newline="") as f:
-            out += [(split, r) for r in csv.DictReader(f)]
-    return out
-
-
-def _write_catalog(path, rows):
-    columns = list(dict.fromkeys(k for r in rows for k in r))
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=columns, restval="")
-        w.writeheader()
-        w.writerows(rows)
-    return str(path)
-
-
-def _read_csv(path):
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 @pytest.fixture(scope="module")
@@ -124,13 +101,6 @@ def _row(files, split, r, *, spectrum=True, metadata=True, absolute=False):
 
 def _catalogue(files, name, rows):
     return _write_catalog(files / "tables" / name, rows)
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    d = str(tmp_path_factory.mktemp("tfds"))
-    datasets.prepare("full_42", d, DUMMY, num_workers=0)
-    return d
 
 
 @pytest.fixture(scope="module")
@@ -349,7 +319,6 @@ def test_light_curve_only_rows(imported, files, tmp_path):
 
 
 # ------------------------------------------------------------------ bad rows
-HEADER = "# ASAS-SN light curve\nHJD MAG MAG_ERR FLUX FLUX_ERR\n"
 BAD = {  # case -> (the part of the file name in the message, the problem)
     "missing_file": ("gone.dat", "not found"),
     "corrupt_fits": ("broken.fits", "unreadable FITS"),

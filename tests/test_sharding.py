@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from astrom3_jax.training import sharding
-from tests.test_losses import MODS, _embeddings, reference_loss
+from tests.helpers.losses import MODS, random_embeddings, reference_loss
 
 WORKER = textwrap.dedent(
     """
@@ -71,7 +71,7 @@ def _free_port():
 
 
 def test_two_processes_two_devices_match_one_device(tmp_path):
-    emb = _embeddings(16, d=8, seed=11)
+    emb = random_embeddings(16, d=8, seed=11)
     raw = np.array([np.log(100.0), 1.5, 3.0], np.float32)
     out = str(tmp_path / "result.npz")
     np.savez(out + ".in.npz", raw=raw, **emb)

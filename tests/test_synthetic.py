@@ -33,7 +33,8 @@ def _files(root):
     return {p.relative_to(root): p for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def _rows(root, sub="full", seed=42, split="train"):
+def _table(root, sub="full", seed=42, split="train"):
+    """The rows of a release's splits/<sub>/<seed>/<split>.csv table."""
     with open(root / "splits" / sub / str(seed) / f"{split}.csv") as f:
         return list(csv.DictReader(f))
 
@@ -49,8 +50,8 @@ def test_same_seed_gives_byte_identical_release(releases):
 def test_other_seed_gives_other_stars(releases):
     a, _, c = releases
     assert (a / "photometry.zip").read_bytes() != (c / "photometry.zip").read_bytes()
-    names_a = {r["name"] for r in _rows(a)}
-    names_c = {r["name"] for r in _rows(c)}
+    names_a = {r["name"] for r in _table(a)}
+    names_c = {r["name"] for r in _table(c)}
     assert len(names_a & names_c) < 3
 
 
@@ -72,7 +73,7 @@ def test_layout_and_csv_columns(releases):
             assert header == release.CSV_COLS
     expected_38 = set(release.PHOTO_COLS) | set(release.META_COLS)
     assert len(expected_38) == 38 and {"l", "b"} <= set(release.META_COLS)
-    for r in _rows(root):
+    for r in _table(root):
         assert re.fullmatch(r"EDR3 \d{17,19}", r["id"])
         assert " " not in r["name"] and r["name"].startswith("ASASSN-V")
         assert r["target"] in classes.CLASSES
@@ -108,7 +109,7 @@ def test_info_json(releases):
 
 def test_light_curve_files(releases):
     root = releases[0]
-    rows = _rows(root) + _rows(root, split="unseen")
+    rows = _table(root) + _table(root, split="unseen")
     with zipfile.ZipFile(root / "photometry.zip") as zf:
         members = set(zf.namelist())
         assert {f"vardb_files/{r['name']}.dat" for r in rows} <= members
@@ -125,7 +126,7 @@ def test_light_curve_files(releases):
 
 def test_spectra_both_layouts_read_back(releases):
     root = releases[0]
-    rows = _rows(root) + _rows(root, split="val") + _rows(root, split="test")
+    rows = _table(root) + _table(root, split="val") + _table(root, split="test")
     layouts, gz = set(), set()
     for r in rows:
         path = root / "spectra" / r["target"] / r["spec_filename"]
@@ -144,14 +145,14 @@ def test_spectra_both_layouts_read_back(releases):
 
 def test_ground_truth_and_unseen(releases):
     root = releases[0]
-    rows = _rows(root) + _rows(root, split="val") + _rows(root, split="test")
+    rows = _table(root) + _table(root, split="val") + _table(root, split="test")
     for r in rows:
         assert r["true_target"] in classes.CLASSES
         if r["true_target"] == "M":
             assert r["subtype"] in ("carbon", "oxygen")
         elif r["true_target"] == "ROT":
             assert r["subtype"] in ("dwarf", "giant")
-    unseen = _rows(root, split="unseen")
+    unseen = _table(root, split="unseen")
     assert len(unseen) == 9
     for r in unseen:
         assert r["true_target"] in classes.UNSEEN_CLASSES
@@ -231,7 +232,7 @@ def test_cli_small(tmp_path):
 
 def test_physics_sanity(releases):
     """Catalogue values follow the class physics (periods, Bailey, colours)."""
-    rows = _rows(releases[0]) + _rows(releases[0], split="val")
+    rows = _table(releases[0]) + _table(releases[0], split="val")
     by = {}
     for r in rows:
         if r["target"] == r["true_target"]:
@@ -287,7 +288,7 @@ def test_full_preset_on_disk(tmp_path):
             ] += 1
     assert {c: tuple(v) for c, v in sizes.items()} == classes.SPLIT_COUNTS_42
     with zipfile.ZipFile(root / "photometry.zip") as zf:
-        assert len(zf.namelist()) == 21440 + len(_rows(root, split="unseen"))
+        assert len(zf.namelist()) == 21440 + len(_table(root, split="unseen"))
 
 
 def _assert_curves_have_scatter(root):
@@ -319,5 +320,5 @@ def test_saturated_stars_keep_scatter(tmp_path, monkeypatch):
         tmp_path / "bright", preset="small", seed=5, n_objects=24, n_unseen=2, workers=1
     )
     assert len(_assert_curves_have_scatter(root)) >= 24
-    rows = _rows(root) + _rows(root, split="val") + _rows(root, split="test")
+    rows = _table(root) + _table(root, split="val") + _table(root, split="test")
     assert min(float(r["mean_vmag"]) for r in rows) < 9.8  # saturated stars present

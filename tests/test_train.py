@@ -27,8 +27,8 @@ from astrom3_jax.configs import pretrain
 from astrom3_jax.training import checkpoints, loop, optim, sharding, tasks
 from astrom3_jax.training import metrics_writer as metrics_lib
 from astrom3_jax.training import workdir as workdir_lib
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.helpers.paths import ROOT
+from tests.helpers.training import fake_examples, fake_sources, tiny_config
 
 
 def standin_build(model_cfg, rngs):
@@ -36,43 +36,6 @@ def standin_build(model_cfg, rngs):
     from astrom3_jax.models import build_clip_model
 
     return build_clip_model(model_cfg, rngs)
-
-
-def fake_examples(n, seed):
-    """Random examples in the stored TFDS layout (correlated modalities)."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for i in range(n):
-        z = rng.normal(size=3).astype(np.float32)
-        t = int(rng.integers(20, 260))
-        phot = np.stack(
-            [np.sort(rng.uniform(size=t)), z[0] + rng.normal(size=t), np.ones(t)], 1
-        )
-        out.append(
-            {
-                "photometry": phot.astype(np.float32),
-                "photometry_aux": np.r_[z, z].astype(np.float32),
-                "spectra": (z[1] + rng.normal(size=(3, 2575))).astype(np.float32),
-                "metadata": np.r_[np.tile(z, 11), z[:1]].astype(np.float32),
-                "label": np.int64(i % 10),
-            }
-        )
-    return out
-
-
-def fake_sources(n_train=64, n_val=21):
-    return {"train": fake_examples(n_train, 0), "validation": fake_examples(n_val, 1)}
-
-
-def tiny_config(**kw):
-    c = pretrain.get_config("smoke")
-    c.seq_len = c.model.photometry.seq_len = 32  # light curves cropped short: fast
-    c.batch_size = 16
-    c.eval_batch_size = 16
-    c.num_epochs = 3
-    c.max_steps_per_epoch = 0
-    c.update(kw)
-    return c
 
 
 def test_configs_build():

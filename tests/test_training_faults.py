@@ -1,10 +1,11 @@
 """Faults in a training run: failed saves, NaN/inf, corrupt checkpoints, resume.
 
 The loop knows nothing of the model it trains (training/loop.py), so most
-of these runs train a toy classifier on the metadata of test_train.py's fake
-examples with the classification task: it compiles in about a second, where
-the `smoke` AstroM3 model takes tens of seconds on 2 busy cores. One slow
-test repeats the NaN case on the real model.
+of these runs train a toy classifier on the metadata of fake examples
+(both from tests/helpers/training.py) with the classification task: it
+compiles in about a second, where the `smoke` AstroM3 model takes tens of
+seconds on 2 busy cores. One slow test repeats the NaN case on the real
+model.
 
 A run "killed" right after a given checkpoint is simulated by a save that
 raises once that checkpoint is on disk: whatever the loop held in memory is
@@ -22,7 +23,6 @@ import textwrap
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
@@ -31,28 +31,14 @@ from astrom3_jax import errors, training
 from astrom3_jax.training import checkpoints, loop, tasks
 from astrom3_jax.training import metrics_writer as metrics_lib
 from astrom3_jax.training import workdir as workdir_lib
-from tests.test_train import ROOT, fake_sources, tiny_config
+from tests.helpers.checkpoints import damage, data_file
+from tests.helpers.paths import ROOT
+from tests.helpers.training import fake_sources, tiny_config, toy_build
 
 # Two epochs of two steps, a checkpoint after every step: steps 1 (mid-epoch
 # 0), 2 (end of epoch 0), 3 (mid-epoch 1), 4 (end of epoch 1).
 RUN = dict(num_epochs=2, max_steps_per_epoch=2, checkpoint_every_steps=1)
 TIMING = set(loop.TIMING_KEYS)
-
-
-class ToyClassifier(nnx.Module):
-    """Metadata -> 10 logits. exp() makes a blown-up weight overflow to inf,
-    as the CLIP temperature does in the real model."""
-
-    def __init__(self, model_config, rngs):
-        self.hidden = nnx.Linear(34, 64, rngs=rngs)
-        self.out = nnx.Linear(64, 10, rngs=rngs)
-
-    def __call__(self, inputs, *, rngs=None):
-        return jnp.exp(self.out(jnp.tanh(self.hidden(inputs["metadata"]))) / 4)
-
-
-def toy_build(model_config, rngs):
-    return ToyClassifier(model_config, rngs)
 
 
 def run_toy(wd, **kw):
@@ -144,29 +130,6 @@ def test_mid_epoch_resume_keeps_the_epoch_averages(
 
 
 # ------------------------------------------------------ corrupt checkpoints
-
-
-def data_file(wd, step, item="params"):
-    """The biggest array-data file Orbax wrote: the arrays live in an OCDBT
-    key-value store (zarr chunks) under <step>/<item>/ocdbt.process_<i>/d/."""
-    pattern = os.path.join(wd, "checkpoints", str(step), item, "ocdbt.process_*", "d")
-    files = glob.glob(os.path.join(pattern, "*"))
-    assert files, f"no OCDBT data files under {pattern}"
-    return max(files, key=os.path.getsize)
-
-
-def damage(path, how):
-    with open(path, "rb") as f:
-        data = bytearray(f.read())
-    if how == "flip":  # one bit in the middle of the stored array bytes
-        data[len(data) // 2] ^= 0x04
-    elif how == "truncate":
-        data = data[: len(data) // 3]
-    elif how == "delete":
-        os.remove(path)
-        return
-    with open(path, "wb") as f:
-        f.write(data)
 
 
 def flip_every_data_file(wd, step, item):
