@@ -25,7 +25,7 @@ from sklearn.metrics import balanced_accuracy_score
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
 from astrom3_jax.data import preprocessing, release_io
-from astrom3_jax.data.synthetic import release
+from astrom3_jax.data.synthetic import release, release_files
 
 GRID = np.arange(3850, 9000, 2.0)
 LINES = {  # (centre, half-width) in vacuum A
@@ -98,9 +98,9 @@ def spectra_features(root, row):
 
 
 def metadata_features(rows):
-    table = {c: np.array([float(r[c]) for r in rows]) for c in release.ALL_COLS}
-    tr = preprocessing.transform_catalogue(table, release.METADATA_FUNC)
-    return np.stack([tr[c] for c in release.META_COLS], axis=1)
+    table = {c: np.array([float(r[c]) for r in rows]) for c in release_files.ALL_COLS}
+    tr = preprocessing.transform_catalogue(table, release_files.METADATA_FUNC)
+    return np.stack([tr[c] for c in release_files.META_COLS], axis=1)
 
 
 def score(x, y, seed=0, n_estimators=300):

@@ -18,7 +18,7 @@ from astrom3_jax.data import datasets, modalities, names, pipeline, schema
 from astrom3_jax.data.astrom3_tfds import astrom3_dataset_builder as astrom3
 from astrom3_jax.data.astrom3_tfds import objects
 from astrom3_jax.data.release_io import ReleaseError
-from astrom3_jax.data.synthetic import release
+from astrom3_jax.data.synthetic import release, release_files
 from tests.helpers.paths import DUMMY
 from tests.helpers.release import read_csv_rows
 
@@ -54,7 +54,7 @@ def test_sky_is_small_plus_incomplete_pretraining_objects(raw):
     sky, small = raw
     a, b = _files(sky), _files(small)
     changed = {"photometry.zip"} | {
-        f"splits/full/{s}/train.csv" for s in release.SPLIT_SEEDS
+        f"splits/full/{s}/train.csv" for s in release_files.SPLIT_SEEDS
     }
     # Every file of small is in sky, the same, but the zip and full train CSVs.
     for rel, data in b.items():
@@ -63,7 +63,7 @@ def test_sky_is_small_plus_incomplete_pretraining_objects(raw):
     extra_spectra = {rel for rel in a if rel not in b}
     assert all(rel.startswith("spectra/") for rel in extra_spectra)
 
-    for seed in release.SPLIT_SEEDS:
+    for seed in release_files.SPLIT_SEEDS:
         folder = f"splits/full/{seed}"
         small_rows = read_csv_rows(small / folder / "train.csv")
         sky_rows = read_csv_rows(sky / folder / "train.csv")

@@ -14,7 +14,7 @@ import pytest
 from astropy.io import fits
 
 from astrom3_jax.data import preprocessing, release_io
-from astrom3_jax.data.synthetic import catalogue, classes, release
+from astrom3_jax.data.synthetic import catalogue, classes, release, release_files
 
 N_OBJ = 150
 
@@ -57,8 +57,8 @@ def test_other_seed_gives_other_stars(releases):
 
 def test_layout_and_csv_columns(releases):
     root = releases[0]
-    for sub in release.SUBSETS:
-        for seed in release.SPLIT_SEEDS:
+    for sub in release_files.SUBSETS:
+        for seed in release_files.SPLIT_SEEDS:
             folder = root / "splits" / sub / str(seed)
             names = {p.name for p in folder.iterdir()}
             assert names == {
@@ -70,9 +70,9 @@ def test_layout_and_csv_columns(releases):
             }
             with open(folder / "train.csv") as f:
                 header = next(csv.reader(f))
-            assert header == release.CSV_COLS
-    expected_38 = set(release.PHOTO_COLS) | set(release.META_COLS)
-    assert len(expected_38) == 38 and {"l", "b"} <= set(release.META_COLS)
+            assert header == release_files.CSV_COLS
+    expected_38 = set(release_files.PHOTO_COLS) | set(release_files.META_COLS)
+    assert len(expected_38) == 38 and {"l", "b"} <= set(release_files.META_COLS)
     for r in _table(root):
         assert re.fullmatch(r"EDR3 \d{17,19}", r["id"])
         assert " " not in r["name"] and r["name"].startswith("ASASSN-V")
@@ -80,7 +80,7 @@ def test_layout_and_csv_columns(releases):
         assert re.fullmatch(
             r"spec-\d{5}-\w+_sp\d\d-\d{3}\.fits(\.gz)?", r["spec_filename"]
         )
-        assert all(np.isfinite(float(r[c])) for c in release.ALL_COLS)
+        assert all(np.isfinite(float(r[c])) for c in release_files.ALL_COLS)
         assert float(r["period"]) > 0 and 0 <= float(r["rfr_score"]) <= 1
 
 
@@ -94,15 +94,15 @@ def test_info_json(releases):
     assert len(info["mean"]) == len(info["std"]) == 38
     assert release_io.read_info(root / "splits" / "full" / "42" / "info.json") == info
     rows = release_io.read_split_csv(root / "splits" / "full" / "42" / "train.csv")
-    table = {c: np.array([r[c] for r in rows]) for c in release.ALL_COLS}
+    table = {c: np.array([r[c] for r in rows]) for c in release_files.ALL_COLS}
     tr = preprocessing.transform_catalogue(table, info["metadata_func"])
     plx = np.where(table["parallax"] <= 0, 1, table["parallax"])
     np.testing.assert_allclose(tr["k_mag"], table["k_mag"] - 10 + 5 * np.log10(plx))
     np.testing.assert_allclose(tr["period"], np.log10(table["period"]))
-    mat = np.stack([tr[c] for c in release.ALL_COLS], axis=1)
+    mat = np.stack([tr[c] for c in release_files.ALL_COLS], axis=1)
     # info.json keeps 10 significant digits (so every CPU writes the same
     # file): the error of that rounding is at most half a unit in the 10th.
-    digits_rtol = 0.5 * 10.0 ** (1 - release.STATS_DIGITS)
+    digits_rtol = 0.5 * 10.0 ** (1 - release_files.STATS_DIGITS)
     np.testing.assert_allclose(info["mean"], mat.mean(0), rtol=digits_rtol)
     np.testing.assert_allclose(info["std"], mat.std(0), rtol=digits_rtol)
 
@@ -175,7 +175,7 @@ def test_full_size_class_proportions_and_split_sizes():
     targets = obj["target"][~obj["unseen"]]
     counts = {c: int(np.sum(targets == c)) for c in classes.CLASSES}
     assert counts == classes.FULL_COUNTS and sum(counts.values()) == 21440
-    splits = release.make_splits(targets, release_seed=0)
+    splits = release_files.make_splits(targets, release_seed=0)
     full = splits[("full", 42)]
     for c, sizes in classes.SPLIT_COUNTS_42.items():
         got = tuple(
@@ -195,7 +195,7 @@ def test_full_size_class_proportions_and_split_sizes():
 def test_split_logic_disjoint_nested_balanced():
     obj = release.draw_objects("small", seed=2)
     targets = obj["target"][~obj["unseen"]]
-    splits = release.make_splits(targets, release_seed=2)
+    splits = release_files.make_splits(targets, release_seed=2)
     assert (
         splits[("full", 42)]["train"].tolist() != splits[("full", 0)]["train"].tolist()
     )

@@ -13,27 +13,23 @@ and forking a threaded process can deadlock the child.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import pathlib
-import zipfile
 
 import numpy as np
 
-from astrom3_jax.data import preprocessing, schema
 from astrom3_jax.data import workers as workers_lib
 from astrom3_jax.data.synthetic import catalogue, classes, lightcurves, spectra
+from astrom3_jax.data.synthetic.release_files import (
+    ALL_COLS,
+    CATALOGUE_DIGITS,
+    META_COLS,
+    significant,
+    stream_rng,
+    write_splits,
+    write_zip,
+)
 
-PHOTO_COLS = list(schema.PHOTO_COLS)
-META_COLS = list(schema.META_COLS)
-ALL_COLS = PHOTO_COLS + META_COLS
-METADATA_FUNC = {k: list(v) for k, v in schema.METADATA_FUNC.items()}
-CSV_COLS = list(schema.ID_COLS) + ALL_COLS + list(schema.TRUTH_COLS)
-SUBSETS = {"full": 1.0, "sub50": 0.5, "sub25": 0.25, "sub10": 0.1}
-SPLIT_SEEDS = schema.SEEDS
 CHUNK = 128
-_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
 # rfr_score logit offset per catalogue class (clean EW/RR/Mira high, ROT/DSCT low).
 _RFR_BASE = {"EW": 1.72, "RRAB": 1.84, "RRC": 1.36, "EA": 1.36, "EB": 0.88, "M": 1.84,
@@ -52,24 +48,6 @@ INCOMPLETE_MIX = {"metadata": 0.925, "spectra": 0.025, "neither": 0.05}
 # Random streams of the incomplete objects: seed (seed, EXTRA_STREAM).
 EXTRA_STREAM = 7_000_001
 PRESETS = ("small", "full", *INCOMPLETE_PRESETS)
-# Written precision, in significant digits: catalogue columns as Gaia's
-# float32 columns carry them; info.json's statistics well past what
-# normalisation needs. NumPy's vectorised exp/log/sin differ in the last bits
-# between CPUs (AVX-512 against AVX2 code paths); rounding well above those
-# bits makes the written files the same on every x86 CPU.
-CATALOGUE_DIGITS = 7
-STATS_DIGITS = 10
-
-
-def significant(value: float, digits: int) -> float:
-    """value rounded to `digits` significant decimal digits (exactly, by str)."""
-    return float(f"{value:.{digits}g}")
-
-
-def _rng(seed, *purpose: int) -> np.random.Generator:
-    """The stream of (seed, purpose...); seed is an int or a tuple of ints."""
-    head = list(seed) if isinstance(seed, tuple) else [seed]
-    return np.random.default_rng(np.random.SeedSequence([*head, *purpose]))
 
 
 # ----------------------------------------------------------------------------- objects
@@ -80,7 +58,7 @@ def draw_objects(
 
     counts: {class: n} instead of the preset's (classes.class_counts).
     """
-    rng = _rng(seed, 1)
+    rng = stream_rng(seed, 1)
     if counts is None:
         counts = classes.class_counts(preset, n_objects)
     target = np.concatenate(
@@ -174,12 +152,12 @@ def build_catalogue(
     taken = taken or {}
     obj = draw_objects(preset, seed, n_objects, mislabel_fraction, n_unseen, counts)
     true = obj["true"]
-    rng = _rng(seed, 2)
+    rng = stream_rng(seed, 2)
     phys = classes.sample_physics(true, rng)
     n = len(true)
     phys["epoch"] = HJD0 + rng.uniform(0, 1, n) * 10 ** phys["log_p"]
-    pos = catalogue.place_stars(true, phys, _rng(seed, 3))
-    rng = _rng(seed, 4)
+    pos = catalogue.place_stars(true, phys, stream_rng(seed, 3))
+    rng = stream_rng(seed, 4)
     phot, rp = catalogue.photometry_columns(true, phys, pos, rng)
     astro, rv = catalogue.astrometry_columns(
         true, phys, pos, phot["phot_g_mean_mag"], rng
@@ -187,7 +165,7 @@ def build_catalogue(
     period = catalogue.catalogue_period(true, phys, rng)
     cat = {**phot, **astro, "l": pos["l"], "b": pos["b"], "period": period}
     names = _names(pos["ra"], pos["dec"], taken.get("name", ()))
-    id_rng = _rng(seed, 5)
+    id_rng = stream_rng(seed, 5)
     ids, taken_ids = set(), {int(i.split()[-1]) for i in taken.get("id", ())}
     while len(ids) < n:
         ids.update(
@@ -197,13 +175,13 @@ def build_catalogue(
         )
     ids = sorted(ids)[:n]
     ids = [ids[i] for i in id_rng.permutation(n)]
-    gz = _rng(seed, 6).random(n) < 0.7
+    gz = stream_rng(seed, 6).random(n) < 0.7
     spec = _spec_names(
-        _rng(seed, 7), pos["ra"], pos["dec"], gz, taken.get("spec_filename", ())
+        stream_rng(seed, 7), pos["ra"], pos["dec"], gz, taken.get("spec_filename", ())
     )
-    layout = np.where(_rng(seed, 8).random(n) < 0.5, 1, 2)
+    layout = np.where(stream_rng(seed, 8).random(n) < 0.5, 1, 2)
     # ASAS-SN blending (16" aperture): probability rises toward the plane.
-    brng = _rng(seed, 11)
+    brng = stream_rng(seed, 11)
     p_blend = 0.1 + 0.3 * np.exp(-np.abs(pos["b"]) / 10.0)
     blend = np.where(brng.random(n) < p_blend, brng.lognormal(np.log(0.4), 0.8, n), 0.0)
     return {
@@ -240,7 +218,7 @@ def _chunk_work(args, _state=None):
     root, seed, start, stop, cat = args
     lc_files, stats = [], []
     for j, i in enumerate(range(start, stop)):
-        rng = _rng(seed, 100, i)
+        rng = stream_rng(seed, 100, i)
         star = _star_dict(cat, j)
         curve, rms = lightcurves.simulate(cat["true"][j], star, rng)
         t, mag, mag_err, flux, flux_err = curve
@@ -259,7 +237,7 @@ def _chunk_work(args, _state=None):
 
 
 def _write_spectra(root, seed, start, cat):
-    rng = _rng(seed, 200, start)
+    rng = stream_rng(seed, 200, start)
     phys = cat["phys"]
     m = len(cat["true"])
     phase = rng.uniform(0, 1, m)
@@ -359,8 +337,8 @@ def assemble_rows(cat, stats, seed):
         col[key] = np.array([s[key] for s in stats])
     snr = np.array([s["snr"] for s in stats])
     rms = np.array([s["rms"] for s in stats])
-    col.update(catalogue.gaia_errors(col, rms, _rng(seed, 10)))
-    col["rfr_score"] = _rfr(cat["target"], cat["true"], snr, _rng(seed, 9))
+    col.update(catalogue.gaia_errors(col, rms, stream_rng(seed, 10)))
+    col["rfr_score"] = _rfr(cat["target"], cat["true"], snr, stream_rng(seed, 9))
     rows = []
     for i in range(n):
         row = {"id": cat["id"][i], "name": cat["name"][i], "target": cat["target"][i],
@@ -371,114 +349,6 @@ def assemble_rows(cat, stats, seed):
         row["subtype"] = cat["phys"]["subtype"][i]
         rows.append(row)
     return rows
-
-
-def split_counts(n_per_class: dict[str, int]) -> dict[str, tuple[int, int, int]]:
-    """Per-class (train, val, test) sizes: the published seed-42 fractions."""
-    out = {}
-    for c, n in n_per_class.items():
-        tr, va, te = classes.SPLIT_COUNTS_42[c]
-        tot = tr + va + te
-        n_tr = int(round(n * tr / tot))
-        n_va = int(round(n * va / tot))
-        out[c] = (n_tr, n_va, n - n_tr - n_va)
-    return out
-
-
-def subset_cap(sizes: list[int], fraction: float) -> int:
-    """Largest per-class cap T with sum(min(n_c, T)) <= fraction * sum(n_c)."""
-    budget = fraction * sum(sizes)
-    lo, hi = 1, max(sizes)  # at least one object per class (tiny test releases)
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if sum(min(s, mid) for s in sizes) <= budget:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
-
-
-def make_splits(targets: np.ndarray, release_seed: int) -> dict:
-    """{(subset, seed): {'train': idx, 'val': idx, 'test': idx}} over known objects."""
-    by_class = {c: np.flatnonzero(targets == c) for c in classes.CLASSES}
-    sizes = split_counts({c: len(v) for c, v in by_class.items()})
-    out = {}
-    for split_seed in SPLIT_SEEDS:
-        rng = _rng(release_seed, 300, split_seed)
-        full = {"train": [], "val": [], "test": []}
-        for c in classes.CLASSES:
-            idx = rng.permutation(by_class[c])
-            n_tr, n_va, _ = sizes[c]
-            full["train"].append(idx[:n_tr])
-            full["val"].append(idx[n_tr : n_tr + n_va])
-            full["test"].append(idx[n_tr + n_va :])
-        for sub, frac in SUBSETS.items():
-            sub_rng = _rng(release_seed, 301, split_seed, int(frac * 100))
-            parts = {}
-            for split, per_class in full.items():
-                cap = subset_cap([len(p) for p in per_class], frac)
-                chosen = [sub_rng.permutation(p)[:cap] for p in per_class]
-                parts[split] = sub_rng.permutation(np.concatenate(chosen))
-            out[(sub, split_seed)] = parts
-    return out
-
-
-def _fmt(v):
-    if isinstance(v, float):
-        return repr(v)  # shortest exact round trip: CSV == in-memory values
-    return str(v)
-
-
-def write_csv(path, rows):
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(CSV_COLS)
-    for r in rows:
-        writer.writerow([_fmt(r[c]) for c in CSV_COLS])
-    pathlib.Path(path).write_text(buf.getvalue())
-
-
-def info_json(train_rows) -> dict:
-    """info.json: columns, transforms, and train-split mean/std after the transforms."""
-    table = {c: np.array([r[c] for r in train_rows], float) for c in ALL_COLS}
-    mean, std = preprocessing.catalogue_stats(table, METADATA_FUNC, ALL_COLS)
-    return {
-        "classes": list(classes.CLASSES),
-        "meta_cols": META_COLS,
-        "photo_cols": PHOTO_COLS,
-        "all_cols": ALL_COLS,
-        "metadata_func": METADATA_FUNC,
-        "mean": [significant(float(x), STATS_DIGITS) for x in mean],
-        "std": [significant(float(x), STATS_DIGITS) for x in std],
-    }
-
-
-def write_zip(path, lc_files):
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
-        for name, data in sorted(lc_files):
-            info = zipfile.ZipInfo(f"vardb_files/{name}.dat", date_time=_ZIP_DATE)
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = 0o644 << 16
-            zf.writestr(info, data)
-
-
-def write_splits(root, rows, cat, seed, extra_rows=()):
-    """Split folders of the known objects (+ `extra_rows` in every full train)."""
-    known = np.flatnonzero(~cat["unseen"])
-    unseen_rows = [rows[i] for i in np.flatnonzero(cat["unseen"])]
-    splits = make_splits(np.asarray(cat["target"])[known], seed)
-    for (sub, split_seed), parts in splits.items():
-        folder = pathlib.Path(root) / "splits" / sub / str(split_seed)
-        folder.mkdir(parents=True, exist_ok=True)
-        for split, idx in parts.items():
-            split_rows = [rows[known[i]] for i in idx]
-            if split == "train" and sub == "full":
-                split_rows += list(extra_rows)
-            write_csv(folder / f"{split}.csv", split_rows)
-        write_csv(folder / "unseen.csv", unseen_rows)
-        info = info_json([rows[known[i]] for i in parts["train"]])
-        (folder / "info.json").write_text(json.dumps(info, indent=4))
-    return splits
 
 
 # ----------------------------------------------------------------------------- entry
@@ -536,7 +406,7 @@ def incomplete_presence(n: int, seed) -> tuple[np.ndarray, np.ndarray]:
     n_none = int(round(INCOMPLETE_MIX["neither"] * n))
     kind = np.array(["metadata"] * (n - n_spec - n_none) + ["spectra"] * n_spec
                     + ["neither"] * n_none)  # fmt: skip
-    kind = kind[_rng(seed, 12).permutation(n)]
+    kind = kind[stream_rng(seed, 12).permutation(n)]
     return kind == "metadata", kind == "spectra"
 
 
