@@ -8,7 +8,6 @@ See README.md in this folder for the stored features.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -25,13 +24,19 @@ from astrom3_jax.data import (
     catalog_rows,
     catalog_splits,
     catalog_tables,
-    names,
     normalisation,
     release_io,
     schema,
 )
 from astrom3_jax.data import workers as workers_lib
 from astrom3_jax.data.astrom3_tfds import hub_release, objects
+from astrom3_jax.data.astrom3_tfds.features import (
+    MANUAL,
+    MANUAL_CATALOG,
+    all_configs,
+    model_input_features,
+    optional_shape,
+)
 
 REPORT_NAME = "bad_objects.json"
 # Written next to the version folder (<data_dir>/astrom3/<config>/) when a
@@ -49,126 +54,14 @@ def allowed_bad(n_objects: int, max_bad_fraction: float) -> int:
     return math.floor(max_bad_fraction * n_objects + 1e-9)
 
 
-_MANUAL = """\
-Put a copy of the Hub release (https://huggingface.co/datasets/AstroMLCore/AstroM3Dataset)
-in the manual directory (`--manual_dir DIR`, or <data_dir>/downloads/manual/):
-  DIR/photometry.zip                       (members vardb_files/<name>.dat)
-  DIR/spectra/<CLASS>/<spec_filename>      (LAMOST FITS, .fits or .fits.gz)
-  DIR/splits/<sub>/<seed>/{train,val,test}.csv and info.json
-e.g. `hf download AstroMLCore/AstroM3Dataset --repo-type dataset --include
-'photometry.zip' 'splits/<sub>/<seed>/*' 'spectra/*' --local-dir DIR`. Only
-the split folder of the chosen config (and the spectra it lists) is read.
-"""
-
-
-_MANUAL_CATALOG = """\
-The catalog config builds the data set from a table of your own stars:
-  DIR/catalog.csv (or .ecsv, .fits, .vot, .xml): one row per object with
-  id, label (optional), lightcurve, spectrum (file paths, relative to DIR)
-  and the catalogue columns by their release names; split (optional:
-  train / validation / test; else drawn with seed 42, stratified by label).
-See astrom3_jax.data.catalog for the format. Every row needs a light curve;
-a spectrum and the catalogue values are optional.
-"""
-
-
-@dataclasses.dataclass(eq=False)
-class Astrom3Config(tfds.core.BuilderConfig):
-    """One split folder of a release: subset x seed, or a synthetic release."""
-
-    subset: str = "full"
-    split_seed: int = 42
-    synthetic: str | None = None  # None (real data) or a generate_release preset
-    synthetic_seed: int = 0
-    catalog: bool = False  # a user's table in the manual dir (data/catalog.py)
-    # Modalities an object may lack: their fields are stored with a leading
-    # 0-or-1 axis (objects.OPTIONAL_FIELDS). () for the release and the
-    # complete synthetic presets, whose stored features stay as they were.
-    optional_modalities: tuple[str, ...] = ()
-
-
-def _configs():
-    """One TFDS config per data set name (astrom3_jax.data.names)."""
-    out = []
-    for n in names.all_names():
-        if n.catalog:
-            about = (
-                "A table of your own stars (manual_dir/catalog.csv, .ecsv, "
-                ".fits or .vot) pointing at raw files; see "
-                "astrom3_jax.data.catalog. Objects may lack "
-                f"{' or '.join(n.optional_modalities)} (stored with a leading "
-                "0-or-1 axis)."
-            )
-        elif n.synthetic is None:
-            about = f"Real release, subset {n.subset}, split seed {n.split_seed}."
-        else:
-            about = (
-                f"Synthetic release (preset {n.synthetic!r}), subset {n.subset}, "
-                f"split seed {n.split_seed}, with ground truth (true_target, "
-                "subtype) and an `unseen` split."
-            )
-            if n.optional_modalities:
-                about += (
-                    f" Objects may lack {' or '.join(n.optional_modalities)} "
-                    "(stored with a leading 0-or-1 axis)."
-                )
-        out.append(
-            Astrom3Config(
-                name=n.name,
-                subset=n.subset,
-                split_seed=n.split_seed,
-                synthetic=n.synthetic,
-                catalog=n.catalog,
-                description=about,
-                optional_modalities=n.optional_modalities,
-            )
-        )
-    return out
-
-
-SYNTHETIC_PRESETS = names.SYNTHETIC_PRESETS
-
-
-def _optional_shape(name: str, optional: tuple[str, ...]) -> tuple:
-    """A field's stored shape: with a leading 0-or-1 axis if its modality is
-    optional in the config (objects.OPTIONAL_FIELDS)."""
-    shape = objects.ITEM_SHAPES[name]
-    if any(name in objects.OPTIONAL_FIELDS[m] for m in optional):
-        return (None, *shape)
-    return shape
-
-
-def model_input_features(optional_modalities: tuple[str, ...] = ()) -> dict:
-    """The stored features the input pipeline reads (the public schema).
-
-    Shared with toy builders in tests and benchmarks, so they cannot drift
-    from what this builder writes. `optional_modalities`: those an object
-    may lack, whose fields get a leading 0-or-1 axis.
-    """
-    objects.check_optional(optional_modalities)
-    f = tfds.features
-    opt = tuple(optional_modalities)
-    return {
-        "id": f.Text(doc="Gaia EDR3 id"),
-        "name": f.Text(doc="ASAS-SN name"),
-        "photometry": f.Tensor(shape=(None, 3), dtype=np.float32),
-        "photometry_aux": f.Tensor(
-            shape=_optional_shape("photometry_aux", opt), dtype=np.float32
-        ),
-        "spectra": f.Tensor(shape=_optional_shape("spectra", opt), dtype=np.float32),
-        "metadata": f.Tensor(shape=_optional_shape("metadata", opt), dtype=np.float32),
-        "label": f.ClassLabel(names=list(schema.CLASSES)),
-    }
-
-
 class Builder(tfds.core.GeneratorBasedBuilder):
     """DatasetBuilder for the AstroM3 release and its synthetic twin."""
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Initial release."}
-    BUILDER_CONFIGS = _configs()
+    BUILDER_CONFIGS = all_configs()
     DEFAULT_CONFIG_NAME = "full_42"
-    MANUAL_DOWNLOAD_INSTRUCTIONS = _MANUAL
+    MANUAL_DOWNLOAD_INSTRUCTIONS = MANUAL
 
     def __init__(
         self,
@@ -217,7 +110,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         feats.update(
             {
                 k: f.Tensor(
-                    shape=_optional_shape(k, optional),
+                    shape=optional_shape(k, optional),
                     dtype=np.float64,
                     encoding=f.Encoding.BYTES,
                 )
@@ -279,7 +172,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         if missing:
             raise FileNotFoundError(
                 f"manual_dir {root} is incomplete; missing: {', '.join(missing)}\n"
-                + _MANUAL
+                + MANUAL
             )
         return files
 
@@ -295,7 +188,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         except hub_release.ReleaseDownloadError as e:
             raise BuildError(
                 f"{e}.\nWithout internet, download it elsewhere and pass it "
-                "with --manual_dir DIR (manual_dir= in datasets.prepare()):\n" + _MANUAL
+                "with --manual_dir DIR (manual_dir= in datasets.prepare()):\n" + MANUAL
             ) from e
         return self._folder_files(os.fspath(root))
 
@@ -386,7 +279,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             raise BuildError(
                 "the catalog config reads a table of your own stars from the "
                 "manual directory; pass it with --manual_dir DIR (manual_dir= in "
-                "datasets.prepare()).\n" + _MANUAL_CATALOG
+                "datasets.prepare()).\n" + MANUAL_CATALOG
             )
         table = catalog_tables.find_catalog(root)
         cat = catalog_tables.read_catalog(table)

@@ -11,7 +11,8 @@ from collections.abc import Iterable, Sequence
 
 import tensorflow_datasets as tfds
 
-from astrom3_jax.data.astrom3_tfds import astrom3_dataset_builder, objects
+from astrom3_jax.data.astrom3_tfds import features as stored_features
+from astrom3_jax.data.astrom3_tfds import objects
 
 
 class ModelInputExamples(tfds.core.GeneratorBasedBuilder):
@@ -36,7 +37,7 @@ class ModelInputExamples(tfds.core.GeneratorBasedBuilder):
         super().__init__(file_format="array_record", **kwargs)
 
     def _info(self):
-        features = astrom3_dataset_builder.model_input_features(self._optional)
+        features = stored_features.model_input_features(self._optional)
         return tfds.core.DatasetInfo(
             builder=self, features=tfds.features.FeaturesDict(features)
         )
