@@ -43,6 +43,7 @@ import numpy as np
 import pytest
 
 from astrom3_jax.data import datasets
+from astrom3_jax.data.example_decoder import read_varint
 from tests.helpers.paths import DUMMY
 
 RECORDED = pathlib.Path(__file__).parent / "fixtures" / "build_identity"
@@ -54,22 +55,11 @@ TINY = dict(n_objects=150, n_unseen=9, workers=1)
 
 
 # ----------------------------------------------------------------- protobuf
-def _varint(buf: bytes, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if b < 0x80:
-            return result, pos
-        shift += 7
-
-
 def _field(buf: bytes, pos: int) -> tuple[int, int, int]:
     """(tag, payload start, payload end) of the length-delimited field at pos."""
     tag = buf[pos]
     assert tag & 7 == 2, f"unexpected wire type in tag {tag}"
-    n, pos = _varint(buf, pos + 1)
+    n, pos = read_varint(buf, pos + 1)
     return tag, pos, pos + n
 
 

@@ -12,7 +12,8 @@ from collections.abc import Sequence
 import numpy as np
 
 
-def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+def read_varint(buf: bytes, pos: int) -> tuple[int, int]:
+    """(value, position after it) of the protobuf varint at `pos`."""
     result = shift = 0
     while True:
         b = buf[pos]
@@ -27,7 +28,7 @@ def _len_field(buf: bytes, pos: int, tag: int) -> tuple[int, int]:
     """The length-delimited field `tag` at pos: its payload (start, end)."""
     if buf[pos] != tag:
         raise _Unexpected
-    n, pos = _varint(buf, pos + 1)
+    n, pos = read_varint(buf, pos + 1)
     return pos, pos + n
 
 
@@ -93,7 +94,7 @@ class ExampleDecoder:
             pstart, pend = _len_field(buf, lstart, 0x0A)
             vals = []
             while pstart < pend:
-                v, pstart = _varint(buf, pstart)
+                v, pstart = read_varint(buf, pstart)
                 vals.append(v - (1 << 64) if v >= 1 << 63 else v)
             data = np.asarray(vals, dtype)
         elif kind == 0x0A and dtype.kind == "O":  # BytesList (Text)
