@@ -65,9 +65,13 @@ def iter_processed(
     catalog: str = "",
     require: Sequence[str] = (),
     mag_zero_point: float = DEFAULT_MAG_ZERO_POINT,
+    band: str | None = None,
     num_workers: int | None = None,
 ) -> Iterator[tuple[CatalogRow, CatalogExample | None, RowError | None]]:
     """Yields (row, example | None, error | None) in row order.
+
+    band: the light-curve band of rows whose `band` cell is blank (None: the
+    rule of lightcurve_cleaning.choose_band).
 
     num_workers <= 1 works in this process, otherwise a spawn-started process
     pool (workers.ordered_map); None: workers.default_workers(len(rows)).
@@ -77,6 +81,7 @@ def iter_processed(
         catalog=catalog,
         require=tuple(require),
         mag_zero_point=mag_zero_point,
+        band=band,
     )
     results = workers_lib.ordered_map(
         _process, rows, workers=num_workers, setup=dict, setup_args=(options,),
@@ -110,6 +115,7 @@ def preprocess(
     bad_rows_path: str | os.PathLike | None = None,
     require: Sequence[str] = (),
     mag_zero_point: float = DEFAULT_MAG_ZERO_POINT,
+    band: str | None = None,
     num_workers: int | None = None,
     progress: bool = True,
 ) -> Preprocessed:
@@ -119,7 +125,9 @@ def preprocess(
     With skip_bad, bad rows are collected (and written to bad_rows_path, a
     CSV of row, id, file, reason, when given, also when the call then fails);
     more than max_bad_fraction of the rows bad (or all of them) raises
-    CatalogError.
+    CatalogError. band: the light-curve band of rows whose `band` cell is
+    blank (None: V, else g, else the band with the most points); each
+    example's `light_curve` records what was used.
     """
     from tqdm import tqdm
 
@@ -138,7 +146,7 @@ def preprocess(
     with bar:
         for _, example, error in iter_processed(
             catalog.rows, stats, catalog=catalog.path, require=require,
-            mag_zero_point=mag_zero_point, num_workers=num_workers,
+            mag_zero_point=mag_zero_point, band=band, num_workers=num_workers,
         ):  # fmt: skip
             bar.update()
             if error is None:

@@ -16,9 +16,10 @@ import numpy as np
 from astrom3_jax import errors
 from astrom3_jax.data import preprocessing, release_io, schema
 from astrom3_jax.data.catalog_tables import CatalogRow
+from astrom3_jax.data.lightcurve_cleaning import LightCurveRecord
 from astrom3_jax.data.lightcurve_files import (
     DEFAULT_MAG_ZERO_POINT,
-    read_light_curve_file,
+    read_light_curve,
 )
 from astrom3_jax.data.normalisation import NormalisationStats
 
@@ -65,7 +66,8 @@ class CatalogExample:
     raw_spectrum_mad / metadata). An absent modality's features are left
     out (`objects.store_optional` gives the stored form of a config with
     optional modalities). `label` is the class index, -1 when the row has
-    none.
+    none. `light_curve` says what was used of the light-curve file (band,
+    points kept, rows dropped by reason); None without a light curve.
     """
 
     row: int
@@ -74,6 +76,7 @@ class CatalogExample:
     present: Mapping[str, bool]
     features: Mapping[str, object]
     split: str | None = None
+    light_curve: LightCurveRecord | None = None
 
 
 def process_row(
@@ -83,10 +86,13 @@ def process_row(
     catalog: str = "",
     require: Sequence[str] = (),
     mag_zero_point: float = DEFAULT_MAG_ZERO_POINT,
+    band: str | None = None,
 ) -> CatalogExample:
     """The builder's features of one row; raises RowError for a bad row.
 
     require: modalities the row must have (a row without one is bad).
+    band: the light curves' band where a row's `band` cell is blank (None:
+    V, else g, else the band with the most points).
     """
 
     def bad(problem, file=catalog):
@@ -157,11 +163,13 @@ def process_row(
     }
     if has_meta:
         features["metadata"] = norm[meta_idx].astype(np.float32)
+    record = None
     try:
         if has_lc:
-            lc = read_light_curve_file(
-                row.lightcurve, mag_zero_point=mag_zero_point, obj=row.id
-            )
+            lc, record = read_light_curve(
+                row.lightcurve, band=row.band or band, columns=row.lc_columns,
+                mag_zero_point=mag_zero_point, obj=row.id,
+            )  # fmt: skip
             try:
                 features.update(
                     preprocessing.preprocess_light_curve(lc, norm[photo_idx])
@@ -183,4 +191,5 @@ def process_row(
         present=present,
         features=features,
         split=row.split,
+        light_curve=record,
     )

@@ -27,7 +27,9 @@ ID, NAME, LABEL, LIGHTCURVE, SPECTRUM, SPLIT = (
     "spectrum",
     "split",
 )
-FIXED = (ID, NAME, LABEL, LIGHTCURVE, SPECTRUM, SPLIT)
+# Optional, per light curve: the band to use and the file's column names.
+BAND, LC_COLUMNS = "band", "lc_columns"
+FIXED = (ID, NAME, LABEL, LIGHTCURVE, SPECTRUM, SPLIT, BAND, LC_COLUMNS)
 # `split` cells (lower-cased) -> TFDS split names.
 SPLIT_VALUES = {
     "train": "train",
@@ -54,6 +56,8 @@ class CatalogRow:
     values: tuple[float, ...]  # schema.ALL_COLS order; NaN where blank
     split: str | None = None  # 'train' | 'validation' | 'test' | None
     problem: str = ""  # a cell that could not be read (reported as a bad row)
+    band: str | None = None  # the light curve's band to use (None: the rule)
+    lc_columns: str | None = None  # the light-curve file's column names
 
 
 @dataclasses.dataclass(frozen=True)
@@ -238,6 +242,8 @@ def read_catalog(path: str | os.PathLike) -> Catalog:
                 values=tuple(values),
                 split=split,
                 problem="; ".join(problems),
+                band=_text(cell[BAND][i]),
+                lc_columns=_text(cell[LC_COLUMNS][i]),
             )
         )
     if not rows:

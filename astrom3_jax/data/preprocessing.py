@@ -20,6 +20,10 @@ class PreprocessingError(ValueError):
     """The values of one object cannot be normalised (too short, flat, NaN...)."""
 
 
+# Fewest distinct points a light curve may have (MAD and time span need 2).
+MIN_LIGHT_CURVE_POINTS = 2
+
+
 def mad(x: np.ndarray) -> np.ndarray:
     """Median absolute deviation with scale 1: median(|x - median(x)|)."""
     return np.median(np.abs(x - np.median(x)))
@@ -126,9 +130,10 @@ def preprocess_light_curve(
     # Stable: rows sharing an HJD keep np.unique's (flux, error) order; the
     # default (SIMD) quicksort may permute ties between runs/machines.
     x = x[np.argsort(x[:, 0], kind="stable")]
-    if len(x) < 2:
+    if len(x) < MIN_LIGHT_CURVE_POINTS:
         raise PreprocessingError(
-            f"light curve has {len(x)} distinct point(s); need at least 2"
+            f"light curve has {len(x)} distinct point(s); need at least "
+            f"{MIN_LIGHT_CURVE_POINTS}"
         )
     t, flux, err = x[:, 0], x[:, 1], x[:, 2]
     mean = flux.mean()
