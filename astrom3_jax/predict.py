@@ -39,6 +39,10 @@ def define_flags():
     flags.DEFINE_integer(
         "num_workers", None, "Preprocessing worker processes (default: none on 2 CPUs)."
     )
+    flags.DEFINE_string(
+        "band", None, "Light-curve band of stars whose catalogue row names none "
+        "(default: V if the file has it, else g, else the band with most points)."
+    )
     flags.DEFINE_bool("overwrite", False, "Write into a non-empty --out.")
     flags.DEFINE_bool("tcmalloc", True, "On CPU, restart under tcmalloc if installed.")
     flags.mark_flags_as_required(["workdir", "catalog", "out"])
@@ -64,6 +68,7 @@ def main(argv):
         max_bad_fraction=FLAGS.max_bad_fraction,
         batch_size=FLAGS.batch_size,
         num_workers=FLAGS.num_workers,
+        band=FLAGS.band,
         overwrite=FLAGS.overwrite,
     )
     bad = f"; {len(result.bad_rows)} bad rows left out" if result.bad_rows else ""

@@ -1,13 +1,13 @@
 """Your own stars through a model: `predict(workdir, catalog, out)`.
 
-A catalogue (astrom3_jax/data/catalog.py: one row per star, pointing at its
-raw light curve, spectrum and catalogue values, any of them missing) is
-preprocessed with the builder's own functions and the normalisation
-statistics recorded with the model (no training data needed), then run
-through the one evaluation path (training/evaluation.py). Written to `out`:
+Written to `out`:
 
   predictions.csv   one row per star: id, name, label (if the catalogue
-                    has one), the modalities used; for a classifier the
+                    has one), the modalities used; the light curve's
+                    band, its layout, points kept and rows dropped by
+                    reason (dropped_other_band, _quality, _nondetection,
+                    _sentinel, _missing, _bad_error, _duplicate); for a
+                    classifier the
                     predicted class and every class's probability, and for
                     a fused classifier each modality's own vote; with a
                     reference, the k-NN class vote, its agreement, the
@@ -19,12 +19,6 @@ through the one evaluation path (training/evaluation.py). Written to `out`:
                     absent modalities are NaN rows with presence flags)
   bad_rows.csv      with skip_bad: the rows left out and why
   manifest.json     what was run
-
-How it runs: prediction/reading.py (checks, reference, catalogue rows in a
-background thread), prediction/running.py (the model on each chunk of rows
-as it is ready), prediction/scoring.py (numbers; the outlier and mislabel
-scores are analysis/outliers.py's and analysis/mislabels.py's k-NN ones),
-prediction/writing.py (the files).
 """
 
 from __future__ import annotations
@@ -86,11 +80,25 @@ def predict(
     max_bad_fraction: float = 0.05,
     batch_size: int = 256,
     num_workers: int | None = None,
+    band: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
 ) -> Result:
     """Predict every star of `catalog` with the model of `workdir`; see the
-    module docstring for what is written to `out`."""
+    module docstring for what is written to `out`.
+
+    The catalogue (astrom3_jax/data/catalog.py: one row per star, pointing
+    at its raw light curve, spectrum and catalogue values, any of them
+    missing) is preprocessed with the builder's own functions and the
+    normalisation statistics recorded with the model (no training data
+    needed), then run through the one evaluation path
+    (training/evaluation.py). The parts: prediction/reading.py (checks, the
+    reference, catalogue rows preprocessed in a background thread),
+    prediction/running.py (the model on each chunk of rows as soon as it is
+    ready), prediction/scoring.py (the numbers; the outlier and mislabel
+    scores are the k-NN ones of analysis/outliers.py and
+    analysis/mislabels.py) and prediction/writing.py (the files).
+    """
     started = time.perf_counter()
     reading.check_arguments(out, k, max_bad_fraction, overwrite=overwrite)
     # The cheap checks first: a refusal comes before any file is parsed.
@@ -108,6 +116,7 @@ def predict(
         bad_rows_path=os.path.join(out, catalog_lib.BAD_ROWS_FILE),
         batch_size=batch_size, progress=progress, timings=timings, started=started,
         num_workers=default_workers(len(cat)) if num_workers is None else num_workers,
+        band=band,
     )  # fmt: skip
     class_names = list(schema.CLASSES)[: ran.config.model.num_classes]
     probs = votes = near = ref_names = nb = None

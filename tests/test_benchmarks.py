@@ -105,6 +105,10 @@ CASES = {
         ],
         "samples/s",
     ),
+    "fast_start.py": (
+        lambda tmp, rel: ["--model=small", "--rounds=1"],
+        "2nd process / 1st",
+    ),
     "catalog_preprocessing.py": (
         lambda tmp, rel: ["--n_objects=30", "--workers", "0", "--repeats=1"],
         "objects/s",

@@ -9,6 +9,7 @@ import); the slow ones train a tiny CLIP model and a tiny fused classifier
 on the built release (the runs record its statistics themselves).
 """
 
+import csv
 import gzip
 import json
 import os
@@ -504,3 +505,46 @@ def test_cli_missing_catalogue_is_a_one_line_error(imported, tmp_path):
     lines = [line for line in p.stderr.splitlines() if line.startswith("error: ")]
     assert len(lines) == 1 and "nope.csv" in lines[0] and "not found" in lines[0]
     assert "Traceback" not in p.stderr
+
+
+# ------------------------------------------------------- survey downloads
+SKY_PATROL = os.path.join(
+    ROOT,
+    "tests",
+    "fixtures",
+    "real_formats",
+    "3016935867962755968_skypatrol_excerpt.csv",
+)
+
+
+def _usable_points(path, band):
+    """Distinct times of `band` rows that are detections with real values,
+    counted straight from the CSV (independently of the package's reader)."""
+    with open(path, newline="") as f:
+        times = {
+            r["HJD"]
+            for r in csv.DictReader(f)
+            if r["Filter"] == band
+            and not r["mag"].startswith(">")
+            and float(r["mag"]) < 90
+            and 0 < float(r["mag_err"]) < 90
+        }
+    return len(times)
+
+
+def test_a_sky_patrol_download_goes_in_and_predictions_say_what_was_used(
+    imported, files, tmp_path
+):
+    shutil.copy(SKY_PATROL, files / "tables" / "skypatrol.csv")
+    (split, r), *_ = _release_rows("test")
+    row = _row(files, split, r) | {"lightcurve": "skypatrol.csv"}
+    path = _catalogue(files, "skypatrol_catalog.csv", [row])
+    for band, out in (("V", "out_v"), ("g", "out_g")):
+        _predict(imported, path, tmp_path / out, band=None if band == "V" else band)
+        (line,) = _read_csv(tmp_path / out / predict_lib.PREDICTIONS_FILE)
+        assert (line["band"], line["layout"]) == (band, "skypatrol_v1")
+        assert int(line["n_points"]) == _usable_points(SKY_PATROL, band)
+        other = {"V": 95, "g": 127}[band]  # the excerpt's rows of the other band
+        assert int(line["dropped_other_band"]) == other
+        assert int(line["dropped_nondetection"]) == {"V": 4, "g": 2}[band]
+        assert int(line["dropped_sentinel"]) == {"V": 6, "g": 2}[band]

@@ -105,10 +105,12 @@ class Feed(threading.Thread):
     `first_error` is the first bad row seen so far (the consumer may stop
     early on it), `bad` how many there were."""
 
-    def __init__(self, cat, stats, *, require, num_workers, progress, maxsize):
+    def __init__(
+        self, cat, stats, *, require, num_workers, progress, maxsize, band=None
+    ):
         super().__init__(name="predict-preprocessing", daemon=True)
         self.cat, self.stats, self.require = cat, stats, tuple(require)
-        self.num_workers, self.progress = num_workers, progress
+        self.num_workers, self.progress, self.band = num_workers, progress, band
         self.queue: queue.Queue = queue.Queue(maxsize)
         self.stopping = threading.Event()
         self.first_error = None
@@ -117,7 +119,7 @@ class Feed(threading.Thread):
     def run(self):
         rows = catalog_lib.iter_processed(
             self.cat.rows, self.stats, catalog=self.cat.path, require=self.require,
-            num_workers=self.num_workers,
+            num_workers=self.num_workers, band=self.band,
         )  # fmt: skip
         bar = tqdm(
             total=len(self.cat), desc=f"read {os.path.basename(self.cat.path)}",

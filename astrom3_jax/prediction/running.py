@@ -29,6 +29,7 @@ class Ran:
     ids: np.ndarray
     star_names: list  # each star's name (bytes decoded)
     labels: np.ndarray  # class id, -1 where the catalogue gives none
+    light_curves: list  # what was used of each light-curve file (or None)
     present: dict[str, np.ndarray]  # modality -> (N,) bool
     embeddings: dict[str, np.ndarray]  # modality -> (N, D), NaN where absent
     logits: np.ndarray | None
@@ -50,6 +51,7 @@ def run(
     bad_rows_path: str,
     batch_size: int,
     num_workers: int,
+    band: str | None = None,
     progress: bool,
     timings: dict,
     started: float,
@@ -62,6 +64,7 @@ def run(
     chunk = batch * CHUNK_BATCHES
     feed = reading.Feed(
         cat, stats, require=require, num_workers=num_workers, maxsize=2 * chunk,
+        band=band,
         progress=progress and jax.process_index() == 0,
     )  # fmt: skip
     limit = catalog_lib.allowed_bad(len(cat), max_bad_fraction)
@@ -118,7 +121,7 @@ def run(
                     )
                     continue
                 name = example.features.get("name", example.id)
-                stars.append((example.id, name, example.label))
+                stars.append((example.id, name, example.label, example.light_curve))
                 pending.append(example)
                 # The first run starts at one batch: it compiles the model's
                 # step while the next rows are read.
@@ -170,6 +173,7 @@ def _assemble(stars, parts, names, bad, model, config) -> Ran:
         ids=np.asarray([s[0] for s in stars]),
         star_names=star_names,
         labels=np.asarray([s[2] for s in stars], np.int64),  # -1: none
+        light_curves=[s[3] for s in stars],
         present=present,
         embeddings=embeddings,
         logits=logits,

@@ -10,6 +10,7 @@ import os
 import numpy as np
 
 from astrom3_jax.analysis import store
+from astrom3_jax.data.lightcurve_cleaning import RECORD_FIELDS
 from astrom3_jax.prediction import scoring
 
 PREDICTIONS_FILE = "predictions.csv"
@@ -22,9 +23,11 @@ def prediction_rows(
     ran, class_names, *, probs=None, votes=None, near=None, ref_names=None
 ) -> list[dict]:
     """The lines of predictions.csv, column by column in the written order:
-    the star; a classifier's class and probabilities; each modality's vote;
-    with a reference (`near`), the k-NN class, its agreement, the outlier
-    score and percentile, and for a labelled star the mislabel score."""
+    the star; what was used of its light-curve file (band, points kept,
+    rows dropped by reason); a classifier's class and probabilities; each
+    modality's vote; with a reference (`near`), the k-NN class, its
+    agreement, the outlier score and percentile, and for a labelled star the
+    mislabel score."""
     names = list(ran.present)
     rows = []
     for i, star_id in enumerate(ran.ids):
@@ -35,6 +38,10 @@ def prediction_rows(
             "label": class_names[label] if label >= 0 else "",
             "modalities": "+".join(m for m in names if ran.present[m][i]),
         }
+        record = ran.light_curves[i]
+        row.update(
+            record.as_dict() if record else dict.fromkeys(RECORD_FIELDS, "")
+        )
         if probs is not None:
             row["class"] = class_names[int(np.argmax(probs[i]))]
             row.update(
