@@ -1,16 +1,9 @@
 """A small Python API for people who hold arrays rather than a data set.
 
-    model, config = astrom3_jax.load_model("runs/pretrain")          # our workdir
-    model, config = astrom3_jax.load_model("AstroMLCore/AstroM3-CLIP")  # Hub id
+    model, config = astrom3_jax.load_model("runs/pretrain")  # or a Hub model id
     emb = model.embed(photometry=p, photometry_mask=m, spectra=s, metadata=x)
-    logits = classifier(photometry=p, photometry_mask=m)  # a classifier
 
-Inputs are the prepared arrays of the AstroM3 data (Rizhko & Bloom 2024,
-arXiv:2411.08842): photometry (B, 200, 9) = 3 light-curve channels (scaled
-time, flux, flux error) and 6 per-object auxiliary values repeated on every
-row; photometry_mask (B, 200), 1 on real rows; spectra (B, 3, 2575);
-metadata (B, 34). `astrom3_jax.models.inputs` checks them, names any
-argument of the wrong shape, and puts padding rows in canonical form.
+A classifier is called alike; `load_model` lists the arrays models take.
 """
 
 from __future__ import annotations
@@ -41,6 +34,14 @@ def load_model(path, *, step=None, cache_dir=None):
     kind (CLIP or classifier) comes from the workdir's `config.model.task`.
     Turns on the persistent compilation cache (`astrom3_jax.compile_cache`),
     so the next process compiles the model's programs only once.
+
+    The model takes the prepared arrays of the AstroM3 data (Rizhko & Bloom
+    2024, arXiv:2411.08842): photometry (B, 200, 9) = 3 light-curve channels
+    (scaled time, flux, flux error) and 6 per-object auxiliary values
+    repeated on every row; photometry_mask (B, 200), 1 on real rows; spectra
+    (B, 3, 2575); metadata (B, 34). `astrom3_jax.models.inputs` checks them,
+    names any argument of the wrong shape, and puts padding rows in
+    canonical form.
     """
     compile_cache.enable()
     model, config = workdir_lib.load_any(path, step=step, cache_dir=cache_dir)

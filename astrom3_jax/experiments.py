@@ -6,27 +6,13 @@ r"""The paper's experiment grid: does CLIP pre-training help classification?
   python -m astrom3_jax.experiments --root runs/grid_paper --preset paper \
       --seeds 42,0,66,12,123 [--pretrained published]
 
-For every split seed: one CLIP pre-training on that seed's full train split
-(or, with --pretrained published, the authors' AstroM3-CLIP-<seed> weights),
-then each (mode, subset) classifier twice: from scratch and from the
-pre-training. Each run has its own workdir under --root; started again, the
-grid skips finished runs and resumes a killed one where it stopped.
-
-Writes <root>/results.json (every run's test accuracy), results.md (mean
-and population std over seeds, paired t-test per row, as the paper's table)
-and results.png (test accuracy against subset, scratch vs CLIP, per mode).
-`--preset cpu` uses the synthetic survey (`synthetic_small_<subset>_<seed>`).
-
-Does pre-training on objects that lack modalities help? With
-`--compare incomplete` (synthetic presets only) the two arms are both
-pre-trained: `complete` on the complete objects only (synthetic_small) and
-`incomplete` on the same objects plus twice as many that lack a spectrum or
-catalogue values (synthetic_sky, whose labelled splits are synthetic_small's);
-each is fine-tuned and tested on the same labelled objects.
-`--modality_dropout P` fine-tunes with modality dropout; `--withhold
-spectra` also scores every fused (`all`) run on the test split with the
-spectra withheld (results_without_spectra.md). `--pretrain_epochs N`
-shortens the pre-trainings.
+For every split seed: one CLIP pre-training (or the published
+AstroM3-CLIP-<seed>), then each (mode, subset) classifier from scratch and
+from it, each in its own workdir under --root; started again, the grid skips
+finished runs and resumes a killed one. Writes <root>/results.{json,md,png}.
+`--compare incomplete` (synthetic presets) pre-trains on complete objects
+only vs also on objects lacking modalities; `--withhold spectra` also scores
+fused runs without spectra (results_without_spectra.md).
 """
 
 from __future__ import annotations
@@ -87,6 +73,15 @@ class FinetuneRun:
 
 
 def dataset_name(preset: str, subset: str, seed: int, arm: str = "clip") -> str:
+    """The data set of one run: `<subset>_<seed>` of the real release for the
+    paper preset, else the synthetic survey (`synthetic_small_<subset>_<seed>`).
+
+    With `--compare incomplete` both arms are pre-trained: `complete` on the
+    complete objects only (synthetic_small) and `incomplete` on the same
+    objects plus twice as many that lack a spectrum or catalogue values
+    (synthetic_sky, whose labelled splits are synthetic_small's), so each is
+    fine-tuned and tested on the same labelled objects.
+    """
     if preset == "paper":
         return f"{subset}_{seed}"
     return f"{ARM_RELEASE.get(arm, 'synthetic_small')}_{subset}_{seed}"
@@ -382,6 +377,11 @@ def plot(rows: list[dict], path: str, arms=ARMS["scratch"]) -> None:
 
 
 def write_results(grid: Grid) -> list[dict]:
+    """Writes <root>/results.json (every run's test accuracy), results.md
+    (mean and population std over seeds, paired t-test per row, as the
+    paper's table) and results.png (test accuracy against subset, scratch vs
+    CLIP, per mode); with `--withhold M`, the same for the fused runs scored
+    on the test split with M withheld (results_without_M.*)."""
     # Local: it loads JAX, which main() must not do before its tcmalloc restart.
     from astrom3_jax.training import reports
 

@@ -6,22 +6,9 @@ r"""Export embeddings of a data set as NumPy files, for analyses without JAX.
 
 --workdir is any workdir this project writes (pre-training, fine-tuning,
 imported published weights), a published-weights folder or a Hugging Face
-Hub model id. The layout of --out is described in
-`astrom3_jax/analysis/store.py` (one folder per split: `<modality>.npy`,
-`fused.npy`, `logits.npy` for classifiers, `index.npz`, plus
-`manifest.json`); it loads with NumPy alone (`analysis.store.load_split`).
-
-The export runs the one evaluation path (training/evaluation.py):
-data-parallel over every device (and host), every object exactly once, in
-split order (the padded rows of the last batch are dropped). The ProbSparse
-key sample is drawn from the model's run seed by the evaluation key rule,
-so exporting a checkpoint reproduces the embeddings its validation pass
-saw, and `model.embed` gives the same rows. Only process 0 writes.
-Single-modality classifiers have no projection: their "embedding" is the
-L2-normalised encoder output. Objects lacking a modality (data sets with
-incomplete objects) are all exported: the index records
-`<modality>_present` per object, the absent rows of `<modality>.npy` are
-NaN and `fused` is the mean of what the object has.
+Hub model id. --out gets one folder per split (`<modality>.npy`, `fused.npy`,
+`logits.npy` for classifiers, `index.npz`) plus `manifest.json`, which load
+with NumPy alone (`analysis.store.load_split`; layout in docs/design.md).
 """
 
 from __future__ import annotations
@@ -92,6 +79,18 @@ def export(
     architecture and the data rather than training.
     `sources` ({split: random-access source}) replaces the TFDS data set
     (tests, notebooks). Returns `out`.
+
+    The export runs the one evaluation path (training/evaluation.py):
+    data-parallel over every device (and host), every object exactly once,
+    in split order (the padded rows of the last batch are dropped). The
+    ProbSparse key sample is drawn from the model's run seed by the
+    evaluation key rule, so exporting a checkpoint reproduces the embeddings
+    its validation pass saw, and `model.embed` gives the same rows. Only
+    process 0 writes. Single-modality classifiers have no projection: their
+    "embedding" is the L2-normalised encoder output. Objects lacking a
+    modality are all exported: the index records `<modality>_present` per
+    object, the absent rows of `<modality>.npy` are NaN and `fused` is the
+    mean of what the object has.
     """
     if os.path.isdir(out) and os.listdir(out) and not overwrite:
         raise errors.UserError(

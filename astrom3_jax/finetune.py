@@ -3,11 +3,10 @@ r"""AstroM3 fine-tuning (classification) from the command line.
   python -m astrom3_jax.finetune --config configs/finetune.py:photo,sub10,clip,cpu \
       --config.init_from=runs/clip_cpu --workdir runs/photo_sub10_clip
 
-Starts from --config.init_from (a pre-training workdir, an imported-weights
-workdir or a Hub id) or from scratch, trains, then runs the config's
-end-of-run evaluations (the test report: eval.json, predictions.npz,
-confusion.png in the workdir). Running the same command again resumes an
-unfinished run. See configs/finetune.py for modes, subsets and presets.
+Starts from --config.init_from (a pre-training or imported-weights workdir, or
+a Hub id) or from scratch, trains, then writes the test report (eval.json,
+predictions.npz, confusion.png) in the workdir. Running the same command again
+resumes an unfinished run. See configs/finetune.py for modes, subsets, presets.
 """
 
 from astrom3_jax import cli

@@ -1,4 +1,4 @@
-"""Import the authors' published PyTorch weights, or export ours to that format.
+r"""Import the authors' published PyTorch weights, or export ours to that format.
 
 Import (a folder with config.json + model.safetensors, or a Hub model id):
   python -m astrom3_jax.import_weights --source AstroMLCore/AstroM3-CLIP \
@@ -6,13 +6,6 @@ Import (a folder with config.json + model.safetensors, or a Hub model id):
 Export (our workdir -> PyTorch-layout safetensors + config.json):
   python -m astrom3_jax.import_weights --export --workdir runs/pretrain \
       --out exported/ [--step best|latest|N]
-
-Mistakes a user can fix (a missing folder, a Hub id that cannot be fetched,
-a workdir that already holds a model, a damaged weights file, a missing
-flag) print one line, `error: ...`, on stderr and exit with status 1, as
-the training, fine-tuning, export, predict and plan commands do
-(astrom3_jax/cli); the analysis commands use argparse's status 2. Library
-logs below WARNING are hidden unless --verbosity is given.
 """
 
 from __future__ import annotations
@@ -95,6 +88,15 @@ def _import():
 
 
 def main(argv):
+    """Import or export as the flags say.
+
+    Mistakes a user can fix (a missing folder, a Hub id that cannot be
+    fetched, a workdir that already holds a model, a damaged weights file, a
+    missing flag) print one line, `error: ...`, on stderr and exit with
+    status 1, as the training, fine-tuning, export, predict and plan commands
+    do (astrom3_jax/cli); the analysis commands use argparse's status 2.
+    Library logs below WARNING are hidden unless --verbosity is given.
+    """
     if len(argv) > 1:
         raise errors.ConfigError(f"unexpected arguments {argv[1:]}")
     if FLAGS.workdir is None:

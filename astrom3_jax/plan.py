@@ -8,14 +8,12 @@ r"""Plan a TPU run before it starts: compile its steps ahead of time, on any mac
   python -m astrom3_jax.plan --config configs/finetune.py:all,full \
       --topology v5e-8 --finetune_grid
 
-Needs libtpu (`pip install -e '.[tpu]'`), not a TPU. Compiles the train
-step, the validation step and the export step for the topology and prints,
-per device, memory against HBM, FLOPs and HBM traffic per step, a roofline
-estimate of step time and samples/s, the FLOP-utilisation ceiling it
-implies, and the estimated wall time of the whole run. Topologies:
-v2-8, v3-8, v4-8, v5e-1, v5e-8, v6e-1, v6e-8, v5p-8, v5e-256, or any
-libtpu '<version>:<grid>' name. Any config field can be overridden
-(`--config.model.dtype=bfloat16`).
+Needs libtpu (`pip install -e '.[tpu]'`), not a TPU. Prints, per device,
+memory against HBM, FLOPs and HBM traffic per step, roofline estimates of
+step time and samples/s, the FLOP-utilisation ceiling they imply, and the
+estimated wall time of the whole run. Topologies: v2-8, v3-8, v4-8, v5e-1,
+v5e-8, v6e-1, v6e-8, v5p-8, v5e-256, or any libtpu '<version>:<grid>' name.
+Any config field can be overridden (`--config.model.dtype=bfloat16`).
 """
 
 from __future__ import annotations

@@ -3,9 +3,8 @@ r"""Record the normalisation statistics a workdir's model was trained with.
   python -m astrom3_jax.record_stats --workdir W \
       (--info_json RELEASE/splits/full/42/info.json | --dataset CONFIG [--data_dir D])
 
-`predict` normalises a catalogue with the statistics stored in the workdir;
-this gives them to a workdir that lacks them (training runs and
-`import_weights` record their own).
+`predict` normalises a catalogue with the statistics stored in a workdir;
+training runs and `import_weights` record their own.
 """
 
 from __future__ import annotations

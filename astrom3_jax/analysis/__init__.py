@@ -1,17 +1,8 @@
 """Analyses of exported embeddings (NumPy in, files out; no JAX needed).
 
-- `store`: the export format (`save_split`, `load_split`, manifests).
-- `similarity`: nearest neighbours within/across modalities, retrieval recall.
-- `classify`: prototype, k-NN and linear-probe classification, few-shot curves.
-- `mislabels`: distance to the labelled class's centroid (or k-NN
-  disagreement with the label), ranked.
-- `outliers`: k-NN distance, isolation forest, LOF; unseen-class ROC AUC.
-- `maps`: UMAP maps and subtype silhouettes.
-- `report`: all of the above plus summary.json; `compare`: summaries side by side.
-
-Each analysis module is also a command, `python -m astrom3_jax.analysis.<name>`.
-scikit-learn, umap-learn and matplotlib load on first use (the 'analysis'
-extra: pip install -e '.[analysis]').
+`store` is the export format; every other module is an analysis and a command,
+`python -m astrom3_jax.analysis.<name>` (listed in the README). scikit-learn,
+umap-learn and matplotlib load on first use (`pip install -e '.[analysis]'`).
 """
 
 from astrom3_jax.analysis.store import (

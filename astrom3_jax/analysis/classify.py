@@ -1,14 +1,5 @@
 """Classification from frozen embeddings: prototypes, k-NN and a linear probe.
 
-How much class information the contrastive space holds without any
-fine-tuning: train on the train split's embeddings, score on test, per
-modality and fused. Prototype = argmax cosine to the class centroids; k-NN
-= majority of the k most cosine-similar train objects; probe = logistic
-regression on the embeddings (scikit-learn). Few-shot curves
-repeat this with n labelled objects per class over several seeds, the
-label-scarce setting where AstroM3's pre-training pays off most (Rizhko &
-Bloom 2024, arXiv:2411.08842).
-
     python -m astrom3_jax.analysis.classify --embeddings EXPORT --out OUT \\
         [--train-split train] [--test-split test] [--k 5] \\
         [--shots 1 5 10 20 50 100] [--seeds 0 1 2 3 4]
@@ -109,6 +100,10 @@ def evaluate(
 ) -> tuple[dict, dict]:
     """(scores[embedding][method], predicted labels[embedding][method]).
 
+    How much class information the contrastive space holds without any
+    fine-tuning: each method trains on `train`'s embeddings and is scored on
+    `test`, per modality and fused.
+
     With ground truth in `test`, 'accuracy_vs_truth' scores the predictions
     against true_target (objects of the known classes only).
     """
@@ -158,6 +153,10 @@ def few_shot(
     k: int = 5,
 ) -> dict:
     """Test accuracy after training on n labelled objects per class.
+
+    `evaluate` repeated with n labelled objects per class over several
+    seeds: the label-scarce setting where AstroM3's pre-training pays off
+    most (Rizhko & Bloom 2024, arXiv:2411.08842).
 
     Returns {embedding: {method: {n: {'mean', 'std', 'values'}}}}; the same
     sampled objects serve every embedding and method for a given (n, seed).

@@ -3,10 +3,7 @@
     python -m astrom3_jax.analysis.compare A/summary.json B/summary.json \\
         [--names pretrained random] [--out table.md]
 
-Rows are the numeric headline entries, named by their path in the summary
-(e.g. 'accuracy.fused.probe'); with exactly two summaries a last column
-gives the difference first minus second (with [pretrained, control], a
-positive number is what training gained), as the notebooks' tables do.
+With exactly two summaries, a last column gives the first minus the second.
 """
 
 from __future__ import annotations
@@ -40,7 +37,13 @@ def flatten(summary: Mapping, prefix: str = "") -> dict[str, float | None]:
 
 def markdown(summaries: Sequence[Mapping], names: Sequence[str]) -> str:
     """One row per headline number, one column per summary (union of rows,
-    first-seen order; '-' where a summary lacks the number)."""
+    first-seen order; '-' where a summary lacks the number).
+
+    Rows are the numeric headline entries, named by their path in the summary
+    (e.g. 'accuracy.fused.probe'). With exactly two summaries a last column
+    gives the difference first minus second (with [pretrained, control], a
+    positive number is what training gained), as the notebooks' tables do.
+    """
     if len(summaries) != len(names):
         raise ValueError(f"{len(summaries)} summaries but {len(names)} names")
     flat = [flatten(s) for s in summaries]

@@ -1,13 +1,5 @@
 """2-D maps of the embedding space and how well it separates known subtypes.
 
-AstroM3 draws UMAP maps (cosine metric; n_neighbors 22, or 45 with
-min_dist 0.7) in which Mira variables split into carbon- and oxygen-rich
-groups and rotational variables into two subclasses, although no label ever
-told the model about them (Rizhko & Bloom 2024, arXiv:2411.08842). Here the
-maps are drawn per modality and fused, coloured by class and by subtype,
-and the split is measured with the cosine silhouette of the two subtypes
-within their class, computed on the embeddings themselves (not the map).
-
     python -m astrom3_jax.analysis.maps --embeddings EXPORT --out OUT \\
         [--splits train val test unseen] [--projection umap|pca] \\
         [--n-neighbors 22] [--min-dist 0.1] [--n-epochs N] [--max-points 5000]
@@ -43,6 +35,11 @@ def subtype_silhouettes(
     """Cosine silhouette of each subtype pair over the objects that carry one
     of its two subtypes; NaN when either group has fewer than 2 objects.
 
+    In AstroM3's maps, Mira variables split into carbon- and oxygen-rich
+    groups and rotational variables into two subclasses, although no label
+    ever told the model about them (Rizhko & Bloom 2024, arXiv:2411.08842).
+    This measures that split on the embeddings themselves (not on a map).
+
     Returns {'M:carbon/oxygen': {'silhouette', 'n': {subtype: count}}, ...}.
     """
     metrics = _common.require("sklearn.metrics", "subtype silhouettes")
@@ -67,7 +64,10 @@ def project_umap(
     n_epochs: int | None = None,
     seed: int = 0,
 ) -> np.ndarray:
-    """(N, 2) UMAP coordinates with the cosine metric (umap-learn)."""
+    """(N, 2) UMAP coordinates with the cosine metric (umap-learn).
+
+    AstroM3 draws its maps with n_neighbors 22, or 45 with min_dist 0.7.
+    """
     umap = _common.require("umap", "UMAP maps")
     reducer = umap.UMAP(
         n_neighbors=min(n_neighbors, len(x) - 1),
@@ -161,6 +161,9 @@ def run(
     seed: int = 0,
 ) -> dict:
     """Writes the maps and silhouettes.json; returns the silhouettes.
+
+    Maps are drawn per modality and fused, coloured by class and by subtype;
+    the silhouettes are those of `subtype_silhouettes`.
 
     Silhouettes use every selected object; only the maps are subsampled.
     """

@@ -1,22 +1,5 @@
 """Mislabel hunting: objects far from the centroid of their labelled class.
 
-AstroM3 ranks objects by 1 - cosine similarity between an object's
-embedding and the mean embedding of its catalogue class; the top of the
-list is rich in mislabelled stars (Rizhko & Bloom 2024, arXiv:2411.08842).
-Centroids come from the train split; a train object is left out of its own
-class's centroid, so it cannot pull the centroid towards itself. Objects
-flagged by several modalities at once are the strongest candidates. With
-ground truth (the synthetic survey's `true_target`), precision and recall
-at k are measured against the planted mislabels.
-
-Two scores, each defined once here. `centroid_distance` ranks a whole
-split (the default, `--method centroid`): it is continuous, so the ranking
-and its precision/recall at k have no ties to break. `knn_disagreement`
-(`--method knn`), the share of the k nearest train objects whose class
-differs, is predict's per-star `mislabel_score`: it uses the neighbours
-predict lists and follows a class made of several clumps (Mira carbon and
-oxygen, dwarf and giant rotators), but has only k + 1 values, so it ties.
-
     python -m astrom3_jax.analysis.mislabels --embeddings EXPORT --out OUT \\
         [--splits train val test] [--k 50] [--method centroid|knn] \\
         [--neighbours 10]
@@ -49,6 +32,11 @@ def centroid_distance(
 ) -> np.ndarray:
     """1 - cosine(x_i, centroid of class y_i over the train rows).
 
+    AstroM3's mislabel score: the top of the ranking is rich in mislabelled
+    stars (Rizhko & Bloom 2024, arXiv:2411.08842). It ranks a whole split
+    (the default, `--method centroid`) and is continuous, so the ranking and
+    its precision/recall at k have no ties to break.
+
     Rows must be unit vectors. Where `in_train` is true, x_i is itself one of
     the train rows and is left out of its centroid. NaN where the class has
     no (other) train member or its centroid is the zero vector.
@@ -70,6 +58,11 @@ def knn_disagreement(
     train_y: np.ndarray, neighbours: np.ndarray, y: np.ndarray
 ) -> np.ndarray:
     """1 - the share of each row's nearest train rows whose class is y_i.
+
+    `--method knn`, and predict's per-star `mislabel_score`: it uses the
+    neighbours predict lists and follows a class made of several clumps
+    (Mira carbon and oxygen, dwarf and giant rotators), but has only k + 1
+    values, so it ties.
 
     `neighbours` (N, k) indexes the train rows (-1: no neighbour there).
     NaN where a row has no neighbours or no label (y_i < 0).
@@ -128,7 +121,13 @@ def score_splits(
     neighbours: int = DEFAULT_NEIGHBOURS,
 ) -> dict[str, np.ndarray]:
     """Scores of `method` (METHODS) for train (left-one-out) then each other
-    split, in order, per embedding: {embedding: (N_total,) scores}."""
+    split, in order, per embedding: {embedding: (N_total,) scores}.
+
+    Centroids come from the train split; a train object is left out of its
+    own class's centroid, so it cannot pull the centroid towards itself.
+    Objects flagged by several modalities at once are the strongest
+    candidates (`rank_table`'s n_modalities_top_k).
+    """
     if method not in METHODS:
         raise ValueError(f"unknown mislabel method {method!r}; known: {METHODS}")
     train_units = _common.unit_embeddings(train)
@@ -172,7 +171,11 @@ def rank_table(
 
 
 def evaluate(scores: dict[str, np.ndarray], planted: np.ndarray, k: int) -> dict:
-    """Per embedding: precision/recall at k and at k = number planted, and AP."""
+    """Per embedding: precision/recall at k and at k = number planted, and AP.
+
+    `planted` is the ground truth (the synthetic survey's `true_target`
+    differing from the label): the planted mislabels.
+    """
     n_planted = int(planted.sum())
     out = {}
     for key, s in scores.items():

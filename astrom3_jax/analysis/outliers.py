@@ -1,23 +1,5 @@
 """Outlier and unseen-class detection in the embedding space.
 
-Scores per object and embedding, each higher = more unusual, all fitted on
-the train split: the mean cosine distance to the k nearest train objects
-(`knn`: 1 - their mean cosine), an isolation forest's anomaly score and, on
-request (`--methods ... lof`: it compares every pair of train objects,
-minutes on a full export), the local outlier factor (scikit-learn; AstroM3
-uses the latter two, Rizhko & Bloom 2024, arXiv:2411.08842). Train objects
-are scored without themselves as a neighbour. With an `unseen` split
-(classes outside the ten), the ROC AUC of unseen vs test objects measures
-how well each score finds new classes.
-
-`knn` is the one k-NN outlier score of the project: predict's
-`outlier_score` (a star against a reference export) is this function too,
-with `percentile_among` placing it among the reference's own scores. It
-needs no fitted model and no scikit-learn, reads as "how far from its
-nearest known objects" for one star as for a whole split, and its
-neighbours are the ones predict lists; the forest and LOF stay here as the
-fitted alternatives, by name.
-
     python -m astrom3_jax.analysis.outliers --embeddings EXPORT --out OUT \\
         [--splits test unseen] [--k 10] [--seed 0] \\
         [--methods knn isolation_forest lof]
@@ -45,6 +27,14 @@ def knn(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(indices, cosines), each (N, k'), of the k nearest train rows of each
     row of x, and the k-NN outlier score: 1 - the mean of those cosines.
+
+    The one k-NN outlier score of the project: predict's `outlier_score` (a
+    star against a reference export) is this function too, placed among the
+    reference's own scores by `percentile_among`. It needs no fitted model
+    and no scikit-learn, reads as "how far from its nearest known objects"
+    for one star as for a whole split, and its neighbours are the ones
+    predict lists; the isolation forest and LOF stay here as the fitted
+    alternatives, by name.
 
     Rows must be unit vectors. x=None scores the train rows themselves, each
     without itself; k' = min(k, train rows available). Ties keep train order
@@ -109,7 +99,15 @@ def score(
     methods: Sequence[str] = DEFAULT_METHODS,
 ) -> dict[str, dict[str, list[np.ndarray]]]:
     """{embedding: {method: [scores of each split]}}; a split that *is* the
-    train split is scored leave-self-out."""
+    train split is scored leave-self-out.
+
+    Every score is higher = more unusual, and fitted on the train split:
+    `knn` (mean cosine distance to the k nearest train objects), the
+    isolation forest and, on request (`lof`: it compares every pair of train
+    objects, minutes on a full export), the local outlier factor
+    (scikit-learn; AstroM3 uses the latter two, Rizhko & Bloom 2024,
+    arXiv:2411.08842).
+    """
     out = {}
     for key in _common.embedding_keys(train):
         tx = train.unit(key)
@@ -128,7 +126,9 @@ def score(
 
 
 def unseen_auc(scores_known: np.ndarray, scores_unseen: np.ndarray) -> float:
-    """ROC AUC of telling unseen (positive) from known objects by the score."""
+    """ROC AUC of telling unseen (positive) from known objects by the score:
+    with an `unseen` split (classes outside the ten) against the test split,
+    how well each score finds new classes."""
     metrics = _common.require("sklearn.metrics", "unseen-class AUC")
     y = np.r_[np.zeros(len(scores_known)), np.ones(len(scores_unseen))]
     return float(metrics.roc_auc_score(y, np.r_[scores_known, scores_unseen]))

@@ -1,16 +1,12 @@
 """Every analysis on one export, and one summary.json of the headline numbers.
 
-Running this on two exports, say a pre-trained model and a random-init
-control, and passing both summaries to `astrom3_jax.analysis.compare`
-shows what pre-training bought, number by number.
-
     python -m astrom3_jax.analysis.report --embeddings EXPORT --out OUT \\
         [--mislabel-k 50] [--outlier-methods knn isolation_forest lof] \\
         [--projection umap|pca] [--umap-epochs N] \\
         [--max-points 5000] [--shots 1 5 10 20 50 100] [--seeds 0 1 2 3 4]
 
 writes OUT/{similarity,classify,mislabels,outliers,maps}/ (each analysis's
-files) and OUT/summary.json.
+files) and OUT/summary.json; `astrom3_jax.analysis.compare` sets two side by side.
 """
 
 from __future__ import annotations

@@ -1,12 +1,5 @@
 """Similarity search in the shared embedding space, and cross-modal retrieval.
 
-Because all encoders map into one space, a query from any modality can be
-matched against any other: a spectrum's nearest light curves, a light
-curve's nearest catalogue entries (Rizhko & Bloom 2024, arXiv:2411.08842).
-Retrieval recall@k asks how often an object's own counterpart in the other
-modality is among the k most similar. Ties count against the true match, so
-a collapsed encoder (all embeddings equal) scores 0, never 1.
-
     python -m astrom3_jax.analysis.similarity --embeddings EXPORT --out OUT \\
         [--split test] [--ids ID ...] [--n-queries 5] [--k 10]
 
@@ -77,7 +70,13 @@ def match_ranks(
 def retrieval_recall(
     a: np.ndarray, b: np.ndarray, ks: Sequence[int] = (1, 5)
 ) -> dict[str, float]:
-    """recall@k for each k, and the median rank (1 = first), of a -> b."""
+    """recall@k for each k, and the median rank (1 = first), of a -> b.
+
+    recall@k: how often an object's own counterpart in the other modality is
+    among the k most similar. Ties count against the true match
+    (`match_ranks`), so a collapsed encoder (all embeddings equal) scores 0,
+    never 1.
+    """
     ranks = match_ranks(a, b)
     out = {f"recall@{k}": float(np.mean(ranks < k)) for k in ks}
     out["median_rank"] = float(np.median(ranks + 1))
@@ -104,7 +103,12 @@ def neighbour_table(
     k: int,
 ) -> dict[str, list]:
     """Columns of a long table: each query row x query embedding x candidate
-    embedding x rank. The query itself is skipped within its own modality."""
+    embedding x rank. The query itself is skipped within its own modality.
+
+    All encoders map into one space, so a query from any modality is matched
+    against any other: a spectrum's nearest light curves, a light curve's
+    nearest catalogue entries (Rizhko & Bloom 2024, arXiv:2411.08842).
+    """
     same = query is candidates
     q_units = _common.unit_embeddings(query)
     c_units = q_units if same else _common.unit_embeddings(candidates)

@@ -1,36 +1,8 @@
 """On-disk format of exported embeddings: one folder per export, NumPy only.
 
 An export holds the frozen encoders' embeddings of every object of a data
-set, so the analyses (similarity search, classification from frozen
-embeddings, mislabel and outlier hunting, maps) run without JAX or a model::
-
-    <out_dir>/
-      manifest.json          what was exported (see `write_manifest`)
-      <split>/               train, val, test, unseen, ...
-        <modality>.npy       float32 (N, D), each row L2-normalised
-        fused.npy            float32 (N, D), mean of the object's modality rows
-        logits.npy           float32 (N, C), optional classifier outputs
-        index.npz            per-object columns, row i <-> row i of every .npy:
-                               id, name     str (N,)
-                               label        int64 (N,), index into class_names
-                               true_target  str (N,), optional ground truth
-                               subtype      str (N,), optional ground truth
-                               <modality>_present  bool (N,), optional: False
-                                 where the object lacks that modality
-                               (any further (N,) columns are kept as given)
-
-Objects lacking a modality (a star without a spectrum): where the index has
-a `<modality>_present` column, the rows of absent objects in
-`<modality>.npy` are NaN (no embedding is invented for data that does not
-exist), and `fused` is the mean of the modalities the object has. A split
-without these columns is complete.
-
-`fused` is the mean of the per-modality unit vectors, as AstroM3 fuses its
-modalities (Rizhko & Bloom 2024, arXiv:2411.08842). It is not re-normalised,
-so its norm says how much the modalities agree; every cosine analysis
-normalises it before use. The manifest carries at least `modalities` (their
-order) and `class_names` (label i is class_names[i]); an exporter adds what
-it knows (source workdir, dataset, splits, embed_dim, step, ...).
+set, so the analyses run without JAX or a model. `save_split` and
+`write_manifest` write it, `load_split` reads it; docs/design.md has the layout.
 """
 
 from __future__ import annotations
@@ -203,7 +175,7 @@ def save_split(
     index: dict[str, np.ndarray],
     logits: np.ndarray | None = None,
 ) -> pathlib.Path:
-    """Writes one split of an export (layout in the module docstring).
+    """Writes one split of an export (layout in docs/design.md).
 
     `embeddings` maps modality -> (N, D) array, all the same D; rows are
     L2-normalised here and stored as float32, and `fused.npy` (their mean,

@@ -1,15 +1,7 @@
 """What every command line shares: config lookup, quiet logs, one-line errors.
 
-User errors print one clear message (`error: ...`) and exit with status 1:
-`errors.UserError` raised by the run (a bad config value, an unknown data
-set, a workdir made with another config, data that is not prepared, a
-failed checkpoint save, a NaN loss), and mistakes on the command line
-itself (a misspelt `--config.<field>`, a config file or variant that does
-not exist, a value of the wrong type). Anything else is a bug and keeps its
-traceback. Logs are quiet (warnings and up) unless `--verbosity` (`-v`) is
-given. Without an accelerator attached, JAX is pinned to the CPU
-(`platform`), so an installed TPU or GPU runtime stays silent. Compiled
-programs are kept on disk between runs (`astrom3_jax.compile_cache`).
+`main(entry)` runs a command: user errors print one `error: ...` line and
+exit with status 1, anything else keeps its traceback.
 """
 
 from __future__ import annotations
@@ -158,6 +150,18 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 def main(entry: Callable[[list[str]], None], *, cache_compiles: bool = True) -> None:
     """`absl.app.run(entry)` with user errors printed as one message.
+
+    User errors print one clear message (`error: ...`) and exit with status
+    1: `errors.UserError` raised by the run (a bad config value, an unknown
+    data set, a workdir made with another config, data that is not
+    prepared, a failed checkpoint save, a NaN loss), and mistakes on the
+    command line itself (a misspelt `--config.<field>`, a config file or
+    variant that does not exist, a value of the wrong type; `parse_flags`).
+    Anything else is a bug and keeps its traceback. Logs are quiet
+    (warnings and up) unless `--verbosity` (`-v`) is given (`quiet_logs`).
+    Without an accelerator attached, JAX is pinned to the CPU (`platform`),
+    so an installed TPU or GPU runtime stays silent. Compiled programs are
+    kept on disk between runs (`astrom3_jax.compile_cache`).
 
     `cache_compiles=False` for commands whose programs are not for this
     machine (`plan` compiles for described TPUs and GPUs): JAX cannot read

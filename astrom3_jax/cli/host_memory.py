@@ -1,40 +1,8 @@
-r"""Run XLA:CPU under tcmalloc: glibc re-faults the step's buffers every step.
+"""Run XLA:CPU under tcmalloc: glibc re-faults the step's buffers every step.
 
-XLA:CPU allocates an executable's temporaries afresh on every call: 1.4 GB
-for the paper train step at batch 64, 11 GB at batch 512. glibc serves
-blocks that large with mmap and unmaps them on free, so every step
-page-faults and zero-fills all of it again. On a 2-core VM that is 350,000
-faults and 1.1 s of kernel time per step at batch 64, and 3 million faults
-and 18 s at batch 512. tcmalloc keeps freed pages and hands them back out,
-so the faults stop: the paper step runs about 1.4x faster at batch 64 and
-1.9x at batch 512, with the same peak memory as long as one step is in
-flight at a time (the trainer waits for each step's metrics).
-
-The allocator has to be chosen when the process starts (LD_PRELOAD), so the
-command-line entry points call `reexec_with_tcmalloc()` first: it restarts
-the same command once with tcmalloc preloaded when the library is installed
-(Debian/Ubuntu: `apt install libtcmalloc-minimal4`; conda: gperftools).
-It restarts only a run that will compute on the CPU, decided without
-starting JAX: not when JAX_PLATFORMS names another platform, nor, with
-JAX_PLATFORMS unset, when an accelerator device node exists
-(`platform.ACCELERATOR_DEVICES`). An installed runtime without its chip
-(libtpu on a CPU machine) does not count: commands pin such a run to the
-CPU (`platform.pin_cpu_without_accelerator`).
-Nor when ASTROM3_NO_TCMALLOC=1 is set, or a debugger, tracer or profiler
-is attached (a restart would leave it behind). The restarted process takes
-our entry out of LD_PRELOAD in its own environment at once, so the
-subprocesses it starts (compilers, workers, tools) run under their usual
-allocator, while it keeps running under tcmalloc.
-
-The same without a restart, as one shell command:
-
-    LD_PRELOAD=$(ldconfig -p | grep -o '/[^ ]*libtcmalloc_minimal.so.4' | head -1) \
-        python -m astrom3_jax.train ...
-
-Notebooks: start Jupyter with LD_PRELOAD set (Colab preloads tcmalloc
-already); the training loop warns when it trains on CPU under
-glibc malloc. glibc's own knobs are no substitute: one arena without mmap
-stops the faults too, but fragments until batch 512 runs out of memory.
+Command-line entry points call `reexec_with_tcmalloc()` first; it restarts
+the command once with tcmalloc preloaded when that helps. Why, and when it
+does not restart: docs/design.md.
 """
 
 from __future__ import annotations
@@ -102,7 +70,10 @@ def accelerator_hint() -> str | None:
     """Why this run will likely compute on a GPU or TPU, or None for CPU.
 
     Decided without starting JAX (that would be too late to restart
-    cheaply): JAX_PLATFORMS when set, else an accelerator device node.
+    cheaply): JAX_PLATFORMS when set, else an accelerator device node
+    (`platform.ACCELERATOR_DEVICES`). An installed runtime without its chip
+    (libtpu on a CPU machine) does not count: commands pin such a run to
+    the CPU (`platform.pin_cpu_without_accelerator`).
     """
     platforms = os.environ.get("JAX_PLATFORMS", "").strip().lower()
     if platforms:
@@ -113,7 +84,8 @@ def accelerator_hint() -> str | None:
 
 
 def debugger_hint() -> str | None:
-    """The debugger, tracer or profiler attached to this process, or None."""
+    """The debugger, tracer or profiler attached to this process, or None
+    (a restart would leave it behind)."""
     if sys.gettrace() is not None:
         return "a debugger or tracer is attached (sys.gettrace)"
     if sys.getprofile() is not None:

@@ -5,20 +5,13 @@ mode: photo | spectra | meta | all (the three modalities fused by the mean of
   `clip`: start from CLIP pre-training (set --config.init_from) with the
   hyperparameters tuned for that; preset: paper (default) | cpu | smoke.
 
-paper: the published per-run hyperparameters (one tuned set for each of the
-  32 mode x subset x scratch/CLIP runs of Rizhko & Bloom 2024) on the real
-  release; the split seed comes from the data set config (default 42):
     python -m astrom3_jax.finetune --config configs/finetune.py:photo,sub10,clip \
         --config.init_from=AstroMLCore/AstroM3-CLIP-42 --workdir runs/photo_sub10
     python -m astrom3_jax.finetune --config configs/finetune.py:spectra,full \
         --config.dataset=full_0 --workdir runs/spectra_full_seed0
-cpu: the `cpu` pre-training model on the synthetic survey, minutes on 2 CPU
-  cores; one shared set of hyperparameters for scratch and CLIP, so that the
-  comparison measures the initialisation alone:
     python -m astrom3_jax.train --config configs/pretrain.py:cpu --workdir runs/clip_cpu
     python -m astrom3_jax.finetune --config configs/finetune.py:photo,sub10,clip,cpu \
         --config.init_from=runs/clip_cpu --workdir runs/photo_sub10_cpu
-smoke: seconds; for tests and notebooks:
     python -m astrom3_jax.finetune --config configs/finetune.py:meta,full,smoke \
         --workdir /tmp/ft_smoke
 Options: --config.freeze=encoders (a linear probe: only the head trains),
@@ -47,7 +40,8 @@ SUBSETS = ("full", "sub50", "sub25", "sub10")
 PRESETS = ("paper", "cpu", "smoke")
 
 # The published per-run hyperparameters (Rizhko & Bloom 2024, tuned with
-# Optuna): (mode, subset, clip) -> (lr, beta1, weight decay, dropout(s),
+# Optuna; one set for each of the 32 mode x subset x scratch/CLIP runs):
+# (mode, subset, clip) -> (lr, beta1, weight decay, dropout(s),
 # plateau factor). Dropouts are per modality of the mode (p/s/m for all).
 PAPER_RUNS = {
     ("photo", "full", False): (2.93e-3, 0.990, 4.71e-5, (0.231,), 0.506),
@@ -84,7 +78,8 @@ PAPER_RUNS = {
     ("all", "sub10", True): (9.99e-3, 0.968, 2.58e-4, (0.308, 0.189, 0.106), 0.119),
 }
 
-# cpu/smoke: one set for scratch and CLIP alike (not tuned per run).
+# cpu/smoke: one set for scratch and CLIP alike (not tuned per run), so that
+# the comparison measures the initialisation alone.
 CPU_RUN = (1e-3, 0.9, 1e-4, None, 0.5)  # None: keep the model's dropouts
 
 
@@ -112,6 +107,13 @@ def _dataset(preset: str, subset: str, seed: int = 42) -> str:
 
 
 def get_config(arg: str = "photo,full") -> ml_collections.ConfigDict:
+    """The config `arg` names (grammar in the module docstring).
+
+    Presets: paper, the published per-run hyperparameters on the real
+    release (the split seed comes from the data set config, default 42);
+    cpu, the `cpu` pre-training model on the synthetic survey, minutes on 2
+    CPU cores; smoke, seconds, for tests and notebooks.
+    """
     mode, subset, clip, preset = parse(arg)
     c = pretrain.get_config(preset)
     c.preset = preset

@@ -1,16 +1,12 @@
 """AstroM3 CLIP pre-training configs: `get_config('paper' | 'cpu' | 'smoke')`.
 
-paper: the published model and hyperparameters (Rizhko & Bloom 2024) on
-  the real release (build the data set first, see the README):
     python -m astrom3_jax.train --config configs/pretrain.py:paper \\
         --workdir runs/clip_paper
-cpu: a small model that pre-trains on the synthetic survey in minutes on 2
-  CPU cores and still learns (the data set is generated on first use):
     python -m astrom3_jax.train --config configs/pretrain.py:cpu \\
         --workdir runs/clip_cpu
-smoke: seconds; for tests and notebooks:
     python -m astrom3_jax.train --config configs/pretrain.py:smoke \\
         --workdir /tmp/clip_smoke
+
 Any field can be overridden, e.g. `--config.batch_size=64`.
 """
 
@@ -20,11 +16,14 @@ from astrom3_jax.configs import base
 
 
 def paper() -> ml_collections.ConfigDict:
-    """The published model and hyperparameters (the base config)."""
+    """The published model and hyperparameters (the base config; Rizhko & Bloom
+    2024) on the real release: build the data set first (see the README)."""
     return base.get_config()
 
 
 def cpu() -> ml_collections.ConfigDict:
+    """A small model that pre-trains on the synthetic survey in minutes on 2
+    CPU cores and still learns (the data set is generated on first use)."""
     c = paper()
     c.preset = "cpu"
     c.dataset = "synthetic_small"
@@ -50,6 +49,7 @@ def cpu() -> ml_collections.ConfigDict:
 
 
 def smoke() -> ml_collections.ConfigDict:
+    """Seconds; for tests and notebooks."""
     c = cpu()
     c.preset = "smoke"
     c.batch_size = 16

@@ -1,20 +1,8 @@
 """Files from the Hugging Face Hub: the data release and published weights.
 
-Everything goes through `huggingface_hub`, so downloads land in the cache
-that other Hugging Face tools share (`HF_HOME`, `HF_HUB_CACHE`, or a
-`cache_dir`), a gated or private repository is read with the token of
-`HF_TOKEN` or `hf auth login`, a dropped transfer is resumed where it broke
-off, and a progress bar shows. `HF_ENDPOINT` (a mirror) and
-`HF_HUB_OFFLINE` are read when a download starts, not when Python starts.
-
-Offline (`HF_HUB_OFFLINE=1`, or the endpoint refuses a TCP connection or
-gives none within `PROBE_TIMEOUT_S`) only the cache is read, so a download
-that the cache cannot answer fails in seconds instead of after a minute of
-retries. Failures are `errors.UserError`s that name the repository and the
-file; callers add their advice for working without a network.
-
-Imports nothing from the rest of the package but `errors`; the data layer
-(TFDS builder) and the models layer (weights import) both use it.
+All downloads go through `huggingface_hub` (shared cache, tokens, resumed
+transfers); failures are `errors.UserError`s naming the repository and file.
+Why, and how offline works: docs/design.md.
 """
 
 from __future__ import annotations
@@ -32,6 +20,8 @@ import huggingface_hub
 from huggingface_hub import constants as hf_constants
 from huggingface_hub import errors as hf_errors
 
+# Nothing else of the package: the data layer (TFDS builder) and the models
+# layer (weights import) both use this module.
 from astrom3_jax import errors
 
 PROBE_TIMEOUT_S = 5.0
@@ -64,7 +54,13 @@ def endpoint() -> str:
 
 
 def offline_reason() -> str | None:
-    """Why the Hub cannot be reached now (None: it can, as far as we know)."""
+    """Why the Hub cannot be reached now (None: it can, as far as we know).
+
+    `HF_HUB_OFFLINE=1`, or the endpoint refuses a TCP connection or gives
+    none within `PROBE_TIMEOUT_S`. Then only the cache is read, so a download
+    the cache cannot answer fails in seconds instead of after a minute of
+    retries.
+    """
     flag = os.environ.get("HF_HUB_OFFLINE", "").strip().upper()
     if flag in {"1", "ON", "YES", "TRUE"} or hf_constants.is_offline_mode():
         return "HF_HUB_OFFLINE is set"

@@ -1,27 +1,8 @@
 """The modality registry: one entry per modality, everything about it.
 
-An entry says what the modality reads from a stored example (`fields`),
-which batch keys its per-batch transform writes (`batch_keys`, in the
-order its encoder takes them), the transform itself, the encoder that
-embeds it (a class, or "module:Class" resolved on first use so that this
-data-layer module never imports Flax), and, for a light-curve-like input,
-which batch key is its row mask and how padding rows look. The pipeline,
-the models, the input checks at the API boundary, the loss and the trainer
-all read this one table, so a fourth modality is one `register(Modality(...))`
-call plus its sub-config `config.model.<name>`:
-
-    register(Modality("colour", fields=("metadata",), batch_keys=("colour",),
-                      transform=my_transform, encoder=MyEncoder))
-
-An encoder is built as `encoder(sub_config, *, dtype, rngs)`, exposes
-`output_dim`, is called as `encoder(*[batch[k] for k in batch_keys],
-rngs=rngs)`, and may describe its inputs with `input_dims()` (one tuple of
-dims after the batch axis per batch key; a dim may be an inclusive
-(lo, hi) range), which the API boundary checks users' arrays against.
-
-Columns hold, for the real (non-padding) rows of one batch, either a stacked
-array (fixed-shape fields) or a `Ragged` (variable-length fields such as the
-light curve).
+The pipeline, the models, the input checks at the API boundary, the loss
+and the trainer all read this one table, so a fourth modality is one
+`register(Modality(...))` call plus its sub-config `config.model.<name>`.
 """
 
 from __future__ import annotations
@@ -103,12 +84,32 @@ class Context:
     rng: np.random.Generator
 
 
+# A transform's columns hold, for the real (non-padding) rows of one batch,
+# either a stacked array (fixed-shape fields) or a `Ragged` (variable-length
+# fields such as the light curve).
 Transform = Callable[[Mapping[str, object], Context], dict[str, np.ndarray]]
 
 
 @dataclasses.dataclass(frozen=True)
 class Modality:
-    """One modality: its data, its batch transform and its encoder."""
+    """One modality: its data, its batch transform and its encoder.
+
+    An entry says what the modality reads from a stored example (`fields`),
+    which batch keys its per-batch transform writes (`batch_keys`, in the
+    order its encoder takes them), the transform itself, the encoder that
+    embeds it (a class, or "module:Class" resolved on first use so that this
+    data-layer module never imports Flax), and, for a light-curve-like
+    input, which batch key is its row mask and how padding rows look:
+
+        register(Modality("colour", fields=("metadata",), batch_keys=("colour",),
+                          transform=my_transform, encoder=MyEncoder))
+
+    An encoder is built as `encoder(sub_config, *, dtype, rngs)`, exposes
+    `output_dim`, is called as `encoder(*[batch[k] for k in batch_keys],
+    rngs=rngs)`, and may describe its inputs with `input_dims()` (one tuple
+    of dims after the batch axis per batch key; a dim may be an inclusive
+    (lo, hi) range), which the API boundary checks users' arrays against.
+    """
 
     name: str
     fields: tuple[str, ...]  # stored example features read

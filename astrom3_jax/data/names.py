@@ -1,18 +1,8 @@
 """Data set config names: which names exist and what each one means.
 
-A name picks a raw release and one split folder of it:
-- `<subset>_<seed>` (e.g. `full_42`, `sub10_0`): the real release on the
-  Hugging Face Hub, subset x split seed;
-- `synthetic_<preset>` (the full subset, seed 42) and
-  `synthetic_<preset>_<subset>_<seed>`: the synthetic survey;
-- `catalog`: a table of the user's own stars pointing at raw files
-  (astrom3_jax.data.catalog; read from the manual directory), release
-  'catalog', subset 'full', split seed 42 (the split comes from the table's
-  `split` column, or is drawn with that seed).
-
 Pure Python (no TFDS), so configs, the trainer and the command lines can
-check and compare names without loading the builder. The builder makes one
-TFDS config per name listed here.
+check and compare names without loading the builder, which makes one TFDS
+config per name listed here.
 """
 
 from __future__ import annotations
@@ -41,7 +31,18 @@ class UnknownDatasetError(errors.UserError, ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class DatasetName:
-    """What a config name means: release, subset and split seed."""
+    """What a config name means: release, subset and split seed.
+
+    A name picks a raw release and one split folder of it:
+    - `<subset>_<seed>` (e.g. `full_42`, `sub10_0`): the real release on the
+      Hugging Face Hub, subset x split seed;
+    - `synthetic_<preset>` (the full subset, seed 42) and
+      `synthetic_<preset>_<subset>_<seed>`: the synthetic survey;
+    - `catalog`: a table of the user's own stars pointing at raw files
+      (astrom3_jax.data.catalog; read from the manual directory), release
+      'catalog', subset 'full', split seed 42 (the split comes from the
+      table's `split` column, or is drawn with that seed).
+    """
 
     name: str
     subset: str = "full"

@@ -1,26 +1,8 @@
-r"""Normalisation statistics: the training split's mean and std of the catalogue.
+"""Normalisation statistics: the training split's mean and std of the catalogue.
 
-The 38 catalogue columns (4 photometric ones that become light-curve
-channels, 34 metadata ones) are transformed (absolute magnitudes, cos l,
-sin b, log10 period) and then z-scored with the mean and population std of
-the TRAINING split. A model only makes sense with the statistics of the data
-it was trained on, so they travel with it:
-
-- the TFDS builder records them next to every prepared data set
-  (`<data_dir>/astrom3/<config>/<version>/normalisation.json`);
-- a training workdir holds them as `normalisation.json` (`write_stats`,
-  `read_stats`);
-- published weights take them from the release configuration's `info.json`
-  (`NormalisationStats.from_info_json`).
-
-The JSON file is a superset of the release's `info.json` (same keys: classes,
-photo_cols, meta_cols, all_cols, metadata_func, mean, std; plus `format`,
-`version`, `source`), so either can be read where the other is expected.
-
-To give a workdir the statistics it lacks:
-
-    python -m astrom3_jax.record_stats --workdir W \
-        (--info_json RELEASE/splits/full/42/info.json | --dataset CONFIG [--data_dir D])
+A model only makes sense with the statistics of the data it was trained on,
+so they travel with it: next to every prepared data set, in every training
+workdir (`normalisation.json`), and from `info.json` for published weights.
 """
 
 from __future__ import annotations
@@ -64,9 +46,12 @@ def _how_to_provide(workdir: str) -> str:
 class NormalisationStats:
     """Column transforms plus the training split's mean and population std.
 
-    mean/std are in `all_cols` order (photo_cols then meta_cols), computed
-    after the `metadata_func` transforms. `source` says where they came from
-    (for messages and provenance only).
+    The 38 catalogue columns (4 photometric ones that become light-curve
+    channels, 34 metadata ones) are transformed (absolute magnitudes, cos l,
+    sin b, log10 period) and then z-scored with the mean and population std
+    of the TRAINING split. mean/std are in `all_cols` order (photo_cols then
+    meta_cols), computed after the `metadata_func` transforms. `source` says
+    where they came from (for messages and provenance only).
     """
 
     mean: tuple[float, ...]
@@ -123,6 +108,10 @@ class NormalisationStats:
         }
 
     def to_json(self) -> str:
+        """A superset of the release's `info.json` (same keys: classes,
+        photo_cols, meta_cols, all_cols, metadata_func, mean, std; plus
+        `format`, `version`, `source`), so either file can be read where the
+        other is expected."""
         body = {"format": FORMAT, "version": VERSION, "source": self.source}
         return json.dumps({**body, **self.as_info()}, indent=2) + "\n"
 
@@ -158,7 +147,8 @@ class NormalisationStats:
 
     @classmethod
     def from_info_json(cls, path: str | os.PathLike) -> NormalisationStats:
-        """From a release split folder's info.json (checked by release_io)."""
+        """From a release split folder's info.json (checked by release_io): where
+        published weights take their statistics from."""
         info = release_io.read_info(path)
         return cls.from_info(info, source=os.fspath(path))
 
@@ -230,7 +220,12 @@ def write_stats(workdir: str | os.PathLike, stats: NormalisationStats) -> str:
 
 
 def read_stats(workdir: str | os.PathLike) -> NormalisationStats:
-    """The statistics recorded in a workdir; refuses a workdir without them."""
+    """The statistics recorded in a workdir; refuses a workdir without them.
+
+    `python -m astrom3_jax.record_stats --workdir W (--info_json
+    RELEASE/splits/full/42/info.json | --dataset CONFIG [--data_dir D])`
+    gives a workdir the statistics it lacks.
+    """
     workdir = os.fspath(workdir)
     path = os.path.join(workdir, STATS_FILE)
     if not os.path.exists(path):
@@ -243,7 +238,9 @@ def read_stats(workdir: str | os.PathLike) -> NormalisationStats:
 
 
 def stats_of_prepared(data_dir: str | os.PathLike) -> NormalisationStats:
-    """The statistics a prepared data set's builder recorded (its version folder)."""
+    """The statistics a prepared data set's builder recorded: `data_dir` is its
+    version folder (`<TFDS data_dir>/astrom3/<config>/<version>`), which holds
+    `normalisation.json`."""
     path = os.path.join(os.fspath(data_dir), STATS_FILE)
     if not os.path.exists(path):
         raise MissingStatsError(

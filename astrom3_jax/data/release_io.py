@@ -1,12 +1,8 @@
 """Readers for the raw AstroM3 release (Hub dataset AstroMLCore/AstroM3Dataset).
 
-Layout of a release root (Rizhko & Bloom 2024, arXiv:2411.08842):
-  photometry.zip                      members vardb_files/<name>.dat
-  spectra/<CLASS>/<spec_filename>     LAMOST FITS, one or two HDUs, maybe .gz
-  splits/<sub>/<seed>/{train,val,test}.csv and info.json
-
-Every reader raises `ReleaseError`, whose message names the file, the object
-and the problem, so one bad file in 21k is easy to find.
+A release root (Rizhko & Bloom 2024, arXiv:2411.08842) holds photometry.zip
+(members vardb_files/<name>.dat), spectra/<CLASS>/<spec_filename> (LAMOST
+FITS, maybe .gz) and splits/<sub>/<seed>/{train,val,test}.csv + info.json.
 """
 
 from __future__ import annotations
@@ -34,7 +30,11 @@ INFO_KEYS = (
 
 
 class ReleaseError(errors.UserError, ValueError):
-    """A raw file is missing, unreadable or holds values we refuse to use."""
+    """A raw file is missing, unreadable or holds values we refuse to use.
+
+    Every reader here raises it. Its message names the file, the object and
+    the problem, so one bad file in 21k is easy to find.
+    """
 
     def __init__(self, problem: str, *, file: str | os.PathLike = "", obj: str = ""):
         self.problem, self.file, self.obj = problem, os.fspath(file), obj

@@ -1,33 +1,8 @@
 """Self-attention for the photometry encoder: Informer ProbSparse, or full.
 
-ProbSparse (Zhou et al. 2021, as in the AstroM3 reference), factor c:
-- u = min(c * ceil(ln L), L) "active" queries, and as many sampled keys;
-- each query gets `u_keys` keys sampled uniformly with replacement; the
-  sample is shared by every batch element and head and drawn from the rng
-  stream 'sample' on every call (at evaluation too, like the reference);
-- sparsity M(q) = max(sampled scores) - sum(sampled scores) / L;
-- the top-u queries of each (batch, head) get softmax(QK^T / sqrt(Dh)) V,
-  all other queries get mean(V); no mask and no attention dropout.
-The sparsity scores only the sampled keys (one gather per sample, no
-gradient); the active queries are then selected with top_k + one-hot
-matmuls.
-
-`SelfAttention` never forms the full K and V for training: only the u
-active queries reach the loss, so it projects those rows alone, folds the
-key and value projections into the (u, L) attention (q.(x Wk + bk) =
-(q Wk^T).x + const, and softmax rows sum to 1 so p.(x Wv + bv) =
-(p.x) Wv + bv), and applies the output projection to mean(V) once per head
-plus the u active rows. Q and K for the sparsity are projected without
-gradient. Same outputs; the backward pass skips four (L, D) x (D, D)
-matmul pairs per layer.
-
-`reference_reshape` reproduces the reference's merge of heads: the
-(B, H, L, Dh) output is reshaped row-major straight to (B, L, H * Dh), which
-interleaves heads and positions. Published weights need it.
-
-'full' is standard multi-head attention through jax.nn.dot_product_attention
-with the padding mask as a key mask (fused kernels on GPU), heads merged
-normally.
+ProbSparse is Zhou et al. 2021's, as the AstroM3 reference runs it;
+`SelfAttention` computes it without forming the full K and V. The algorithm
+and how the projections are folded in: docs/design.md.
 """
 
 from __future__ import annotations
@@ -152,7 +127,17 @@ def _project_mean_rows(per_slot, rows, slots, length: int):
 
 
 class SelfAttention(nnx.Module):
-    """Multi-head self-attention with query/key/value/out projections."""
+    """Multi-head self-attention with query/key/value/out projections.
+
+    `kind='probsparse'` (factor c): Informer's ProbSparse attention, with the
+    projections folded into the attention of the u active queries
+    (`_probsparse`, docs/design.md). `kind='full'`: standard multi-head
+    attention through `jax.nn.dot_product_attention` with the padding mask
+    as a key mask (fused kernels on GPU), heads merged normally.
+    `reference_reshape` reproduces the reference's merge of heads: the
+    (B, H, L, Dh) output is reshaped row-major straight to (B, L, H * Dh),
+    which interleaves heads and positions; published weights need it.
+    """
 
     def __init__(
         self,

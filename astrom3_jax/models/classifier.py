@@ -1,23 +1,7 @@
 """Classifiers: multimodal (fused normalised embeddings) and single-modality.
 
-Multimodal: the full AstroM3 model (encoders, projections, temperatures, so
-a CLIP checkpoint loads whole), fused by the mean ('avg', published) or the
-concatenation of the L2-normalised embeddings, then Linear -> num_classes.
-Single-modality: Linear on the raw encoder output (no projection).
-
-Objects lacking a modality: per-object presence flags (`<modality>_present`
-batch keys, from the data pipeline or given by a user) leave the absent
-modalities out of the fusion: 'avg' averages the present normalised
-embeddings; 'concat' writes zeros in the absent blocks (the head then sees
-no evidence from them, the same input an absent modality always gives). A
-user may also leave a modality out entirely: it is filled in as absent.
-A single-modality classifier needs its modality.
-
-Called on concrete arrays (a user), the inputs are checked, padding rows
-made canonical and the forward pass runs compiled once per input shape
-(astrom3_jax.models.inputs); batch size 0 gives (0, num_classes) logits.
-Called under a jax transformation (the trainer's jit), only the static
-shape checks run.
+`MultimodalClassifier` puts a linear head on the fusion of the CLIP model's
+embeddings; `Classifier` puts one on a single encoder's output.
 """
 
 from __future__ import annotations
@@ -46,8 +30,12 @@ def _merge(batch, inputs):
 def _classify(model, encoders, batch, keywords, rngs, seed, *, require_all=True):
     """Logits from a user's arrays (checked, compiled) or a traced batch.
 
-    Without `require_all`, modalities not given are filled in as absent
-    (zeros flagged 0), which a fused classifier leaves out.
+    On concrete arrays (a user) the inputs are checked, padding rows made
+    canonical and the forward pass runs compiled once per input shape
+    (astrom3_jax.models.inputs); batch size 0 gives (0, num_classes) logits.
+    Under a jax transformation (the trainer's jit) only the static shape
+    checks run. Without `require_all`, modalities not given are filled in as
+    absent (zeros flagged 0), which a fused classifier leaves out.
     """
     where = type(model).__name__
     if model_inputs.is_traced(batch, model.fc.kernel[...]):
@@ -66,6 +54,17 @@ def _classify(model, encoders, batch, keywords, rngs, seed, *, require_all=True)
 
 
 class MultimodalClassifier(nnx.Module):
+    """The full AstroM3 model (encoders, projections, temperatures, so a CLIP
+    checkpoint loads whole), its L2-normalised embeddings fused by their mean
+    (`fusion='avg'`, published) or their concatenation ('concat'), then
+    Linear -> num_classes.
+
+    Objects lacking a modality: per-object presence flags
+    (`<modality>_present` batch keys, from the data pipeline or given by a
+    user) leave the absent modalities out of the fusion (`fuse`). A user may
+    also leave a modality out entirely: it is filled in as absent.
+    """
+
     def __init__(self, model_config, *, rngs: nnx.Rngs):
         self.fusion = model_config.fusion
         if self.fusion not in ("avg", "concat"):
@@ -104,11 +103,13 @@ class MultimodalClassifier(nnx.Module):
         )
 
     def fuse(self, emb: dict, presence: dict | None = None):
-        """The fused embedding the head reads (see the module docstring).
+        """The fused embedding the head reads (see the class docstring).
 
         `presence` ({modality: (B,) flags}) leaves out what an object lacks:
-        'avg' is the mean of its present embeddings, 'concat' puts zeros in
-        the blocks of absent ones. Without flags everything is present.
+        'avg' is the mean of its present normalised embeddings, 'concat' puts
+        zeros in the blocks of absent ones (the head then sees no evidence
+        from them, the same input an absent modality always gives). Without
+        flags everything is present.
         """
         names = self.clip.modality_names
         parts = [emb[n] for n in names]
@@ -144,7 +145,8 @@ class MultimodalClassifier(nnx.Module):
 
 
 class Classifier(nnx.Module):
-    """Single-modality classifier on `config.modalities[0]`."""
+    """Single-modality classifier on `config.modalities[0]`: Linear on the raw
+    encoder output (no projection). It needs its modality."""
 
     def __init__(self, model_config, *, rngs: nnx.Rngs):
         if len(model_config.modalities) != 1:

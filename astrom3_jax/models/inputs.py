@@ -1,33 +1,8 @@
 """Arrays at the API boundary: checked, made canonical, then run compiled.
 
-`AstroM3.embed(...)` and the classifiers' `__call__` hand the arrays users
-pass through `prepare`, which
-- names any input the model reads that is missing, and any keyword that no
-  modality reads (a typo would otherwise be ignored);
-- checks each shape against what the model was built for and that all
-  inputs share one batch size, naming the argument, the expected and the
-  actual shape (instead of an XLA shape error, or embeddings of different
-  lengths);
-- binarises `photometry_mask`: any non-zero value marks a real row, so 0/1,
-  0/255 and boolean masks mean the same; a NaN in a mask is refused;
-- refuses NaN or inf in data the model reads (real light-curve rows,
-  spectra, metadata), naming the argument and the samples;
-- rewrites the light curve's padding rows (mask 0) in canonical form.
-
-What each modality reads, and how its padding looks, comes from its entry
-in the modality registry (astrom3_jax/data/modalities.py); its shapes from
-its encoder's `input_dims()`. Why canonical padding rather than ignored
-padding: the ProbSparse attention of the reference lets padded rows act as
-keys and values, so what they hold changes the real rows' outputs (only the
-encoder output is masked). The pipeline pads with zeros in the 3
-light-curve channels and repeats the object's 6 auxiliary values on every
-row; the registry's `canonical_padding` writes exactly that, so any padding
-content (NaN included) gives the pipeline's answer.
-
-Shapes are static, so `check_shapes` also runs under `jax.jit` (the
-trainer's path); everything that reads values runs only on concrete arrays.
-`run_compiled` then runs the model under `nnx.jit`, which compiles once per
-model structure and input shape and reuses the program afterwards.
+`AstroM3.embed(...)` and the classifiers' `__call__` pass users' arrays
+through `prepare`, then run the model with `run_compiled`; inside the
+trainer's jit only the static `check_shapes` runs.
 """
 
 from __future__ import annotations
@@ -111,7 +86,8 @@ def _shapes_text(arrays: Mapping) -> str:
 def check_shapes(arrays: Mapping, specs: Mapping, where: str) -> int:
     """Static checks (fine under jit): presence, shapes, one batch size.
 
-    Returns the batch size.
+    Shapes are static, so this also runs under `jax.jit` (the trainer's
+    path), where nothing that reads values can. Returns the batch size.
     """
     reads = ", ".join(specs)
     for key, spec in specs.items():
@@ -214,6 +190,22 @@ def prepare(
 ) -> tuple[dict[str, np.ndarray], int]:
     """(the model's inputs, checked and canonical, as float32 NumPy; batch size).
 
+    On concrete arrays only. It
+    - names any input the model reads that is missing, and any keyword that
+      no modality reads (a typo would otherwise be ignored);
+    - checks each shape against what the model was built for and that all
+      inputs share one batch size, naming the argument, the expected and the
+      actual shape (instead of an XLA shape error, or embeddings of
+      different lengths);
+    - binarises `photometry_mask`: any non-zero value marks a real row, so
+      0/1, 0/255 and boolean masks mean the same; a NaN in a mask is refused;
+    - refuses NaN or inf in data the model reads (real light-curve rows,
+      spectra, metadata), naming the argument and the samples;
+    - rewrites the light curve's padding rows (mask 0) in canonical form.
+    What each modality reads, and how its padding looks, comes from its
+    entry in the modality registry (astrom3_jax/data/modalities.py); its
+    shapes from its encoder's `input_dims()`.
+
     `given` maps batch keys to arrays (None = not given); `encoders` is the
     model's {modality name: encoder}; `keywords` are the names the user
     passed as keyword arguments: those must be keys some modality reads (or
@@ -263,6 +255,13 @@ def prepare(
                 _refuse_non_finite(key, arrays[key], where)
                 continue
             _refuse_non_finite(key, arrays[key], where, rows=real)
+            # Canonical rather than ignored padding: the reference's ProbSparse
+            # attention lets padded rows act as keys and values, so what they
+            # hold changes the real rows' outputs (only the encoder output is
+            # masked). The pipeline pads with zeros in the 3 light-curve
+            # channels and repeats the object's 6 auxiliary values on every
+            # row; `canonical_padding` writes exactly that, so any padding
+            # content (NaN included) gives the pipeline's answer.
             if entry.canonical_padding is not None:
                 arrays[key] = entry.canonical_padding(arrays[key], real)
     return arrays, batch
@@ -309,6 +308,7 @@ def run_compiled(model: nnx.Module, method: str, batch: dict, rngs=None):
 
     nnx.jit keys its cache on the model's structure (so train()/eval() or a
     different model compiles anew) and on the input shapes and dtypes, and
-    writes changed state (rng counters) back to `model`.
+    writes changed state (rng counters) back to `model`. The program is
+    compiled once and reused afterwards.
     """
     return _run(model, batch, rngs, method=method)

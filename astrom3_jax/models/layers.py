@@ -1,13 +1,7 @@
 """Layer constructors with PyTorch's default initialisation.
 
-The reference trains from PyTorch defaults, so ours start from the same
-distributions (matched here, once, for every Linear and Conv1d):
-- weights: kaiming_uniform(a=sqrt(5)), i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in));
-  in JAX terms variance_scaling(1/3, 'fan_in', 'uniform');
-- biases: U(-1/sqrt(fan_in), 1/sqrt(fan_in));
-- LayerNorm: scale ones, bias zeros (NNX's default too), eps 1e-5.
-The Informer token convolution is the one exception (kaiming_normal, see
-photometry.py).
+The reference trains from PyTorch defaults, so every Linear, Conv1d and
+LayerNorm here starts from the same distributions as torch's.
 """
 
 from __future__ import annotations
@@ -19,6 +13,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+# torch's kaiming_uniform(a=sqrt(5)) weight init, i.e.
+# U(-1/sqrt(fan_in), 1/sqrt(fan_in)), for every Linear and Conv1d. The one
+# exception is the Informer token convolution (kaiming_normal, photometry.py).
 torch_weight_init = jax.nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 
 # The evaluation key rule: every forward pass outside training (validation,
@@ -185,7 +182,8 @@ class LayerNorm(nnx.LayerNorm):
 
 
 def layer_norm(features: int, *, rngs: nnx.Rngs, dtype=None, eps: float = 1e-5):
-    """LayerNorm with PyTorch's eps (1e-5, NNX defaults to 1e-6)."""
+    """LayerNorm with PyTorch's eps (1e-5, NNX defaults to 1e-6); scale ones
+    and bias zeros, as in PyTorch (NNX's default too)."""
     return LayerNorm(
         features, epsilon=eps, dtype=dtype, param_dtype=jnp.float32, rngs=rngs
     )

@@ -2,18 +2,7 @@
 
 Reads and writes Hub-layout folders (`config.json` + `model.safetensors`,
 PyTorch state-dict names and layouts) with the safetensors NumPy API, so no
-PyTorch is needed. Layouts: Linear [out, in] <-> kernel [in, out]; Conv1d
-[out, in, k] <-> nnx.Conv kernel [k, in, out]; the Informer's kernel-1
-Conv1d feed-forward layers [out, in, 1] <-> Linear [in, out]. Flatten
-orders already agree (photometry l * d_model + c, spectra c * T + t).
-
-Every source tensor is mapped or listed in IGNORED; the position table
-`pe` is a buffer that we recompute, so it is checked against ours instead
-of loaded. Missing tensors, unexpected tensors, shape mismatches and
-non-finite values raise with the tensor's name (and the file's, when read
-from a folder); unreadable files raise with the file's name. Imported models
-use the reference-compatible mode: ProbSparse attention with the reference's
-head/position reshape, embedding dropout 0.1, LayerNorm eps 1e-5, exact GELU.
+PyTorch is needed.
 """
 
 from __future__ import annotations
@@ -60,7 +49,11 @@ class DownloadError(errors.UserError, ConnectionError):
 
 
 # --------------------------------------------------------------------------
-# layouts: (ours <- torch, torch <- ours)
+# layouts: (ours <- torch, torch <- ours). Linear [out, in] <-> kernel
+# [in, out]; Conv1d [out, in, k] <-> nnx.Conv kernel [k, in, out]; the
+# Informer's kernel-1 Conv1d feed-forward layers [out, in, 1] <-> Linear
+# [in, out]. Flatten orders already agree (photometry l * d_model + c,
+# spectra c * T + t).
 
 
 def _linear_in(w):
@@ -206,7 +199,12 @@ def _need(ref, key):
 
 
 def model_config_from_reference(ref: dict) -> tuple[ml_collections.ConfigDict, str]:
-    """Our `config.model` (reference-compatible mode) and the model kind."""
+    """Our `config.model` (reference-compatible mode) and the model kind.
+
+    Imported models use the reference-compatible mode: ProbSparse attention
+    with the reference's head/position reshape, embedding dropout 0.1,
+    LayerNorm eps 1e-5, exact GELU.
+    """
     kind = detect_kind(ref)
     c = models.paper_model_config()
     c.num_classes = int(ref.get("num_classes", 10))
@@ -382,7 +380,12 @@ def load_reference_tensors(
 ) -> list[str]:
     """Copy reference tensors into `model` in place; returns ignored names.
 
-    `origin` (e.g. the file's path) prefixes every error message.
+    Every source tensor is mapped (`layout_entries`) or is a buffer that we
+    recompute: the position table `pe` is checked against ours instead of
+    loaded. Missing tensors, unexpected tensors, shape mismatches and
+    non-finite values raise `WeightsError` with the tensor's name; `origin`
+    (e.g. the file's path) prefixes every error message. Unreadable files
+    raise with the file's name (`read_tensors`).
     """
     entries, buffers = layout_entries(kind, model_config)
     _check_covers_params(model, entries)

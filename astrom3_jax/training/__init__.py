@@ -1,24 +1,7 @@
 """The training layer: one loop, what plugs into it, and the machinery under it.
 
-- `run(config, workdir)` (runner.py): the one entry to pre-training and
-  fine-tuning; `config.model.task` picks the task, `config.evals` what is
-  scored each epoch and at the end (evaluators.py, reports.py).
-
-- `loop.py`: resume / init_from / scratch, the epoch loop, checkpoints,
-  early stopping; it knows nothing of CLIP or classes.
-- `tasks.py`: what differs between pre-training and fine-tuning (per-device
-  loss and eval outputs, init_from, which parameters train, which metric
-  picks the best checkpoint).
-- `evaluation.py`: the one evaluation path (data-parallel predict over a
-  data set) used by validation, test, export and predict;
-  `evaluators.py`: split-level metrics chosen by `config.evals`.
-- `losses.py`: the global-batch InfoNCE (with objects lacking modalities);
-  `sharding.py`: the ('data',) mesh and `jax.shard_map` helpers.
-- `optim.py`: the optimiser, warm-up and plateau / early-stopping state.
-- `checkpoints.py` (Orbax I/O), `workdir.py` (a workdir's or any source's
-  model), `init_from.py` (starting from another run's or published weights),
-  `metrics_writer.py` (metrics.jsonl + TensorBoard), `validate.py` (config
-  checks), `planner/` (ahead-of-time compilation for planning TPU runs).
+`run(config, workdir)` is the one entry to pre-training and fine-tuning;
+docs/design.md lists what each module of the package does.
 """
 
 

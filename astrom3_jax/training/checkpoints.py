@@ -1,22 +1,7 @@
 """Run directories: `<workdir>/config.json` and Orbax checkpoints.
 
-Layout of a workdir:
-  config.json                 the full ConfigDict of the run (JSON)
-  checkpoints/<step>/params   model parameters (nnx.Param state, pure dict)
-  checkpoints/<step>/train    optimizer state and step counter (training only)
-  checkpoints/<step>/meta     JSON: epoch, schedule / early-stopping state,
-                              data-iterator state, running metric sums, and
-                              SHA-256 checksums of params and train state
-  checkpoints/<step>.corrupt  a checkpoint that failed to restore, moved aside
-Orbax keeps the LATEST checkpoint (for resume) and the BEST one by the
-validation metric (for use), through a preservation policy: `best_fn` with
-`max_to_keep` alone may delete the latest checkpoint and break resume.
-Writes are atomic (Orbax renames a finished temporary directory), so a run
-killed mid-save resumes from the previous checkpoint. Step directories are
-created in the caller's thread: created in Orbax's background threads, a
-failed mkdir (disk full, `checkpoints` being a file) left the threads that
-write the arrays waiting for a "directory created" signal for 300 s, which
-kept the process from exiting.
+Keeps the latest checkpoint (for resume) and the best by validation metric
+(for use), with checksums; the workdir layout is in docs/design.md.
 """
 
 from __future__ import annotations
@@ -137,7 +122,11 @@ def save_or_check_config(workdir: str, config: ml_collections.ConfigDict) -> Non
 
 
 def make_manager(workdir: str, *, keep_best: int = 1) -> ocp.CheckpointManager:
-    """Latest + best-by-validation-accuracy checkpoints in <workdir>/checkpoints."""
+    """Latest + best-by-validation-accuracy checkpoints in <workdir>/checkpoints.
+
+    Both are kept through a preservation policy: `best_fn` with `max_to_keep`
+    alone may delete the latest checkpoint and break resume.
+    """
     best = lambda m: m[BEST_METRIC]
     policy = cm.AnyPreservationPolicy(
         [
@@ -156,7 +145,11 @@ def make_manager(workdir: str, *, keep_best: int = 1) -> ocp.CheckpointManager:
         best_mode="max",
         keep_checkpoints_without_metrics=False,
         create=True,
-        # A failed mkdir must raise here, not strand Orbax's writer threads.
+        # Step directories are created in the caller's thread, so a failed
+        # mkdir (disk full, `checkpoints` being a file) raises here. Created in
+        # Orbax's background threads, it left the threads writing the arrays
+        # waiting 300 s for a "directory created" signal, and the process
+        # could not exit meanwhile.
         async_options=ocp.AsyncOptions(create_directories_asynchronously=False),
     )
     return ocp.CheckpointManager(

@@ -1,25 +1,7 @@
 """The one evaluation path: a model run data-parallel over every object of a data set.
 
-Validation during training, the fine-tuning test evaluation, the
-embeddings export and `predict` on a user's catalogue all call `predict`
-(through `Predictor` when the model is fixed). It
-- runs a per-device program (`jax.shard_map` over the ('data',) mesh)
-  jitted once: `outputs_fn(model, batch, rngs, axis_name) -> (batch
-  metrics, per-row outputs)`; batch metrics are already means over the
-  real rows of the global batch;
-- masks the padding rows of the last batch (they are computed, never
-  returned, never counted);
-- fetches each batch's results while the next one runs (one host sync per
-  batch, one batch behind);
-- returns every object once, in split order, with the host-side index
-  columns (id, name, label, ...) taken from the batches themselves, so no
-  example is decoded twice.
-
-One key rule for evaluation sampling everywhere (the ProbSparse attention
-draws a key sample even at evaluation, as the reference does):
-`models.eval_key(seed)` with the run's `config.seed`. Exporting a
-checkpoint therefore reproduces the embeddings of its validation pass,
-and `model.embed(...)` of a loaded model gives the same numbers again.
+Validation, the fine-tuning test, the embeddings export and `predict` on a
+user's catalogue all call `predict` here; docs/design.md has its key rule.
 """
 
 from __future__ import annotations
@@ -98,7 +80,16 @@ def predict(
     host_fields: Sequence[str] = ("label",),
     on_batch: Callable[[int], None] | None = None,
 ) -> Prediction:
-    """Run `step` over `batches`; see the module docstring.
+    """Run `step` over `batches`: every object once, in split order.
+
+    `step` is a per-device program (`jax.shard_map` over the ('data',) mesh,
+    see `make_predict_step`) jitted once: `outputs_fn(model, batch, rngs,
+    axis_name) -> (batch metrics, per-row outputs)`, the batch metrics
+    already means over the real rows of the global batch. The padding rows
+    of the last batch are computed but never returned nor counted. Each
+    batch's results are fetched while the next one runs (one host sync per
+    batch, one batch behind). Host-side index columns (id, name, label, ...)
+    are taken from the batches themselves, so no example is decoded twice.
 
     `parts` are the (params, frozen, rest) states the step takes, replicated
     on `mesh`; `key` the replicated evaluation key. `host_fields` are the
@@ -152,7 +143,9 @@ class Predictor:
 
     `outputs_fn` defaults to the model's own per-row outputs
     (`predict_outputs`); tasks pass their eval function to get their batch
-    metrics too. `seed` is the run's `config.seed` (the evaluation key rule).
+    metrics too. `seed` is the run's `config.seed`: the ProbSparse key sample
+    at evaluation is drawn from `models.eval_key(seed)` (the evaluation key
+    rule, docs/design.md).
     """
 
     def __init__(

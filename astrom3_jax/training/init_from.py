@@ -1,15 +1,7 @@
 """Loading the model a run starts from (`config.init_from`), with a leak guard.
 
-`config.init_from` is a workdir this project wrote (pre-training, or
-published weights imported with `python -m astrom3_jax.import_weights`), a
-folder of published weights, or a Hugging Face Hub model id;
-`config.init_from_step` picks 'best' (default), 'latest' or a step number.
-Restoring does not depend on the number of devices the source ran on.
-
-The guard: fine-tuning on split seed S must start from a model pre-trained
-on the train split of the same release and seed S; any other pre-training
-saw some of this split's test objects, so its test accuracy would be
-inflated. Such a source is refused unless `config.allow_data_mismatch`.
+`load_source` loads it; `check_same_data` refuses a pre-training whose
+train split overlaps this run's test split.
 """
 
 from __future__ import annotations
@@ -41,7 +33,13 @@ def data_of(source_config, source: str) -> tuple[str, int] | None:
 
 
 def check_same_data(config, source_config, source: str) -> None:
-    """Refuse a source pre-trained on another release or split seed."""
+    """Refuse a source pre-trained on another release or split seed.
+
+    Fine-tuning on split seed S must start from a model pre-trained on the
+    train split of the same release and seed S: any other pre-training saw
+    some of this split's test objects, and would inflate its test accuracy.
+    `config.allow_data_mismatch` lets such a source through.
+    """
     if config.allow_data_mismatch:
         return
     want = names.release_of(config.dataset), names.split_seed_of(config.dataset)
@@ -65,7 +63,14 @@ def check_same_data(config, source_config, source: str) -> None:
 
 
 def load_source(config):
-    """(source model, a description for the log) after the leak guard."""
+    """(source model, a description for the log) after the leak guard.
+
+    `config.init_from` is a workdir this project wrote (a pre-training, or
+    published weights imported with `python -m astrom3_jax.import_weights`),
+    a folder of published weights or a Hugging Face Hub model id;
+    `config.init_from_step` picks 'best' (default), 'latest' or a step
+    number. Restoring does not depend on how many devices the source ran on.
+    """
     source = config.init_from
     step = checkpoints.parse_step(config.init_from_step or "best")
     try:

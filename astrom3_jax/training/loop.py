@@ -1,38 +1,8 @@
 """The one training loop: pre-training and fine-tuning differ only in a Task.
 
-Start order (as big_vision's): resume from the workdir if it holds a
-checkpoint, else initialise from `config.init_from` (see init_from.py),
-else from scratch.
-
-The train and eval steps are per-device programs (`jax.shard_map` over the
-('data',) mesh): the task's loss is already reduced over the mesh, and the
-gradient is taken of that global loss inside the per-device program, so
-replicated parameters get the global gradient directly (taking the gradient
-of a local loss and then averaging would count it once per device). Dropout
-keys are folded with the device index; the ProbSparse 'sample' key is shared
-by all devices, as one reference forward pass draws one sample per batch.
-
-Per-step metrics stay on the device and are fetched every
-`config.log_every_steps` steps (a host sync per step costs accelerator
-throughput). Each step also reports whether its loss and gradient were
-finite; at the next fetch the run stops with an error naming the first bad
-step, before anything else is saved. A validation loss that is not finite
-(parameters blown up by a step whose own loss was still finite) also stops
-the run, before its metrics line and checkpoint are written, and
-checkpoints.save refuses non-finite parameters: the newest checkpoint on
-disk is the last good one. The check is a flag, not a select on the update:
-it leaves the compiled update, and so every number of a healthy run,
-unchanged.
-
-Checkpoint writes are checked before training starts (a workdir where they
-cannot be written fails at once) and every save is waited for, so a failed
-save ends the run with errors.CheckpointSaveError naming the checkpoint and
-the cause, with the checkpoints already on disk untouched.
-
-Exact resume: parameters, optimiser state, step, schedule and early-stopping
-state, the data iterator's position and the epoch's running metric sums are
-checkpointed; every random key is a function of (seed, step), so a run
-killed at any point and started again repeats exactly what it lost.
+`train` resumes, initialises or starts from scratch, then runs the epoch loop
+(checkpoints, early stopping). Its guarantees (global gradients, exact resume,
+stopping on non-finite values, checked saves) are set out in docs/design.md.
 """
 
 from __future__ import annotations
@@ -71,7 +41,12 @@ TIMING_KEYS = ("train_samples_per_s", "epoch_time_s")
 
 
 def step_rngs(key: jax.Array, step) -> nnx.Rngs:
-    """Per-step keys: dropout differs per device, the ProbSparse sample not."""
+    """Per-step keys, a function of (key, step) alone (so resume repeats them).
+
+    Dropout keys are folded with the device index; the ProbSparse 'sample'
+    key is shared by all devices, as one reference forward pass draws one
+    sample per batch.
+    """
     key = jax.random.fold_in(key, step)
     dropout = sharding.device_key(jax.random.fold_in(key, 0))
     return nnx.Rngs(dropout=dropout, sample=jax.random.fold_in(key, 1))
@@ -79,7 +54,13 @@ def step_rngs(key: jax.Array, step) -> nnx.Rngs:
 
 def make_train_step(graphdef, tx, mesh, task: Task) -> Callable:
     """jit(shard_map(per-device step)):
-    (state, frozen, rest, batch, lr, key) -> (state, metrics)."""
+    (state, frozen, rest, batch, lr, key) -> (state, metrics).
+
+    The task's loss is already reduced over the mesh, and its gradient is
+    taken inside the per-device program, so replicated parameters get the
+    global gradient directly. `metrics["nonfinite"]` flags a step whose loss
+    or gradient norm is not finite; the update itself is left as it is.
+    """
 
     def per_device(state, frozen, rest, batch, lr, key):
         rngs_key = key
@@ -226,6 +207,8 @@ class Run:
         self.parts = parts
 
     def _start(self) -> str:
+        """As big_vision starts: resume from the workdir if it holds a
+        checkpoint, else initialise from `config.init_from`, else from scratch."""
         c = self.config
         if self.manager.all_steps():
             step, got = self._restore_newest()
@@ -573,7 +556,7 @@ def train(
     build_fn=None,
     before_training: Callable[[], None] | None = None,
 ) -> Outcome:
-    """Train `task` in `workdir` (resuming if it holds a run); see the module doc.
+    """Train `task` in `workdir` (resuming if it holds a run); see docs/design.md.
 
     `config` has been checked (runner.run checks it once). `before_training()`
     runs once the config and workdir are accepted, just before the model is

@@ -1,60 +1,8 @@
 """The AstroM3 contrastive loss and its metrics, over the GLOBAL batch.
 
-Every function here is written as a per-device program: with `axis_name`
-set (inside `jax.shard_map` over a ('data',) mesh) each device keeps its
-own rows, all-gathers the other modality's embeddings (tiled, so the
-column order is the global row order) and offsets its labels by
-`axis_index * n_local`. With `axis_name=None` the same code is the plain
-single-device computation, so one implementation serves both.
-
-Results are reduced with `psum` over the mesh before they are returned, so
-a loss is device-invariant and its gradient, taken inside `shard_map` or
-outside, is already the gradient of the global loss. The tempting
-alternative, the gradient of each device's local loss followed by a
-`pmean`, is wrong under `shard_map`: replicated parameters already receive
-gradients summed over devices, so it comes out device-count times too large
-(tests/test_losses.py checks both ways against one device).
-
-`mask` (B,) marks real rows (1) and padding (0) of a padded evaluation
-batch; padded rows are left out of every mean and padded columns can never
-be chosen as a match, so a padded batch scores exactly like the unpadded
-one.
-
-Objects with missing modalities
--------------------------------
-`presence` maps a modality name to its flags (B,): 1 where the object has
-that modality, 0 where it is absent (a modality not in the mapping is
-present everywhere). Pair (a, b) then runs over its present rows, those of
-the global batch with a, b and `mask` all 1, written w_i below. A row with
-w_i = 0 is neither a query (left out of the mean) nor a candidate (its
-column holds `_NEG`); its embeddings are replaced by zeros first, so the
-fill values an absent modality's encoder produced never reach a number,
-not even as a NaN times zero in a gradient. With n_ab = sum_i w_i:
-
-    L_ab = 1/n_ab sum_{i: w_i=1} [CE_i(a->b) + CE_i(b->a)]   (0 if n_ab = 0)
-    loss = P / P_present * sum_{pairs with n_ab > 0} L_ab
-
-P is the number of pairs and P_present the number with n_ab > 0 (the loss
-is 0 when P_present = 0). So the loss is the mean over the pairs that have
-present rows, times P: with everything present it is today's sum over pairs,
-the AstroM3 loss, and an incomplete batch gets the same scale. A pair with
-exactly one present row counts as present; its loss is log(1) + log(1) = 0
-and carries no gradient (there is no negative to contrast with). No case
-gives a NaN, and the gradient is finite (zero) when nothing is present.
-
-When `presence` is None or empty the code takes the original path,
-operation for operation, so a complete data set whose batches carry no
-flags gets the numbers it got before presence flags existed, bit for bit.
-All-ones flags take the masked path: the same values in exact arithmetic
-(every extra operation multiplies by 1.0 or selects the original value),
-but XLA compiles a different program and may round its sums differently,
-so they agree to float rounding only (a compiled train step differs in the
-last bits). A pipeline should leave the flags out for a complete data set.
-
-The metrics follow the same rows: pair losses and recall@k per pair over
-its present rows, as queries and as candidates; `accuracy` over the rows in
-at least one present pair, each row's averaged softmaxes summed over the
-pairs it belongs to.
+Each function is a per-device program (`axis_name` set, inside `jax.shard_map`)
+that is also the plain single-device computation (`axis_name=None`). The
+derivation, padding (`mask`) and missing modalities (`presence`): docs/design.md.
 """
 
 from __future__ import annotations
@@ -72,6 +20,7 @@ _NEG = -1e9  # logit given to padded columns: exp() underflows to exactly 0
 
 
 def _gather(x, axis_name):
+    """All rows of the mesh; tiled, so the column order is the global row order."""
     if axis_name is None:
         return x
     return lax.all_gather(x, axis_name, tiled=True)
@@ -175,7 +124,12 @@ def clip_loss_and_pairs(
     mask: jax.Array | None = None,
     presence: Presence | None = None,
 ) -> tuple[jax.Array, dict[Pair, jax.Array]]:
-    """(the pre-training loss, {pair: CE(rows) + CE(columns)}); see above."""
+    """(the pre-training loss, {pair: CE(rows) + CE(columns)}).
+
+    Without `presence` the loss is the sum of the pair losses. With it, each
+    pair runs over its present rows, and the loss is P / P_present times the
+    sum over the P_present pairs that have present rows (docs/design.md).
+    """
     n_local = next(iter(embeddings.values())).shape[0]
     emb, rows, masked = _prepare(embeddings, scales, mask, presence)
     labels = _labels(n_local, axis_name)
@@ -210,7 +164,7 @@ def clip_loss(
     presence: Presence | None = None,
 ) -> jax.Array:
     """The AstroM3 pre-training loss: the sum of the pair losses (scaled as
-    the module docstring says when modalities are missing)."""
+    docs/design.md says when modalities are missing)."""
     return clip_loss_and_pairs(
         embeddings, scales, axis_name=axis_name, mask=mask, presence=presence
     )[0]
@@ -249,7 +203,10 @@ def clip_metrics(
     accuracy of the AstroM3 code: for each pair, the row softmax of the
     logits and of their transpose are averaged, the results are summed over
     pairs, and a row is right when its argmax is the true match. With
-    `presence`, every metric counts present rows only (module docstring).
+    `presence`, every metric counts present rows only: pair losses and
+    recall@k over the pair's present rows, as queries and as candidates;
+    `accuracy` over the rows in at least one present pair, each row's
+    averaged softmaxes summed over the pairs it belongs to.
     """
     n_local = next(iter(embeddings.values())).shape[0]
     emb, rows, masked = _prepare(embeddings, scales, mask, presence)

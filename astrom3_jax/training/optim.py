@@ -1,12 +1,7 @@
 """Optimiser and learning-rate schedule of the AstroM3 recipe.
 
-Adam with coupled L2 decay (the decay is added to the gradient before the
-moment estimates, as torch's Adam(weight_decay=...) does), gradient clipping
-first (by global norm, or by value as the published classifiers do). The
-learning rate is applied outside the transformation: a linear warm-up from
-lr * 1e-5, then reduce-on-plateau on the validation loss, stepped once per
-epoch; early stopping watches the same loss. That host-side state is a small
-JSON-able dataclass saved in every checkpoint.
+`make_optimizer` (clipping, coupled L2 decay, Adam), the warm-up and
+`Schedule` (reduce-on-plateau, early stopping), as the reference trains.
 """
 
 from __future__ import annotations
@@ -19,7 +14,13 @@ CLIP_MODES = ("global_norm", "value")
 
 
 def make_optimizer(config) -> optax.GradientTransformation:
-    """Clip, coupled L2 decay, Adam moments; the learning rate comes later."""
+    """Clip, coupled L2 decay, Adam moments; the learning rate comes later.
+
+    Clipping comes first, by global norm or by value (as the published
+    classifiers do). The decay is coupled: added to the gradient before the
+    moment estimates, as torch's Adam(weight_decay=...) does. The learning
+    rate is applied outside this transformation (`learning_rate`).
+    """
     parts = []
     if config.grad_clip:
         mode = config.grad_clip_mode
@@ -38,7 +39,8 @@ def make_optimizer(config) -> optax.GradientTransformation:
 
 
 def warmup_factor(config, step: int, steps_per_epoch: int) -> float:
-    """torch LinearLR(start_factor, total_iters=warmup_epochs) as a factor."""
+    """torch LinearLR(start_factor, total_iters=warmup_epochs) as a factor:
+    a linear warm-up from lr * `warmup_start_factor` (1e-5 in the recipe)."""
     if config.warmup_epochs <= 0:
         return 1.0
     epochs = step / steps_per_epoch
@@ -59,7 +61,11 @@ def learning_rate(config, schedule: Schedule, step: int, steps_per_epoch: int):
 
 @dataclasses.dataclass
 class Schedule:
-    """Host-side plateau + early-stopping state (JSON in every checkpoint)."""
+    """Host-side plateau + early-stopping state (JSON in every checkpoint).
+
+    Reduce-on-plateau watches the validation loss and is stepped once per
+    epoch; early stopping watches the same loss.
+    """
 
     lr_scale: float = 1.0
     plateau_best: float = float("inf")

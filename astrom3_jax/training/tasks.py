@@ -1,20 +1,7 @@
 """What pre-training and fine-tuning do differently; the loop does the rest.
 
-A `Task` is a handful of functions in the style of scenic's injected
-`loss_fn`/`metrics_fn`:
-- `loss_fn(model, batch, rngs, axis_name) -> (loss, metrics)`: per-device;
-  `loss` must already be reduced over the mesh axis (a global mean), so its
-  gradient inside `shard_map` is the global gradient.
-- `eval_fn(model, batch, rngs, axis_name) -> (metrics, outputs)`: metrics
-  are means over the real rows of the global batch (`mask`), outputs are
-  per-row arrays; the evaluation path (evaluation.py) runs it over a split
-  and the config's evaluators (evaluators.py) turn the outputs into
-  split-level metrics.
-- `init_from(model, source_model)`: copy what the new model shares with a
-  pre-trained one (new heads stay fresh).
-- `trainable(config)`: an NNX filter of the parameters that train.
-- `best_metric`: the validation metric (maximised) that picks the best
-  checkpoint.
+`clip_task` and `classification_task` build a `Task`; `for_config` picks
+the one `config.model.task` names.
 """
 
 from __future__ import annotations
@@ -40,6 +27,22 @@ FREEZE_CHOICES = ("", "none", "encoders")
 
 @dataclasses.dataclass(frozen=True)
 class Task:
+    """A handful of functions, like scenic's injected `loss_fn`/`metrics_fn`.
+
+    - `loss_fn(model, batch, rngs, axis_name) -> (loss, metrics)`: per-device;
+      `loss` must already be reduced over the mesh axis (a global mean), so
+      its gradient inside `shard_map` is the global gradient.
+    - `eval_fn(model, batch, rngs, axis_name) -> (metrics, outputs)`: metrics
+      are means over the real rows of the global batch (`mask`), outputs
+      per-row arrays; evaluation.py runs it over a split and the config's
+      evaluators (evaluators.py) turn the outputs into split-level metrics.
+    - `init_from(model, source_model)`: copy what the new model shares with
+      a pre-trained one (new heads stay fresh).
+    - `trainable(config)`: an NNX filter of the parameters that train.
+    - `best_metric`: the validation metric (maximised) that picks the best
+      checkpoint.
+    """
+
     name: str
     loss_fn: Callable
     eval_fn: Callable

@@ -1,17 +1,8 @@
 """The AstroM3 release from the Hugging Face Hub, as a folder to build from.
 
-`download(subset, seed)` fetches only what one config reads, through
-huggingface_hub (astrom3_jax/data/hub.py), into the shared Hugging Face
-cache: first `photometry.zip` and the config's split folder (one snapshot,
-which fixes the commit), then the spectra that folder's CSVs list, at that
-commit, eight at a time. Files already in the cache cost no request, so an
-interrupted download goes on where it stopped. The snapshot folder it
-returns has the layout of a manual directory, and the builder reads it
-exactly as it reads `--manual_dir`.
-
-Offline (`HF_HUB_OFFLINE=1`, or no TCP connection to the Hub within 5 s)
-a release already in the cache is used; otherwise `ReleaseDownloadError`
-comes at once.
+`download(subset, seed)` fetches what one config reads into the shared
+Hugging Face cache and returns a folder the builder reads exactly as it
+reads `--manual_dir`.
 """
 
 from __future__ import annotations
@@ -57,7 +48,20 @@ def spectrum_paths(root, subset: str, seed: int) -> list[str]:
 
 
 def download(subset: str, seed: int, *, cache_dir=None) -> pathlib.Path:
-    """The snapshot folder holding what config (subset, seed) reads."""
+    """The snapshot folder holding what config (subset, seed) reads.
+
+    Fetches only what that config reads, through huggingface_hub
+    (astrom3_jax/data/hub.py), into the shared Hugging Face cache: first
+    `photometry.zip` and the config's split folder (one snapshot, which fixes
+    the commit), then the spectra that folder's CSVs list, at that commit,
+    eight at a time. Files already in the cache cost no request, so an
+    interrupted download goes on where it stopped. The folder returned has
+    the layout of a manual directory.
+
+    Offline (`HF_HUB_OFFLINE=1`, or no TCP connection to the Hub within 5 s)
+    a release already in the cache is used; otherwise `ReleaseDownloadError`
+    comes at once.
+    """
     offline = hub.offline_reason()
     where = hub.repo_url(REPO_ID, REPO_TYPE)
     try:

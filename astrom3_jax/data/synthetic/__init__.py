@@ -1,11 +1,8 @@
 """Synthetic AstroM3-like survey: ASAS-SN light curves, LAMOST spectra, catalogue.
 
 `generate_release(output_dir, preset='small'|'full'|'sky'|'bigsky', seed=0)`
-writes a raw release in exactly the Hugging Face Hub layout, plus
-ground-truth columns (`true_target`, `subtype`) and an `unseen.csv` split of
-out-of-class objects. 'sky' and 'bigsky' are 'small' and 'full' plus twice
-as many incomplete objects (no spectrum, or no catalogue values, or
-neither) in the pre-training splits (docs/synthetic/README.md).
+writes a raw release in exactly the Hugging Face Hub layout, plus ground truth
+and unseen classes (docs/synthetic/README.md).
 """
 
 from astrom3_jax.data.synthetic.classes import CLASSES, UNSEEN_CLASSES

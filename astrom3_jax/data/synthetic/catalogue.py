@@ -1,11 +1,8 @@
 """Catalogue side of each star: sky position, distance, extinction, Gaia/2MASS/WISE.
 
-Physical chain (each step keeps the catalogue self-consistent):
-absolute magnitude (PL relation or class range) + apparent V inside the
-ASAS-SN window -> distance (iterated with a dust-layer extinction model) ->
-Galactic latitude from a population scale height -> all magnitudes from
-intrinsic colours (Teff) + extinction + dust excess (Mira/SR) -> parallax,
-proper motion, errors inflated by RUWE and by variability (Gaia flux errors).
+One physical chain keeps the catalogue self-consistent: `place_stars`, then
+`photometry_columns`, `astrometry_columns` and `gaia_errors` (errors inflated
+by variability); each function's docstring says its step.
 """
 
 from __future__ import annotations
@@ -63,7 +60,12 @@ def _disc_sin_b(u, sign, hz, d):
 
 
 def place_stars(true_class, phys, rng):
-    """Apparent V, distance, (l, b), A_V, ra/dec for every star."""
+    """Apparent V, distance, (l, b), A_V, ra/dec for every star.
+
+    Absolute magnitude (PL relation or class range) + apparent V inside the
+    ASAS-SN window -> distance (iterated with a dust-layer extinction model)
+    -> Galactic latitude from the population's scale height.
+    """
     n = len(true_class)
     out = {k: np.zeros(n) for k in ("v_mean", "d_kpc", "l", "b", "a_v", "ra", "dec")}
     todo = np.arange(n)
@@ -116,7 +118,11 @@ def _err_wise(m, lim):
 
 
 def photometry_columns(true_class, phys, pos, rng):
-    """Gaia, 2MASS, WISE magnitudes, colours and errors (the 34 meta columns)."""
+    """Gaia, 2MASS, WISE magnitudes, colours and errors (the 34 meta columns).
+
+    All magnitudes come from intrinsic colours (Teff) + extinction + dust
+    excess (Mira/SR), at the distance `place_stars` chose.
+    """
     n = len(true_class)
     teff, a_v, amp = phys["teff"], pos["a_v"], phys["amp_v"]
     giant = phys["giant"]
@@ -221,7 +227,7 @@ def gaia_errors(cols, rms, rng):
 
 
 def astrometry_columns(true_class, phys, pos, g_mag, rng):
-    """Parallax, proper motion, their errors, RUWE."""
+    """Parallax, proper motion, their errors (inflated by RUWE), RUWE."""
     n = len(true_class)
     ruwe = rng.lognormal(0.0, 0.06, n) + 0.0
     binary = np.isin(true_class, ["EW", "EA", "EB", "ROT"]) & (rng.random(n) < 0.15)

@@ -1,11 +1,8 @@
 """Per-class physics of the synthetic survey: counts, periods, amplitudes, stars.
 
-Every number here is a textbook value for the class (period and amplitude
-ranges, spectral types, luminosity classes, period-luminosity relations);
-comments name the relation used; docs/synthetic/README.md summarises them. Classes are
-drawn as *catalogue labels* first (so counts match the real release exactly)
-and the physics follows the *true* class, which differs for planted mislabels
-and unseen-class objects.
+Every number is a textbook value for the class, named in a comment and
+summarised in docs/synthetic/README.md. Counts follow the catalogue labels,
+the physics (`sample_physics`) the true class.
 """
 
 from __future__ import annotations
@@ -77,7 +74,11 @@ def mv_main_sequence(teff):
 
 
 def class_counts(preset: str, n_objects: int | None = None) -> dict[str, int]:
-    """Catalogue-label counts: the real ones ('full') or scaled with floors."""
+    """Catalogue-label counts: the real ones ('full') or scaled with floors.
+
+    Classes are drawn as catalogue labels first, so the counts match the real
+    release exactly; the physics then follows each object's true class.
+    """
     if preset == "full" and n_objects is None:
         return dict(FULL_COUNTS)
     total = sum(FULL_COUNTS.values())
@@ -99,6 +100,11 @@ def _pulsator_params(rng, n, rise_lo, rise_hi, harmonics):
 
 def sample_physics(true_class: np.ndarray, rng: np.random.Generator) -> dict:
     """Draws the physical star behind each object from its true class.
+
+    The true class differs from the catalogue label for planted mislabels and
+    unseen-class objects. The values are textbook ones for the class (period
+    and amplitude ranges, spectral types, luminosity classes,
+    period-luminosity relations).
 
     Returns arrays: log_p (true period), amp_v (peak-to-peak V), teff, logg,
     feh, m_v, m_k (absolute), giant flag, population, subtype, dust (IR

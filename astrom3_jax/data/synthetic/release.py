@@ -3,12 +3,6 @@
 <root>/photometry.zip                      vardb_files/<name>.dat
 <root>/spectra/<CLASS>/<spec_filename>     LAMOST FITS (1-HDU or 2-HDU, some .gz)
 <root>/splits/<sub>/<seed>/{train,val,test,unseen}.csv + info.json
-
-Determinism: every random stream is derived from (seed, purpose, index), work
-is chunked with a fixed chunk size (so the worker count never changes the
-output), zip members carry a fixed timestamp, gzip has mtime 0. Worker
-processes are spawned, not forked: the caller may already run JAX threads,
-and forking a threaded process can deadlock the child.
 """
 
 from __future__ import annotations
@@ -29,6 +23,12 @@ from astrom3_jax.data.synthetic.release_files import (
     write_zip,
 )
 
+# Determinism: every random stream is derived from (seed, purpose, index)
+# (`stream_rng`), work is chunked with this fixed chunk size (so the worker
+# count never changes the output), zip members carry a fixed timestamp and
+# gzip has mtime 0. Worker processes are spawned, not forked
+# (workers.ordered_map): the caller may already run JAX threads, and forking
+# a threaded process can deadlock the child.
 CHUNK = 128
 
 # rfr_score logit offset per catalogue class (clean EW/RR/Mira high, ROT/DSCT low).
@@ -370,7 +370,9 @@ def generate_release(
     'full', plus twice as many incomplete objects (a light curve, and
     catalogue values or a spectrum or neither, INCOMPLETE_MIX) in the train
     split of each `full` split folder. n_objects overrides the number of
-    (complete) objects (tests).
+    (complete) objects (tests). Beyond the Hub layout, the split CSVs carry
+    ground-truth columns (`true_target`, `subtype`) and each split folder an
+    `unseen.csv` of out-of-class objects.
     """
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")

@@ -1,12 +1,7 @@
 """LAMOST-LRS-like spectra from Teff, log g, [Fe/H], plus the two FITS layouts.
 
-Grid: log-linear, lambda_i = 10**(3.5682 + 1e-4 i), 3909 pixels (3700-9100 A,
-vacuum), resolution R ~ 1800. The model: Planck continuum x extinction x a
-smooth instrument response with an arm join near 5800 A, times absorption
-lines whose strengths follow Teff/log g/[Fe/H] (Balmer peaking near A0,
-Ca II/metals growing toward K, TiO from ~4000 K, C2/CN for carbon Miras,
-Na I 8190 in dwarfs, Ca triplet stronger in giants) plus emission where the
-physics puts it (Mira Balmer near maximum, chromospheric Ca II/H-alpha in ROT).
+`synthesize` draws spectra on the LAMOST grid `WAVE`; `fits_one_hdu` and
+`fits_two_hdu` write the release's two file layouts.
 """
 
 from __future__ import annotations
@@ -16,6 +11,8 @@ import gzip
 import numpy as np
 from astropy.io import fits
 
+# Grid: log-linear, lambda_i = 10**(3.5682 + 1e-4 i), 3909 pixels (3700-9100 A,
+# vacuum), resolution R ~ 1800.
 COEFF0, COEFF1, NPIX = 3.5682, 1.0e-4, 3909
 WAVE = 10 ** (COEFF0 + COEFF1 * np.arange(NPIX))
 _VAC = 1.00028  # air -> vacuum, roughly
@@ -76,7 +73,15 @@ def _bands(wave, heads, depth, length, redward=True):
 
 
 def synthesize(stars: dict, rng: np.random.Generator, wave: np.ndarray = WAVE):
-    """Noisy spectra for a batch: returns flux, ivar (B, len(wave)), snr_r (B,)."""
+    """Noisy spectra for a batch: returns flux, ivar (B, len(wave)), snr_r (B,).
+
+    Planck continuum x extinction x a smooth instrument response with an arm
+    join near 5800 A, times absorption lines whose strengths follow
+    Teff/log g/[Fe/H] (Balmer peaking near A0, Ca II/metals growing toward
+    K, TiO from ~4000 K, C2/CN for carbon Miras, Na I 8190 in dwarfs, Ca
+    triplet stronger in giants), plus emission where the physics puts it
+    (Mira Balmer near maximum, chromospheric Ca II/H-alpha in ROT).
+    """
     teff = stars["teff_spec"]
     logg, feh, cls = stars["logg"], stars["feh"], stars["true_class"]
     b = len(teff)
