@@ -16,7 +16,6 @@ from collections.abc import Callable, Mapping
 import jax
 import jax.numpy as jnp
 import optax
-from absl import logging
 from flax import nnx
 from jax.sharding import PartitionSpec as P
 
@@ -32,6 +31,7 @@ from astrom3_jax.training import (
 )
 from astrom3_jax.training import init_from as init_from_lib
 from astrom3_jax.training import metrics_writer as metrics_lib
+from astrom3_jax.training.outcome import Outcome, epoch_line, say
 from astrom3_jax.training.tasks import Task
 
 TIMING_KEYS = ("train_samples_per_s", "epoch_time_s")
@@ -130,22 +130,6 @@ def _abstract(tree, mesh):
 
 
 # ------------------------------------------------------------------ the loop
-
-
-@dataclasses.dataclass
-class Outcome:
-    """How a run ended, for the summary and for callers.
-
-    A run stopped by a user error (NaN loss, failed save) attaches its
-    Outcome, reason 'stopped', to the error as `error.outcome`.
-    """
-
-    reason: str  # 'finished' | 'early_stopped' | 'already_finished' | 'stopped'
-    last: dict
-    best_step: int | None
-    best_metrics: dict
-    checkpoint_dir: str
-    latest_step: int | None = None
 
 
 class Run:
@@ -418,7 +402,7 @@ class Run:
                 # Metrics first: a kill between the two redoes this epoch,
                 # and drop_from_epoch() then forgets the line written here.
                 self.writer.write(int(self.state["step"]), row)
-                say(f"epoch {self.epoch}: {_summary(row)}")
+                say(f"epoch {self.epoch}: {epoch_line(row)}")
                 self.epoch, self.epoch_step = self.epoch + 1, 0
                 best = val[self.task.best_metric]
                 self.save(metrics={checkpoints.BEST_METRIC: best})
@@ -482,69 +466,6 @@ class Run:
             checkpoint_dir=str(self.manager.directory),
             latest_step=self.manager.latest_step(),
         )
-
-
-def say(message: str) -> None:
-    """A line for the person at the terminal (process 0 only)."""
-    logging.info(message)
-    if jax.process_index() == 0:
-        print(message, flush=True)
-
-
-def _summary(m: dict) -> str:
-    """One short epoch line (every metric is in metrics.jsonl and TensorBoard)."""
-    names = {
-        "train_loss": "loss",
-        "val_loss": "val_loss",
-        "val_accuracy": "val_acc",
-        "val_balanced_accuracy": "val_bal_acc",
-        "lr": "lr",
-        "train_samples_per_s": "samples/s",
-    }
-    out = [f"{short}={m[k]:.4g}" for k, short in names.items() if k in m]
-    recall = [v for k, v in m.items() if k.startswith("val_full_recall@1/")]
-    if recall:
-        out.append(f"val_recall@1={sum(recall) / len(recall):.3f} (mean)")
-    return ", ".join(out)
-
-
-def describe(outcome: Outcome, task: Task) -> str:
-    """The end-of-run summary printed by the command lines: why it stopped,
-    how many epochs, the best checkpoint and its metrics, checkpoint paths."""
-    why = {
-        "finished": "reached num_epochs",
-        "early_stopped": "early stopping on the validation loss",
-        "already_finished": "nothing to do: this workdir's run had already ended",
-        "stopped": "stopped by an error (see the error message)",
-    }[outcome.reason]
-    epochs = outcome.last.get("epoch", -1) + 1
-    lines = [f"run ended: {why}; {epochs} epochs"]
-    where = outcome.checkpoint_dir
-    if outcome.best_step is not None:
-        m = outcome.best_metrics
-        shown = ", ".join(
-            f"{k}={m[k]:.4g}"
-            for k in ("epoch", "val_loss", task.best_metric)
-            if isinstance(m.get(k), int | float)
-        )
-        lines.append(
-            f"best checkpoint: step {outcome.best_step} ({shown}): "
-            f"{where}/{outcome.best_step}"
-        )
-    if outcome.latest_step is not None:
-        lines.append(
-            f"latest checkpoint: step {outcome.latest_step}: "
-            f"{where}/{outcome.latest_step}"
-        )
-    lines.append(f"checkpoints: {where}")
-    return "\n".join(lines)
-
-
-def say_where_it_stopped(error: BaseException, task: Task) -> None:
-    """The summary of a run that `error` stopped (if it carries one)."""
-    outcome = getattr(error, "outcome", None)
-    if isinstance(outcome, Outcome):
-        say(describe(outcome, task))
 
 
 def train(

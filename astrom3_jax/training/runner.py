@@ -22,6 +22,7 @@ from astrom3_jax.training import (
     tasks,
     validate,
 )
+from astrom3_jax.training import outcome as outcome_lib
 from astrom3_jax.training import reports as reports_lib
 
 TRAIN_SPLITS = ("train", "validation")
@@ -31,7 +32,7 @@ TRAIN_SPLITS = ("train", "validation")
 class Result:
     """How a run ended and what its end-of-run evaluators reported."""
 
-    outcome: loop.Outcome
+    outcome: outcome_lib.Outcome
     reports: dict  # {evals name: report}
 
     @property
@@ -44,7 +45,7 @@ def check(config, workdir: str) -> None:
     """Everything that can be refused before data is read: the config (once),
     the architecture taken from `init_from`, and the workdir's own config."""
     validate.check_config(config)
-    if init_from.take_architecture(config, say=loop.say):
+    if init_from.take_architecture(config, say=outcome_lib.say):
         validate.check_config(config)  # the sizes it took must fit the rest
     checkpoints.check_config(workdir, config)
 
@@ -87,12 +88,12 @@ def run(
             before_training=before_training,
         )
     except errors.UserError as e:
-        loop.say_where_it_stopped(e, task)
+        outcome_lib.say_where_it_stopped(e, task)
         raise
-    loop.say(loop.describe(outcome, task))
+    outcome_lib.say(outcome_lib.describe(outcome, task))
     reports = evaluators.run_end(config, workdir, sources, build_fn=build_fn)
     for name, report in reports.items():
-        loop.say(_report_line(name, report, workdir))
+        outcome_lib.say(_report_line(name, report, workdir))
     return Result(outcome, reports)
 
 
