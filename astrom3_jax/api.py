@@ -11,8 +11,15 @@ from __future__ import annotations
 import pathlib
 import shutil
 
+import ml_collections
+from absl import logging
+
 from astrom3_jax import compile_cache, errors
+from astrom3_jax.configs import base
+from astrom3_jax.data import hub, normalisation
+from astrom3_jax.data.astrom3_tfds import hub_release
 from astrom3_jax.models import weights
+from astrom3_jax.training import init_from
 from astrom3_jax.training import workdir as workdir_lib
 from astrom3_jax.training.workdir import WORKDIR_CHECKPOINTS, WORKDIR_CONFIG
 
@@ -51,10 +58,6 @@ def load_model(path, *, step=None, cache_dir=None):
 def with_defaults(config):
     """`config` with every field of the base config it lacks (a run made
     before the field existed, or imported weights), at its default value."""
-    import ml_collections
-
-    from astrom3_jax.configs import base
-
     full = base.get_config().to_dict()
     given = config.to_dict()
     model = {**full["model"], **given.pop("model", {})}
@@ -76,10 +79,6 @@ def release_info_json(source, *, info_json=None, release_dir=None, cache_dir=Non
     trained with (its split seed read from the name, AstroM3-CLIP-<seed>,
     default 42): `info_json` as given, else from the release folder
     `release_dir`, else downloaded from the Hub's data set repository."""
-    from astrom3_jax.data import hub, normalisation
-    from astrom3_jax.data.astrom3_tfds import hub_release
-    from astrom3_jax.training import init_from
-
     if info_json:
         return pathlib.Path(info_json)
     got = init_from.data_of({}, str(source))
@@ -119,10 +118,6 @@ def import_to_workdir(
     file cannot be had (offline), a warning says how to record them later.
     Returns (model, config, ignored tensor names).
     """
-    from absl import logging
-
-    from astrom3_jax.data import normalisation
-
     workdir = pathlib.Path(workdir).expanduser()
     if workdir.exists() and not workdir.is_dir():
         raise WorkdirExistsError(f"workdir {workdir} exists and is not a folder")

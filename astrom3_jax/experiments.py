@@ -25,6 +25,7 @@ import time
 import numpy as np
 
 from astrom3_jax import cli, training
+from astrom3_jax.cli import host_memory
 from astrom3_jax.configs import base, finetune, pretrain
 
 MODES = finetune.MODES  # the paper's four
@@ -460,8 +461,6 @@ def main(argv):
     print(grid.describe_plan(), flush=True)
     if f.dry_run:
         return
-    from astrom3_jax.cli import host_memory
-
     host_memory.reexec_with_tcmalloc(enabled=True)
     host_memory.warn_if_slow_allocator()
     os.makedirs(f.root, exist_ok=True)

@@ -20,6 +20,7 @@ from __future__ import annotations
 from absl import flags
 
 from astrom3_jax import cli, errors
+from astrom3_jax.cli import host_memory
 
 FLAGS = flags.FLAGS
 
@@ -40,8 +41,10 @@ def define_flags():
         "num_workers", None, "Preprocessing worker processes (default: none on 2 CPUs)."
     )
     flags.DEFINE_string(
-        "band", None, "Light-curve band of stars whose catalogue row names none "
-        "(default: V if the file has it, else g, else the band with most points)."
+        "band",
+        None,
+        "Light-curve band of stars whose catalogue row names none "
+        "(default: V if the file has it, else g, else the band with most points).",
     )
     flags.DEFINE_bool("overwrite", False, "Write into a non-empty --out.")
     flags.DEFINE_bool("tcmalloc", True, "On CPU, restart under tcmalloc if installed.")
@@ -51,9 +54,9 @@ def define_flags():
 def main(argv):
     if len(argv) > 1:
         raise errors.ConfigError(f"unexpected arguments: {argv[1:]}")
-    from astrom3_jax.cli import host_memory
 
     host_memory.reexec_with_tcmalloc(enabled=FLAGS.tcmalloc)
+    # Local: it loads JAX, which must wait for the tcmalloc restart above.
     from astrom3_jax import predict_lib
 
     step = FLAGS.step  # parsed where it is used (checkpoints.parse_step)

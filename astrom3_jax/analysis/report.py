@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from astrom3_jax.analysis import (
     _common,
     classify,
+    compare,
     maps,
     mislabels,
     outliers,
@@ -147,8 +148,6 @@ def main(argv=None) -> int:
         umap_epochs=args.umap_epochs,
         max_points=args.max_points,
     )
-    from astrom3_jax.analysis import compare
-
     print(compare.markdown([summary], [args.embeddings]))
     print(f"wrote {pathlib.Path(args.out) / 'summary.json'}")
     return 0

@@ -10,6 +10,7 @@ path does not exist in the working directory.
 def preset_config(config):
     """The config `config` was made from, before any override: its preset
     variant of pre-training, or of fine-tuning for its mode and subset."""
+    # Local: finetune and pretrain import this package.
     from astrom3_jax.configs import finetune, pretrain
 
     if not config.mode:

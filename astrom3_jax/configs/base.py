@@ -23,6 +23,7 @@ def eval_entry(kind: str, split: str, every: str, prefix: str, **options) -> dic
 
 def get_config() -> ml_collections.ConfigDict:
     """The published CLIP pre-training run (Rizhko & Bloom 2024)."""
+    # Local: astrom3_jax.models loads Flax; reading a config should not.
     from astrom3_jax.models.config import paper_model_config
 
     c = ml_collections.ConfigDict()

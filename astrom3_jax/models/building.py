@@ -19,6 +19,7 @@ def init_model(model_config, seed: int = 0, build_fn: Callable | None = None):
     `build_fn(model_config, rngs)` replaces the default builder (tests).
     """
     if build_fn is None:
+        # Local: astrom3_jax.models imports this module to define build_model.
         from astrom3_jax.models import build_model as build_fn
     model = nnx.jit(lambda: build_fn(model_config, nnx.Rngs(seed)))()
     set_eval_seed(model, seed)

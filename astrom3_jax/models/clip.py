@@ -147,7 +147,8 @@ class AstroM3(nnx.Module):
         export do), so the same input gives the same output. Pass
         `rngs=nnx.Rngs(sample=...)` or `seed=N` for another sample.
         """
-        from astrom3_jax.models import inputs  # the boundary checks and runner
+        # Local: inputs imports astrom3_jax.models, which imports this module.
+        from astrom3_jax.models import inputs
 
         given = dict(
             photometry=photometry,

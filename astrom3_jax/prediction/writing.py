@@ -39,9 +39,7 @@ def prediction_rows(
             "modalities": "+".join(m for m in names if ran.present[m][i]),
         }
         record = ran.light_curves[i]
-        row.update(
-            record.as_dict() if record else dict.fromkeys(RECORD_FIELDS, "")
-        )
+        row.update(record.as_dict() if record else dict.fromkeys(RECORD_FIELDS, ""))
         if probs is not None:
             row["class"] = class_names[int(np.argmax(probs[i]))]
             row.update(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from astrom3_jax import errors
+from astrom3_jax import configs, errors
 from astrom3_jax.data import modalities, names
 from astrom3_jax.training import checkpoints, workdir
 
@@ -154,8 +154,6 @@ def take_architecture(config, *, say=None) -> list[str]:
     against the config's preset); a missing or mistyped source fails here,
     before a run writes anything. `say(message)` reports what was taken;
     returns the names of the fields taken."""
-    from astrom3_jax import configs
-
     if not config.init_from:
         return []
     adopted = adopt_architecture(
