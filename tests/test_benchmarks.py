@@ -105,6 +105,10 @@ CASES = {
         ],
         "samples/s",
     ),
+    "derived_features.py": (
+        lambda tmp, rel: ["--per_class=2", "--classes=RRAB"],
+        "ms/star",
+    ),
     "fast_start.py": (
         lambda tmp, rel: ["--model=small", "--rounds=1"],
         "2nd process / 1st",
