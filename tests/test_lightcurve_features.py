@@ -17,7 +17,8 @@ def asassn_times(seed, n=300):
 def test_sinusoid_period_amplitude_and_lksl():
     rng = np.random.default_rng(1)
     t = asassn_times(1)
-    period, semi_amplitude, noise = 0.7345, 0.3, 0.01
+    # 1-3 d: outside 0.1-1 d, where a clean sinusoid is taken for an EW.
+    period, semi_amplitude, noise = 2.345, 0.3, 0.01
     mag = 13.0 + semi_amplitude * np.sin(2 * np.pi * t / period + 0.4)
     mag += rng.normal(0, noise, len(t))
     err = np.full(len(t), noise)
@@ -64,6 +65,18 @@ def test_unequal_minima_give_the_orbital_period():
     assert out["period"] == pytest.approx(orbital, rel=1e-3)
     assert out["lksl_statistic"] == lightcurves.lafler_kinman(t, mag, out["period"])
     assert out["lksl_statistic"] < lightcurves.lafler_kinman(t, mag, orbital / 2)
+
+
+def test_equal_minima_contact_binary_gives_the_orbital_period():
+    rng = np.random.default_rng(5)
+    t = asassn_times(5)
+    orbital = 0.3712  # W UMa: two equal minima per orbit
+    phase = t / orbital
+    mag = 13.0 + 0.4 * (0.5 * (1 - np.cos(4 * np.pi * phase))) ** 1.1
+    mag += rng.normal(0, 0.02, len(t))
+    out = derive(t, mag, np.full(len(t), 0.02))
+    assert out["period"] == pytest.approx(orbital, rel=1e-3)
+    assert out["period_power"] > 0.8
 
 
 def test_unsorted_input_and_bad_errors_are_accepted():
