@@ -5,7 +5,7 @@ stays cheap for command-line tools and data-only work.
 """
 
 __version__ = "0.1.0"
-__all__ = ["load_model"]
+__all__ = ["catalog_inputs", "load_model"]
 
 
 def __getattr__(name):
@@ -13,4 +13,8 @@ def __getattr__(name):
         from astrom3_jax.api import load_model
 
         return load_model
+    if name == "catalog_inputs":
+        from astrom3_jax.prediction.inputs import catalog_inputs
+
+        return catalog_inputs
     raise AttributeError(f"module 'astrom3_jax' has no attribute {name!r}")

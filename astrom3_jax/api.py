@@ -4,6 +4,11 @@
     emb = model.embed(photometry=p, photometry_mask=m, spectra=s, metadata=x)
 
 A classifier is called alike; `load_model` lists the arrays models take.
+Stars in a catalogue table (the README's "Your own stars") become those
+arrays with `astrom3_jax.catalog_inputs(catalog, workdir)`:
+
+    stars = astrom3_jax.catalog_inputs("my_stars.csv", "runs/pretrain")
+    emb = model.embed(**stars.inputs)  # rows: stars.ids
 """
 
 from __future__ import annotations

@@ -46,6 +46,13 @@ def define_flags():
         "Light-curve band of stars whose catalogue row names none "
         "(default: V if the file has it, else g, else the band with most points).",
     )
+    flags.DEFINE_bool(
+        "derive_photometry",
+        None,
+        "Measure amplitude, period and lksl_statistic from every light curve, "
+        "catalogue values or not (default: when the model was trained on a "
+        "*_derived data set; blank values are measured either way).",
+    )
     flags.DEFINE_bool("overwrite", False, "Write into a non-empty --out.")
     flags.DEFINE_bool("tcmalloc", True, "On CPU, restart under tcmalloc if installed.")
     flags.mark_flags_as_required(["workdir", "catalog", "out"])
@@ -72,10 +79,18 @@ def main(argv):
         batch_size=FLAGS.batch_size,
         num_workers=FLAGS.num_workers,
         band=FLAGS.band,
+        derive_photometry=FLAGS.derive_photometry,
         overwrite=FLAGS.overwrite,
     )
     bad = f"; {len(result.bad_rows)} bad rows left out" if result.bad_rows else ""
     print(f"predicted {len(result.ids)} stars into {FLAGS.out}{bad}")
+    if result.logits is None and FLAGS.reference is None:
+        print(
+            "this model has no classifier: predictions.csv gives no classes, and "
+            f"the embeddings are in {FLAGS.out}/catalog/. For k-NN classes, "
+            "outlier and mislabel scores, rerun with --reference <an "
+            "export_embeddings folder of labelled objects>"
+        )
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ import numpy as np
 
 from astrom3_jax import api
 from astrom3_jax.data import catalog as catalog_lib
+from astrom3_jax.data import names as dataset_names
 from astrom3_jax.data import normalisation, schema
 from astrom3_jax.prediction import reading, running, scoring, writing
 from astrom3_jax.prediction.reading import PredictError, default_workers
@@ -81,6 +82,7 @@ def predict(
     batch_size: int = 256,
     num_workers: int | None = None,
     band: str | None = None,
+    derive_photometry: bool | None = None,
     overwrite: bool = False,
     progress: bool = True,
 ) -> Result:
@@ -116,7 +118,9 @@ def predict(
         bad_rows_path=os.path.join(out, catalog_lib.BAD_ROWS_FILE),
         batch_size=batch_size, progress=progress, timings=timings, started=started,
         num_workers=default_workers(len(cat)) if num_workers is None else num_workers,
-        band=band,
+        band=band, derive_photometry=dataset_names.derives_photometry(
+            config.get("dataset", ""), derive_photometry
+        ),
     )  # fmt: skip
     class_names = list(schema.CLASSES)[: ran.config.model.num_classes]
     probs = votes = near = ref_names = nb = None

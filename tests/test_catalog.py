@@ -355,7 +355,7 @@ def test_max_bad_fraction_enforced(tmp_path, layout):
     )
 
 
-def test_partly_missing_photometric_values_with_a_light_curve(tmp_path, layout):
+def test_blank_rfr_score_takes_the_training_mean(tmp_path, layout):
     split, r = dummy_release_rows()[0]
     row = _catalog_row(
         split, r, layout["lc_dir"], layout["spec_root"], cat_dir=tmp_path
@@ -363,10 +363,46 @@ def test_partly_missing_photometric_values_with_a_light_curve(tmp_path, layout):
     row["rfr_score"] = ""
     path = write_catalog(tmp_path / "c.csv", [row])
     stats = NormalisationStats.from_info_json(INFO)
-    with pytest.raises(
-        catalog_rows.RowError, match="rfr_score, which a light curve needs"
-    ):
-        catalog.preprocess(path, stats, num_workers=0, progress=False)
+    (ex,) = catalog.preprocess(path, stats, num_workers=0, progress=False).examples
+    sources = ex.photometry_values.sources
+    assert sources["rfr_score"] == "training_mean"
+    assert {sources[c] for c in ("amplitude", "period", "lksl_statistic")} == {
+        "catalogue"
+    }
+    j = list(stats.all_cols).index("rfr_score")
+    assert ex.photometry_values.values["rfr_score"] == stats.mean[j]
+    assert ex.features["photometry_aux"][3] == 0.0  # z-score of the mean
+    assert ex.features["photometry_aux"][1] == pytest.approx(
+        (np.log10(float(r["period"])) - stats.mean[1]) / stats.std[1], rel=1e-6
+    )
+
+
+def test_tab_separated_catalogue_and_unused_columns(layout, caplog):
+    rows = catalog_tables.read_catalog(layout["catalog"])
+    text = open(layout["catalog"]).read().splitlines()
+    header = text[0].split(",") + ["light_curve", "Periodd"]
+    lines = ["\t".join(header)] + [
+        "\t".join(line.split(",") + ["x.dat", "1.0"]) for line in text[1:]
+    ]
+    assert all("\t" not in c for line in text for c in line.split(","))
+    path = os.path.join(os.path.dirname(layout["catalog"]), "catalog_tab.tsv")
+    open(path, "w").write("\n".join(lines) + "\n")
+    with caplog.at_level("WARNING"):
+        got = catalog_tables.read_catalog(path)
+    assert [r.values for r in got.rows] == [r.values for r in rows.rows]
+    assert [r.lightcurve for r in got.rows] == [r.lightcurve for r in rows.rows]
+    assert got.unused_columns == ("light_curve", "Periodd")
+    assert "'light_curve' (did you mean 'lightcurve'?)" in caplog.text
+    assert "'Periodd' (did you mean 'period'?)" in caplog.text
+
+
+def test_unreadable_table_is_one_line_saying_what_to_do(tmp_path):
+    path = tmp_path / "catalog.dat"
+    path.write_bytes(b"\x00\x01 garbage \xff\n\x02")
+    with pytest.raises(catalog_tables.CatalogError) as e:
+        catalog_tables.read_catalog(path)
+    msg = str(e.value)
+    assert "\n" not in msg and str(path) in msg and ".tsv" in msg, msg
 
 
 def test_table_level_errors(tmp_path):

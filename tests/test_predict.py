@@ -22,6 +22,7 @@ import zipfile
 import numpy as np
 import pytest
 
+import astrom3_jax
 from astrom3_jax import (
     api,
     errors,
@@ -548,3 +549,52 @@ def test_a_sky_patrol_download_goes_in_and_predictions_say_what_was_used(
         assert int(line["dropped_other_band"]) == other
         assert int(line["dropped_nondetection"]) == {"V": 4, "g": 2}[band]
         assert int(line["dropped_sentinel"]) == {"V": 6, "g": 2}[band]
+
+
+def test_a_download_alone_gets_derived_values_and_the_python_bridge_agrees(
+    imported, files, tmp_path
+):
+    """A row with only an id and a Sky Patrol file: its light-curve numbers
+    are measured (sources in predictions.csv), and catalog_inputs gives the
+    arrays that reproduce predict's embedding through model.embed."""
+    shutil.copy(SKY_PATROL, files / "tables" / "skypatrol_alone.csv")
+    path = _catalogue(
+        files, "download_only.csv", [{"id": "new", "lightcurve": "skypatrol_alone.csv"}]
+    )
+    res = _predict(imported, path, tmp_path / "out")
+    (line,) = _read_csv(tmp_path / "out" / predict_lib.PREDICTIONS_FILE)
+    assert (line["modalities"], line["modalities_used"]) == ("photometry",) * 2
+    for c in ("amplitude", "period", "lksl_statistic"):
+        assert line[f"{c}_source"] == "derived" and float(line[c]) > 0
+    assert line["rfr_score_source"] == "training_mean"
+    stars = astrom3_jax.catalog_inputs(path, imported)
+    assert stars.ids == ("new",) and not stars.bad_rows
+    pv = stars.examples[0].photometry_values
+    assert float(line["period"]) == pytest.approx(pv.values["period"], rel=1e-9)
+    model, _ = api.load_model(imported)
+    emb = model.embed(**stars.inputs)
+    np.testing.assert_allclose(
+        np.asarray(emb["photometry"]), res.embeddings["photometry"], atol=TOL
+    )
+
+
+def test_cli_clip_without_reference_and_a_misspelt_column(files, tmp_path):
+    """A CLIP model without --reference says where its output is and what
+    a reference adds; an unknown column is named with a close known one."""
+    wd = tmp_path / "clip"
+    api.import_to_workdir(os.path.join(WEIGHTS, "clip"), wd, info_json=INFO)
+    (split, r), *_ = _release_rows("test")
+    row = _row(files, split, r)
+    row["light_curve"] = row.pop("lightcurve")
+    path = _catalogue(files, "misspelt.csv", [row])
+    cmd = [
+        sys.executable, "-m", "astrom3_jax.predict", f"--workdir={wd}",
+        f"--catalog={path}", f"--out={tmp_path / 'out'}",
+    ]  # fmt: skip
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "column(s) not used: 'light_curve' (did you mean 'lightcurve'?)" in p.stderr
+    assert "this model has no classifier" in p.stdout
+    assert "--reference" in p.stdout
+    (line,) = _read_csv(tmp_path / "out" / predict_lib.PREDICTIONS_FILE)
+    assert line["modalities"] == "spectra+metadata"  # the light curve was missed

@@ -66,12 +66,15 @@ def iter_processed(
     require: Sequence[str] = (),
     mag_zero_point: float = DEFAULT_MAG_ZERO_POINT,
     band: str | None = None,
+    derive_photometry: bool = False,
     num_workers: int | None = None,
 ) -> Iterator[tuple[CatalogRow, CatalogExample | None, RowError | None]]:
     """Yields (row, example | None, error | None) in row order.
 
     band: the light-curve band of rows whose `band` cell is blank (None: the
-    rule of lightcurve_cleaning.choose_band).
+    rule of lightcurve_cleaning.choose_band). derive_photometry: measure
+    amplitude, period and lksl_statistic from every light curve, even where
+    the catalogue gives them (catalog_rows.process_row).
 
     num_workers <= 1 works in this process, otherwise a spawn-started process
     pool (workers.ordered_map); None: workers.default_workers(len(rows)).
@@ -82,6 +85,7 @@ def iter_processed(
         require=tuple(require),
         mag_zero_point=mag_zero_point,
         band=band,
+        derive_photometry=derive_photometry,
     )
     results = workers_lib.ordered_map(
         _process, rows, workers=num_workers, setup=dict, setup_args=(options,),
@@ -116,6 +120,7 @@ def preprocess(
     require: Sequence[str] = (),
     mag_zero_point: float = DEFAULT_MAG_ZERO_POINT,
     band: str | None = None,
+    derive_photometry: bool = False,
     num_workers: int | None = None,
     progress: bool = True,
 ) -> Preprocessed:
@@ -127,7 +132,8 @@ def preprocess(
     more than max_bad_fraction of the rows bad (or all of them) raises
     CatalogError. band: the light-curve band of rows whose `band` cell is
     blank (None: V, else g, else the band with the most points); each
-    example's `light_curve` records what was used.
+    example's `light_curve` records what was used. Blank light-curve catalogue
+    numbers are measured from the light curve (derive_photometry: always).
     """
     from tqdm import tqdm
 
@@ -146,7 +152,8 @@ def preprocess(
     with bar:
         for _, example, error in iter_processed(
             catalog.rows, stats, catalog=catalog.path, require=require,
-            mag_zero_point=mag_zero_point, band=band, num_workers=num_workers,
+            mag_zero_point=mag_zero_point, band=band,
+            derive_photometry=derive_photometry, num_workers=num_workers,
         ):  # fmt: skip
             bar.update()
             if error is None:

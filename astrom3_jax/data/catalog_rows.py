@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from astrom3_jax import errors
-from astrom3_jax.data import preprocessing, release_io, schema
+from astrom3_jax.data import photometry_values, preprocessing, release_io, schema
 from astrom3_jax.data.catalog_tables import CatalogRow
 from astrom3_jax.data.lightcurve_cleaning import LightCurveRecord
 from astrom3_jax.data.lightcurve_files import (
@@ -67,7 +67,9 @@ class CatalogExample:
     out (`objects.store_optional` gives the stored form of a config with
     optional modalities). `label` is the class index, -1 when the row has
     none. `light_curve` says what was used of the light-curve file (band,
-    points kept, rows dropped by reason); None without a light curve.
+    points kept, rows dropped by reason) and `photometry_values` the 4
+    light-curve catalogue numbers used, each with its source; both None
+    without a light curve.
     """
 
     row: int
@@ -77,6 +79,7 @@ class CatalogExample:
     features: Mapping[str, object]
     split: str | None = None
     light_curve: LightCurveRecord | None = None
+    photometry_values: photometry_values.PhotometryValues | None = None
 
 
 def process_row(
@@ -87,12 +90,17 @@ def process_row(
     require: Sequence[str] = (),
     mag_zero_point: float = DEFAULT_MAG_ZERO_POINT,
     band: str | None = None,
+    derive_photometry: bool = False,
 ) -> CatalogExample:
     """The builder's features of one row; raises RowError for a bad row.
 
     require: modalities the row must have (a row without one is bad).
     band: the light curves' band where a row's `band` cell is blank (None:
     V, else g, else the band with the most points).
+    Blank amplitude, period or lksl_statistic cells of a row with a light
+    curve are measured from it, a blank rfr_score takes the training mean
+    (photometry_values.fill); derive_photometry measures all three for every
+    row, catalogue values or not.
     """
 
     def bad(problem, file=catalog):
@@ -119,14 +127,6 @@ def process_row(
             f"{len(schema.META_COLS)} metadata columns or none (no metadata)"
         )
     has_lc = row.lightcurve is not None
-    if has_lc:
-        photo_missing = [c for c in schema.PHOTO_COLS if not np.isfinite(value[c])]
-        if photo_missing:
-            raise bad(
-                "blank or non-finite catalogue value(s) in "
-                f"{', '.join(photo_missing)}, which a light curve needs (they "
-                "become light-curve channels)"
-            )
     present = {
         "photometry": has_lc,
         "spectra": row.spectrum is not None,
@@ -141,6 +141,21 @@ def process_row(
         )
 
     info = stats.as_info()
+    lc = record = filled = None
+    try:
+        if has_lc:
+            lc, record = read_light_curve(
+                row.lightcurve, band=row.band or band, columns=row.lc_columns,
+                mag_zero_point=mag_zero_point, obj=row.id,
+            )  # fmt: skip
+            filled = _fill_photometry(value, lc, info, derive_photometry, row, bad)
+            value.update(filled.values)
+        spec = None
+        if row.spectrum is not None:
+            spec = release_io.read_spectrum(row.spectrum, obj=row.id)
+    except release_io.ReleaseError as e:
+        raise bad(e.problem, e.file) from None
+    raw = np.array([value[c] for c in schema.ALL_COLS], dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         norm = preprocessing.normalise_catalogue(
             {c: value[c] for c in info["all_cols"]}, info
@@ -163,27 +178,16 @@ def process_row(
     }
     if has_meta:
         features["metadata"] = norm[meta_idx].astype(np.float32)
-    record = None
-    try:
-        if has_lc:
-            lc, record = read_light_curve(
-                row.lightcurve, band=row.band or band, columns=row.lc_columns,
-                mag_zero_point=mag_zero_point, obj=row.id,
-            )  # fmt: skip
-            try:
-                features.update(
-                    preprocessing.preprocess_light_curve(lc, norm[photo_idx])
-                )
-            except preprocessing.PreprocessingError as e:
-                raise bad(str(e), row.lightcurve) from None
-        if row.spectrum is not None:
-            spec = release_io.read_spectrum(row.spectrum, obj=row.id)
-            try:
-                features.update(preprocessing.preprocess_spectrum(spec))
-            except preprocessing.PreprocessingError as e:
-                raise bad(str(e), row.spectrum) from None
-    except release_io.ReleaseError as e:
-        raise bad(e.problem, e.file) from None
+    if lc is not None:
+        try:
+            features.update(preprocessing.preprocess_light_curve(lc, norm[photo_idx]))
+        except preprocessing.PreprocessingError as e:
+            raise bad(str(e), row.lightcurve) from None
+    if spec is not None:
+        try:
+            features.update(preprocessing.preprocess_spectrum(spec))
+        except preprocessing.PreprocessingError as e:
+            raise bad(str(e), row.spectrum) from None
     return CatalogExample(
         row=row.index,
         id=row.id,
@@ -192,4 +196,23 @@ def process_row(
         features=features,
         split=row.split,
         light_curve=record,
+        photometry_values=filled,
     )
+
+
+def _fill_photometry(value, lc, info, derive_photometry, row, bad):
+    """The row's 4 light-curve catalogue numbers, filled in from `lc` where
+    blank (photometry_values.fill); a light curve that cannot give them is
+    a bad row saying which numbers to supply instead."""
+    given = {c: value[c] for c in schema.PHOTO_COLS}
+    try:
+        return photometry_values.fill(
+            given, lc, photometry_values.raw_means(info), derive_all=derive_photometry
+        )
+    except photometry_values.FeatureError as e:
+        blank = [c for c in photometry_values.DERIVABLE if not np.isfinite(given[c])]
+        raise bad(
+            f"cannot derive {', '.join(blank) or 'the light-curve values'} from "
+            f"the light curve ({e}); give them as catalogue columns",
+            row.lightcurve,
+        ) from None

@@ -12,11 +12,23 @@ import math
 import os
 
 import numpy as np
+from absl import logging
 
 from astrom3_jax import errors
 from astrom3_jax.data import schema
+from astrom3_jax.data.names import suggestion
 
-TABLE_SUFFIXES = (".csv", ".ecsv", ".fits", ".fit", ".fits.gz", ".vot", ".xml")
+TABLE_SUFFIXES = (
+    ".csv", ".tsv", ".tab", ".ecsv", ".fits", ".fit", ".fits.gz", ".vot", ".xml",
+)  # fmt: skip
+# astropy format per suffix; others are left to astropy's own guess.
+_FORMATS = {
+    ".csv": "ascii.csv",
+    ".tsv": "ascii.tab",
+    ".tab": "ascii.tab",
+    ".vot": "votable",
+    ".xml": "votable",
+}
 
 # Columns with a fixed meaning (besides schema.ALL_COLS).
 ID, NAME, LABEL, LIGHTCURVE, SPECTRUM, SPLIT = (
@@ -68,6 +80,7 @@ class Catalog:
     rows: tuple[CatalogRow, ...]
     has_labels: bool
     has_split: bool
+    unused_columns: tuple[str, ...] = ()  # read but not used (warned about)
 
     @property
     def folder(self) -> str:
@@ -98,23 +111,26 @@ def find_catalog(folder: str | os.PathLike, stem: str = "catalog") -> str:
 
 
 def read_table(path: str, what: str):
-    """A table astropy reads (CSV forced for .csv, VOTable for .vot/.xml);
-    ValueError names what could not be read."""
+    """A table astropy reads, its format fixed by the suffix where _FORMATS
+    names one; ValueError says in one line what could not be read and what
+    to do (astropy's own message can list every format it knows)."""
     # astropy.table takes about a second to import: only reading needs it.
     from astropy.table import Table
 
     if not os.path.exists(path):
         raise FileNotFoundError(path)
-    kw = {}
     low = path.lower()
-    if low.endswith(".csv"):
-        kw["format"] = "ascii.csv"
-    elif low.endswith((".vot", ".xml")):
-        kw["format"] = "votable"
+    fmt = [f for suffix, f in _FORMATS.items() if low.endswith(suffix)]
+    kw = {"format": fmt[0]} if fmt else {}
     try:
         return Table.read(path, **kw)
     except Exception as e:  # astropy raises many types for unreadable tables
-        raise ValueError(f"unreadable {what} ({type(e).__name__}: {e})") from None
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise ValueError(
+            f"unreadable {what} ({type(e).__name__}: {first}); write it as "
+            "comma-separated .csv, tab-separated .tsv, .ecsv, .fits or .vot, "
+            "with one header line of column names"
+        ) from None
 
 
 def _lower_columns(table, path: str, what: str) -> dict[str, str]:
@@ -202,6 +218,7 @@ def read_catalog(path: str | os.PathLike) -> Catalog:
             f"{', '.join(missing_meta)}; give all {len(schema.META_COLS)} "
             f"({', '.join(schema.META_COLS)}) or none"
         )
+    unused = _unused_columns(cols, path)
     folder = os.path.dirname(path)
     cell = {key: _cells(table, cols.get(key)) for key in (*FIXED, *schema.ALL_COLS)}
     rows, seen = [], {}
@@ -253,4 +270,20 @@ def read_catalog(path: str | os.PathLike) -> Catalog:
         rows=tuple(rows),
         has_labels=LABEL in cols,
         has_split=SPLIT in cols,
+        unused_columns=unused,
     )
+
+
+def _unused_columns(cols: dict[str, str], path: str) -> tuple[str, ...]:
+    """Columns no part of the model reads, logged with a close known name
+    (a misspelt `lightcurve` would silently leave every light curve out)."""
+    known = (*FIXED, *schema.ALL_COLS)
+    unused = tuple(actual for key, actual in cols.items() if key not in known)
+    if unused:
+        logging.warning(
+            "catalogue %s: column(s) not used: %s. Known columns are listed in "
+            "the README (Your own variable stars)",
+            path,
+            ", ".join(f"{c!r}{suggestion(c.strip().lower(), known)}" for c in unused),
+        )
+    return unused

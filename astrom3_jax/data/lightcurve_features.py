@@ -67,6 +67,8 @@ def _clean(t, mag, mag_err):
         raise FeatureError(f"{len(t)} points: at least {MIN_POINTS} are needed")
     if np.ptp(t) <= 0:
         raise FeatureError("zero baseline: every point has the same time")
+    if np.ptp(mag) <= 0:
+        raise FeatureError("constant light curve: every point has the same value")
     good = np.isfinite(err) & (err > 0)
     err = np.where(good, err, np.median(err[good]) if good.any() else 0.05)
     order = np.argsort(t, kind="stable")

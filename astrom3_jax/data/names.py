@@ -23,6 +23,7 @@ OPTIONAL_MODALITIES = {
 # A user's catalogue: every object needs a light curve; a spectrum and
 # catalogue values are optional (most ASAS-SN variables have no spectrum).
 CATALOG_OPTIONAL_MODALITIES = ("spectra", "metadata")
+DERIVED_SUFFIX = "_derived"  # light-curve catalogue numbers measured, not read
 
 
 class UnknownDatasetError(errors.UserError, ValueError):
@@ -42,6 +43,12 @@ class DatasetName:
       (astrom3_jax.data.catalog; read from the manual directory), release
       'catalog', subset 'full', split seed 42 (the split comes from the
       table's `split` column, or is drawn with that seed).
+
+    Any of these with `_derived` appended (e.g. `synthetic_small_derived`)
+    is the same data set with amplitude, period and lksl_statistic measured
+    from each light curve and rfr_score set to the training mean
+    (photometry_values.fill): what a model sees of new stars, which have no
+    ASAS-SN catalogue entry. `predict` with such a model measures them too.
     """
 
     name: str
@@ -49,6 +56,7 @@ class DatasetName:
     split_seed: int = 42
     synthetic: str | None = None  # None: the real release; else a preset
     catalog: bool = False  # True: a user's catalogue table (the manual dir)
+    derived_photometry: bool = False  # True: the `_derived` variant
 
     @property
     def release(self) -> str:
@@ -90,7 +98,22 @@ def all_names() -> list[DatasetName]:
             for seed in schema.SEEDS
         ]
     out.append(DatasetName("catalog", catalog=True))
-    return out
+    return out + [
+        dataclasses.replace(n, name=n.name + DERIVED_SUFFIX, derived_photometry=True)
+        for n in out
+    ]
+
+
+def derives_photometry(dataset: str, choice: bool | None = None) -> bool:
+    """Whether to measure every light curve's catalogue numbers for a model
+    trained on `dataset`: `choice` when given, else as its training data
+    did (a `*_derived` data set)."""
+    if choice is not None:
+        return bool(choice)
+    try:
+        return parse(dataset).derived_photometry
+    except UnknownDatasetError:
+        return False
 
 
 def config_names() -> list[str]:
@@ -114,7 +137,9 @@ def parse(name: str) -> DatasetName:
         f"{', '.join(schema.SUBSETS)}; seed in "
         f"{', '.join(map(str, schema.SEEDS))}), or synthetic_<preset> and "
         f"synthetic_<preset>_<subset>_<seed> (preset in "
-        f"{', '.join(SYNTHETIC_PRESETS)}), or catalog (a table of your own stars)"
+        f"{', '.join(SYNTHETIC_PRESETS)}), or catalog (a table of your own "
+        f"stars); any of them + {DERIVED_SUFFIX!r} measures the light-curve "
+        "numbers from each light curve"
     )
 
 

@@ -106,11 +106,13 @@ class Feed(threading.Thread):
     early on it), `bad` how many there were."""
 
     def __init__(
-        self, cat, stats, *, require, num_workers, progress, maxsize, band=None
-    ):
+        self, cat, stats, *, require, num_workers, progress, maxsize, band=None,
+        derive_photometry=False,
+    ):  # fmt: skip
         super().__init__(name="predict-preprocessing", daemon=True)
         self.cat, self.stats, self.require = cat, stats, tuple(require)
         self.num_workers, self.progress, self.band = num_workers, progress, band
+        self.derive_photometry = derive_photometry
         self.queue: queue.Queue = queue.Queue(maxsize)
         self.stopping = threading.Event()
         self.first_error = None
@@ -120,6 +122,7 @@ class Feed(threading.Thread):
         rows = catalog_lib.iter_processed(
             self.cat.rows, self.stats, catalog=self.cat.path, require=self.require,
             num_workers=self.num_workers, band=self.band,
+            derive_photometry=self.derive_photometry,
         )  # fmt: skip
         bar = tqdm(
             total=len(self.cat), desc=f"read {os.path.basename(self.cat.path)}",

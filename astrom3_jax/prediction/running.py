@@ -30,6 +30,8 @@ class Ran:
     star_names: list  # each star's name (bytes decoded)
     labels: np.ndarray  # class id, -1 where the catalogue gives none
     light_curves: list  # what was used of each light-curve file (or None)
+    photometry_values: list  # the 4 light-curve numbers and sources (or None)
+    has: list  # the modalities each star has, model's or not (tuple of names)
     present: dict[str, np.ndarray]  # modality -> (N,) bool
     embeddings: dict[str, np.ndarray]  # modality -> (N, D), NaN where absent
     logits: np.ndarray | None
@@ -52,6 +54,7 @@ def run(
     batch_size: int,
     num_workers: int,
     band: str | None = None,
+    derive_photometry: bool = False,
     progress: bool,
     timings: dict,
     started: float,
@@ -64,7 +67,7 @@ def run(
     chunk = batch * CHUNK_BATCHES
     feed = reading.Feed(
         cat, stats, require=require, num_workers=num_workers, maxsize=2 * chunk,
-        band=band,
+        band=band, derive_photometry=derive_photometry,
         progress=progress and jax.process_index() == 0,
     )  # fmt: skip
     limit = catalog_lib.allowed_bad(len(cat), max_bad_fraction)
@@ -121,7 +124,11 @@ def run(
                     )
                     continue
                 name = example.features.get("name", example.id)
-                stars.append((example.id, name, example.label, example.light_curve))
+                has = tuple(m for m, p in example.present.items() if p)
+                stars.append(
+                    (example.id, name, example.label, example.light_curve,
+                     example.photometry_values, has)
+                )  # fmt: skip
                 pending.append(example)
                 # The first run starts at one batch: it compiles the model's
                 # step while the next rows are read.
@@ -174,6 +181,8 @@ def _assemble(stars, parts, names, bad, model, config) -> Ran:
         star_names=star_names,
         labels=np.asarray([s[2] for s in stars], np.int64),  # -1: none
         light_curves=[s[3] for s in stars],
+        photometry_values=[s[4] for s in stars],
+        has=[s[5] for s in stars],
         present=present,
         embeddings=embeddings,
         logits=logits,

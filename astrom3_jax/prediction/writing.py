@@ -10,6 +10,7 @@ import os
 import numpy as np
 
 from astrom3_jax.analysis import store
+from astrom3_jax.data import schema
 from astrom3_jax.data.lightcurve_cleaning import RECORD_FIELDS
 from astrom3_jax.prediction import scoring
 
@@ -17,14 +18,17 @@ PREDICTIONS_FILE = "predictions.csv"
 NEIGHBOURS_FILE = "neighbours.csv"
 NEIGHBOURS_COLUMNS = ("id", "rank", "neighbour_id", "neighbour_label", "cosine")
 SPLIT = "catalog"
+PHOTO_COLUMNS = tuple(name for c in schema.PHOTO_COLS for name in (c, f"{c}_source"))
 
 
 def prediction_rows(
     ran, class_names, *, probs=None, votes=None, near=None, ref_names=None
 ) -> list[dict]:
     """The lines of predictions.csv, column by column in the written order:
-    the star; what was used of its light-curve file (band, points kept,
-    rows dropped by reason); a classifier's class and probabilities; each
+    the star; the modalities it has and those the model used; what was used
+    of its light-curve file (band, points kept, rows dropped by reason) and
+    its 4 light-curve catalogue numbers, each with its source (catalogue,
+    derived, training_mean); a classifier's class and probabilities; each
     modality's vote; with a reference (`near`), the k-NN class, its
     agreement, the outlier score and percentile, and for a labelled star the
     mislabel score."""
@@ -36,10 +40,13 @@ def prediction_rows(
             "id": str(star_id),
             "name": ran.star_names[i],
             "label": class_names[label] if label >= 0 else "",
-            "modalities": "+".join(m for m in names if ran.present[m][i]),
+            "modalities": "+".join(ran.has[i]),
+            "modalities_used": "+".join(m for m in names if ran.present[m][i]),
         }
         record = ran.light_curves[i]
         row.update(record.as_dict() if record else dict.fromkeys(RECORD_FIELDS, ""))
+        values = ran.photometry_values[i]
+        row.update(values.as_columns() if values else dict.fromkeys(PHOTO_COLUMNS, ""))
         if probs is not None:
             row["class"] = class_names[int(np.argmax(probs[i]))]
             row.update(

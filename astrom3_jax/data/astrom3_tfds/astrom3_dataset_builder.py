@@ -230,6 +230,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             csv_path=csv_path,
             extra_text=extra,
             optional=optional,
+            derive_photometry=self.builder_config.derived_photometry,
         )
         absent = self._absent.setdefault(split, dict.fromkeys(optional, 0))
         workers = self._num_workers
@@ -307,6 +308,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             for row, example, error in catalog.iter_processed(
                 rows, self._stats, catalog=table, require=require,
                 num_workers=workers,
+                derive_photometry=self.builder_config.derived_photometry,
             ):  # fmt: skip
                 bar.update()
                 if error is None:

@@ -48,6 +48,9 @@ class Astrom3Config(tfds.core.BuilderConfig):
     # 0-or-1 axis (objects.OPTIONAL_FIELDS). () for the release and the
     # complete synthetic presets, whose stored features stay as they were.
     optional_modalities: tuple[str, ...] = ()
+    # amplitude, period, lksl_statistic measured from each light curve,
+    # rfr_score the training mean (data/photometry_values.py)
+    derived_photometry: bool = False
 
 
 def all_configs():
@@ -84,6 +87,7 @@ def all_configs():
                 catalog=n.catalog,
                 description=about,
                 optional_modalities=n.optional_modalities,
+                derived_photometry=n.derived_photometry,
             )
         )
     return out

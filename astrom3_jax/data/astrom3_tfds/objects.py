@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 
-from astrom3_jax.data import preprocessing, release_io, schema
+from astrom3_jax.data import photometry_values, preprocessing, release_io, schema
 from astrom3_jax.data import workers as workers_lib
 from astrom3_jax.data.release_io import ReleaseError
 
@@ -46,6 +46,9 @@ class Context:
     csv_path: str
     extra_text: Sequence[str] = ()  # e.g. true_target, subtype (synthetic)
     optional: Sequence[str] = ()  # modalities an object may lack (see store_optional)
+    # amplitude, period, lksl_statistic measured from the light curve and
+    # rfr_score the training mean, in place of the CSV's (photometry_values)
+    derive_photometry: bool = False
 
 
 # ------------------------------------------------------------- absent modalities
@@ -157,6 +160,10 @@ def process_row(row: Mapping, ctx: Context, archive: zipfile.ZipFile) -> dict:
         if _blank(row.get(c)):
             raise ReleaseError(f"blank {c}", file=ctx.csv_path, obj=obj)
     target = row["target"]
+    lc = None
+    if ctx.derive_photometry:
+        lc = release_io.read_light_curve(archive, row["name"], obj=obj)
+        row = _with_derived_photometry(row, lc, ctx, archive, obj)
     if target not in schema.CLASSES:
         raise ReleaseError(
             f"unknown class {target!r}; known: {', '.join(schema.CLASSES)}",
@@ -201,7 +208,8 @@ def process_row(row: Mapping, ctx: Context, archive: zipfile.ZipFile) -> dict:
     photo = norm[_column_indices(ctx.info, schema.PHOTO_COLS, ctx.files.info_json)]
     meta = norm[_column_indices(ctx.info, schema.META_COLS, ctx.files.info_json)]
 
-    lc = release_io.read_light_curve(archive, row["name"], obj=obj)
+    if lc is None:
+        lc = release_io.read_light_curve(archive, row["name"], obj=obj)
     try:
         lc_out = preprocessing.preprocess_light_curve(lc, photo)
     except preprocessing.PreprocessingError as e:
@@ -233,6 +241,22 @@ def process_row(row: Mapping, ctx: Context, archive: zipfile.ZipFile) -> dict:
     if ctx.optional:
         return store_optional(example, ctx.optional)
     return example
+
+
+def _with_derived_photometry(row, lc, ctx: Context, archive, obj: str) -> dict:
+    """The row with its 4 light-curve catalogue numbers replaced by those
+    measured from `lc` (rfr_score: the training mean)."""
+    try:
+        filled = photometry_values.fill(
+            {}, lc, photometry_values.raw_means(ctx.info), derive_all=True
+        )
+    except photometry_values.FeatureError as e:
+        member = f"{archive.filename}:{release_io.dat_member(row['name'])}"
+        raise ReleaseError(
+            f"cannot measure the light-curve catalogue numbers ({e})",
+            file=member, obj=obj,
+        ) from None  # fmt: skip
+    return {**row, **filled.values}
 
 
 # ------------------------------------------------------------------ parallel map
