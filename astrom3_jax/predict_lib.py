@@ -37,6 +37,7 @@ from astrom3_jax.data import normalisation, schema
 from astrom3_jax.prediction import reading, running, scoring, writing
 from astrom3_jax.prediction.reading import PredictError, default_workers
 from astrom3_jax.prediction.writing import NEIGHBOURS_FILE, PREDICTIONS_FILE, SPLIT
+from astrom3_jax.training import calibration_files
 from astrom3_jax.training import workdir as workdir_lib
 
 __all__ = [
@@ -123,9 +124,11 @@ def predict(
         ),
     )  # fmt: skip
     class_names = list(schema.CLASSES)[: ran.config.model.num_classes]
-    probs = votes = near = ref_names = nb = None
+    probs = votes = near = ref_names = nb = unfamiliar = None
     if ran.logits is not None:
-        probs = scoring.probabilities(ran.logits)
+        cal = calibration_files.load(workdir)
+        probs = scoring.probabilities(ran.logits, cal.temperature if cal else 1.0)
+        unfamiliar = scoring.out_of_distribution(cal, ran.embeddings, names, probs)
         if len(names) > 1:
             votes = scoring.modality_votes(
                 ran.model, ran.embeddings, ran.present, names
@@ -137,8 +140,9 @@ def predict(
         ref_names = ref.class_names or class_names
         nb = writing.neighbour_rows(ran.ids, near, ref, ref_names)
     rows = writing.prediction_rows(
-        ran, class_names, probs=probs, votes=votes, near=near, ref_names=ref_names
-    )
+        ran, class_names, probs=probs, votes=votes, near=near, ref_names=ref_names,
+        unfamiliar=unfamiliar,
+    )  # fmt: skip
     if jax.process_index() == 0:
         writing.write_tables(out, rows, nb)
         writing.write_embeddings(

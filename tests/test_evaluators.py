@@ -15,8 +15,8 @@ def test_shipped_configs_are_valid():
         assert evaluators.check(c) == []
     ft = finetune.get_config("all,sub10,cpu")
     assert [n for n, _ in evaluators.entries(ft, "epoch")] == ["val"]
-    assert [n for n, _ in evaluators.entries(ft, "end")] == ["test"]
-    assert evaluators.end_splits(ft) == ["test"]
+    assert [n for n, _ in evaluators.entries(ft, "end")] == ["calibration", "test"]
+    assert evaluators.end_splits(ft) == ["test", "train", "validation"]
     assert evaluators.end_splits(pretrain.get_config("cpu")) == []
 
 

@@ -20,7 +20,16 @@ from flax import nnx
 from astrom3_jax import errors, models, training
 from astrom3_jax.configs import base, finetune
 from astrom3_jax.data import modalities, pipeline
-from astrom3_jax.training import checkpoints, init_from, loop, reports, sharding, tasks
+from astrom3_jax.training import (
+    calibration,
+    calibration_files,
+    checkpoints,
+    init_from,
+    loop,
+    reports,
+    sharding,
+    tasks,
+)
 from astrom3_jax.training import workdir as workdir_lib
 from tests.helpers.paths import ROOT
 from tests.helpers.training import fake_examples, fake_sources, ft_config
@@ -330,3 +339,47 @@ def test_modality_dropout_never_drops_everything():
     full = kept[np.arange(n) % 2 == 1]
     rate = full.mean(axis=0)
     np.testing.assert_allclose(rate, 0.5 + (1 / 8) / 3, atol=0.04)
+
+
+def test_calibration_is_fitted_on_the_best_checkpoint(tmp_path):
+    """The `calibrate` evaluator's temperature and OOD statistics equal
+    those fitted by hand on the best model's validation and training
+    outputs; calibration_files.load gives them back. A metadata classifier:
+    no ProbSparse key sample, so any batch split gives the same outputs."""
+    wd = str(tmp_path / "ft")
+    c = ft_config("meta,full", num_epochs=1)
+    src = ft_sources()
+    summary = training.run(c, wd, sources=src).reports["calibration"]
+    model, _ = workdir_lib.restore_model(wd, "best")
+    names = tuple(c.model.modalities)
+
+    def outputs(split):
+        (batch,) = list(
+            pipeline.make_eval_batches(
+                src[split],
+                batch_size=len(src[split]),
+                modalities=names,
+                seq_len=c.seq_len,
+            )  # fmt: skip
+        )
+        out = model.predict_outputs(batch, rngs=None)
+        return {k: np.asarray(v) for k, v in out.items()}, np.asarray(batch["label"])
+
+    val, y_val = outputs("validation")
+    train, y_train = outputs("train")
+    t = calibration.fit_temperature(val["logits"], y_val)
+    assert summary["temperature"] == pytest.approx(t, rel=1e-4)
+    got = calibration_files.load(wd)
+    assert got.temperature == summary["temperature"]
+    f_train, _ = calibration.head_features(train, names)
+    want = calibration.OutOfDistribution.fit(f_train, y_train, c.model.num_classes)
+    np.testing.assert_allclose(got.ood.means, want.means, rtol=1e-4, atol=1e-6)
+    f_val, _ = calibration.head_features(val, names)
+    np.testing.assert_allclose(
+        got.ood.reference_scores, np.sort(want.score(f_val)), rtol=1e-3
+    )
+    probs = calibration.softmax(val["logits"])
+    assert summary["validation_ece"][0] == pytest.approx(
+        calibration.expected_calibration_error(probs, y_val), abs=1e-5
+    )
+    assert summary["validation_nll"][1] <= summary["validation_nll"][0] + 1e-9

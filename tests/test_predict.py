@@ -41,7 +41,7 @@ from astrom3_jax.data import (
 )
 from astrom3_jax.data import workers as workers_lib
 from astrom3_jax.models import weights
-from astrom3_jax.training import reports
+from astrom3_jax.training import calibration, calibration_files, reports
 from tests.helpers.paths import DUMMY, ROOT
 from tests.helpers.release import ASASSN_DAT_HEADER as HEADER
 from tests.helpers.release import SPLIT_STEMS as STEMS
@@ -233,6 +233,17 @@ def test_parity_finetuned_test_predictions_and_catalogue(clf_wd, files, tmp_path
     assert [r["class"] for r in lines] == [names[p] for p in pred["pred"][take]]
     saved = store.load_split(tmp_path / "out", predict_lib.SPLIT)
     np.testing.assert_allclose(saved.logits, got.logits, atol=1e-6)
+    # The run's calibration: temperature-scaled probabilities, Mahalanobis OOD.
+    cal = calibration_files.load(clf_wd)
+    probs = calibration.softmax(got.logits, cal.temperature)
+    for r, p in zip(lines, probs, strict=True):
+        got_p = [float(r[f"p_{c}"]) for c in names[: len(p)]]
+        np.testing.assert_allclose(got_p, p, atol=2e-6)
+        assert r["ood_method"] == "mahalanobis" and r["ood_percentile"] != ""
+    feats, _ = calibration.head_features(got.embeddings, list(got.embeddings))
+    np.testing.assert_allclose(
+        [float(r["ood_score"]) for r in lines], cal.ood.score(feats), rtol=1e-5
+    )
 
 
 def test_zero_parameter_restore_matches_a_random_init_restore(imported):
@@ -403,6 +414,10 @@ def test_published_weights_with_recorded_statistics(imported, tmp_path):
     assert len(res.ids) == 12 and np.isfinite(res.logits).all()
     lines = _read_csv(tmp_path / "out" / predict_lib.PREDICTIONS_FILE)
     assert all(r["class"] in schema.CLASSES for r in lines)
+    for r in lines:  # no calibration with imported weights: the MSP baseline
+        top = max(float(r[f"p_{c}"]) for c in schema.CLASSES)
+        assert r["ood_method"] == "max_softmax" and r["ood_percentile"] == ""
+        assert float(r["ood_score"]) == pytest.approx(1 - top, abs=2e-6)
     kinds = [r["modalities"] for r in lines]
     assert kinds.count("photometry+spectra+metadata") == 8
     assert kinds.count("photometry+metadata") == 3 and kinds.count("photometry") == 1

@@ -138,10 +138,12 @@ def get_config(arg: str = "photo,full") -> ml_collections.ConfigDict:
     # Clipping 5 for the light-curve and spectrum classifiers, none otherwise.
     c.grad_clip = 5.0 if mode in ("photo", "spectra") else 0.0
     # Validation metrics every epoch; the test report (eval.json,
-    # predictions.npz, confusion.png) on the best checkpoint at the end.
+    # predictions.npz, confusion.png) on the best checkpoint at the end, and
+    # its calibration for predict (temperature, out-of-distribution score).
     c.evals = {
         "val": base.eval_entry("classification", "validation", "epoch", "val_"),
         "test": base.eval_entry("report", "test", "end", "test_", files=True),
+        "calibration": base.eval_entry("calibrate", "validation", "end", "cal_"),
     }
     c.num_epochs = {"paper": 50, "cpu": 30, "smoke": 2}[preset]
     if preset == "cpu":

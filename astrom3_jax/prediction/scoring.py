@@ -1,8 +1,9 @@
-"""Numbers from predict's model outputs: class probabilities, each modality's
-own vote and, against a reference export, nearest known stars with their
-class vote, outlier and mislabel scores. The two scores' formulas are the
-analysis ones (outliers.knn, mislabels.knn_disagreement): one definition of
-each, chosen for per-star use as README's "Your own stars" explains."""
+"""Numbers from predict's model outputs: class probabilities (temperature
+scaled), an out-of-distribution score, each modality's own vote and,
+against a reference export, nearest known stars with their class vote,
+outlier and mislabel scores. The two k-NN scores' formulas are the analysis
+ones (outliers.knn, mislabels.knn_disagreement): one definition of each,
+chosen for per-star use as README's "Your own stars" explains."""
 
 from __future__ import annotations
 
@@ -13,14 +14,38 @@ import jax.numpy as jnp
 import numpy as np
 
 from astrom3_jax.analysis import mislabels, outliers, store
+from astrom3_jax.training import calibration
 
 
-def probabilities(logits: np.ndarray) -> np.ndarray:
-    """Softmax of each row of logits, in float64."""
-    z = np.asarray(logits, np.float64)
+def probabilities(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Softmax of each row of logits / temperature, in float64."""
+    z = np.asarray(logits, np.float64) / temperature
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class Unfamiliarity:
+    """Each star's out-of-distribution score (higher: less like the classes
+    the model was trained on), its percentile among the validation objects
+    (NaN without a calibration) and the method that gave it."""
+
+    score: np.ndarray
+    percentile: np.ndarray
+    method: str
+
+
+def out_of_distribution(cal, embeddings, names, probs) -> Unfamiliarity:
+    """The calibration's Mahalanobis score of each star's head features
+    (training/calibration.py); a model without a calibration gets
+    1 - its top probability (maximum-softmax baseline) instead."""
+    if cal is None:
+        score = 1.0 - probs.max(axis=1)
+        return Unfamiliarity(score, np.full(len(score), np.nan), "max_softmax")
+    features, _ = calibration.head_features(embeddings, names)
+    score = cal.ood.score(features)
+    return Unfamiliarity(score, cal.ood.percentile(score), "mahalanobis")
 
 
 def modality_votes(model, embeddings, present, names) -> dict[str, np.ndarray]:

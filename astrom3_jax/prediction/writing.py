@@ -22,13 +22,16 @@ PHOTO_COLUMNS = tuple(name for c in schema.PHOTO_COLS for name in (c, f"{c}_sour
 
 
 def prediction_rows(
-    ran, class_names, *, probs=None, votes=None, near=None, ref_names=None
-) -> list[dict]:
+    ran, class_names, *, probs=None, votes=None, near=None, ref_names=None,
+    unfamiliar=None,
+) -> list[dict]:  # fmt: skip
     """The lines of predictions.csv, column by column in the written order:
     the star; the modalities it has and those the model used; what was used
     of its light-curve file (band, points kept, rows dropped by reason) and
     its 4 light-curve catalogue numbers, each with its source (catalogue,
-    derived, training_mean); a classifier's class and probabilities; each
+    derived, training_mean); a classifier's class, its probabilities
+    (temperature scaled when the model has a calibration) and its
+    out-of-distribution score, percentile and method; each
     modality's vote; with a reference (`near`), the k-NN class, its
     agreement, the outlier score and percentile, and for a labelled star the
     mislabel score."""
@@ -52,6 +55,11 @@ def prediction_rows(
             row.update(
                 {f"p_{c}": f"{probs[i, j]:.6f}" for j, c in enumerate(class_names)}
             )
+        if unfamiliar is not None:
+            row["ood_score"] = f"{unfamiliar.score[i]:.6g}"
+            pct = unfamiliar.percentile[i]
+            row["ood_percentile"] = "" if np.isnan(pct) else f"{pct:.1f}"
+            row["ood_method"] = unfamiliar.method
         for m, v in (votes or {}).items():
             row[f"class_{m}"] = class_names[v[i]] if v[i] >= 0 else ""
         if near is not None:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from astrom3_jax.training import reports, tasks
+from astrom3_jax.training import calibration_files, reports, tasks
 
 EVERY = ("epoch", "end")
 FIELDS = ("type", "split", "every", "prefix", "options")
@@ -42,7 +42,7 @@ def classification(config, outputs: Mapping, columns: Mapping, options) -> dict:
     return {"balanced_accuracy": rep["balanced_accuracy"], "macro_f1": rep["macro_f1"]}
 
 
-def report(config, workdir: str, source, entry, build_fn=None) -> dict:
+def report(config, workdir: str, sources, entry, build_fn=None) -> dict:
     """The classification report of the best checkpoint on the entry's split
     (options: `withhold` modalities absent for every object; `files`: also
     predictions.npz and confusion.png)."""
@@ -50,7 +50,7 @@ def report(config, workdir: str, source, entry, build_fn=None) -> dict:
     return reports.classification_report(
         config,
         workdir,
-        source,
+        sources[entry.split],
         split=entry.split,
         withhold=tuple(options.get("withhold", ())),
         write_files=bool(options.get("files", True)),
@@ -62,10 +62,27 @@ EPOCH_EVALUATORS: dict[str, Callable] = {
     "retrieval": retrieval,
     "classification": classification,
 }
-END_EVALUATORS: dict[str, Callable] = {"report": report}
+
+
+def calibrate(config, workdir: str, sources, entry, build_fn=None) -> dict:
+    """Temperature (fitted on the entry's split, the validation split) and
+    out-of-distribution statistics (the training split) of the best
+    checkpoint, written for `predict` (calibration_files)."""
+    del entry
+    return calibration_files.calibrate(config, workdir, sources, build_fn=build_fn)
+
+
+END_EVALUATORS: dict[str, Callable] = {"report": report, "calibrate": calibrate}
+# Splits an end-of-run evaluator reads besides its entry's own.
+END_EXTRA_SPLITS = {"calibrate": ("train",)}
 # Per-epoch evaluators read the loop's validation pass.
 EPOCH_PASS = ("epoch", "validation")
-OPTIONS = {"retrieval": (), "classification": (), "report": ("withhold", "files")}
+OPTIONS = {
+    "retrieval": (),
+    "classification": (),
+    "report": ("withhold", "files"),
+    "calibrate": (),
+}
 
 
 def entries(config, every: str) -> list[tuple[str, Mapping]]:
@@ -85,14 +102,17 @@ def run_epoch(config, outputs: Mapping, columns: Mapping) -> dict:
 def run_end(config, workdir: str, sources: Mapping, build_fn=None) -> dict:
     """{name: report} of the end-of-run evaluators."""
     return {
-        name: END_EVALUATORS[e.type](config, workdir, sources[e.split], e, build_fn)
+        name: END_EVALUATORS[e.type](config, workdir, sources, e, build_fn)
         for name, e in entries(config, "end")
     }
 
 
 def end_splits(config) -> list[str]:
     """The splits the end-of-run evaluators read."""
-    return sorted({e.split for _, e in entries(config, "end")})
+    out = set()
+    for _, e in entries(config, "end"):
+        out.update((e.split, *END_EXTRA_SPLITS.get(e.type, ())))
+    return sorted(out)
 
 
 def check(config) -> list[str]:
@@ -137,6 +157,6 @@ def check(config) -> list[str]:
                 f"{where}.options.withhold: {held} are not modalities of the model "
                 f"({list(model_names)})"
             )
-        if e.type == "report" and config.model.task != "classification":
-            out.append(f"{where}: 'report' needs a classifier (model.task)")
+        if e.type in ("report", "calibrate") and config.model.task != "classification":
+            out.append(f"{where}: {e.type!r} needs a classifier (model.task)")
     return out

@@ -15,6 +15,7 @@ import ml_collections
 from astrom3_jax import errors
 from astrom3_jax.data import datasets
 from astrom3_jax.training import (
+    calibration_files,
     checkpoints,
     evaluators,
     init_from,
@@ -98,6 +99,13 @@ def run(
 
 
 def _report_line(name: str, report: dict, workdir: str) -> str:
+    if "temperature" in report:
+        (before, after) = report["validation_ece"]
+        return (
+            f"{name}: temperature {report['temperature']:.3f} (validation ECE "
+            f"{before:.4f} -> {after:.4f}); wrote "
+            + os.path.join(workdir, calibration_files.CALIBRATION_FILE)
+        )
     held = report.get("withheld") or []
     return (
         f"{name}: accuracy={report['accuracy']:.4f}, balanced accuracy="

@@ -1,0 +1,123 @@
+"""A classifier's calibration, fitted once training ends and kept with it.
+
+The end-of-run evaluator `calibrate` (evaluators.py) scores the best
+checkpoint on the training and validation splits, fits the temperature and
+the out-of-distribution statistics (calibration.py) and writes them to the
+workdir: calibration.npz (read by `predict`) and calibration.json (what was
+fitted and the validation split's NLL and ECE before and after).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import jax
+import numpy as np
+
+from astrom3_jax.data import modalities
+from astrom3_jax.training import calibration, checkpoints, evaluation
+from astrom3_jax.training import workdir as workdir_lib
+
+CALIBRATION_FILE = "calibration.npz"
+SUMMARY_FILE = "calibration.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Calibration:
+    """What predict applies: softmax(logits / temperature) and the OOD score."""
+
+    temperature: float
+    ood: calibration.OutOfDistribution
+
+
+def split_features(got, names):
+    """Head features of every object that has one of the model's
+    modalities, their labels and logits."""
+    outputs = dict(got.outputs)
+    for m in names:
+        flags = outputs.get(modalities.presence_key(m))
+        if flags is not None:
+            outputs[m] = np.where(np.asarray(flags)[:, None] > 0, outputs[m], np.nan)
+    feats, has = calibration.head_features(outputs, names)
+    labels = np.asarray(got.columns["label"], np.int64)
+    return feats[has], labels[has], np.asarray(got.outputs["logits"])[has]
+
+
+def calibrate(config, workdir: str, sources, *, build_fn=None) -> dict:
+    """Fits and writes the calibration of the best checkpoint; returns the
+    summary written to calibration.json."""
+    model, _ = workdir_lib.restore_model(workdir, "best", build_fn=build_fn)
+    with checkpoints.make_manager(workdir) as manager:
+        step = int(checkpoints.resolve_step(manager, "best"))
+    predictor = evaluation.Predictor(model, seed=config.seed)
+    names = tuple(config.model.modalities)
+    got = {}
+    for split in ("train", "validation"):
+        ran = predictor.run(
+            sources[split],
+            batch_size=config.eval_batch_size,
+            modalities=names,
+            seq_len=config.seq_len,
+        )
+        if jax.process_count() > 1:
+            ran.columns = evaluation.index_from_source(sources[split], ("label",))
+        got[split] = split_features(ran, names)
+    (f_train, y_train, _), (f_val, y_val, z_val) = got["train"], got["validation"]
+    temperature = calibration.fit_temperature(z_val, y_val)
+    ood = calibration.OutOfDistribution.fit(f_train, y_train, config.model.num_classes)
+    ood = ood.with_reference(ood.score(f_val))
+    summary = {
+        "step": step,
+        "temperature": temperature,
+        "fitted_on": "validation",
+        "ood_fitted_on": "train",
+        "validation_objects": len(y_val),
+        "validation_nll": [
+            calibration.nll(z_val, y_val),
+            calibration.nll(z_val, y_val, temperature),
+        ],
+        "validation_ece": [
+            calibration.expected_calibration_error(calibration.softmax(z_val), y_val),
+            calibration.expected_calibration_error(
+                calibration.softmax(z_val, temperature), y_val
+            ),
+        ],
+    }
+    if jax.process_index() == 0:
+        save(workdir, Calibration(temperature, ood))
+        path = os.path.join(workdir, SUMMARY_FILE)
+        with open(path + ".tmp", "w") as f:
+            json.dump(summary, f, indent=2)
+        os.replace(path + ".tmp", path)
+    return summary
+
+
+def save(workdir: str, cal: Calibration) -> str:
+    path = os.path.join(workdir, CALIBRATION_FILE)
+    with open(path + ".tmp", "wb") as f:
+        np.savez(
+            f,
+            temperature=np.float64(cal.temperature),
+            means=cal.ood.means,
+            precision=cal.ood.precision,
+            reference_scores=cal.ood.reference_scores,
+        )
+    os.replace(path + ".tmp", path)
+    return path
+
+
+def load(workdir: str) -> Calibration | None:
+    """The workdir's calibration; None when it has none (a run without the
+    `calibrate` evaluator, imported weights)."""
+    path = os.path.join(os.fspath(workdir), CALIBRATION_FILE)
+    if not os.path.exists(path):
+        return None
+    with np.load(path) as z:
+        return Calibration(
+            float(z["temperature"]),
+            calibration.OutOfDistribution(
+                z["means"], z["precision"], z["reference_scores"]
+            ),
+        )
