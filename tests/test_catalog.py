@@ -22,10 +22,12 @@ from astrom3_jax.data import (
     catalog_splits,
     catalog_tables,
     datasets,
+    lightcurve_features,
     lightcurve_files,
     modalities,
     names,
     normalisation,
+    photometry_values,
     pipeline,
     release_io,
     schema,
@@ -637,3 +639,68 @@ def test_catalog_name():
     with pytest.raises(names.UnknownDatasetError, match="no subset 'sub10'"):
         names.with_subset("catalog", "sub10")
     assert "--manual_dir DIR" in datasets.missing_data_message("catalog", "/d")
+
+
+def test_light_curve_only_catalog_builds_with_stats_of_measured_values(
+    layout, tmp_path
+):
+    """A catalogue of ids and light curves only (as downloads come) builds:
+    the train split's statistics are those of the measured values, the
+    columns no row gives (rfr_score, all metadata) get mean 0, std 1."""
+    rows = []
+    for split, r in dummy_release_rows():
+        row = _catalog_row(
+            split, r, layout["lc_dir"], layout["spec_root"], cat_dir=tmp_path
+        )
+        row.update(dict.fromkeys(schema.ALL_COLS, ""), spectrum="")
+        rows.append(row)
+    write_catalog(tmp_path / "catalog.csv", rows)
+    b = datasets.prepare("catalog", str(tmp_path / "out"), str(tmp_path), num_workers=0)
+    stats = datasets.normalisation_stats("catalog", str(tmp_path / "out"))
+    # By hand: the measured values of the train rows' light curves.
+    measured = {c: [] for c in photometry_values.DERIVABLE}
+    for row in rows:
+        if row["split"] != "train":
+            continue
+        lc, _ = lightcurve_files.read_light_curve(tmp_path / row["lightcurve"])
+        got = lightcurve_features.derive(*photometry_values.magnitudes(lc))
+        for c in measured:
+            measured[c].append(got[c])
+    for c, v in measured.items():
+        v = np.log10(v) if c == "period" else np.asarray(v)
+        j = schema.ALL_COLS.index(c)
+        assert stats.mean[j] == pytest.approx(v.mean(), rel=1e-12)
+        assert stats.std[j] == pytest.approx(v.std(), rel=1e-12)
+    for c in ("rfr_score", *schema.META_COLS):
+        j = schema.ALL_COLS.index(c)
+        assert (stats.mean[j], stats.std[j]) == (0.0, 1.0)
+    # Every object was written, with light curves only.
+    assert sum(b.info.splits[s].num_examples for s in SPLIT_STEMS) == len(rows)
+    ex = b.as_data_source("train")[0]
+    assert ex["metadata"].shape == (0, 34) and ex["spectra"].shape[0] == 0
+    # A *_derived build measures every row's values, catalogue values or
+    # not: the same statistics for those three columns, the catalogue's
+    # rfr_score and metadata for the rest.
+    derived = datasets.prepare(
+        "catalog_derived", str(tmp_path / "derived"),
+        os.path.dirname(layout["catalog"]), num_workers=0,
+    )  # fmt: skip
+    d_stats = normalisation.stats_of_prepared(derived.data_dir)
+    for c in photometry_values.DERIVABLE:
+        j = schema.ALL_COLS.index(c)
+        # (the same numbers, summed in another order: equal to rounding)
+        assert d_stats.mean[j] == pytest.approx(stats.mean[j], rel=1e-12)
+        assert d_stats.std[j] == pytest.approx(stats.std[j], rel=1e-12)
+    plain = catalog_splits.stats_of_rows(
+        catalog_splits.assign_splits(catalog_tables.read_catalog(layout["catalog"]))[
+            "train"
+        ]
+    )
+    assert (
+        d_stats.mean[schema.ALL_COLS.index("rfr_score")]
+        == plain.mean[schema.ALL_COLS.index("rfr_score")]
+    )
+    assert (
+        d_stats.mean[schema.ALL_COLS.index("period")]
+        != plain.mean[schema.ALL_COLS.index("period")]
+    )

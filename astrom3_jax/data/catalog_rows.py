@@ -200,6 +200,55 @@ def process_row(
     )
 
 
+def needs_measuring(row: CatalogRow, derive_photometry: bool = False) -> bool:
+    """Whether the row's light curve must be read for its catalogue values."""
+    if row.problem or row.lightcurve is None:
+        return False
+    cols = [schema.ALL_COLS.index(c) for c in photometry_values.DERIVABLE]
+    return derive_photometry or not np.isfinite(np.asarray(row.values)[cols]).all()
+
+
+def values_for_stats(
+    row: CatalogRow,
+    *,
+    mag_zero_point: float = DEFAULT_MAG_ZERO_POINT,
+    band: str | None = None,
+    derive_photometry: bool = False,
+) -> np.ndarray:
+    """The row's raw catalogue values (schema.ALL_COLS) as process_row will
+    use them, for the train split's statistics.
+
+    amplitude, period and lksl_statistic are measured from the light curve
+    where blank (every row's, with derive_photometry), exactly as process_row
+    measures them, so the statistics describe what the model is given. A
+    value that stays blank (no light curve, an unreadable one, a blank
+    rfr_score) is NaN and left out of its column's statistics; the row
+    itself is reported when it is processed. rfr_score is kept as given
+    (it cannot be measured; where it is blank the row gets the mean).
+    """
+    raw = np.array(row.values, dtype=np.float64)
+    if not needs_measuring(row, derive_photometry):
+        return raw
+    photo = [schema.ALL_COLS.index(c) for c in schema.PHOTO_COLS]
+    given = dict(zip(schema.PHOTO_COLS, raw[photo], strict=True))
+    try:
+        lc, _ = read_light_curve(
+            row.lightcurve, band=row.band or band, columns=row.lc_columns,
+            mag_zero_point=mag_zero_point, obj=row.id,
+        )  # fmt: skip
+        filled = photometry_values.fill(
+            given, lc, {photometry_values.FILLED: np.nan}, derive_all=derive_photometry
+        )
+    except (release_io.ReleaseError, photometry_values.FeatureError):
+        for c in photometry_values.DERIVABLE:
+            if derive_photometry or not np.isfinite(given[c]):
+                raw[schema.ALL_COLS.index(c)] = np.nan
+        return raw
+    for c in photometry_values.DERIVABLE:  # rfr_score stays as given
+        raw[schema.ALL_COLS.index(c)] = filled.values[c]
+    return raw
+
+
 def _fill_photometry(value, lc, info, derive_photometry, row, bad):
     """The row's 4 light-curve catalogue numbers, filled in from `lc` where
     blank (photometry_values.fill); a light curve that cannot give them is

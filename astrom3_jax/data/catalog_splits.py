@@ -7,8 +7,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from absl import logging
 
-from astrom3_jax.data import schema
+from astrom3_jax.data import catalog_rows, schema
+from astrom3_jax.data import workers as workers_lib
 from astrom3_jax.data.catalog_tables import Catalog, CatalogError, CatalogRow
 from astrom3_jax.data.normalisation import NormalisationStats
 
@@ -61,13 +63,58 @@ def assign_splits(catalog: Catalog, seed: int = 42) -> dict[str, list[CatalogRow
     return out
 
 
-def stats_of_rows(rows: Sequence[CatalogRow], source: str = "") -> NormalisationStats:
+def stats_of_rows(
+    rows: Sequence[CatalogRow],
+    source: str = "",
+    *,
+    derive_photometry: bool = False,
+    band: str | None = None,
+    num_workers: int | None = None,
+) -> NormalisationStats:
     """Normalisation statistics of rows' catalogue values (the train rows).
 
-    A column's blank or NaN values are left out of its statistics.
+    The values are those the rows will be given (catalog_rows.values_for_stats):
+    light-curve numbers a row lacks are measured from its light curve (in
+    worker processes: see workers.ordered_map), every row's with
+    derive_photometry. A column's blank or NaN values are left out of its
+    statistics; a column blank in every row (no metadata in the catalogue,
+    no rfr_score) gets mean 0, std 1, with a warning.
     """
-    table = {
-        c: np.array([r.values[j] for r in rows], np.float64)
-        for j, c in enumerate(schema.ALL_COLS)
-    }
-    return NormalisationStats.from_table(table, source=source)
+    values = [np.asarray(r.values, np.float64) for r in rows]
+    todo = [
+        i
+        for i, r in enumerate(rows)
+        if catalog_rows.needs_measuring(r, derive_photometry)
+    ]
+    measured = workers_lib.ordered_map(
+        _values_for_stats, [rows[i] for i in todo], workers=num_workers, setup=dict,
+        setup_args=({"derive_photometry": derive_photometry, "band": band},),
+        name=lambda r: f"row {r.index} (id {r.id!r})", source=source,
+        task="statistics",
+    )  # fmt: skip
+    for i, v in zip(todo, measured, strict=True):
+        values[i] = v
+    return stats_of_values(values, source)
+
+
+def stats_of_values(
+    values: Sequence[np.ndarray], source: str = ""
+) -> NormalisationStats:
+    """Statistics of per-row raw values (schema.ALL_COLS order, row order)."""
+    matrix = np.asarray(values, np.float64).reshape(len(values), len(schema.ALL_COLS))
+    blank = [
+        c for j, c in enumerate(schema.ALL_COLS) if not np.isfinite(matrix[:, j]).any()
+    ]
+    if blank:
+        logging.warning(
+            "%s: column(s) %s are blank in every row; their statistics are set "
+            "to mean 0, std 1",
+            source or "train rows",
+            ", ".join(blank),
+        )
+    table = {c: matrix[:, j] for j, c in enumerate(schema.ALL_COLS)}
+    return NormalisationStats.from_table(table, source=source, unit_for_blank=blank)
+
+
+def _values_for_stats(row: CatalogRow, options: dict) -> np.ndarray:
+    return catalog_rows.values_for_stats(row, **options)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -89,8 +89,8 @@ class NormalisationStats:
         ]
         if bad:
             return (
-                "non-finite mean or non-positive std (a column that is constant "
-                f"in the training split?) for {', '.join(bad)}"
+                "non-finite mean or non-positive std (a column blank in every "
+                f"row of the training split, or constant in it?) for {', '.join(bad)}"
             )
         return ""
 
@@ -154,7 +154,11 @@ class NormalisationStats:
 
     @classmethod
     def from_table(
-        cls, table: Mapping[str, np.ndarray], source: str = ""
+        cls,
+        table: Mapping[str, np.ndarray],
+        source: str = "",
+        *,
+        unit_for_blank: Sequence[str] = (),
     ) -> NormalisationStats:
         """Statistics of raw catalogue columns (name -> values of the train rows).
 
@@ -162,6 +166,10 @@ class NormalisationStats:
         values, its statistics are over the rows that have it (after the
         transforms); a table without NaN gives exactly what the release's
         info.json computation (preprocessing.catalogue_stats) gives.
+        unit_for_blank: columns that may be blank in every row (a catalogue
+        without metadata, or without rfr_score): those get mean 0, std 1,
+        which leaves their values unscaled; any other all-blank column is an
+        error.
         """
         missing = [c for c in schema.ALL_COLS if c not in table]
         if missing:
@@ -174,6 +182,8 @@ class NormalisationStats:
             mean, std = [], []
             for c in schema.ALL_COLS:
                 v = t[c][np.isfinite(t[c])]
+                if not v.size and c in unit_for_blank:
+                    v = np.array([-1.0, 1.0])  # mean 0, population std 1
                 mean.append(v.mean() if v.size else np.nan)
                 std.append(v.std() if v.size else np.nan)
         return cls(

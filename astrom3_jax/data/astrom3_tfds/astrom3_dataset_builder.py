@@ -286,7 +286,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         cat = catalog_tables.read_catalog(table)
         splits = catalog_splits.assign_splits(cat, self.builder_config.split_seed)
         self._stats = catalog_splits.stats_of_rows(
-            splits["train"], source=f"train split of {table}"
+            splits["train"],
+            source=f"train split of {table}",
+            derive_photometry=self.builder_config.derived_photometry,
+            num_workers=self._num_workers,
         )
         return {
             split: self._generate_catalog_examples(split, rows, table)
