@@ -43,8 +43,8 @@ import numpy as np
 import pytest
 
 from astrom3_jax.data import datasets
-from astrom3_jax.data.example_decoder import read_varint
 from tests.helpers.paths import DUMMY
+from tests.helpers.records import features_of, field
 
 RECORDED = pathlib.Path(__file__).parent / "fixtures" / "build_identity"
 RECORD = os.environ.get("ASTROM3_RECORD_BUILDS") == "1"
@@ -54,40 +54,15 @@ N_PROJ = 2
 TINY = dict(n_objects=150, n_unseen=9, workers=1)
 
 
-# ----------------------------------------------------------------- protobuf
-def _field(buf: bytes, pos: int) -> tuple[int, int, int]:
-    """(tag, payload start, payload end) of the length-delimited field at pos."""
-    tag = buf[pos]
-    assert tag & 7 == 2, f"unexpected wire type in tag {tag}"
-    n, pos = read_varint(buf, pos + 1)
-    return tag, pos, pos + n
-
-
-def features_of(record: bytes) -> dict[str, bytes]:
-    """A tf.train.Example's {feature name: serialized Feature}."""
-    _, pos, end = _field(record, 0)
-    out = {}
-    while pos < end:
-        _, epos, eend = _field(record, pos)
-        pos = eend
-        parts = {}
-        while epos < eend:
-            tag, s, e = _field(record, epos)
-            parts[tag] = record[s:e]
-            epos = e
-        out[parts[0x0A].decode()] = parts.get(0x12, b"")
-    return out
-
-
 def float_values(feature: bytes, dtype: str) -> np.ndarray:
     """The values of a float Feature: a packed float_list (float32) or, as TFDS
     writes float64 tensors, one bytes_list entry of little-endian doubles."""
     if not feature:
         return np.zeros(0)
-    _, s, e = _field(feature, 0)  # the bytes_list or float_list
+    _, s, e = field(feature, 0)  # the bytes_list or float_list
     if s == e:
         return np.zeros(0)
-    _, vs, ve = _field(feature[s:e], 0)  # its packed value field
+    _, vs, ve = field(feature[s:e], 0)  # its packed value field
     fmt = "<f4" if dtype == "float32" else "<f8"
     return np.frombuffer(feature[s:e][vs:ve], fmt).astype(np.float64)
 

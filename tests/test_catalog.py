@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-import zipfile
 
 import numpy as np
 import pytest
@@ -38,7 +37,9 @@ from tests.helpers.paths import DUMMY
 from tests.helpers.release import (
     ASASSN_DAT_HEADER,
     SPLIT_STEMS,
+    catalog_row,
     dummy_release_rows,
+    extract_dats,
     read_csv_rows,
     write_catalog,
 )
@@ -53,27 +54,6 @@ SPEC_SCALARS = ("raw_spectrum_mean", "raw_spectrum_mad")
 LC_FEATURES = ("photometry", "photometry_aux", *RAW_SCALARS[:4])
 
 
-def _extract_dats(folder):
-    os.makedirs(folder, exist_ok=True)
-    with zipfile.ZipFile(os.path.join(DUMMY, "photometry.zip")) as z:
-        for m in z.namelist():
-            if m.endswith(".dat"):
-                with open(os.path.join(folder, os.path.basename(m)), "wb") as f:
-                    f.write(z.read(m))
-
-
-def _catalog_row(split, r, lc_dir, spec_root, *, cat_dir, absolute=False):
-    """The catalogue row of a release row; cells copied as text (exact floats)."""
-    lc = os.path.join(lc_dir, f"{r['name']}.dat")
-    spec = os.path.join(spec_root, r["target"], r["spec_filename"])
-    if not absolute:
-        lc, spec = os.path.relpath(lc, cat_dir), os.path.relpath(spec, cat_dir)
-    out = {"id": r["id"], "name": r["name"], "label": r["target"], "split": split}
-    out.update(lightcurve=lc, spectrum=spec)
-    out.update({c: r[c] for c in schema.ALL_COLS})
-    return out
-
-
 @pytest.fixture(scope="module")
 def layout(tmp_path_factory):
     """dummy_data's objects as a catalogue in a different folder layout.
@@ -84,12 +64,12 @@ def layout(tmp_path_factory):
     """
     root = tmp_path_factory.mktemp("layout")
     lc_dir, cat_dir = root / "curves", root / "tables"
-    _extract_dats(lc_dir)
+    extract_dats(lc_dir)
     cat_dir.mkdir()
     spec_root = os.path.abspath(os.path.join(DUMMY, "spectra"))
     rows = []
     for i, (split, r) in enumerate(dummy_release_rows()):
-        row = _catalog_row(split, r, lc_dir, spec_root, cat_dir=cat_dir)
+        row = catalog_row(split, r, lc_dir, spec_root, cat_dir=cat_dir)
         if i % 2:
             row["spectrum"] = os.path.join(spec_root, r["target"], r["spec_filename"])
         rows.append(row)
@@ -163,7 +143,7 @@ def test_light_curve_only_rows(layout, built, tmp_path):
     want = _builder_examples(built)
     rows = []
     for split, r in dummy_release_rows()[:4]:
-        row = _catalog_row(
+        row = catalog_row(
             split, r, layout["lc_dir"], layout["spec_root"], cat_dir=tmp_path
         )
         row.pop("spectrum")
@@ -183,9 +163,7 @@ def test_light_curve_only_rows(layout, built, tmp_path):
 
 def test_metadata_and_spectrum_only_row(layout, built, tmp_path):
     split, r = dummy_release_rows()[0]
-    row = _catalog_row(
-        split, r, layout["lc_dir"], layout["spec_root"], cat_dir=tmp_path
-    )
+    row = catalog_row(split, r, layout["lc_dir"], layout["spec_root"], cat_dir=tmp_path)
     row.pop("lightcurve")
     path = write_catalog(tmp_path / "c.csv", [row])
     stats = NormalisationStats.from_info_json(INFO)
@@ -277,7 +255,7 @@ def test_dat_and_magnitude_table_of_one_star_agree(layout, tmp_path):
 def _bad_catalog(tmp_path, layout, case):
     """4 good rows + one row broken as `case`; returns (path, bad id, file part)."""
     rows = [
-        _catalog_row(s, r, layout["lc_dir"], layout["spec_root"], cat_dir=tmp_path)
+        catalog_row(s, r, layout["lc_dir"], layout["spec_root"], cat_dir=tmp_path)
         for s, r in dummy_release_rows()[:5]
     ]
     bad = rows[2]
@@ -359,9 +337,7 @@ def test_max_bad_fraction_enforced(tmp_path, layout):
 
 def test_blank_rfr_score_takes_the_training_mean(tmp_path, layout):
     split, r = dummy_release_rows()[0]
-    row = _catalog_row(
-        split, r, layout["lc_dir"], layout["spec_root"], cat_dir=tmp_path
-    )
+    row = catalog_row(split, r, layout["lc_dir"], layout["spec_root"], cat_dir=tmp_path)
     row["rfr_score"] = ""
     path = write_catalog(tmp_path / "c.csv", [row])
     stats = NormalisationStats.from_info_json(INFO)
@@ -558,7 +534,7 @@ def test_catalog_config_builds_the_release_examples(layout, built, tmp_path):
 def test_catalog_config_incomplete_unlabelled_drawn_split(layout, built, tmp_path):
     rows = []
     for split, r in dummy_release_rows():
-        row = _catalog_row(
+        row = catalog_row(
             split, r, layout["lc_dir"], layout["spec_root"], cat_dir=tmp_path
         )
         del row["split"], row["label"]
@@ -649,7 +625,7 @@ def test_light_curve_only_catalog_builds_with_stats_of_measured_values(
     columns no row gives (rfr_score, all metadata) get mean 0, std 1."""
     rows = []
     for split, r in dummy_release_rows():
-        row = _catalog_row(
+        row = catalog_row(
             split, r, layout["lc_dir"], layout["spec_root"], cat_dir=tmp_path
         )
         row.update(dict.fromkeys(schema.ALL_COLS, ""), spectrum="")

@@ -2,7 +2,7 @@ r"""Prepares an astrom3 TFDS config from Python (the `tfds` CLI needs TensorFlow
 
     python -m tfds_builders.build --config full_42 [--manual_dir DIR] \
         [--data_dir DIR] [--skip_bad [--max_bad_fraction F]] [--overwrite] \
-        [--num_workers N]
+        [--num_workers N] [--beam_pipeline_options OPTIONS]
 
 Without --manual_dir the raw release is downloaded from the Hugging Face Hub.
 Synthetic configs (synthetic_<preset> and synthetic_<preset>_<subset>_<seed>)
@@ -10,6 +10,12 @@ generate their raw files. The `catalog` config reads a table of your own
 stars, --manual_dir DIR holding DIR/catalog.csv (or .ecsv, .fits, .vot):
 
     python -m tfds_builders.build --config catalog --manual_dir examples/my_stars
+
+--beam_pipeline_options builds with Apache Beam (pip install
+'astrom3-jax[beam]') instead of the process pool, with TFDS's syntax:
+"runner=DirectRunner,direct_num_workers=2,direct_running_mode=multi_processing"
+here, or a Dataflow/Flink/Spark runner's options (README, "Builds past one
+machine").
 """
 
 from __future__ import annotations
@@ -50,6 +56,12 @@ def main(argv=None):
     p.add_argument(
         "--num_workers", type=int, default=None, help="parsing processes (0: none)"
     )
+    p.add_argument(
+        "--beam_pipeline_options",
+        default=None,
+        help="build with Apache Beam: comma-separated pipeline options, e.g. "
+        "runner=DirectRunner,direct_num_workers=2",
+    )
     args = p.parse_args(argv)
     builder = prepare(
         args.config,
@@ -59,6 +71,7 @@ def main(argv=None):
         num_workers=args.num_workers,
         max_bad_fraction=args.max_bad_fraction,
         overwrite=args.overwrite,
+        beam_pipeline_options=args.beam_pipeline_options,
     )
     rep = report(builder)
     print(f"prepared {builder.info.full_name} in {builder.data_dir}")

@@ -43,6 +43,7 @@ def prepare(
     num_workers: int | None = None,
     max_bad_fraction: float = astrom3.DEFAULT_MAX_BAD_FRACTION,
     overwrite: bool = False,
+    beam_pipeline_options: str | None = None,
 ):
     """Builds `astrom3/<config_name>` (once) and returns the ready builder.
 
@@ -52,6 +53,9 @@ def prepare(
     split still fails the build. An existing build is reused unless it left
     out objects these options would not: then this raises, and
     overwrite=True deletes and rebuilds it (downloads are kept).
+    beam_pipeline_options: build with Apache Beam (the `beam` extra) instead
+    of the process pool, e.g. "runner=DirectRunner,direct_num_workers=2" or
+    a Dataflow runner's options, comma-separated as TFDS's CLI takes them.
     """
     import tensorflow_datasets as tfds
 
@@ -66,7 +70,8 @@ def prepare(
         shutil.rmtree(b.data_dir)
         b = builder(config_name, data_dir, **options)
     dl_config = tfds.download.DownloadConfig(
-        manual_dir=os.path.abspath(manual_dir) if manual_dir else None
+        manual_dir=os.path.abspath(manual_dir) if manual_dir else None,
+        beam_options=beam_options(beam_pipeline_options),
     )
     # TFDS's own banner ("Downloading and preparing dataset Unknown size
     # (download: Unknown size, ...)") says nothing true about this builder,
@@ -76,6 +81,19 @@ def prepare(
         logging.info("Building astrom3/%s in %s.", config_name, b.data_dir)
     b.download_and_prepare(file_format="array_record", download_config=dl_config)
     return b
+
+
+def beam_options(text: str | None):
+    """Beam PipelineOptions from "key=value,key=value" (None: no Beam)."""
+    if not text:
+        return None
+    try:
+        from apache_beam.options.pipeline_options import PipelineOptions
+    except ImportError:
+        raise errors.ConfigError(
+            "a Beam build needs Apache Beam: pip install 'astrom3-jax[beam]'"
+        ) from None
+    return PipelineOptions([f"--{opt.strip()}" for opt in text.split(",") if opt])
 
 
 def report(prepared) -> dict:

@@ -5,7 +5,7 @@ import csv
 import os
 import zipfile
 
-from astrom3_jax.data import datasets
+from astrom3_jax.data import datasets, schema
 from tests.helpers.paths import DUMMY
 
 # Each TFDS split and the stem of its CSV table under splits/<sub>/<seed>/.
@@ -88,3 +88,25 @@ def examples_by_name(builder, split):
     """{object name: example} of one split of a built data set."""
     ds = builder.as_data_source(split)
     return {as_str(ds[i]["name"]): ds[i] for i in range(len(ds))}
+
+
+def extract_dats(folder):
+    """The dummy release's light curves (.dat) extracted into folder."""
+    os.makedirs(folder, exist_ok=True)
+    with zipfile.ZipFile(os.path.join(DUMMY, "photometry.zip")) as z:
+        for m in z.namelist():
+            if m.endswith(".dat"):
+                with open(os.path.join(folder, os.path.basename(m)), "wb") as f:
+                    f.write(z.read(m))
+
+
+def catalog_row(split, r, lc_dir, spec_root, *, cat_dir, absolute=False):
+    """The catalogue row of a release row; cells copied as text (exact floats)."""
+    lc = os.path.join(lc_dir, f"{r['name']}.dat")
+    spec = os.path.join(spec_root, r["target"], r["spec_filename"])
+    if not absolute:
+        lc, spec = os.path.relpath(lc, cat_dir), os.path.relpath(spec, cat_dir)
+    out = {"id": r["id"], "name": r["name"], "label": r["target"], "split": split}
+    out.update(lightcurve=lc, spectrum=spec)
+    out.update({c: r[c] for c in schema.ALL_COLS})
+    return out

@@ -91,6 +91,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         self._final_data_dir: str | None = None
         # The training split's statistics, recorded next to the data.
         self._stats: normalisation.NormalisationStats | None = None
+        # Set by download_and_prepare: Beam options given (beam_examples.py).
+        self._beam = False
+        self._n_rows: dict[str, int] = {}
         super().__init__(**kw)
 
     # ---------------------------------------------------------------- schema
@@ -136,9 +139,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             files = self._local_release(dl_manager) or self._hub_release(dl_manager)
         _check_splits_disjoint(files.split_csvs)
         self._stats = normalisation.NormalisationStats.from_info_json(files.info_json)
-        return {
-            split: self._generate_examples(split, files) for split in files.split_csvs
-        }
+        make = self._beam_release_examples if self._beam else self._generate_examples
+        return {split: make(split, files) for split in files.split_csvs}
 
     def _split_names(self) -> Mapping[str, str]:
         if self.builder_config.synthetic:
@@ -213,25 +215,26 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         return self._folder_files(root)
 
     # -------------------------------------------------------------- examples
-    def _generate_examples(self, split: str, files: objects.ReleaseFiles):
-        csv_path = files.split_csvs[split]
-        info = release_io.read_info(files.info_json)
-        text = schema.ID_COLS + (
-            schema.TRUTH_COLS if self.builder_config.synthetic else ()
-        )
-        rows = release_io.read_split_csv(csv_path, schema.ALL_COLS, text)
-        if not rows:
-            raise release_io.ReleaseError("split CSV lists no objects", file=csv_path)
+    def _context(self, split: str, files: objects.ReleaseFiles) -> objects.Context:
         extra = schema.TRUTH_COLS if self.builder_config.synthetic else ()
-        optional = tuple(self.builder_config.optional_modalities)
-        ctx = objects.Context(
+        return objects.Context(
             files=files,
-            info=info,
-            csv_path=csv_path,
+            info=release_io.read_info(files.info_json),
+            csv_path=files.split_csvs[split],
             extra_text=extra,
-            optional=optional,
+            optional=tuple(self.builder_config.optional_modalities),
             derive_photometry=self.builder_config.derived_photometry,
         )
+
+    def _generate_examples(self, split: str, files: objects.ReleaseFiles):
+        ctx = self._context(split, files)
+        csv_path = ctx.csv_path
+        rows = release_io.read_split_csv(
+            csv_path, schema.ALL_COLS, schema.ID_COLS + tuple(ctx.extra_text)
+        )
+        if not rows:
+            raise release_io.ReleaseError("split CSV lists no objects", file=csv_path)
+        optional = tuple(ctx.optional)
         absent = self._absent.setdefault(split, dict.fromkeys(optional, 0))
         workers = self._num_workers
         if workers is None:
@@ -269,6 +272,18 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                     )
         self._check_bad_count(split, len(rows), limit)
 
+    def _beam_release_examples(self, split: str, files: objects.ReleaseFiles):
+        """The split as a Beam transform (a build given Beam options)."""
+        from astrom3_jax.data.astrom3_tfds import beam_examples  # needs apache-beam
+
+        ctx = self._context(split, files)
+        text = schema.ID_COLS + tuple(ctx.extra_text)
+        self._n_rows[split] = len(release_io.read_split_csv(ctx.csv_path, (), text))
+        return beam_examples.release_examples(
+            ctx=ctx, split=split, text_cols=text, skip_bad=self._skip_bad,
+            data_dir=os.fspath(self.data_dir),
+        )  # fmt: skip
+
     # ------------------------------------------------------------- catalogue
     def _catalog_splits(self, dl_manager):
         """The `catalog` config: a user's table (astrom3_jax.data.catalog)."""
@@ -285,6 +300,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         table = catalog_tables.find_catalog(root)
         cat = catalog_tables.read_catalog(table)
         splits = catalog_splits.assign_splits(cat, self.builder_config.split_seed)
+        if self._beam:
+            return self._beam_catalog_splits(table, splits)
         self._stats = catalog_splits.stats_of_rows(
             splits["train"],
             source=f"train split of {table}",
@@ -295,6 +312,29 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             split: self._generate_catalog_examples(split, rows, table)
             for split, rows in splits.items()
         }
+
+    def _beam_catalog_splits(self, table: str, splits):
+        """Each split as a Beam transform; the statistics are a combine over
+        the train rows, shared by the three (a build given Beam options)."""
+        from astrom3_jax.data.astrom3_tfds import beam_examples  # needs apache-beam
+
+        cfg = self.builder_config
+        data_dir = os.fspath(self.data_dir)
+        stats = beam_examples.CatalogStats(
+            table, cfg.split_seed, cfg.derived_photometry,
+            os.path.join(data_dir, normalisation.STATS_FILE),
+        )  # fmt: skip
+        optional = tuple(cfg.optional_modalities)
+        out = {}
+        for split, rows in splits.items():
+            self._n_rows[split] = len(rows)
+            out[split] = beam_examples.catalog_examples(
+                table=table, split=split, seed=cfg.split_seed, stats=stats,
+                require=tuple(m for m in catalog_rows.MODALITIES if m not in optional),
+                optional=optional, derive_photometry=cfg.derived_photometry,
+                skip_bad=self._skip_bad, data_dir=data_dir,
+            )  # fmt: skip
+        return out
 
     def _generate_catalog_examples(self, split: str, rows, table: str):
         optional = tuple(self.builder_config.optional_modalities)
@@ -386,11 +426,28 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             dl_manager=dl_manager, download_config=download_config
         )
         # self.data_dir is TFDS's temporary folder here, renamed when done.
+        if self._beam:
+            self._after_beam_pipeline()
         with open(os.path.join(self.data_dir, REPORT_NAME), "w") as f:
             json.dump(self._report(complete=True), f, indent=2)
         if self._stats is not None:  # see normalisation.stats_of_prepared
             self._stats.write(os.path.join(self.data_dir, normalisation.STATS_FILE))
         return out
+
+    def _after_beam_pipeline(self):
+        """Counts, bad objects and absent modalities of a Beam build, from
+        its notes; a split with more bad objects than allowed fails it."""
+        from astrom3_jax.data.astrom3_tfds import beam_examples  # needs apache-beam
+
+        bad, absent = beam_examples.read_notes(os.fspath(self.data_dir))
+        optional = tuple(self.builder_config.optional_modalities)
+        for split, n_rows in self._n_rows.items():
+            self._bad[split] = bad.get(split, [])
+            self._counts[split] = self.info.splits[split].num_examples
+            counts = absent.get(split, {})
+            self._absent[split] = {m: counts.get(m, 0) for m in optional}
+            limit = allowed_bad(n_rows, self._max_bad_fraction) if self._skip_bad else 0
+            self._check_bad_count(split, n_rows, limit)
 
     def download_and_prepare(self, *, download_config=None, **kwargs):
         """TFDS's download_and_prepare, plus: an existing build made with looser
@@ -402,7 +459,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         if reuse and os.path.isdir(final) and self.is_prepared():
             self._refuse_looser_build(final)
         self._final_data_dir = final
-        self._bad, self._counts, self._absent = {}, {}, {}
+        self._bad, self._counts, self._absent, self._n_rows = {}, {}, {}, {}
+        self._beam = bool(download_config.beam_runner or download_config.beam_options)
         failed = self._failed_report_path()
         try:
             super().download_and_prepare(download_config=download_config, **kwargs)
