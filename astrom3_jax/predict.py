@@ -3,7 +3,8 @@ r"""Classes, embeddings and nearest known stars for your own stars.
   python -m astrom3_jax.predict --workdir runs/all_sub10 \
       --catalog my_stars/catalog.csv --out predictions/my_stars \
       [--reference exports/clip_cpu] [--k 10] [--skip_bad] \
-      [--max_bad_fraction 0.05] [--step best] [--overwrite]
+      [--max_bad_fraction 0.05] [--step best] [--overwrite] [--shard i/n]
+  python -m astrom3_jax.predict --merge OUT_0,OUT_1,... --out predictions/all
 
 --workdir is any workdir this project writes (a fine-tuned classifier, a
 CLIP pre-training, imported published weights) that holds the normalisation
@@ -53,18 +54,36 @@ def define_flags():
         "catalogue values or not (default: when the model was trained on a "
         "*_derived data set; blank values are measured either way).",
     )
+    flags.DEFINE_string(
+        "shard", None, "i/n: predict only the i-th of n blocks of rows (then --merge)."
+    )
+    flags.DEFINE_list(
+        "merge", None, "Shard output folders to join into --out (no prediction)."
+    )
     flags.DEFINE_bool("overwrite", False, "Write into a non-empty --out.")
     flags.DEFINE_bool("tcmalloc", True, "On CPU, restart under tcmalloc if installed.")
-    flags.mark_flags_as_required(["workdir", "catalog", "out"])
+    flags.mark_flags_as_required(["out"])
 
 
 def main(argv):
     if len(argv) > 1:
         raise errors.ConfigError(f"unexpected arguments: {argv[1:]}")
 
+    if FLAGS.merge:
+        from astrom3_jax.prediction import shards
+
+        merged = shards.merge(FLAGS.merge, FLAGS.out)
+        print(
+            f"merged {len(FLAGS.merge)} shards of {merged['catalog']} into {FLAGS.out}"
+        )
+        return
+    missing = [f for f in ("workdir", "catalog") if getattr(FLAGS, f) is None]
+    if missing:
+        raise errors.ConfigError(f"--{' and --'.join(missing)} needed (or --merge)")
     host_memory.reexec_with_tcmalloc(enabled=FLAGS.tcmalloc)
     # Local: it loads JAX, which must wait for the tcmalloc restart above.
     from astrom3_jax import predict_lib
+    from astrom3_jax.prediction import shards as shards_lib
 
     step = FLAGS.step  # parsed where it is used (checkpoints.parse_step)
     result = predict_lib.predict(
@@ -81,6 +100,7 @@ def main(argv):
         band=FLAGS.band,
         derive_photometry=FLAGS.derive_photometry,
         overwrite=FLAGS.overwrite,
+        shard=None if FLAGS.shard is None else shards_lib.parse_shard(FLAGS.shard),
     )
     bad = f"; {len(result.bad_rows)} bad rows left out" if result.bad_rows else ""
     print(f"predicted {len(result.ids)} stars into {FLAGS.out}{bad}")

@@ -30,11 +30,11 @@ import time
 import jax
 import numpy as np
 
-from astrom3_jax import api
+from astrom3_jax import api, errors
 from astrom3_jax.data import catalog as catalog_lib
 from astrom3_jax.data import names as dataset_names
 from astrom3_jax.data import normalisation, schema
-from astrom3_jax.prediction import reading, running, scoring, writing
+from astrom3_jax.prediction import reading, running, scoring, shards, writing
 from astrom3_jax.prediction.reading import PredictError, default_workers
 from astrom3_jax.prediction.writing import NEIGHBOURS_FILE, PREDICTIONS_FILE, SPLIT
 from astrom3_jax.training import calibration_files
@@ -86,9 +86,11 @@ def predict(
     derive_photometry: bool | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    shard: tuple[int, int] | None = None,
 ) -> Result:
     """Predict every star of `catalog` with the model of `workdir`; see the
-    module docstring for what is written to `out`.
+    module docstring for what is written to `out`. shard=(i, n): only the
+    i-th of n blocks of rows, for prediction/shards.merge to join.
 
     The catalogue (astrom3_jax/data/catalog.py: one row per star, pointing
     at its raw light curve, spectrum and catalogue values, any of them
@@ -111,6 +113,17 @@ def predict(
     ref = reading.reference_split(reference, names) if reference is not None else None
     single = config.model.task == "classification" and len(names) == 1
     cat = catalog_lib.read_catalog(catalog)
+    sharding = {}
+    if shard is not None:  # rows keep their numbers: messages name the real row
+        start, stop = shards.shard_rows(len(cat.rows), *shard)
+        if start == stop:
+            raise errors.ConfigError(
+                f"shard {shard[0]}/{shard[1]} of {catalog} holds no rows "
+                f"({len(cat.rows)} rows): use fewer shards"
+            )
+        sharding = dict(shard=shard[0], num_shards=shard[1], rows=[start, stop],
+                        catalog_rows=len(cat.rows))  # fmt: skip
+        cat = dataclasses.replace(cat, rows=cat.rows[start:stop])
     os.makedirs(out, exist_ok=True)
     timings = {}
     ran = running.run(
@@ -147,7 +160,7 @@ def predict(
         writing.write_tables(out, rows, nb)
         writing.write_embeddings(
             out, ran, class_names, source=workdir, catalog=catalog, k=k,
-            model_task=ran.config.model.task, reference=reference,
+            model_task=ran.config.model.task, reference=reference, **sharding,
         )  # fmt: skip
     timings["total"] = time.perf_counter() - started
     return Result(

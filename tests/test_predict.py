@@ -41,6 +41,7 @@ from astrom3_jax.data import (
 )
 from astrom3_jax.data import workers as workers_lib
 from astrom3_jax.models import weights
+from astrom3_jax.prediction import shards
 from astrom3_jax.training import calibration, calibration_files, reports
 from tests.helpers.paths import DUMMY, ROOT
 from tests.helpers.release import ASASSN_DAT_HEADER as HEADER
@@ -613,3 +614,54 @@ def test_cli_clip_without_reference_and_a_misspelt_column(files, tmp_path):
     assert "--reference" in p.stdout
     (line,) = _read_csv(tmp_path / "out" / predict_lib.PREDICTIONS_FILE)
     assert line["modalities"] == "spectra+metadata"  # the light curve was missed
+
+
+# ----------------------------------------------------------------- shards
+def test_sharded_predict_merged_equals_one_predict(
+    imported, imported_reference, files, tmp_path
+):
+    """Three shards (one with a bad row), merged, give what one run gives."""
+    release = _release_rows("train", "test")
+    rows = [_row(files, s, r) for s, r in release]
+    _break(files, rows[4], next(iter(BAD)))
+    path = _catalogue(files, "shards.csv", rows)
+    kw = dict(reference=imported_reference, k=3, skip_bad=True, max_bad_fraction=0.5)
+    whole = tmp_path / "whole"
+    _predict(imported, path, whole, **kw)
+    parts = [tmp_path / f"part{i}" for i in range(3)]
+    for i in (2, 0, 1):  # any order, any machine
+        _predict(imported, path, parts[i], shard=(i, 3), **kw)
+    assert store.read_manifest(parts[1])["rows"] == [10, 20]
+    merged = tmp_path / "merged"
+    shards.merge([str(p) for p in parts], merged)
+    for name in (predict_lib.PREDICTIONS_FILE, predict_lib.NEIGHBOURS_FILE,
+                 catalog.BAD_ROWS_FILE):  # fmt: skip
+        ours, theirs = _read_csv(merged / name), _read_csv(whole / name)
+        assert [r["id"] for r in ours] == [r["id"] for r in theirs]
+        for a, b in zip(ours, theirs, strict=True):
+            assert a.keys() == b.keys()
+            for key in a:
+                try:  # numbers: equal up to the batch they were run in
+                    assert float(a[key]) == pytest.approx(float(b[key]), abs=1e-5)
+                except ValueError:
+                    assert a[key] == b[key], (key, a[key], b[key])
+    ours, theirs = (
+        store.load_split(merged, "catalog"),
+        store.load_split(whole, "catalog"),
+    )
+    np.testing.assert_array_equal(ours.index["id"], theirs.index["id"])
+    for m in theirs.embeddings:
+        np.testing.assert_allclose(
+            ours.embeddings[m], theirs.embeddings[m], atol=1e-5, equal_nan=True
+        )
+    manifest = store.read_manifest(merged)
+    assert manifest["bad_rows"] == 1 and "shard" not in manifest
+
+    # A shard missing, or one of another run, is refused by name.
+    with pytest.raises(shards.ShardError, match=r"missing \[1\]"):
+        shards.merge([str(parts[0]), str(parts[2])], tmp_path / "m2")
+    with pytest.raises(shards.ShardError, match="not a shard"):
+        shards.merge([str(p) for p in parts] + [str(whole)], tmp_path / "m3")
+    (parts[2] / predict_lib.PREDICTIONS_FILE).write_text("id\n")
+    with pytest.raises(shards.ShardError, match="interrupted"):
+        shards.merge([str(p) for p in parts], tmp_path / "m4")

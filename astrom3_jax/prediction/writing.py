@@ -111,10 +111,12 @@ def write_tables(out: str, rows: list[dict], neighbours: list[dict] | None):
 
 
 def write_embeddings(
-    out: str, ran, class_names, *, source, catalog, model_task, reference, k
-):
+    out: str, ran, class_names, *, source, catalog, model_task, reference, k,
+    **extra,
+):  # fmt: skip
     """The stars' embeddings, presence flags and logits as the export split
-    `catalog`, and manifest.json saying what was run."""
+    `catalog`, and manifest.json saying what was run (with `extra` fields,
+    e.g. which shard)."""
     names = list(ran.present)
     index = {
         "id": ran.ids,
@@ -137,4 +139,5 @@ def write_embeddings(
         reference=str(reference) if reference else None,
         k=k,
         bad_rows=len(ran.bad),
+        **extra,
     )
