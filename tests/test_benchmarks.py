@@ -132,6 +132,21 @@ CASES = {
         ],
         "samples/s",
     ),
+    "scale_growth.py": (
+        lambda tmp, rel: [
+            "--sizes",
+            "30",
+            "60",
+            "--steps",
+            "build_release",
+            "epoch_cache",
+            "export",
+            "--batch_size=8",
+            f"--work={tmp / 'scale'}",
+            f"--out={tmp / 'scale.json'}",
+        ],  # fmt: skip
+        "time exponent b",
+    ),
     "synthetic_realism.py": (
         lambda tmp, rel: [f"--release={rel}", "--n_estimators=10"],
         "balanced accuracy",
@@ -173,6 +188,8 @@ def test_benchmark_runs_at_a_tiny_size(script, tmp_path, request):
     assert expected in out, out[-3000:]
     if script == "inference.py" and torch_python():
         assert "JAX/PyTorch" in out, out[-3000:]
+    if script == "scale_growth.py":
+        check_scale_growth(tmp_path / "scale.json")
     if script == "synthetic_plots.py":
         made = sorted(p.name for p in (tmp_path / "plots").glob("*.png"))
         assert made == [
@@ -182,3 +199,27 @@ def test_benchmark_runs_at_a_tiny_size(script, tmp_path, request):
             "period_amplitude.png",
             "spectra.png",
         ]
+
+
+def check_scale_growth(path):
+    """Its JSON: a row per step and size with positive times, object counts
+    that grow with the size and peak memory of a real process; a growth
+    entry per step between the two sizes."""
+    import json
+
+    got = json.loads(path.read_text())
+    steps = ("generate", "build_release", "epoch_cache", "export")
+    rows = {(r["step"], r["size"]): r for r in got["rows"]}
+    for step in steps:
+        small, large = rows[step, 30], rows[step, 60]
+        for r in (small, large):
+            assert r["wall_s"] > 0 and r["objects"] > 0, r
+            assert 30 < r["peak_rss_mib"] < 16_000, r
+        assert large["objects"] > small["objects"], (small, large)
+    assert rows["imports", 0]["peak_rss_mib"] > 30
+    grown = {g["step"]: g for g in got["growth"]}
+    assert set(steps) <= set(grown), grown
+    assert grown["build_release"]["objects_ratio"] > 1
+    assert "time_target_met" in grown["build_release"]
+    assert "memory_target_met" in grown["export"]
+    assert got["machine"]["cpus"] >= 1

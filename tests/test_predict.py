@@ -656,6 +656,15 @@ def test_sharded_predict_merged_equals_one_predict(
         )
     manifest = store.read_manifest(merged)
     assert manifest["bad_rows"] == 1 and "shard" not in manifest
+    done = subprocess.run(
+        [sys.executable, "-m", "astrom3_jax.predict", "--out", str(tmp_path / "cli"),
+         "--merge", ",".join(str(p) for p in parts)],
+        capture_output=True, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "cli" / predict_lib.PREDICTIONS_FILE).read_text() == (
+        merged / predict_lib.PREDICTIONS_FILE
+    ).read_text()
 
     # A shard missing, or one of another run, is refused by name.
     with pytest.raises(shards.ShardError, match=r"missing \[1\]"):
