@@ -19,6 +19,7 @@ from astropy.io import fits
 from astrom3_jax.data import datasets as build
 from astrom3_jax.data.astrom3_tfds import astrom3_dataset_builder as astrom3
 from tests.helpers.paths import DUMMY
+from tests.helpers.records import split_records
 from tests.helpers.release import (
     ASASSN_DAT_HEADER,
     SPLIT_STEMS,
@@ -281,3 +282,37 @@ def test_csv_missing_column_is_fatal_even_with_skip_bad(tmp_path):
     with pytest.raises(Exception) as err:
         prepare_in_process("sub10_0", tmp_path / "skip", root, skip_bad=True)
     assert "train.csv" in str(err.value) and "ruwe" in str(err.value)
+
+
+def test_build_spilling_its_shuffle_buffer_to_disk_writes_the_same_records(
+    built, tmp_path, monkeypatch
+):
+    """With the writer's memory buffer smaller than one example, every
+    example goes through TFDS's temporary bucket files: the records and their
+    order must be those of the in-memory build, and the buffer size must be
+    put back after the build."""
+    from tensorflow_datasets.core import shuffle
+
+    from astrom3_jax.data.astrom3_tfds import shuffle_buffer
+
+    before = shuffle.MAX_MEM_BUFFER_SIZE, shuffle._Bucket
+    monkeypatch.setattr(astrom3, "SHUFFLE_BUFFER_BYTES", 1)
+    monkeypatch.setattr(shuffle_buffer, "BUCKET_BUFFER_BYTES", 100)  # appends too
+    spilled_keys = []
+    add = shuffle_buffer.FileBucket.add
+    monkeypatch.setattr(
+        shuffle_buffer.FileBucket,
+        "add",
+        lambda self, key, data: spilled_keys.append(key) or add(self, key, data),
+    )
+    spilled = build.prepare("full_42", str(tmp_path), DUMMY, num_workers=0)
+    assert (shuffle.MAX_MEM_BUFFER_SIZE, shuffle._Bucket) == before
+    assert len(spilled_keys) == sum(
+        s.num_examples for s in spilled.info.splits.values()
+    )
+    buckets = [f for f in os.listdir(spilled.data_dir) if f.endswith(".tmp")]
+    assert not buckets  # TFDS removed its temporary files
+    for split in SPLIT_STEMS:
+        ours = split_records(spilled.data_dir, split)
+        assert len(ours) == spilled.info.splits[split].num_examples > 0
+        assert ours == split_records(built["full_42"][0].data_dir, split), split

@@ -29,7 +29,7 @@ from astrom3_jax.data import (
     schema,
 )
 from astrom3_jax.data import workers as workers_lib
-from astrom3_jax.data.astrom3_tfds import hub_release, objects
+from astrom3_jax.data.astrom3_tfds import hub_release, objects, shuffle_buffer
 from astrom3_jax.data.astrom3_tfds.features import (
     MANUAL,
     MANUAL_CATALOG,
@@ -43,6 +43,10 @@ REPORT_NAME = "bad_objects.json"
 # build fails: inside it, TFDS would take the folder for a prepared data set.
 FAILED_REPORT_NAME = "bad_objects.failed.json"
 DEFAULT_MAX_BAD_FRACTION = 0.05
+# What TFDS's writer holds of a split's examples in memory before it sorts
+# them through temporary files (shuffle_buffer.py): the same records, with a
+# memory bound that does not grow with the split.
+SHUFFLE_BUFFER_BYTES = 64 << 20
 
 
 class BuildError(errors.UserError, RuntimeError):
@@ -463,7 +467,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         self._beam = bool(download_config.beam_runner or download_config.beam_options)
         failed = self._failed_report_path()
         try:
-            super().download_and_prepare(download_config=download_config, **kwargs)
+            with shuffle_buffer.bounded_memory(SHUFFLE_BUFFER_BYTES):
+                super().download_and_prepare(download_config=download_config, **kwargs)
         except BaseException as e:
             if self._bad:  # examples were being generated
                 os.makedirs(os.path.dirname(failed), exist_ok=True)
