@@ -6,7 +6,13 @@ import json
 import numpy as np
 import pytest
 
-from astrom3_jax.data import example_decoder, modalities, pipeline, source_reader
+from astrom3_jax.data import (
+    example_decoder,
+    memory_cache,
+    modalities,
+    pipeline,
+    source_reader,
+)
 
 SEQ = 200
 
@@ -274,6 +280,53 @@ def test_cache_gives_identical_batches(source):
     plain = list(pipeline.make_eval_batches(source, batch_size=20))
     cached = list(pipeline.make_eval_batches(source, batch_size=20, cache=True))
     assert_batches_equal(plain, cached)
+
+
+def test_cache_size_estimate_matches_the_packed_split(source):
+    fields, ragged = (
+        ["photometry", "photometry_aux", "spectra", "label"],
+        ["photometry"],
+    )
+    reader = source_reader.Reader(source, fields, ragged)
+    # By hand: float32 values, int64 labels, and a Ragged's starts and lengths.
+    by_hand = sum(
+        ex["photometry"].nbytes + ex["photometry_aux"].nbytes
+        + ex["spectra"].nbytes + 8 + 2 * 8
+        for ex in source
+    )  # fmt: skip
+    assert memory_cache.estimate_bytes(reader, len(source)) == by_hand
+    packed = source_reader.PackedSource.from_source(source, fields, ragged)
+    assert memory_cache.nbytes(packed.columns) == by_hand
+    # From 8 of the 48 examples: the curves' lengths vary, the spectra do not.
+    sampled = memory_cache.estimate_bytes(reader, len(source), sample=8)
+    assert sampled == pytest.approx(by_hand, rel=0.1)
+
+
+@pytest.mark.parametrize("available_mib,cached", [(10_000, True), (4, False)])
+def test_cache_only_when_the_split_fits_in_memory(
+    source, monkeypatch, caplog, available_mib, cached
+):
+    """The 48 examples decode to about 2 MiB: they fit in half of 10 GB,
+    not in half of 4 MiB (twice their size while packing); the batches are
+    the same either way."""
+    monkeypatch.setattr(memory_cache, "available_bytes", lambda: available_mib << 20)
+    packs = []
+    pack = source_reader.PackedSource.from_source
+    monkeypatch.setattr(
+        source_reader.PackedSource,
+        "from_source",
+        lambda *a, **k: packs.append(1) or pack(*a, **k),
+    )
+    with caplog.at_level("INFO"):
+        got = take(
+            pipeline.make_train_loader(source, batch_size=16, seed=2, cache=True), 4
+        )
+    assert len(packs) == int(cached)
+    said = "Decoding the training split" if cached else "Reading the training split"
+    assert said in caplog.text
+    assert_batches_equal(
+        got, take(pipeline.make_train_loader(source, batch_size=16, seed=2), 4)
+    )
 
 
 def test_batch_size_must_split_across_processes(source):

@@ -15,11 +15,14 @@ from collections.abc import Sequence
 import grain
 import numpy as np
 
+from astrom3_jax.data import memory_cache
 from astrom3_jax.data import modalities as modalities_lib
 from astrom3_jax.data.modalities import Ragged
 from astrom3_jax.data.source_reader import PackedSource, Reader, fill_absent
 
 LABEL_KEY = "label"
+# Share of the available memory an in-memory split may take (memory_cache).
+DEFAULT_CACHE_FRACTION = 0.5
 
 
 class _BatchBuilder:
@@ -194,6 +197,7 @@ def make_train_loader(
     worker_count: int = 0,
     num_epochs: int | None = None,
     cache: bool = False,
+    cache_memory_fraction: float | None = DEFAULT_CACHE_FRACTION,
     read_threads: int = 1,
     prefetch: int = 2,
     extra_fields: Sequence[str] = (),
@@ -210,7 +214,9 @@ def make_train_loader(
         is dropped.
       worker_count: grain worker processes (0 = in-process). Pinned by the
         caller; batches are the same for any value.
-      cache: decode the source once into a `PackedSource` in memory first.
+      cache: decode the source once into a `PackedSource` in memory first,
+        if it fits in cache_memory_fraction of the available memory (None:
+        whatever its size); otherwise read it batch by batch (logged).
       read_threads, prefetch: grain ReadOptions (threads, batches ahead).
 
     Returns:
@@ -220,7 +226,14 @@ def make_train_loader(
     """
     _check_batch(batch_size, shard_count)
     builder = _BatchBuilder(
-        _maybe_cache(source, modalities, cache, extra_fields),
+        _maybe_cache(
+            source,
+            modalities,
+            cache,
+            extra_fields,
+            cache_memory_fraction,
+            "training split",
+        ),  # fmt: skip
         modalities,
         seq_len=seq_len,
         train=True,
@@ -268,6 +281,7 @@ def make_eval_batches(
     shard_index: int = 0,
     shard_count: int = 1,
     cache: bool = False,
+    cache_memory_fraction: float | None = DEFAULT_CACHE_FRACTION,
     read_threads: int = 1,
     prefetch: int = 2,
     extra_fields: Sequence[str] = (),
@@ -281,7 +295,14 @@ def make_eval_batches(
     """
     _check_batch(batch_size, shard_count)
     builder = _BatchBuilder(
-        _maybe_cache(source, modalities, cache, extra_fields),
+        _maybe_cache(
+            source,
+            modalities,
+            cache,
+            extra_fields,
+            cache_memory_fraction,
+            "evaluation split",
+        ),  # fmt: skip
         modalities,
         seq_len=seq_len,
         train=False,
@@ -301,14 +322,19 @@ def make_eval_batches(
     )
 
 
-def _maybe_cache(source, names, cache: bool, extra_fields):
+def _maybe_cache(source, names, cache: bool, extra_fields, fraction, what):
+    """`source` decoded into memory when asked and, unless fraction is None,
+    when it fits in that fraction of the available memory (memory_cache)."""
     if not cache or isinstance(source, PackedSource):
         return source
     mods = modalities_lib.get(names)
     fields = [f for m in mods for f in m.fields] + [LABEL_KEY, *extra_fields]
-    return PackedSource.from_source(
-        source, fields, [f for m in mods for f in m.ragged_fields]
-    )
+    ragged = [f for m in mods for f in m.ragged_fields]
+    if fraction is not None and not memory_cache.should_cache(
+        Reader(source, fields, ragged), len(source), what=what, fraction=fraction
+    ):
+        return source
+    return PackedSource.from_source(source, fields, ragged)
 
 
 def open_tfds_source(

@@ -144,6 +144,9 @@ class Run:
             shard_index=jax.process_index(),
             shard_count=jax.process_count(),
             cache=c.cache_data,
+            cache_memory_fraction=c.get(
+                "cache_memory_fraction", pipeline.DEFAULT_CACHE_FRACTION
+            ),
         )
         self.train_iter = pipeline.make_train_loader(
             sources["train"],
