@@ -618,7 +618,7 @@ def test_catalog_name():
 
 
 def test_light_curve_only_catalog_builds_with_stats_of_measured_values(
-    layout, tmp_path
+    layout, tmp_path, monkeypatch
 ):
     """A catalogue of ids and light curves only (as downloads come) builds:
     the train split's statistics are those of the measured values, the
@@ -631,7 +631,16 @@ def test_light_curve_only_catalog_builds_with_stats_of_measured_values(
         row.update(dict.fromkeys(schema.ALL_COLS, ""), spectrum="")
         rows.append(row)
     write_catalog(tmp_path / "catalog.csv", rows)
+    calls = []
+    derive = photometry_values.derive
+    monkeypatch.setattr(
+        photometry_values, "derive", lambda *a: calls.append(1) or derive(*a)
+    )
     b = datasets.prepare("catalog", str(tmp_path / "out"), str(tmp_path), num_workers=0)
+    monkeypatch.undo()
+    # Each light curve measured once: the train rows' numbers are measured
+    # for the statistics and reused by their examples.
+    assert len(calls) == len(rows)
     stats = datasets.normalisation_stats("catalog", str(tmp_path / "out"))
     # By hand: the measured values of the train rows' light curves.
     measured = {c: [] for c in photometry_values.DERIVABLE}
@@ -642,6 +651,13 @@ def test_light_curve_only_catalog_builds_with_stats_of_measured_values(
         got = lightcurve_features.derive(*photometry_values.magnitudes(lc))
         for c in measured:
             measured[c].append(got[c])
+    train = b.as_data_source("train")
+    by_id = {str(train[i]["id"], "utf-8"): train[i] for i in range(len(train))}
+    train_rows = [r for r in rows if r["split"] == "train"]
+    for k, row in enumerate(train_rows):  # the stored raw values: measured
+        raw = by_id[row["id"]]["raw_catalogue"]
+        for c in measured:
+            assert raw[schema.ALL_COLS.index(c)] == measured[c][k], (row["id"], c)
     for c, v in measured.items():
         v = np.log10(v) if c == "period" else np.asarray(v)
         j = schema.ALL_COLS.index(c)

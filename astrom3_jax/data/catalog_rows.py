@@ -208,44 +208,57 @@ def needs_measuring(row: CatalogRow, derive_photometry: bool = False) -> bool:
     return derive_photometry or not np.isfinite(np.asarray(row.values)[cols]).all()
 
 
+def measure(
+    row: CatalogRow,
+    *,
+    mag_zero_point: float = DEFAULT_MAG_ZERO_POINT,
+    band: str | None = None,
+) -> tuple[float, ...] | None:
+    """photometry_values.DERIVABLE measured from the row's cleaned light
+    curve, exactly as process_row measures them; None when the light curve
+    cannot give them (the row itself is reported when it is processed)."""
+    try:
+        lc, _ = read_light_curve(
+            row.lightcurve, band=row.band or band, columns=row.lc_columns,
+            mag_zero_point=mag_zero_point, obj=row.id,
+        )  # fmt: skip
+        got = photometry_values.derive(*photometry_values.magnitudes(lc))
+    except (release_io.ReleaseError, photometry_values.FeatureError):
+        return None
+    return tuple(float(got[c]) for c in photometry_values.DERIVABLE)
+
+
 def values_for_stats(
     row: CatalogRow,
     *,
     mag_zero_point: float = DEFAULT_MAG_ZERO_POINT,
     band: str | None = None,
     derive_photometry: bool = False,
+    measure_missing: bool = True,
 ) -> np.ndarray:
     """The row's raw catalogue values (schema.ALL_COLS) as process_row will
     use them, for the train split's statistics.
 
     amplitude, period and lksl_statistic are measured from the light curve
-    where blank (every row's, with derive_photometry), exactly as process_row
-    measures them, so the statistics describe what the model is given. A
-    value that stays blank (no light curve, an unreadable one, a blank
-    rfr_score) is NaN and left out of its column's statistics; the row
-    itself is reported when it is processed. rfr_score is kept as given
-    (it cannot be measured; where it is blank the row gets the mean).
+    where blank (every row's, with derive_photometry), or taken from
+    `row.measured` when a first pass measured them, so the statistics
+    describe what the model is given. A value that stays blank (no light
+    curve, an unreadable one, a blank rfr_score) is NaN and left out of its
+    column's statistics; the row itself is reported when it is processed.
+    rfr_score is kept as given (it cannot be measured; where it is blank the
+    row gets the mean). measure_missing=False: a row without `measured`
+    is one whose light curve could not give them (NaN).
     """
     raw = np.array(row.values, dtype=np.float64)
     if not needs_measuring(row, derive_photometry):
         return raw
-    photo = [schema.ALL_COLS.index(c) for c in schema.PHOTO_COLS]
-    given = dict(zip(schema.PHOTO_COLS, raw[photo], strict=True))
-    try:
-        lc, _ = read_light_curve(
-            row.lightcurve, band=row.band or band, columns=row.lc_columns,
-            mag_zero_point=mag_zero_point, obj=row.id,
-        )  # fmt: skip
-        filled = photometry_values.fill(
-            given, lc, {photometry_values.FILLED: np.nan}, derive_all=derive_photometry
-        )
-    except (release_io.ReleaseError, photometry_values.FeatureError):
-        for c in photometry_values.DERIVABLE:
-            if derive_photometry or not np.isfinite(given[c]):
-                raw[schema.ALL_COLS.index(c)] = np.nan
-        return raw
-    for c in photometry_values.DERIVABLE:  # rfr_score stays as given
-        raw[schema.ALL_COLS.index(c)] = filled.values[c]
+    measured = row.measured
+    if measured is None and measure_missing:
+        measured = measure(row, mag_zero_point=mag_zero_point, band=band)
+    for j, c in enumerate(photometry_values.DERIVABLE):  # rfr_score: as given
+        col = schema.ALL_COLS.index(c)
+        if derive_photometry or not np.isfinite(raw[col]):
+            raw[col] = np.nan if measured is None else measured[j]
     return raw
 
 
@@ -256,8 +269,11 @@ def _fill_photometry(value, lc, info, derive_photometry, row, bad):
     given = {c: value[c] for c in schema.PHOTO_COLS}
     try:
         return photometry_values.fill(
-            given, lc, photometry_values.raw_means(info), derive_all=derive_photometry
-        )
+            given, lc, photometry_values.raw_means(info), derive_all=derive_photometry,
+            measured=None if row.measured is None else dict(
+                zip(photometry_values.DERIVABLE, row.measured, strict=True)
+            ),
+        )  # fmt: skip
     except photometry_values.FeatureError as e:
         blank = [c for c in photometry_values.DERIVABLE if not np.isfinite(given[c])]
         raise bad(

@@ -4,6 +4,7 @@ of its train split (the `catalog` data set config's normalisation).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
@@ -63,6 +64,39 @@ def assign_splits(catalog: Catalog, seed: int = 42) -> dict[str, list[CatalogRow
     return out
 
 
+def measure_rows(
+    rows: Sequence[CatalogRow],
+    source: str = "",
+    *,
+    derive_photometry: bool = False,
+    band: str | None = None,
+    num_workers: int | None = None,
+) -> list[CatalogRow]:
+    """`rows`, each one whose light-curve numbers must be measured
+    (catalog_rows.needs_measuring) carrying them in `measured`, so that the
+    statistics and the processing of a build measure each light curve once.
+    Measured in worker processes (workers.ordered_map); a row whose light
+    curve cannot give them is left as it is (processing reports it)."""
+    todo = [
+        i
+        for i, r in enumerate(rows)
+        if r.measured is None and catalog_rows.needs_measuring(r, derive_photometry)
+    ]
+    out = list(rows)
+    if not todo:
+        return out
+    measured = workers_lib.ordered_map(
+        _measure, [rows[i] for i in todo], workers=num_workers, setup=dict,
+        setup_args=({"band": band},),
+        name=lambda r: f"row {r.index} (id {r.id!r})", source=source,
+        task="measuring light curves",
+    )  # fmt: skip
+    for i, m in zip(todo, measured, strict=True):
+        if m is not None:
+            out[i] = dataclasses.replace(rows[i], measured=m)
+    return out
+
+
 def stats_of_rows(
     rows: Sequence[CatalogRow],
     source: str = "",
@@ -74,26 +108,22 @@ def stats_of_rows(
     """Normalisation statistics of rows' catalogue values (the train rows).
 
     The values are those the rows will be given (catalog_rows.values_for_stats):
-    light-curve numbers a row lacks are measured from its light curve (in
-    worker processes: see workers.ordered_map), every row's with
-    derive_photometry. A column's blank or NaN values are left out of its
-    statistics; a column blank in every row (no metadata in the catalogue,
-    no rfr_score) gets mean 0, std 1, with a warning.
+    light-curve numbers a row lacks are measured from its light curve (see
+    measure_rows; rows that carry them already are not measured again),
+    every row's with derive_photometry. A column's blank or NaN values are
+    left out of its statistics; a column blank in every row (no metadata in
+    the catalogue, no rfr_score) gets mean 0, std 1, with a warning.
     """
-    values = [np.asarray(r.values, np.float64) for r in rows]
-    todo = [
-        i
-        for i, r in enumerate(rows)
-        if catalog_rows.needs_measuring(r, derive_photometry)
-    ]
-    measured = workers_lib.ordered_map(
-        _values_for_stats, [rows[i] for i in todo], workers=num_workers, setup=dict,
-        setup_args=({"derive_photometry": derive_photometry, "band": band},),
-        name=lambda r: f"row {r.index} (id {r.id!r})", source=source,
-        task="statistics",
+    rows = measure_rows(
+        rows, source, derive_photometry=derive_photometry, band=band,
+        num_workers=num_workers,
     )  # fmt: skip
-    for i, v in zip(todo, measured, strict=True):
-        values[i] = v
+    values = [
+        catalog_rows.values_for_stats(
+            r, derive_photometry=derive_photometry, measure_missing=False
+        )
+        for r in rows
+    ]
     return stats_of_values(values, source)
 
 
@@ -116,5 +146,5 @@ def stats_of_values(
     return NormalisationStats.from_table(table, source=source, unit_for_blank=blank)
 
 
-def _values_for_stats(row: CatalogRow, options: dict) -> np.ndarray:
-    return catalog_rows.values_for_stats(row, **options)
+def _measure(row: CatalogRow, options: dict):
+    return catalog_rows.measure(row, **options)

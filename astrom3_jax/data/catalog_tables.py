@@ -70,6 +70,9 @@ class CatalogRow:
     problem: str = ""  # a cell that could not be read (reported as a bad row)
     band: str | None = None  # the light curve's band to use (None: the rule)
     lc_columns: str | None = None  # the light-curve file's column names
+    # photometry_values.DERIVABLE already measured from this row's light curve
+    # (the statistics pass of a build), so processing need not measure again
+    measured: tuple[float, ...] | None = None
 
 
 @dataclasses.dataclass(frozen=True)

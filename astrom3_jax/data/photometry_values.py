@@ -60,6 +60,7 @@ def fill(
     training_mean: Mapping[str, float],
     *,
     derive_all: bool = False,
+    measured: Mapping[str, float] | None = None,
 ) -> PhotometryValues:
     """Catalogue values where given and finite, the rest filled in.
 
@@ -67,8 +68,10 @@ def fill(
     lc: its cleaned (N, 3) time, flux, flux-error light curve;
     training_mean: raw-scale training means, at least of rfr_score;
     derive_all: ignore the given values (a build whose model must see at
-    training time what it will see for new stars). Raises FeatureError (one
-    line) when the light curve cannot give what is missing.
+    training time what it will see for new stars). measured: what `derive`
+    already gave for this light curve (DERIVABLE names), used instead of
+    measuring it again. Raises FeatureError (one line) when the light curve
+    cannot give what is missing.
     """
     values, sources = {}, {}
     for c in schema.PHOTO_COLS:
@@ -77,7 +80,8 @@ def fill(
             values[c], sources[c] = v, CATALOGUE
     missing = [c for c in DERIVABLE if c not in values]
     if missing:
-        measured = derive(*magnitudes(lc))
+        if measured is None:
+            measured = derive(*magnitudes(lc))
         for c in missing:
             values[c], sources[c] = float(measured[c]), DERIVED
     if FILLED not in values:

@@ -306,12 +306,17 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         splits = catalog_splits.assign_splits(cat, self.builder_config.split_seed)
         if self._beam:
             return self._beam_catalog_splits(table, splits)
-        self._stats = catalog_splits.stats_of_rows(
-            splits["train"],
-            source=f"train split of {table}",
-            derive_photometry=self.builder_config.derived_photometry,
+        derive = self.builder_config.derived_photometry
+        source = f"train split of {table}"
+        # Measured once: the statistics and the train examples both use them.
+        splits["train"] = catalog_splits.measure_rows(
+            splits["train"], source, derive_photometry=derive,
             num_workers=self._num_workers,
-        )
+        )  # fmt: skip
+        self._stats = catalog_splits.stats_of_rows(
+            splits["train"], source, derive_photometry=derive,
+            num_workers=self._num_workers,
+        )  # fmt: skip
         return {
             split: self._generate_catalog_examples(split, rows, table)
             for split, rows in splits.items()
