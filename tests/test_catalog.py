@@ -184,7 +184,9 @@ def test_other_table_formats(layout, fmt, tmp_path):
     ours = catalog_tables.read_catalog(path)
     ref = catalog_tables.read_catalog(layout["catalog"])
     assert [r.id for r in ours.rows] == [r.id for r in ref.rows]
-    assert [r.values for r in ours.rows] == [r.values for r in ref.rows]
+    np.testing.assert_array_equal(  # NaN (blank) equal to NaN
+        [r.values for r in ours.rows], [r.values for r in ref.rows]
+    )
     assert [r.label for r in ours.rows] == [r.label for r in ref.rows]
     assert [r.split for r in ours.rows] == [r.split for r in ref.rows]
 
@@ -367,7 +369,9 @@ def test_tab_separated_catalogue_and_unused_columns(layout, caplog):
     open(path, "w").write("\n".join(lines) + "\n")
     with caplog.at_level("WARNING"):
         got = catalog_tables.read_catalog(path)
-    assert [r.values for r in got.rows] == [r.values for r in rows.rows]
+    np.testing.assert_array_equal(
+        [r.values for r in got.rows], [r.values for r in rows.rows]
+    )
     assert [r.lightcurve for r in got.rows] == [r.lightcurve for r in rows.rows]
     assert got.unused_columns == ("light_curve", "Periodd")
     assert "'light_curve' (did you mean 'lightcurve'?)" in caplog.text

@@ -55,9 +55,10 @@ class CatalogError(errors.UserError, ValueError):
     """The catalogue table cannot be used as a whole (file, columns, ids, limits)."""
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class CatalogRow:
-    """One row of a catalogue, as read (files not opened yet)."""
+    """One row of a catalogue, as read (files not opened yet). Rows compare
+    by identity: `values` is an array."""
 
     index: int  # 0-based data row (a CSV's line number is index + 2)
     id: str
@@ -65,7 +66,10 @@ class CatalogRow:
     label: str | None
     lightcurve: str | None  # absolute path
     spectrum: str | None  # absolute path
-    values: tuple[float, ...]  # schema.ALL_COLS order; NaN where blank
+    # (len(schema.ALL_COLS),) float64, read-only, in schema.ALL_COLS order,
+    # NaN where blank: a row of one matrix (a tuple of Python floats would
+    # take four times the memory of a large catalogue)
+    values: np.ndarray
     split: str | None = None  # 'train' | 'validation' | 'test' | None
     problem: str = ""  # a cell that could not be read (reported as a bad row)
     band: str | None = None  # the light curve's band to use (None: the rule)
@@ -176,6 +180,27 @@ def _text(value) -> str | None:
     return str(value)
 
 
+def _numbers(table, col: str | None, name: str) -> tuple[np.ndarray, dict[int, str]]:
+    """A catalogue-value column as float64 (NaN where blank or masked) and
+    its problems by row. Numeric columns are converted whole; others (text
+    that should hold numbers) cell by cell, so each bad cell is named."""
+    if col is None:
+        return np.full(len(table), np.nan), {}
+    column = table[col]
+    if np.asarray(column).dtype.kind in "biuf" and np.ndim(column) == 1:
+        values = np.asarray(column, dtype=np.float64).copy()
+        mask = np.ma.getmaskarray(column) if hasattr(column, "mask") else None
+        if mask is not None:
+            values[mask] = np.nan
+        return values, {}
+    values, problems = np.empty(len(table)), {}
+    for i, cell in enumerate(_cells(table, col)):
+        values[i], problem = _number(cell, name)
+        if problem:
+            problems[i] = problem
+    return values, problems
+
+
 def _number(value, col: str) -> tuple[float, str]:
     """(value as float or NaN when blank, problem or '')."""
     if value is None:
@@ -223,9 +248,17 @@ def read_catalog(path: str | os.PathLike) -> Catalog:
         )
     unused = _unused_columns(cols, path)
     folder = os.path.dirname(path)
-    cell = {key: _cells(table, cols.get(key)) for key in (*FIXED, *schema.ALL_COLS)}
+    cell = {key: _cells(table, cols.get(key)) for key in FIXED}
+    matrix = np.empty((len(table), len(schema.ALL_COLS)))
+    problems: dict[int, list[str]] = {}
+    for j, c in enumerate(schema.ALL_COLS):
+        matrix[:, j], bad = _numbers(table, cols.get(c), c)
+        for i, problem in bad.items():
+            problems.setdefault(i, []).append(problem)
+    matrix.flags.writeable = False
+    del table
     rows, seen = [], {}
-    for i in range(len(table)):
+    for i in range(len(matrix)):
         oid = _text(cell[ID][i])
         if oid is None:
             raise CatalogError(f"catalogue {path}, row {i}: blank id")
@@ -235,13 +268,6 @@ def read_catalog(path: str | os.PathLike) -> Catalog:
                 "ids must be unique"
             )
         seen[oid] = i
-        problems = []
-        values = []
-        for c in schema.ALL_COLS:
-            v, problem = _number(cell[c][i], c)
-            values.append(v)
-            if problem:
-                problems.append(problem)
         split = _text(cell[SPLIT][i])
         if SPLIT in cols:
             key = (split or "").lower()
@@ -259,9 +285,9 @@ def read_catalog(path: str | os.PathLike) -> Catalog:
                 label=_text(cell[LABEL][i]),
                 lightcurve=_resolve(folder, _text(cell[LIGHTCURVE][i])),
                 spectrum=_resolve(folder, _text(cell[SPECTRUM][i])),
-                values=tuple(values),
+                values=matrix[i],
                 split=split,
-                problem="; ".join(problems),
+                problem="; ".join(problems.get(i, ())),
                 band=_text(cell[BAND][i]),
                 lc_columns=_text(cell[LC_COLUMNS][i]),
             )
