@@ -122,6 +122,20 @@ CASES = {
         lambda tmp, rel: ["--n_objects=30", "--workers", "0", "--repeats=1"],
         "objects/s",
     ),
+    "lightcurve_shape.py": (
+        lambda tmp, rel: [
+            "--dataset=full_42",
+            f"--data_dir={tmp / 'tfds'}",
+            f"--manual_dir={REPO / 'tfds_builders' / 'astrom3' / 'dummy_data'}",
+            "--preset=smoke",
+            "--seeds=0",
+            "--variants=lightcurve",
+            "--shuffle_draws=1",
+            f"--work={tmp / 'work'}",
+            "--notcmalloc",
+        ],
+        "light curve - catalogue numbers (trees)",
+    ),
     "predict.py": (
         lambda tmp, rel: [
             "--model=smoke",
