@@ -14,6 +14,7 @@ with NumPy alone (`analysis.store.load_split`; layout in docs/design.md).
 from __future__ import annotations
 
 import os
+from contextlib import nullcontext
 
 import jax
 import numpy as np
@@ -39,21 +40,60 @@ def _text(values) -> np.ndarray:
     )
 
 
-def export_split(predictor, source, config, batch_size: int, *, progress=True):
-    """(per-row outputs, index columns) of every object of `source`, in order."""
+def export_split(
+    predictor, source, config, batch_size: int, writer, *, progress=True
+) -> int:
+    """Every object of `source` through the model, in order, each batch's
+    rows added to `writer` (a store.SplitWriter; None on the processes
+    other than the first, which write nothing) as soon as it is fetched, so
+    that one batch is held at a time. Returns the number of objects."""
     fields = ("label", *_available_fields(source))
-    got = predictor.run(
+    whole = None
+    if jax.process_count() > 1:  # each process sees only its own rows
+        whole = evaluation.index_from_source(source, fields)
+    done = 0
+
+    def sink(outputs, columns):
+        nonlocal done
+        n = len(next(iter(outputs.values())))
+        if whole is not None:
+            columns = {k: v[done : done + n] for k, v in whole.items()}
+        if writer is not None:
+            writer.add(**_chunk(outputs, columns, config.model.modalities, done))
+        done += n
+
+    predictor.run(
         source,
         batch_size=batch_size,
         modalities=config.model.modalities,
         seq_len=config.seq_len,
         host_fields=fields,
         progress=progress,
+        sink=sink,
     )
-    columns = got.columns
-    if jax.process_count() > 1:  # each process saw only its own rows
-        columns = evaluation.index_from_source(source, fields)
-    return got.outputs, columns
+    return done
+
+
+def _chunk(outputs: dict, columns: dict, modalities, start: int) -> dict:
+    """save_split's arguments for one batch of rows, the first of which is
+    row `start` of the split: presence flags move to the index, ids and
+    names become text (row numbers where the data set has no id)."""
+    outputs, columns = dict(outputs), dict(columns)
+    logits = outputs.pop("logits", None)
+    for name in modalities:  # objects lacking a modality
+        flags = outputs.pop(store.presence_column(name), None)
+        if flags is not None:
+            columns[store.presence_column(name)] = np.asarray(flags) > 0
+    index = {
+        k: v if v.dtype == bool else _text(v)
+        for k, v in columns.items()
+        if k != "label"
+    }
+    n = len(columns["label"])
+    index.setdefault("id", np.asarray([str(i) for i in range(start, start + n)]))
+    index.setdefault("name", index["id"])
+    index["label"] = columns["label"].astype(np.int64)
+    return dict(embeddings=outputs, index=index, logits=logits)
 
 
 def export(
@@ -90,7 +130,8 @@ def export(
     "embedding" is the L2-normalised encoder output. Objects lacking a
     modality are all exported: the index records `<modality>_present` per
     object, the absent rows of `<modality>.npy` are NaN and `fused` is the
-    mean of what the object has.
+    mean of what the object has. Each batch's rows are written as they are
+    fetched (store.SplitWriter): memory holds a batch, not the split.
     """
     if os.path.isdir(out) and os.listdir(out) and not overwrite:
         raise errors.UserError(
@@ -112,25 +153,12 @@ def export(
     predictor = evaluation.Predictor(model, seed=config.seed)
     written = []
     for split in splits:
-        outputs, columns = export_split(
-            predictor, sources[split], config, batch_size, progress=progress
-        )
-        logits = outputs.pop("logits", None)
-        for name in config.model.modalities:  # objects lacking a modality
-            flags = outputs.pop(store.presence_column(name), None)
-            if flags is not None:
-                columns[store.presence_column(name)] = np.asarray(flags) > 0
-        index = {
-            k: v if v.dtype == bool else _text(v)
-            for k, v in columns.items()
-            if k != "label"
-        }
-        n = len(columns["label"])
-        index.setdefault("id", np.asarray([str(i) for i in range(n)]))
-        index.setdefault("name", index["id"])
-        index["label"] = columns["label"].astype(np.int64)
-        if jax.process_index() == 0:
-            store.save_split(out, split, embeddings=outputs, index=index, logits=logits)
+        first = jax.process_index() == 0
+        with store.SplitWriter(out, split) if first else nullcontext() as writer:
+            export_split(
+                predictor, sources[split], config, batch_size, writer,
+                progress=progress,
+            )  # fmt: skip
         written.append(split)
     if jax.process_index() == 0:
         store.write_manifest(

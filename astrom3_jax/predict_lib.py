@@ -19,6 +19,9 @@ Written to `out`:
                     absent modalities are NaN rows with presence flags)
   bad_rows.csv      with skip_bad: the rows left out and why
   manifest.json     what was run
+
+They are written chunk by chunk as the model runs (prediction/writing.py),
+so that memory holds a chunk of stars, not the catalogue.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from collections.abc import Sequence
 
 import jax
 import numpy as np
@@ -56,17 +60,22 @@ DEFAULT_K = 10
 
 @dataclasses.dataclass
 class Result:
-    """What `predict` computed (also written to `out`)."""
+    """What `predict` computed, read back from what it wrote to `out`: the
+    ids and presence flags in memory, the arrays memory-mapped (read-only;
+    the stored float32 unit rows), the rows read from predictions.csv when
+    asked for. (The processes other than the first, which write nothing,
+    keep theirs in memory.)"""
 
     ids: np.ndarray
     present: dict[str, np.ndarray]  # modality -> (N,) bool
     embeddings: dict[str, np.ndarray]  # modality -> (N, D), NaN where absent
     logits: np.ndarray | None
     class_names: list[str]
-    rows: list[dict]  # the lines of predictions.csv
+    rows: Sequence[dict]  # the lines of predictions.csv (text: writing.CsvRows)
     bad_rows: tuple
     # wall seconds: 'load' (model loaded and ready), 'model' (running it,
-    # compilation included), 'waiting' (for preprocessed rows), 'total'
+    # compilation included), 'waiting' (for preprocessed rows), 'scoring'
+    # (scores and files of each chunk), 'total'
     timings: dict = dataclasses.field(default_factory=dict)
 
 
@@ -87,10 +96,13 @@ def predict(
     overwrite: bool = False,
     progress: bool = True,
     shard: tuple[int, int] | None = None,
+    chunk_batches: int = running.CHUNK_BATCHES,
 ) -> Result:
     """Predict every star of `catalog` with the model of `workdir`; see the
     module docstring for what is written to `out`. shard=(i, n): only the
     i-th of n blocks of rows, for prediction/shards.merge to join.
+    chunk_batches: batches of stars run, scored and written at a time (the
+    memory held; the files do not depend on it).
 
     The catalogue (astrom3_jax/data/catalog.py: one row per star, pointing
     at its raw light curve, spectrum and catalogue values, any of them
@@ -126,44 +138,80 @@ def predict(
         cat = dataclasses.replace(cat, rows=cat.rows[start:stop])
     os.makedirs(out, exist_ok=True)
     timings = {}
-    ran = running.run(
-        workdir, cat, stats, names, step=step, require=names if single else (),
-        skip_bad=skip_bad, max_bad_fraction=max_bad_fraction,
-        bad_rows_path=os.path.join(out, catalog_lib.BAD_ROWS_FILE),
-        batch_size=batch_size, progress=progress, timings=timings, started=started,
-        num_workers=default_workers(len(cat)) if num_workers is None else num_workers,
-        band=band, derive_photometry=dataset_names.derives_photometry(
-            config.get("dataset", ""), derive_photometry
-        ),
-    )  # fmt: skip
-    class_names = list(schema.CLASSES)[: ran.config.model.num_classes]
-    probs = votes = near = ref_names = nb = unfamiliar = None
-    if ran.logits is not None:
-        cal = calibration_files.load(workdir)
-        probs = scoring.probabilities(ran.logits, cal.temperature if cal else 1.0)
-        unfamiliar = scoring.out_of_distribution(cal, ran.embeddings, names, probs)
-        if len(names) > 1:
-            votes = scoring.modality_votes(
-                ran.model, ran.embeddings, ran.present, names
-            )
-    if ref is not None:
-        near = scoring.neighbours(
-            ref, ran.embeddings, ran.present, ran.labels, k, len(class_names)
-        )
-        ref_names = ref.class_names or class_names
-        nb = writing.neighbour_rows(ran.ids, near, ref, ref_names)
-    rows = writing.prediction_rows(
-        ran, class_names, probs=probs, votes=votes, near=near, ref_names=ref_names,
-        unfamiliar=unfamiliar,
-    )  # fmt: skip
     if jax.process_index() == 0:
-        writing.write_tables(out, rows, nb)
-        writing.write_embeddings(
-            out, ran, class_names, source=workdir, catalog=catalog, k=k,
-            model_task=ran.config.model.task, reference=reference, **sharding,
+        output = writing.Output(out, neighbours=ref is not None)
+    else:
+        output = writing.Kept()
+    score = _Scores(workdir, ref, names, k)
+    try:
+        done = running.run(
+            workdir, cat, stats, names, step=step, require=names if single else (),
+            skip_bad=skip_bad, max_bad_fraction=max_bad_fraction,
+            bad_rows_path=os.path.join(out, catalog_lib.BAD_ROWS_FILE),
+            batch_size=batch_size, progress=progress, timings=timings,
+            started=started,
+            num_workers=default_workers(len(cat)) if num_workers is None
+            else num_workers,
+            band=band, derive_photometry=dataset_names.derives_photometry(
+                config.get("dataset", ""), derive_photometry
+            ),
+            on_chunk=lambda ran: output.add(ran, *score(ran)),
+            chunk_batches=chunk_batches,
         )  # fmt: skip
+        class_names = _class_names(done.config)
+        output.close(
+            names=names, class_names=class_names, source=workdir, catalog=catalog,
+            k=k, model_task=done.config.model.task, reference=reference,
+            bad_rows=len(done.bad), **sharding,
+        )  # fmt: skip
+    except BaseException:
+        output.abort()
+        raise
     timings["total"] = time.perf_counter() - started
     return Result(
-        ran.ids, ran.present, ran.embeddings, ran.logits, class_names, rows,
-        tuple(ran.bad), timings,
+        **output.result(names), class_names=class_names, bad_rows=tuple(done.bad),
+        timings=timings,
     )  # fmt: skip
+
+
+def _class_names(config) -> list[str]:
+    return list(schema.CLASSES)[: config.model.num_classes]
+
+
+class _Scores:
+    """The lines of predictions.csv and neighbours.csv of each chunk of
+    stars. Every score is a star's own given the model, its calibration
+    (percentiles among the validation objects) and the reference
+    (percentiles among its objects), never the other stars: chunks are
+    scored as they come, with what they share loaded once."""
+
+    def __init__(self, workdir: str, ref, names, k: int):
+        self.workdir, self.ref, self.names, self.k = workdir, ref, names, k
+        self.cal = self.nearest = None
+        self.loaded = False
+
+    def __call__(self, ran) -> tuple[list[dict], list[dict] | None]:
+        names, ref = self.names, self.ref
+        class_names = _class_names(ran.config)
+        probs = votes = near = ref_names = nb = unfamiliar = None
+        if ran.logits is not None:
+            if not self.loaded:
+                self.cal, self.loaded = calibration_files.load(self.workdir), True
+            cal = self.cal
+            probs = scoring.probabilities(ran.logits, cal.temperature if cal else 1.0)
+            unfamiliar = scoring.out_of_distribution(cal, ran.embeddings, names, probs)
+            if len(names) > 1:
+                votes = scoring.modality_votes(
+                    ran.model, ran.embeddings, ran.present, names
+                )
+        if ref is not None:
+            if self.nearest is None:
+                self.nearest = scoring.Nearest(ref, self.k, len(class_names))
+            near = self.nearest(ran.embeddings, ran.present, ran.labels)
+            ref_names = ref.class_names or class_names
+            nb = writing.neighbour_rows(ran.ids, near, ref, ref_names)
+        rows = writing.prediction_rows(
+            ran, class_names, probs=probs, votes=votes, near=near,
+            ref_names=ref_names, unfamiliar=unfamiliar,
+        )  # fmt: skip
+        return rows, nb

@@ -41,7 +41,7 @@ from astrom3_jax.data import (
 )
 from astrom3_jax.data import workers as workers_lib
 from astrom3_jax.models import weights
-from astrom3_jax.prediction import shards
+from astrom3_jax.prediction import shards, writing
 from astrom3_jax.training import calibration, calibration_files, reports
 from tests.helpers.paths import DUMMY, ROOT
 from tests.helpers.release import ASASSN_DAT_HEADER as HEADER
@@ -674,3 +674,84 @@ def test_sharded_predict_merged_equals_one_predict(
     (parts[2] / predict_lib.PREDICTIONS_FILE).write_text("id\n")
     with pytest.raises(shards.ShardError, match="interrupted"):
         shards.merge([str(p) for p in parts], tmp_path / "m4")
+
+
+# ----------------------------------------------------------- chunk by chunk
+def _files_under(folder):
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+def test_files_do_not_depend_on_the_chunk_size(
+    imported, imported_reference, files, tmp_path, monkeypatch
+):
+    """predict holds a chunk of stars at a time: run, scored and written a
+    batch at a time, or (after the first batch) all in one chunk, it writes
+    the same files, byte for byte (index.npz: the same columns); its Result
+    is what the files hold. A strict run failing after some chunks were
+    written leaves nothing behind."""
+    release = _release_rows("train", "test")
+    rows = [_row(files, s, r) for s, r in release]
+    lc_only = [
+        _row(files, s, r, spectrum=False, metadata=False) for s, r in release[:3]
+    ]
+    for r in lc_only:
+        r["id"] += "-lc"
+    rows = rows[:12] + lc_only + rows[12:]
+    batch = 8  # conftest's 8 devices
+    for r in rows[:batch]:  # the first chunk has no mislabel_score column
+        r["label"] = ""
+    _break(files, rows[9], "missing_file")
+    path = _catalogue(files, "chunks.csv", rows)
+    chunks = []
+    add = writing.Output.add
+    monkeypatch.setattr(
+        writing.Output, "add",
+        lambda self, ran, *a: (chunks.append(len(ran.ids)), add(self, ran, *a)),
+    )  # fmt: skip
+    kw = dict(reference=imported_reference, k=3, skip_bad=True, batch_size=batch)
+    small = _predict(imported, path, tmp_path / "small", chunk_batches=1, **kw)
+    assert chunks == [batch] * 4  # 33 rows, 1 bad
+    chunks.clear()
+    whole = _predict(imported, path, tmp_path / "whole", chunk_batches=1000, **kw)
+    assert chunks == [batch, 3 * batch]
+    names = _files_under(tmp_path / "whole")
+    assert names == _files_under(tmp_path / "small")
+    assert names == sorted(
+        [predict_lib.PREDICTIONS_FILE, predict_lib.NEIGHBOURS_FILE,
+         catalog.BAD_ROWS_FILE, "manifest.json"]
+        + [f"catalog/{m}.npy" for m in (*MODALITIES, "fused", "logits")]
+        + ["catalog/index.npz"]
+    )  # fmt: skip
+    for name in names:
+        a, b = tmp_path / "small" / name, tmp_path / "whole" / name
+        if name.endswith(".npz"):
+            with np.load(a) as x, np.load(b) as y:
+                assert x.files == y.files
+                for key in x.files:
+                    np.testing.assert_array_equal(x[key], y[key], err_msg=key)
+                    assert x[key].dtype == y[key].dtype, key
+        else:
+            assert a.read_bytes() == b.read_bytes(), name
+    lines = _read_csv(tmp_path / "small" / predict_lib.PREDICTIONS_FILE)
+    assert "mislabel_score" in lines[0] and lines[0]["mislabel_score"] == ""
+    assert [r["modalities"] for r in lines[11:14]] == ["photometry"] * 3
+    # The Result: the files' contents.
+    saved = store.load_split(tmp_path / "small", predict_lib.SPLIT)
+    assert list(small.ids) == [r["id"] for r in lines] == list(saved.index["id"])
+    assert len(small.rows) == len(lines) and list(small.rows) == lines
+    assert small.rows[batch] == lines[batch] and "mislabel_score" in lines[batch]
+    np.testing.assert_array_equal(small.logits, saved.logits)
+    for m in MODALITIES:
+        np.testing.assert_array_equal(small.present[m], saved.present(m))
+        np.testing.assert_array_equal(small.embeddings[m], saved.embeddings[m])
+        np.testing.assert_array_equal(whole.embeddings[m], small.embeddings[m])
+    assert [b.row for b in small.bad_rows] == [9]
+    # Strict, the bad row last: it fails once some chunks were written (as
+    # many as ran before the reader, up to 2 chunks ahead, met the row).
+    last = _catalogue(files, "bad_last.csv", rows[:9] + rows[10:] + rows[9:10])
+    strict = tmp_path / "strict"
+    chunks.clear()
+    with pytest.raises(catalog_rows.RowError, match="row 32"):
+        _predict(imported, last, strict, batch_size=batch, chunk_batches=1)
+    assert chunks and set(chunks) == {batch}
+    assert _files_under(strict) == []

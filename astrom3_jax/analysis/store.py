@@ -1,14 +1,18 @@
 """On-disk format of exported embeddings: one folder per export, NumPy only.
 
 An export holds the frozen encoders' embeddings of every object of a data
-set, so the analyses run without JAX or a model. `save_split` and
-`write_manifest` write it, `load_split` reads it; docs/design.md has the layout.
+set, so the analyses run without JAX or a model. `SplitWriter` (chunk by
+chunk, as export and predict produce the rows), `save_split` (all at once)
+and `write_manifest` write it, `load_split` reads it; docs/design.md has the
+layout.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
+import os
 import pathlib
 import re
 
@@ -17,6 +21,7 @@ import numpy as np
 __all__ = [
     "FUSED",
     "Split",
+    "SplitWriter",
     "list_splits",
     "load_split",
     "presence_column",
@@ -100,8 +105,10 @@ def normalise_rows(
     return x / norms
 
 
-def _row(row: int, ids: np.ndarray | None) -> str:
-    return f"{row}" if ids is None else f"{row} (object {str(ids[row])!r})"
+def _row(row: int, ids: np.ndarray | None, start: int = 0) -> str:
+    """Row `row` of a chunk starting at row `start` of its split, named."""
+    number = start + row
+    return f"{number}" if ids is None else f"{number} (object {str(ids[row])!r})"
 
 
 def _check_labels(labels, class_names, ids, where: str) -> None:
@@ -124,7 +131,7 @@ def presence_column(modality: str) -> str:
 
 
 def _check_finite(
-    x: np.ndarray, what: str, ids: np.ndarray | None = None, absent=None
+    x: np.ndarray, what: str, ids: np.ndarray | None = None, absent=None, start=0
 ) -> None:
     """Finite values everywhere but on `absent` rows, which must be all NaN."""
     bad = ~np.isfinite(x)
@@ -133,11 +140,11 @@ def _check_finite(
         if not np.isnan(x[absent]).all():
             row = np.flatnonzero(absent & ~np.isnan(x).all(axis=1))[0]
             raise ValueError(
-                f"{what}: row {_row(row, ids)} is flagged absent but is not NaN"
+                f"{what}: row {_row(row, ids, start)} is flagged absent but is not NaN"
             )
     if bad.any():
         row = np.argwhere(bad)[0][0]
-        raise ValueError(f"{what}: non-finite value in row {_row(row, ids)}")
+        raise ValueError(f"{what}: non-finite value in row {_row(row, ids, start)}")
 
 
 def _as_index(index: dict, n: int | None, where: str) -> dict[str, np.ndarray]:
@@ -181,57 +188,213 @@ def save_split(
     L2-normalised here and stored as float32, and `fused.npy` (their mean,
     not re-normalised) is added. `index` needs id, name and label; every
     array must have N rows and finite values. Returns the split folder.
+    `SplitWriter` with one chunk: the same checks and the same files.
     """
-    where = f"split {split!r}"
-    _check_name(split, "split name")
-    if not embeddings:
-        raise ValueError(f"{where}: no embeddings given")
-    ids = np.asarray(index.get("id", ()))
-    n = len(ids)
-    units, here = {}, {}
-    for modality, emb in embeddings.items():
-        _check_name(modality, f"{where}: modality")
-        if modality in _RESERVED:
-            raise ValueError(f"{where}: modality name {modality!r} is reserved")
-        emb = np.asarray(emb, np.float64)
-        what = f"{where}, modality {modality!r}"
-        if emb.ndim != 2 or emb.shape[0] != n:
-            raise ValueError(f"{what}: shape {emb.shape}, expected ({n}, D) (N = ids)")
-        flags = index.get(presence_column(modality))
-        here[modality] = np.ones(n, bool) if flags is None else np.asarray(flags, bool)
-        emb = np.where(here[modality][:, None], emb, np.nan)
-        _check_finite(emb, what, ids, absent=~here[modality])
-        unit = np.full_like(emb, np.nan)
-        unit[here[modality]] = normalise_rows(
-            emb[here[modality]], what, ids[here[modality]] if n else None
+    with SplitWriter(out_dir, split) as writer:
+        writer.add(embeddings=embeddings, index=index, logits=logits)
+    return writer.folder
+
+
+class _Appender:
+    """One `.npy` file grown by appending rows, so that its rows never have
+    to be in memory together.
+
+    It is written under a temporary name: the header for 0 rows, then each
+    block's raw bytes. `finish` rewrites the header with the final row
+    count in place (NumPy pads every header so that the length of axis 0
+    can grow without moving the data: np.lib.format.GROWTH_AXIS_MAX_DIGITS)
+    and renames the file into place: byte for byte what `np.save` of the
+    whole array writes.
+    """
+
+    def __init__(self, path: pathlib.Path, dtype, width: int):
+        self.path, self.dtype, self.width = path, np.dtype(dtype), int(width)
+        self.partial = path.with_name(path.name + ".partial")
+        self.rows = 0
+        self.file = open(self.partial, "wb")
+        self.header_size = self.file.write(self._header())
+
+    def _header(self) -> bytes:
+        buf = io.BytesIO()
+        np.lib.format.write_array_header_1_0(
+            buf,
+            {
+                "descr": np.lib.format.dtype_to_descr(self.dtype),
+                "fortran_order": False,
+                "shape": (self.rows, self.width),
+            },
         )
-        units[modality] = unit
-    dims = {m: u.shape[1] for m, u in units.items()}
-    if len(set(dims.values())) != 1:
-        raise ValueError(f"{where}: modalities differ in dimension {dims}")
-    cols = _as_index(index, n, where)
-    if logits is not None:
-        logits = np.asarray(logits)
-        if logits.ndim != 2 or logits.shape[0] != n:
-            raise ValueError(f"{where}: logits shape {logits.shape}, expected ({n}, C)")
-        _check_finite(logits, f"{where}, logits", ids)
-    folder = pathlib.Path(out_dir) / split
-    folder.mkdir(parents=True, exist_ok=True)
-    for modality, unit in units.items():
-        np.save(folder / f"{modality}.npy", unit.astype(np.float32))
-    count = np.sum([h for h in here.values()], axis=0)
-    if n and (count == 0).any():
-        row = int(np.flatnonzero(count == 0)[0])
-        raise ValueError(f"{where}: object {_row(row, ids)} has no modality at all")
-    total = np.sum([np.where(here[m][:, None], u, 0.0) for m, u in units.items()], 0)
-    fused = total / np.maximum(count, 1)[:, None]
-    np.save(folder / f"{FUSED}.npy", fused.astype(np.float32))
-    if logits is not None:
-        np.save(folder / LOGITS, logits.astype(np.float32))
-    elif (folder / LOGITS).exists():
-        (folder / LOGITS).unlink()
-    np.savez(folder / INDEX, **cols)
-    return folder
+        return buf.getvalue()
+
+    def append(self, block: np.ndarray) -> None:
+        self.file.write(np.ascontiguousarray(block, self.dtype).tobytes())
+        self.rows += len(block)
+
+    def finish(self) -> None:
+        header = self._header()
+        if len(header) != self.header_size:  # NumPy < 1.23: no room to grow
+            raise RuntimeError(f"{self.path}: the .npy header cannot grow in place")
+        self.file.seek(0)
+        self.file.write(header)
+        self.file.close()
+        os.replace(self.partial, self.path)
+
+    def discard(self) -> None:
+        self.file.close()
+        self.partial.unlink(missing_ok=True)
+
+
+class SplitWriter:
+    """Writes one split of an export chunk by chunk: `add` each chunk of rows
+    (in order), then `close`. What a caller holds at once is one chunk, not
+    the split: export and predict hand it each batch as they fetch it.
+
+    Each chunk gets `save_split`'s checks (errors number rows within the
+    split) and its rows are normalised, fused and appended to the `.npy`
+    files at once (`_Appender`: they are byte for byte `save_split`'s). The
+    index columns (ids, names, labels, presence flags: tens of bytes per
+    object) are kept in memory and written as `index.npz` at `close`, after
+    the arrays are renamed into place. Used as a context manager it closes
+    on success and removes its partial files on an error.
+    """
+
+    def __init__(self, out_dir, split: str):
+        self.where = f"split {split!r}"
+        _check_name(split, "split name")
+        self.folder = pathlib.Path(out_dir) / split
+        self.rows = 0
+        self._files: dict[str, _Appender] = {}
+        self._index: list[dict[str, np.ndarray]] = []
+        self._shape: tuple | None = None  # (modalities, D, has logits, columns)
+
+    def __enter__(self) -> SplitWriter:
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.abort()
+
+    def add(
+        self,
+        *,
+        embeddings: dict[str, np.ndarray],
+        index: dict[str, np.ndarray],
+        logits: np.ndarray | None = None,
+    ) -> None:
+        """Appends the next rows: arguments as `save_split`'s, for this chunk."""
+        where, start = self.where, self.rows
+        if not embeddings:
+            raise ValueError(f"{where}: no embeddings given")
+        ids = np.asarray(index.get("id", ()))
+        n = len(ids)
+        units, here = {}, {}
+        for modality, emb in embeddings.items():
+            _check_name(modality, f"{where}: modality")
+            if modality in _RESERVED:
+                raise ValueError(f"{where}: modality name {modality!r} is reserved")
+            emb = np.asarray(emb, np.float64)
+            what = f"{where}, modality {modality!r}"
+            if emb.ndim != 2 or emb.shape[0] != n:
+                raise ValueError(
+                    f"{what}: shape {emb.shape}, expected ({n}, D) (N = ids)"
+                )
+            flags = index.get(presence_column(modality))
+            here[modality] = (
+                np.ones(n, bool) if flags is None else np.asarray(flags, bool)
+            )
+            emb = np.where(here[modality][:, None], emb, np.nan)
+            _check_finite(emb, what, ids, absent=~here[modality], start=start)
+            units[modality] = _unit_rows(emb, here[modality], what, ids, start)
+        dims = {m: u.shape[1] for m, u in units.items()}
+        if len(set(dims.values())) != 1:
+            raise ValueError(f"{where}: modalities differ in dimension {dims}")
+        cols = _as_index(index, n, where)
+        if logits is not None:
+            logits = np.asarray(logits)
+            if logits.ndim != 2 or logits.shape[0] != n:
+                raise ValueError(
+                    f"{where}: logits shape {logits.shape}, expected ({n}, C)"
+                )
+            _check_finite(logits, f"{where}, logits", ids, start=start)
+        count = np.sum([h for h in here.values()], axis=0)
+        if n and (count == 0).any():
+            row = int(np.flatnonzero(count == 0)[0])
+            raise ValueError(
+                f"{where}: object {_row(row, ids, start)} has no modality at all"
+            )
+        total = np.sum(
+            [np.where(here[m][:, None], u, 0.0) for m, u in units.items()], 0
+        )
+        fused = total / np.maximum(count, 1)[:, None]
+        self._check_like_before(units, logits, cols)
+        arrays = {**units, FUSED: fused}
+        if logits is not None:
+            arrays["logits"] = logits
+        if not self._files:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            for name, x in arrays.items():
+                path = self.folder / (LOGITS if name == "logits" else f"{name}.npy")
+                self._files[name] = _Appender(path, np.float32, x.shape[1])
+        for name, x in arrays.items():
+            self._files[name].append(x.astype(np.float32))
+        self._index.append(cols)
+        self.rows += n
+
+    def _check_like_before(self, units, logits, cols) -> None:
+        """Every chunk has the first one's modalities, D, logits and columns."""
+        shape = (
+            sorted(units),
+            next(iter(units.values())).shape[1],
+            None if logits is None else logits.shape[1],
+            sorted(cols),
+        )
+        if self._shape is None:
+            self._shape = shape
+        elif shape != self._shape:
+            raise ValueError(
+                f"{self.where}: rows from {self.rows} on have (modalities, D, "
+                f"classes, index columns) {shape}, the rows before {self._shape}"
+            )
+
+    def close(self) -> pathlib.Path:
+        """Finishes the files (index last); returns the split folder."""
+        if not self._files:
+            raise ValueError(f"{self.where}: no embeddings given")
+        for appender in self._files.values():
+            appender.finish()
+        if "logits" not in self._files and (self.folder / LOGITS).exists():
+            (self.folder / LOGITS).unlink()
+        first = self._index[0]
+        np.savez(
+            self.folder / INDEX,
+            **{k: np.concatenate([c[k] for c in self._index]) for k in first},
+        )
+        self._files, self._index = {}, []
+        return self.folder
+
+    def abort(self) -> None:
+        """Removes the partial files (the split's finished files are kept)."""
+        for appender in self._files.values():
+            appender.discard()
+        self._files, self._index = {}, []
+
+
+def _unit_rows(emb, here, what: str, ids, start: int) -> np.ndarray:
+    """`normalise_rows` of the `here` rows (NaN elsewhere); a zero row is an
+    error naming its row of the split."""
+    unit = np.full_like(emb, np.nan)
+    x = emb[here]
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    zero = np.flatnonzero(norms[:, 0] == 0)
+    if zero.size:
+        row = int(np.flatnonzero(here)[zero[0]])
+        raise ValueError(
+            f"{what}: row {_row(row, ids, start)} has zero norm; cannot normalise it"
+        )
+    unit[here] = x / norms
+    return unit
 
 
 def _jsonable(value):

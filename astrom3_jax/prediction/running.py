@@ -1,13 +1,16 @@
 """The model over a catalogue as its rows arrive: the background `Feed`
 parses while this thread loads and compiles the model and runs it on each
 chunk of ready rows, so parsing overlaps the model instead of preceding it;
-the bad-row policy (strict, or skip_bad up to max_bad_fraction) lives here."""
+each chunk's outputs go straight to the caller (`on_chunk`), which scores
+and writes them, so nothing here grows with the catalogue but the list of
+bad rows; the bad-row policy (strict, or skip_bad up to max_bad_fraction)
+lives here."""
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import numpy as np
@@ -24,7 +27,7 @@ CHUNK_BATCHES = 4  # batches of preprocessed rows per model run (the first: 1)
 
 @dataclasses.dataclass
 class Ran:
-    """The good rows' stars and model outputs, in row order."""
+    """One chunk of good rows: their stars and model outputs, in row order."""
 
     ids: np.ndarray
     star_names: list  # each star's name (bytes decoded)
@@ -35,8 +38,16 @@ class Ran:
     present: dict[str, np.ndarray]  # modality -> (N,) bool
     embeddings: dict[str, np.ndarray]  # modality -> (N, D), NaN where absent
     logits: np.ndarray | None
-    bad: list  # catalog.BadRow of every row left out
     model: object
+    config: object
+
+
+@dataclasses.dataclass
+class Done:
+    """What is left of a run once every chunk went to `on_chunk`."""
+
+    rows: int  # good rows, all handed over
+    bad: list  # catalog.BadRow of every row left out
     config: object
 
 
@@ -58,21 +69,29 @@ def run(
     progress: bool,
     timings: dict,
     started: float,
-) -> Ran:
-    """Runs the model of `workdir` over every good row of `cat`; with
-    skip_bad writes bad_rows.csv; raises on a bad row (strict) or on too many
-    of them. Fills `timings` ('load' counted from `started`, 'model',
-    'waiting')."""
+    on_chunk: Callable[[Ran], None],
+    chunk_batches: int = CHUNK_BATCHES,
+) -> Done:
+    """Runs the model of `workdir` over every good row of `cat`, handing
+    each chunk of `chunk_batches` batches (the first: one) to `on_chunk` as
+    soon as it is run; with skip_bad writes bad_rows.csv; raises on a bad
+    row (strict) or on too many of them. The batches are the same whatever
+    `chunk_batches` is (every chunk is whole batches), so are the outputs.
+    Fills `timings` ('load' counted from `started`, 'model', 'waiting',
+    'scoring': in `on_chunk`)."""
+    if chunk_batches < 1:
+        raise ValueError(f"chunk_batches must be at least 1, got {chunk_batches}")
     batch = max(jax.device_count(), batch_size - batch_size % jax.device_count())
-    chunk = batch * CHUNK_BATCHES
+    chunk = batch * chunk_batches
     feed = reading.Feed(
         cat, stats, require=require, num_workers=num_workers, maxsize=2 * chunk,
         band=band, derive_photometry=derive_photometry,
         progress=progress and jax.process_index() == 0,
     )  # fmt: skip
     limit = catalog_lib.allowed_bad(len(cat), max_bad_fraction)
-    stars, pending, parts, bad = [], [], [], []
-    timings.update(model=0.0, waiting=0.0)
+    stars, pending, bad = [], [], []
+    done = 0  # good rows handed to on_chunk
+    timings.update(model=0.0, waiting=0.0, scoring=0.0)
     feed.start()
     try:
         model, config = api.load_model(workdir, step=step)
@@ -84,9 +103,11 @@ def run(
         )  # fmt: skip
 
         def run_model():
+            nonlocal done
             # feed.bad: the bad rows read so far, some maybe not yet seen here
             if not pending or max(len(bad), feed.bad) > limit:
                 pending.clear()
+                stars.clear()
                 return
             t = time.perf_counter()
             got = predictor.run(
@@ -95,10 +116,14 @@ def run(
                 modalities=names,
                 seq_len=config.seq_len,
             )
-            timings["model"] += time.perf_counter() - t
-            parts.append(got.outputs)
+            t2 = time.perf_counter()
+            timings["model"] += t2 - t
+            on_chunk(_assemble(stars, got.outputs, names, model, config))
+            timings["scoring"] += time.perf_counter() - t2
+            done += len(pending)
             bar.update(len(pending))
             pending.clear()
+            stars.clear()
 
         with bar:
             items = feed.items()
@@ -132,7 +157,7 @@ def run(
                 pending.append(example)
                 # The first run starts at one batch: it compiles the model's
                 # step while the next rows are read.
-                if len(pending) >= (chunk if parts else batch):
+                if len(pending) >= (chunk if done else batch):
                     if feed.first_error is not None and not skip_bad:
                         # before more model time
                         raise reading.strict_error(feed.first_error)
@@ -143,7 +168,7 @@ def run(
     if skip_bad:
         catalog_lib.write_bad_rows(bad_rows_path, bad)
     _refuse_too_many_bad(cat, bad, limit, max_bad_fraction, bad_rows_path, skip_bad)
-    return _assemble(stars, parts, names, bad, model, config)
+    return Done(done, bad, config)
 
 
 def _refuse_too_many_bad(cat, bad, limit, max_bad_fraction, path, skip_bad):
@@ -164,10 +189,10 @@ def _refuse_too_many_bad(cat, bad, limit, max_bad_fraction, path, skip_bad):
         )
 
 
-def _assemble(stars, parts, names, bad, model, config) -> Ran:
-    """The model's output chunks joined, split into presence flags,
+def _assemble(stars, outputs, names, model, config) -> Ran:
+    """A chunk's stars and model outputs, split into presence flags,
     embeddings (NaN where absent) and logits."""
-    outputs = {key: np.concatenate([p[key] for p in parts]) for key in parts[0]}
+    outputs = dict(outputs)
     n = len(stars)
     present = {
         m: np.asarray(outputs.pop(store.presence_column(m), np.ones(n)), bool)
@@ -186,7 +211,6 @@ def _assemble(stars, parts, names, bad, model, config) -> Ran:
         present=present,
         embeddings=embeddings,
         logits=logits,
-        bad=bad,
         model=model,
         config=config,
     )

@@ -95,6 +95,12 @@ def neighbours(
     k: int,
     n_classes: int,
 ) -> Neighbours:
+    """The k nearest reference objects of each star and the scores from them
+    (`Nearest`, for one set of stars)."""
+    return Nearest(ref, k, n_classes)(embeddings, present, labels)
+
+
+class Nearest:
     """The k nearest reference objects of each star and the scores from them.
 
     A star is compared on the modalities it has: its embedding is the mean
@@ -102,34 +108,56 @@ def neighbours(
     the same ones (objects lacking one are no candidates). The percentile
     places the outlier score among every candidate's own (leave-self-out)
     score; 100: farther out than all of them. `labels`: -1 where none.
+
+    Every score is the star's own given the reference, so stars can come in
+    chunks (predict scores each chunk as it is run); what depends on the
+    reference alone (its unit rows, each modality pattern's candidates and
+    their own scores) is computed once and kept for the next chunk.
     """
-    names = list(embeddings)
-    ref_units = {m: np.nan_to_num(ref.embeddings[m].astype(np.float64)) for m in names}
-    units = {m: np.nan_to_num(embeddings[m].astype(np.float64)) for m in names}
-    n = len(labels)
-    pattern_of = [tuple(m for m in names if present[m][i]) for i in range(n)]
-    idx = np.full((n, k), -1, np.int64)
-    sims = np.full((n, k), np.nan)
-    outlier = np.full(n, np.nan)
-    percentile = np.full(n, np.nan)
-    for pattern in sorted(set(pattern_of)):
-        rows = np.flatnonzero([p == pattern for p in pattern_of])
-        cand = np.flatnonzero(np.all([ref.present(m) for m in pattern], axis=0))
-        if not pattern or len(cand) < 2:
-            continue
-        q = _mean_of(units, pattern, rows)
-        c = _mean_of(ref_units, pattern, cand)
-        # At most len(cand) - 1: the candidates' own scores leave themselves
-        # out, and a star's score is only comparable with the same k.
-        kk = min(k, len(cand) - 1)
-        got_i, got_s, score = outliers.knn(c, q, kk)
-        idx[rows, :kk], sims[rows, :kk] = cand[got_i], got_s
-        outlier[rows] = score
-        own = outliers.knn_distance(c, None, kk)
-        percentile[rows] = outliers.percentile_among(score, own)
-    vote, agreement = class_votes(ref.labels, idx, n_classes)
-    mislabel = mislabels.knn_disagreement(ref.labels, idx, labels)
-    return Neighbours(idx, sims, outlier, percentile, vote, agreement, mislabel)
+
+    def __init__(self, ref: store.Split, k: int, n_classes: int):
+        self.ref, self.k, self.n_classes = ref, k, n_classes
+        self.units: dict[str, np.ndarray] = {}
+        self.own: dict[tuple, np.ndarray] = {}  # pattern -> candidates' scores
+
+    def __call__(
+        self,
+        embeddings: dict[str, np.ndarray],
+        present: dict[str, np.ndarray],
+        labels: np.ndarray,
+    ) -> Neighbours:
+        ref, k = self.ref, self.k
+        names = list(embeddings)
+        for m in names:
+            if m not in self.units:
+                self.units[m] = np.nan_to_num(ref.embeddings[m].astype(np.float64))
+        units = {m: np.nan_to_num(embeddings[m].astype(np.float64)) for m in names}
+        n = len(labels)
+        pattern_of = [tuple(m for m in names if present[m][i]) for i in range(n)]
+        idx = np.full((n, k), -1, np.int64)
+        sims = np.full((n, k), np.nan)
+        outlier = np.full(n, np.nan)
+        percentile = np.full(n, np.nan)
+        for pattern in sorted(set(pattern_of)):
+            rows = np.flatnonzero([p == pattern for p in pattern_of])
+            cand = np.flatnonzero(np.all([ref.present(m) for m in pattern], axis=0))
+            if not pattern or len(cand) < 2:
+                continue
+            q = _mean_of(units, pattern, rows)
+            c = _mean_of(self.units, pattern, cand)
+            # At most len(cand) - 1: the candidates' own scores leave
+            # themselves out, and a star's score is only comparable with the
+            # same k.
+            kk = min(k, len(cand) - 1)
+            got_i, got_s, score = outliers.knn(c, q, kk)
+            idx[rows, :kk], sims[rows, :kk] = cand[got_i], got_s
+            outlier[rows] = score
+            if pattern not in self.own:
+                self.own[pattern] = outliers.knn_distance(c, None, kk)
+            percentile[rows] = outliers.percentile_among(score, self.own[pattern])
+        vote, agreement = class_votes(ref.labels, idx, self.n_classes)
+        mislabel = mislabels.knn_disagreement(ref.labels, idx, labels)
+        return Neighbours(idx, sims, outlier, percentile, vote, agreement, mislabel)
 
 
 def class_votes(labels: np.ndarray, idx: np.ndarray, n_classes: int):

@@ -79,6 +79,7 @@ def predict(
     *,
     host_fields: Sequence[str] = ("label",),
     on_batch: Callable[[int], None] | None = None,
+    sink: Callable[[dict, dict], None] | None = None,
 ) -> Prediction:
     """Run `step` over `batches`: every object once, in split order.
 
@@ -97,6 +98,10 @@ def predict(
     `on_batch(n_real_rows)` is called after each fetch (progress bars).
     With several processes, outputs hold every row of the global batches
     but columns only this process's rows (`index_from_source` reads them).
+    `sink(outputs, columns)`, when given, gets each fetched batch's real
+    rows instead of their being kept (`Prediction.outputs` and `.columns`
+    are then empty): a caller that writes them as they come holds one batch,
+    not the data set (export).
     """
     sums: dict[str, float] = {}
     total = 0.0
@@ -113,11 +118,15 @@ def predict(
             sums[k] = sums.get(k, 0.0) + float(v) * n
         metrics, outputs, device_mask, host = item
         keep = sharding.to_host(device_mask) > 0  # the global batch's real rows
-        outs.append({k: sharding.to_host(v)[keep] for k, v in outputs.items()})
+        rows = {k: sharding.to_host(v)[keep] for k, v in outputs.items()}
         local = np.asarray(host["mask"]) > 0  # this process's real rows
-        for k in cols:
-            if k in host:
-                cols[k].append(np.asarray(host[k])[local])
+        fields = {k: np.asarray(host[k])[local] for k in cols if k in host}
+        if sink is not None:
+            sink(rows, fields)
+        else:
+            outs.append(rows)
+            for k, v in fields.items():
+                cols[k].append(v)
         if on_batch is not None:
             on_batch(int(keep.sum()))
 
@@ -175,8 +184,10 @@ class Predictor:
         host_fields: Sequence[str] = ("label",),
         progress: bool = False,
         description: str | None = None,
+        sink: Callable[[dict, dict], None] | None = None,
     ) -> Prediction:
-        """Every object of the random-access `source`, in order."""
+        """Every object of the random-access `source`, in order (`sink`: as
+        `predict`'s, each batch's rows handed over instead of kept)."""
         from tqdm import tqdm
 
         sharding.check_batch_size(batch_size, self.mesh)
@@ -207,6 +218,7 @@ class Predictor:
                 self.key,
                 host_fields=host_fields,
                 on_batch=bar.update,
+                sink=sink,
             )
         finally:
             bar.close()

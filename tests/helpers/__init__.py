@@ -7,6 +7,7 @@
 - `release`: reading and writing a raw release's CSV tables and files,
   building it through TFDS in this process.
 - `losses`: random embeddings and an independent InfoNCE reference.
+- `exports`: an export split's arrays written at once in plain NumPy.
 
 Fixtures used by several modules live in tests/conftest.py.
 """
