@@ -506,7 +506,7 @@ def _unstacked(ex):
     """A catalog-config example with its optional fields' 0-or-1 axis removed."""
     out = dict(ex)
     for m in names.CATALOG_OPTIONAL_MODALITIES:
-        for f in objects.OPTIONAL_FIELDS[m]:
+        for f in objects.optional_fields(m):
             assert out[f].shape[0] == 1, f
             out[f] = out[f][0]
     return out

@@ -15,9 +15,9 @@ import math
 import os
 from collections.abc import Iterator, Sequence
 
+from astrom3_jax.data import modalities
 from astrom3_jax.data import workers as workers_lib
 from astrom3_jax.data.catalog_rows import (
-    MODALITIES,
     CatalogExample,
     RowError,
     process_row,
@@ -141,9 +141,10 @@ def preprocess(
         raise ValueError(f"max_bad_fraction must be in [0, 1], got {max_bad_fraction}")
     if not isinstance(catalog, Catalog):
         catalog = read_catalog(catalog)
-    unknown = [m for m in require if m not in MODALITIES]
+    known = modalities.catalog_names()
+    unknown = [m for m in require if m not in known]
     if unknown:
-        raise ValueError(f"unknown modalities {unknown}; known: {MODALITIES}")
+        raise ValueError(f"unknown modalities {unknown}; known: {known}")
     examples, bad = [], []
     bar = tqdm(
         total=len(catalog), desc=f"catalog {os.path.basename(catalog.path)}",

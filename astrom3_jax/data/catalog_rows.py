@@ -14,7 +14,13 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from astrom3_jax import errors
-from astrom3_jax.data import photometry_values, preprocessing, release_io, schema
+from astrom3_jax.data import (
+    modalities,
+    photometry_values,
+    preprocessing,
+    release_io,
+    schema,
+)
 from astrom3_jax.data.catalog_tables import CatalogRow
 from astrom3_jax.data.lightcurve_cleaning import LightCurveRecord
 from astrom3_jax.data.lightcurve_files import (
@@ -22,8 +28,6 @@ from astrom3_jax.data.lightcurve_files import (
     read_light_curve,
 )
 from astrom3_jax.data.normalisation import NormalisationStats
-
-MODALITIES = ("photometry", "spectra", "metadata")
 
 
 class RowError(errors.UserError, ValueError):
@@ -132,8 +136,12 @@ def process_row(
         "spectra": row.spectrum is not None,
         "metadata": has_meta,
     }
+    own = _read_own(row, present, bad)
     if not any(present.values()):
-        raise bad("no modality: no lightcurve, no spectrum and no metadata columns")
+        nor = "".join(f", no {m}" for m in own)
+        raise bad(
+            f"no modality: no lightcurve, no spectrum{nor} and no metadata columns"
+        )
     lacking = [m for m in require if not present[m]]
     if lacking:
         raise bad(
@@ -188,6 +196,8 @@ def process_row(
             features.update(preprocessing.preprocess_spectrum(spec))
         except preprocessing.PreprocessingError as e:
             raise bad(str(e), row.spectrum) from None
+    for got in own.values():
+        features.update(got or {})
     return CatalogExample(
         row=row.index,
         id=row.id,
@@ -198,6 +208,21 @@ def process_row(
         light_curve=record,
         photometry_values=filled,
     )
+
+
+def _read_own(row: CatalogRow, present: dict, bad) -> dict[str, dict | None]:
+    """The stored features of the registered modalities with their own
+    catalogue reader (None: the row lacks it), their presence set in `present`."""
+    out = {}
+    for m in modalities.catalog_readers():
+        given = row.columns or {}
+        values = {c: given.get(c, np.nan) for c in m.catalog_columns}
+        try:
+            out[m.name] = m.from_catalog(values)
+        except ValueError as e:
+            raise bad(f"{m.name}: {e}") from None
+        present[m.name] = out[m.name] is not None
+    return out
 
 
 def needs_measuring(row: CatalogRow, derive_photometry: bool = False) -> bool:

@@ -10,12 +10,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+from collections.abc import Mapping
 
 import numpy as np
 from absl import logging
 
 from astrom3_jax import errors
-from astrom3_jax.data import schema
+from astrom3_jax.data import modalities, schema
 from astrom3_jax.data.names import suggestion
 
 TABLE_SUFFIXES = (
@@ -77,6 +78,9 @@ class CatalogRow:
     # photometry_values.DERIVABLE already measured from this row's light curve
     # (the statistics pass of a build), so processing need not measure again
     measured: tuple[float, ...] | None = None
+    # The columns of registered modalities' own readers (reader_columns),
+    # NaN where blank; None when no registered modality has one.
+    columns: Mapping[str, float] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +99,12 @@ class Catalog:
 
     def __len__(self) -> int:
         return len(self.rows)
+
+
+def reader_columns() -> tuple[str, ...]:
+    """The columns registered modalities read themselves (Modality.catalog_columns)."""
+    cols = [c for m in modalities.catalog_readers() for c in m.catalog_columns]
+    return tuple(dict.fromkeys(cols))
 
 
 def find_catalog(folder: str | os.PathLike, stem: str = "catalog") -> str:
@@ -256,6 +266,12 @@ def read_catalog(path: str | os.PathLike) -> Catalog:
         for i, problem in bad.items():
             problems.setdefault(i, []).append(problem)
     matrix.flags.writeable = False
+    own = reader_columns()
+    extra = np.empty((len(table), len(own)))
+    for j, c in enumerate(own):
+        extra[:, j], bad = _numbers(table, cols.get(c), c)
+        for i, problem in bad.items():
+            problems.setdefault(i, []).append(problem)
     del table
     rows, seen = [], {}
     for i in range(len(matrix)):
@@ -290,6 +306,7 @@ def read_catalog(path: str | os.PathLike) -> Catalog:
                 problem="; ".join(problems.get(i, ())),
                 band=_text(cell[BAND][i]),
                 lc_columns=_text(cell[LC_COLUMNS][i]),
+                **_own_columns(own, extra[i]),
             )
         )
     if not rows:
@@ -303,10 +320,17 @@ def read_catalog(path: str | os.PathLike) -> Catalog:
     )
 
 
+def _own_columns(own: tuple[str, ...], values: np.ndarray) -> dict:
+    """CatalogRow's `columns` argument (none: its default, None)."""
+    if not own:
+        return {}
+    return {"columns": dict(zip(own, values.tolist(), strict=True))}
+
+
 def _unused_columns(cols: dict[str, str], path: str) -> tuple[str, ...]:
     """Columns no part of the model reads, logged with a close known name
     (a misspelt `lightcurve` would silently leave every light curve out)."""
-    known = (*FIXED, *schema.ALL_COLS)
+    known = (*FIXED, *schema.ALL_COLS, *reader_columns())
     unused = tuple(actual for key, actual in cols.items() if key not in known)
     if unused:
         logging.warning(

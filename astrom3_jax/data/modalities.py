@@ -1,8 +1,9 @@
 """The modality registry: one entry per modality, everything about it.
 
-The pipeline, the models, the input checks at the API boundary, the loss
-and the trainer all read this one table, so a fourth modality is one
-`register(Modality(...))` call plus its sub-config `config.model.<name>`.
+The pipeline, the models, the input checks at the API boundary, the loss,
+the trainer, the builder's stored features and a user's catalogue all read
+this one table, so a fourth modality is one `register(Modality(...))` call
+plus its encoder and its sub-config `config.model.<name>`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
+from astrom3_jax.data import schema
 from astrom3_jax.data.named_registry import NamedRegistry
 
 DEFAULT_MODALITIES = ("photometry", "spectra", "metadata")
@@ -84,6 +86,30 @@ class Context:
     rng: np.random.Generator
 
 
+@dataclasses.dataclass(frozen=True)
+class StoredField:
+    """One feature a built data set stores per object for a modality.
+
+    shape is one object's; a leading None is a variable-length axis. Where
+    a config's objects may lack the modality, its fixed-shape fields get a
+    leading 0-or-1 axis and its variable-length ones are stored empty
+    (astrom3_tfds/objects.store_optional). exact: float64 kept to the bit
+    (TFDS's default Tensor encoding would round it to float32).
+    builder_only: written by the builder beside the model's inputs (raw
+    values kept for analysis), not in the schema toy builders share.
+    """
+
+    name: str
+    shape: tuple
+    dtype: str = "float32"
+    exact: bool = False
+    builder_only: bool = False
+
+    @property
+    def ragged(self) -> bool:
+        return bool(self.shape) and self.shape[0] is None
+
+
 # A transform's columns hold, for the real (non-padding) rows of one batch,
 # either a stacked array (fixed-shape fields) or a `Ragged` (variable-length
 # fields such as the light curve).
@@ -127,6 +153,15 @@ class Modality:
     # The fields of `config.model.<name>` that fix the encoder's parameter
     # shapes: a run starting from another model takes them over (init_from).
     architecture: tuple[str, ...] = ()
+    # What a built data set stores for it (the builder's features come from
+    # these); its fixed-shape fields, in order, say whether an object has it.
+    stored: tuple[StoredField, ...] = ()
+    # A user's catalogue: the numeric columns it reads, and the reader
+    # (values by column, NaN where blank) -> its stored features, or None
+    # when the row lacks it; a ValueError makes the row bad. The release's
+    # three are read together by catalog_rows (one shared normalisation).
+    catalog_columns: tuple[str, ...] = ()
+    from_catalog: Callable[[Mapping[str, float]], dict | None] | None = None
 
     @property
     def mode_name(self) -> str:
@@ -172,6 +207,23 @@ def get(names: Sequence[str]) -> list[Modality]:
 
 def names() -> list[str]:
     return list(_REGISTRY.names())
+
+
+def stored_names() -> list[str]:
+    """The registered modalities a built data set can store."""
+    return [n for n in names() if _REGISTRY.get(n).stored]
+
+
+def catalog_names() -> tuple[str, ...]:
+    """The modalities a user's catalogue can give: the release's three and
+    every registered one with a catalogue reader."""
+    readers = [n for n in names() if _REGISTRY.get(n).from_catalog is not None]
+    return (*DEFAULT_MODALITIES, *(n for n in readers if n not in DEFAULT_MODALITIES))
+
+
+def catalog_readers() -> list[Modality]:
+    """The registered modalities read from a catalogue by their own reader."""
+    return [entry(n) for n in catalog_names() if n not in DEFAULT_MODALITIES]
 
 
 # ---------------------------------------------------------------- photometry
@@ -247,6 +299,12 @@ def canonical_photometry(photometry: np.ndarray, real: np.ndarray) -> np.ndarray
     return np.where(real[..., None], photometry, filler[:, None, :])
 
 
+# The raw (un-normalised) light-curve and spectrum scalars the builder keeps.
+RAW_FIELDS = tuple(
+    StoredField(k, (), "float64", exact=True, builder_only=True)
+    for k in schema.RAW_SCALARS
+)
+
 register(
     Modality(
         name="photometry",
@@ -258,6 +316,11 @@ register(
         row_mask_key="photometry_mask",
         canonical_padding=canonical_photometry,
         mode="photo",
+        stored=(
+            StoredField("photometry", (None, 3)),
+            StoredField("photometry_aux", (len(schema.PHOTOMETRY_AUX),)),
+            *RAW_FIELDS[:4],
+        ),
         architecture=(
             "seq_len",
             "in_channels",
@@ -278,6 +341,7 @@ register(
         batch_keys=("spectra",),
         transform=functools.partial(_stacked, field="spectra", key="spectra"),
         encoder="astrom3_jax.models.spectra:GalSpecNet",
+        stored=(StoredField("spectra", (3, schema.SPECTRUM_LENGTH)), *RAW_FIELDS[4:]),
         architecture=("conv_channels", "kernel_size", "pool_size", "length"),
     )
 )
@@ -289,6 +353,7 @@ register(
         transform=functools.partial(_stacked, field="metadata", key="metadata"),
         encoder="astrom3_jax.models.metadata:MetadataMLP",
         mode="meta",
+        stored=(StoredField("metadata", (len(schema.META_COLS),)),),
         architecture=("input_dim", "hidden_dim"),
     )
 )

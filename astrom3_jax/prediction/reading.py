@@ -81,7 +81,7 @@ def stored_examples(examples, model_modalities) -> CatalogSource:
         stored["label"] = max(int(ex.label), 0)  # the pipeline wants a class id
         out.append(stored)
     out.optional_fields = frozenset(
-        f for m in model_modalities for f in objects.OPTIONAL_FIELDS[m]
+        f for m in model_modalities for f in objects.optional_fields(m)
     )
     return out
 

@@ -34,8 +34,9 @@ from astrom3_jax.data.astrom3_tfds.features import (
     MANUAL,
     MANUAL_CATALOG,
     all_configs,
+    modality_features,
     model_input_features,
-    optional_shape,
+    stored_modalities,
 )
 
 REPORT_NAME = "bad_objects.json"
@@ -104,8 +105,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     def _info(self) -> tfds.core.DatasetInfo:
         f = tfds.features
         optional = tuple(self.builder_config.optional_modalities)
+        stored = stored_modalities(self.builder_config.catalog)
         feats = {
-            **model_input_features(optional),
+            **model_input_features(optional, stored),
             "spec_filename": f.Text(doc="LAMOST file name"),
             # float64 kept exactly: default Tensor encoding would round to float32.
             "raw_catalogue": f.Tensor(
@@ -113,17 +115,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                 dtype=np.float64,
                 encoding=f.Encoding.BYTES,
             ),
+            **modality_features(stored, optional, builder_only=True),
         }
-        feats.update(
-            {
-                k: f.Tensor(
-                    shape=optional_shape(k, optional),
-                    dtype=np.float64,
-                    encoding=f.Encoding.BYTES,
-                )
-                for k in schema.RAW_SCALARS
-            }
-        )
         if self.builder_config.synthetic:
             feats.update({c: f.Text() for c in schema.TRUTH_COLS})
         return self.dataset_info_from_configs(
@@ -254,7 +247,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                     if len(bad) <= limit:  # past the limit: count, write nothing
                         self._counts[split] += 1
                         for m in optional:
-                            field = objects.OPTIONAL_FIELDS[m][0]
+                            field = objects.optional_fields(m)[0]
                             absent[m] += len(example[field]) == 0
                         yield row["name"], example
                 elif self._skip_bad:
@@ -339,7 +332,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             self._n_rows[split] = len(rows)
             out[split] = beam_examples.catalog_examples(
                 table=table, split=split, seed=cfg.split_seed, stats=stats,
-                require=tuple(m for m in catalog_rows.MODALITIES if m not in optional),
+                require=tuple(m for m in stored_modalities(True) if m not in optional),
                 optional=optional, derive_photometry=cfg.derived_photometry,
                 skip_bad=self._skip_bad, data_dir=data_dir,
             )  # fmt: skip
@@ -347,7 +340,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
     def _generate_catalog_examples(self, split: str, rows, table: str):
         optional = tuple(self.builder_config.optional_modalities)
-        require = tuple(m for m in catalog_rows.MODALITIES if m not in optional)
+        require = tuple(m for m in stored_modalities(True) if m not in optional)
         absent = self._absent.setdefault(split, dict.fromkeys(optional, 0))
         workers = self._num_workers
         if workers is None:

@@ -61,7 +61,7 @@ class _ParseReleaseRow(beam.DoFn):
             absent = [
                 m
                 for m in self._ctx.optional
-                if len(example[objects.OPTIONAL_FIELDS[m][0]]) == 0
+                if len(example[objects.optional_fields(m)[0]]) == 0
             ]
             if absent:
                 yield beam.pvalue.TaggedOutput(

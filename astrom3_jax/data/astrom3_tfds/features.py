@@ -5,11 +5,12 @@ download instructions, and the feature schema the input pipeline reads.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import numpy as np
 import tensorflow_datasets as tfds
 
-from astrom3_jax.data import names, schema
+from astrom3_jax.data import modalities, names, schema
 from astrom3_jax.data.astrom3_tfds import objects
 
 MANUAL = """\
@@ -45,7 +46,7 @@ class Astrom3Config(tfds.core.BuilderConfig):
     synthetic_seed: int = 0
     catalog: bool = False  # a user's table in the manual dir (data/catalog.py)
     # Modalities an object may lack: their fields are stored with a leading
-    # 0-or-1 axis (objects.OPTIONAL_FIELDS). () for the release and the
+    # 0-or-1 axis (objects.optional_fields). () for the release and the
     # complete synthetic presets, whose stored features stay as they were.
     optional_modalities: tuple[str, ...] = ()
     # amplitude, period, lksl_statistic measured from each light curve,
@@ -95,19 +96,51 @@ def all_configs():
 
 def optional_shape(name: str, optional: tuple[str, ...]) -> tuple:
     """A field's stored shape: with a leading 0-or-1 axis if its modality is
-    optional in the config (objects.OPTIONAL_FIELDS)."""
-    shape = objects.ITEM_SHAPES[name]
-    if any(name in objects.OPTIONAL_FIELDS[m] for m in optional):
+    optional in the config (objects.optional_fields)."""
+    shape = tuple(objects.stored_field(name).shape)
+    if any(name in objects.optional_fields(m) for m in optional):
         return (None, *shape)
     return shape
 
 
-def model_input_features(optional_modalities: tuple[str, ...] = ()) -> dict:
+def stored_modalities(catalog: bool = False) -> tuple[str, ...]:
+    """The modalities a build stores: the release's three, and for a user's
+    catalogue every registered one it can give (modalities.catalog_names)."""
+    if catalog:
+        return modalities.catalog_names()
+    return modalities.DEFAULT_MODALITIES
+
+
+def _tensor(field: modalities.StoredField, optional: tuple[str, ...]):
+    f = tfds.features
+    kw = {"encoding": f.Encoding.BYTES} if field.exact else {}
+    dtype = np.dtype(field.dtype).type
+    return f.Tensor(shape=optional_shape(field.name, optional), dtype=dtype, **kw)
+
+
+def modality_features(
+    names: Sequence[str], optional: tuple[str, ...], builder_only: bool
+) -> dict:
+    """The stored features of modalities `names`, from their registry
+    entries: the model's inputs, or (builder_only) the builder's extras."""
+    return {
+        field.name: _tensor(field, optional)
+        for m in modalities.get(names)
+        for field in m.stored
+        if field.builder_only == builder_only
+    }
+
+
+def model_input_features(
+    optional_modalities: tuple[str, ...] = (),
+    names: Sequence[str] = modalities.DEFAULT_MODALITIES,
+) -> dict:
     """The stored features the input pipeline reads (the public schema).
 
     Shared with toy builders in tests and benchmarks, so they cannot drift
     from what this builder writes. `optional_modalities`: those an object
-    may lack, whose fields get a leading 0-or-1 axis.
+    may lack, whose fields get a leading 0-or-1 axis. `names`: the
+    modalities stored (stored_modalities).
     """
     objects.check_optional(optional_modalities)
     f = tfds.features
@@ -115,11 +148,6 @@ def model_input_features(optional_modalities: tuple[str, ...] = ()) -> dict:
     return {
         "id": f.Text(doc="Gaia EDR3 id"),
         "name": f.Text(doc="ASAS-SN name"),
-        "photometry": f.Tensor(shape=(None, 3), dtype=np.float32),
-        "photometry_aux": f.Tensor(
-            shape=optional_shape("photometry_aux", opt), dtype=np.float32
-        ),
-        "spectra": f.Tensor(shape=optional_shape("spectra", opt), dtype=np.float32),
-        "metadata": f.Tensor(shape=optional_shape("metadata", opt), dtype=np.float32),
+        **modality_features(names, opt, builder_only=False),
         "label": f.ClassLabel(names=list(schema.CLASSES)),
     }

@@ -15,7 +15,13 @@ from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 
-from astrom3_jax.data import photometry_values, preprocessing, release_io, schema
+from astrom3_jax.data import (
+    modalities,
+    photometry_values,
+    preprocessing,
+    release_io,
+    schema,
+)
 from astrom3_jax.data import workers as workers_lib
 from astrom3_jax.data.release_io import ReleaseError
 
@@ -52,37 +58,34 @@ class Context:
 
 
 # ------------------------------------------------------------- absent modalities
-# The stored fields of each modality that get a leading 0-or-1 axis in a config
-# whose objects may lack that modality: one row when the object has it, none
-# when it does not. The other stored fields keep their shape: `photometry` is
-# variable-length already and is stored empty, (0, 3), for an object without a
-# light curve (its presence is that of photometry_aux); `spec_filename` is ''
-# for an object without a spectrum; `raw_catalogue` holds nan in the cells of
-# an absent modality (as blank cells of the CSV read).
-OPTIONAL_FIELDS = {
-    "photometry": ("photometry_aux", *schema.RAW_SCALARS[:4]),
-    "spectra": ("spectra", *schema.RAW_SCALARS[4:]),
-    "metadata": ("metadata",),
-}
-ITEM_SHAPES = {
-    "photometry_aux": (len(schema.PHOTOMETRY_AUX),),
-    "spectra": (3, schema.SPECTRUM_LENGTH),
-    "metadata": (len(schema.META_COLS),),
-    **{k: () for k in schema.RAW_SCALARS},
-}
-ITEM_DTYPES = {
-    "photometry_aux": np.float32,
-    "spectra": np.float32,
-    "metadata": np.float32,
-    **{k: np.float64 for k in schema.RAW_SCALARS},
-}
+# In a config whose objects may lack a modality, the modality's fixed-shape
+# stored fields (modalities.Modality.stored) get a leading 0-or-1 axis: one
+# row when the object has it, none when it does not. Its variable-length
+# fields keep their shape and are stored empty (`photometry`, (0, 3), for an
+# object without a light curve). The other stored fields keep their shape:
+# `spec_filename` is '' for an object without a spectrum; `raw_catalogue`
+# holds nan in the cells of an absent modality (as blank cells of the CSV read).
+def optional_fields(modality: str) -> tuple[str, ...]:
+    """The fields of `modality` stored with a 0-or-1 axis where it may be
+    absent; the first of them says whether an object has it."""
+    return tuple(f.name for f in modalities.entry(modality).stored if not f.ragged)
+
+
+def stored_field(name: str) -> modalities.StoredField:
+    """The registered StoredField called `name`."""
+    for m in modalities.stored_names():
+        for f in modalities.entry(m).stored:
+            if f.name == name:
+                return f
+    raise KeyError(f"no registered modality stores {name!r}")
 
 
 def check_optional(optional: Sequence[str]) -> None:
-    unknown = [m for m in optional if m not in OPTIONAL_FIELDS]
+    known = modalities.stored_names()
+    unknown = [m for m in optional if m not in known]
     if unknown:
         raise ValueError(
-            f"modalities {unknown} cannot be optional; known: {sorted(OPTIONAL_FIELDS)}"
+            f"modalities {unknown} cannot be optional; known: {sorted(known)}"
         )
 
 
@@ -93,33 +96,37 @@ def store_optional(
 
     `example` holds the features of the modalities the object has and lacks
     those of the others (as `process_row` or a user's catalogue produce it).
-    Each optional modality's fields (OPTIONAL_FIELDS) get a leading axis of
-    length 1, or are empty arrays of length 0 when absent: nothing is stored
-    for an absent modality, no fill value that could pass for data.
-    `stored`: the fields a data set stores, if not all of the builder's
-    (a toy data set of model inputs only).
+    Each optional modality's fixed-shape fields get a leading axis of
+    length 1, or are empty arrays of length 0 when absent (its
+    variable-length fields too): nothing is stored for an absent modality,
+    no fill value that could pass for data. `stored`: the fields a data set
+    stores, if not all of the builder's (a toy data set of model inputs only).
     """
     check_optional(optional)
     out = dict(example)
     for m in optional:
-        fields = [f for f in OPTIONAL_FIELDS[m] if stored is None or f in stored]
-        have = [f in example for f in fields]
+        fields = [
+            f
+            for f in modalities.entry(m).stored
+            if not f.ragged and (stored is None or f.name in stored)
+        ]
+        have = [f.name in example for f in fields]
         if any(have) and not all(have):
-            lacking = [f for f, h in zip(fields, have, strict=True) if not h]
+            lacking = [f.name for f, h in zip(fields, have, strict=True) if not h]
             raise ValueError(f"{m} is half present: no {', '.join(lacking)}")
         for f in fields:
-            dtype = ITEM_DTYPES[f]
+            dtype = np.dtype(f.dtype)
             if all(have):
-                value = np.asarray(example[f], dtype)
-                if value.shape != ITEM_SHAPES[f]:
-                    raise ValueError(
-                        f"{f} has shape {value.shape}, not {ITEM_SHAPES[f]}"
-                    )
-                out[f] = value[None]
+                value = np.asarray(example[f.name], dtype)
+                if value.shape != f.shape:
+                    raise ValueError(f"{f.name} has shape {value.shape}, not {f.shape}")
+                out[f.name] = value[None]
             else:
-                out[f] = np.zeros((0, *ITEM_SHAPES[f]), dtype)
-        if m == "photometry" and not all(have):
-            out["photometry"] = np.zeros((0, 3), np.float32)
+                out[f.name] = np.zeros((0, *f.shape), dtype)
+        if not all(have):
+            for f in modalities.entry(m).stored:
+                if f.ragged and (stored is None or f.name in stored):
+                    out[f.name] = np.zeros((0, *f.shape[1:]), np.dtype(f.dtype))
     return out
 
 
