@@ -1,11 +1,14 @@
 """A fourth modality is one registry entry plus one encoder module.
 
-A toy 'colour' modality (four catalogue colours taken from the stored
-metadata vector, embedded by a one-layer MLP) goes through the input
-pipeline, CLIP pre-training with `training.run`, the embeddings export,
-`load_model` + `embed` and the planner's compiled train step, with no
-other change to the package.
+A toy 'colour' modality (four colours per star, stored as their own feature,
+read from four columns of a user's catalogue, embedded by a one-layer MLP)
+goes through the input pipeline, CLIP pre-training with `training.run`, the
+embeddings export, `load_model` + `embed`, the planner's compiled train
+step, a TFDS build of a user's catalogue (the `catalog` config) and
+`predict` on a catalogue, with no other change to the package.
 """
+
+import os
 
 import jax
 import numpy as np
@@ -13,14 +16,22 @@ import pytest
 from flax import nnx
 from jax.sharding import Mesh
 
-from astrom3_jax import api, export_embeddings, training
+from astrom3_jax import api, export_embeddings, predict_lib, training
 from astrom3_jax.analysis import store
-from astrom3_jax.data import modalities, pipeline
+from astrom3_jax.data import datasets, modalities, pipeline
 from astrom3_jax.training import sharding
 from astrom3_jax.training.planner import programs
+from tests.helpers.paths import DUMMY
+from tests.helpers.release import (
+    catalog_row,
+    dummy_release_rows,
+    extract_dats,
+    write_catalog,
+)
 from tests.helpers.training import fake_sources, tiny_config
 
 N_COLOURS = 4
+COLOUR_COLUMNS = tuple(f"colour_{i}" for i in range(N_COLOURS))
 
 
 class ColourMLP(nnx.Module):
@@ -41,16 +52,29 @@ class ColourMLP(nnx.Module):
 
 def colours(cols, ctx):
     del ctx
-    return {"colour": np.asarray(cols["metadata"], np.float32)[:, :N_COLOURS]}
+    return {"colour": np.asarray(cols["colour"], np.float32)}
+
+
+def colours_of_row(values):
+    """A catalogue row's colours: all four, or none (the star lacks them)."""
+    given = np.array([values[c] for c in COLOUR_COLUMNS], np.float64)
+    if np.isnan(given).all():
+        return None
+    if np.isnan(given).any():
+        raise ValueError(f"give all of {', '.join(COLOUR_COLUMNS)} or none")
+    return {"colour": given.astype(np.float32)}
 
 
 COLOUR = modalities.Modality(
     "colour",
-    fields=("metadata",),
+    fields=("colour",),
     batch_keys=("colour",),
     transform=colours,
     encoder=ColourMLP,
     architecture=("input_dim", "hidden_dim"),
+    stored=(modalities.StoredField("colour", (N_COLOURS,)),),
+    catalog_columns=COLOUR_COLUMNS,
+    from_catalog=colours_of_row,
 )
 NAMES = ("photometry", "metadata", "colour")
 
@@ -61,17 +85,25 @@ def colour_registered():
         yield
 
 
-def colour_config():
-    c = tiny_config(num_epochs=1, max_steps_per_epoch=2)
+def colour_config(**kw):
+    c = tiny_config(num_epochs=1, max_steps_per_epoch=2, **kw)
     c.model.modalities = NAMES
     c.model.colour = {"input_dim": N_COLOURS, "hidden_dim": 8}
     return c
 
 
+def with_colours(sources):
+    """Fake examples with a stored `colour`: their first metadata values."""
+    return {
+        split: [{**e, "colour": e["metadata"][:N_COLOURS]} for e in examples]
+        for split, examples in sources.items()
+    }
+
+
 @pytest.mark.usefixtures("colour_registered")
 def test_a_fourth_modality_from_pipeline_to_plan(tmp_path):
-    c, sources = colour_config(), fake_sources()
-    want = np.stack([e["metadata"][:N_COLOURS] for e in sources["validation"]])
+    c, sources = colour_config(), with_colours(fake_sources())
+    want = np.stack([e["colour"] for e in sources["validation"]])
 
     # Input pipeline: the registry entry's transform fills its batch key.
     batches = list(
@@ -108,3 +140,57 @@ def test_a_fourth_modality_from_pipeline_to_plan(tmp_path):
     step, args = programs.step_programs(c, mesh, {"train": 16})["train"]
     compiled = step.lower(*args).compile()
     assert compiled.memory_analysis() is not None
+
+
+def colour_catalogue(root, blank=()):
+    """dummy_data's objects as a user's catalogue with four colour columns
+    (row i's colours: i + 0.25 * k); the rows `blank` leave them blank."""
+    curves, tables = root / "curves", root / "tables"
+    extract_dats(curves)
+    tables.mkdir(exist_ok=True)
+    spectra = os.path.abspath(os.path.join(DUMMY, "spectra"))
+    rows, want = [], {}
+    for i, (split, r) in enumerate(dummy_release_rows()):
+        row = catalog_row(split, r, curves, spectra, cat_dir=tables)
+        values = [i + 0.25 * k for k in range(N_COLOURS)]
+        row.update(dict(zip(COLOUR_COLUMNS, map(repr, values), strict=True)))
+        if i in blank:
+            row.update(dict.fromkeys(COLOUR_COLUMNS, ""))
+        else:
+            want[row["id"]] = np.asarray(values, np.float32)
+        rows.append(row)
+    return write_catalog(tables / "catalog.csv", rows), want
+
+
+@pytest.mark.usefixtures("colour_registered")
+def test_a_fourth_modality_from_catalogue_build_to_predictions(tmp_path):
+    # Build: the catalog config stores the colours its reader took from the table.
+    table, want = colour_catalogue(tmp_path / "build")
+    data_dir = str(tmp_path / "tfds")
+    built = datasets.prepare("catalog", data_dir, os.path.dirname(table), num_workers=0)
+    assert built.info.features["colour"].shape == (N_COLOURS,)
+    for split in ("train", "validation", "test"):
+        source = built.as_data_source(split)
+        for i in range(len(source)):
+            ex = source[i]
+            np.testing.assert_array_equal(ex["colour"], want[ex["id"].decode()])
+
+    # Pre-training on the build (the run records its statistics for predict).
+    wd = str(tmp_path / "clip")
+    training.run(colour_config(dataset="catalog", data_dir=data_dir), wd)
+
+    # Predict: a catalogue whose row 3 has no colours; its colour embedding
+    # is absent, the others are the model's.
+    table, want = colour_catalogue(tmp_path / "predict", blank=(3,))
+    got = predict_lib.predict(
+        wd, table, str(tmp_path / "out"), num_workers=0, progress=False
+    )
+    has = got.present["colour"]
+    assert not has[3] and has.sum() == len(has) - 1
+    assert "colour" not in got.rows[3]["modalities_used"]
+    assert "colour" in got.rows[0]["modalities_used"]
+    model, _ = api.load_model(wd)
+    direct = np.asarray(model.embed(colour=np.stack(list(want.values())))["colour"])
+    direct = direct / np.linalg.norm(direct, axis=1, keepdims=True)
+    np.testing.assert_allclose(got.embeddings["colour"][has], direct, atol=1e-5)
+    assert np.isnan(got.embeddings["colour"][3]).all()
