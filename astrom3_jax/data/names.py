@@ -14,6 +14,12 @@ from astrom3_jax import errors
 from astrom3_jax.data import schema
 
 SYNTHETIC_PRESETS = ("small", "full", "sky", "bigsky")
+# Bump whenever the synthetic generator's output changes for a given seed: its
+# releases are cached under this version, and synthetic builds carry it as
+# their TFDS version (1.<this>.0), so neither is silently reused. History:
+# 2 = the instrument (cameras, V and g eras, limits, noise from real files)
+# and distinct EW and RRc shapes.
+SYNTHETIC_GENERATOR_VERSION = "2"
 # Presets with incomplete objects -> the modalities an object may lack. The
 # other presets and the real release have every modality for every object.
 OPTIONAL_MODALITIES = {

@@ -89,6 +89,12 @@ def all_configs():
                 description=about,
                 optional_modalities=n.optional_modalities,
                 derived_photometry=n.derived_photometry,
+                # A synthetic build made by another generator is another version.
+                version=(
+                    None
+                    if n.synthetic is None
+                    else f"1.{names.SYNTHETIC_GENERATOR_VERSION}.0"
+                ),
             )
         )
     return out

@@ -5,11 +5,10 @@ writes a raw release in exactly the Hugging Face Hub layout, plus ground truth
 and unseen classes (docs/synthetic/README.md).
 """
 
+from astrom3_jax.data.names import SYNTHETIC_GENERATOR_VERSION
 from astrom3_jax.data.synthetic.classes import CLASSES, UNSEEN_CLASSES
 from astrom3_jax.data.synthetic.release import generate_release
 
-# Bump whenever the generator's output changes for a given seed, so that a
-# release cached by the TFDS builder under an older version is regenerated.
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = SYNTHETIC_GENERATOR_VERSION  # names.py says when it changes
 
 __all__ = ["CLASSES", "GENERATOR_VERSION", "UNSEEN_CLASSES", "generate_release"]

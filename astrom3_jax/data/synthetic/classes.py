@@ -56,6 +56,13 @@ def bp_rp_of(teff):
     return np.interp(teff, _TEFF, _BPRP)
 
 
+def g_minus_v_of(teff):
+    """Intrinsic Sloan g - V from Teff: g - r from BP-RP, then g - V = 0.59 (g - r)
+    + 0.01 (Jester et al. 2005), g - r capped at 1.6 for the coolest giants."""
+    g_r = np.clip(0.9 * bp_rp_of(teff) - 0.3, -0.4, 1.6)
+    return 0.59 * g_r + 0.01
+
+
 def j_k_of(teff, giant):
     """Intrinsic 2MASS J-K from Teff, giant or dwarf scale."""
     return np.where(
@@ -143,7 +150,7 @@ def _ew(rng, n, out, idx):
          amp_v=np.clip(rng.lognormal(np.log(0.35), 0.5, n), 0.06, 0.8),
          vsini=rng.uniform(80, 200, n), population="old",  # W UMa: old disc
          shape_a=rng.uniform(0.0, 0.1, n),    # depth difference of the minima
-         shape_b=rng.uniform(0.75, 1.3, n),   # minimum sharpness exponent
+         shape_b=rng.uniform(1.25, 1.9, n),   # minimum sharpness (> 1: narrow minima)
          shape_c=rng.normal(0, 0.02, n))  # fmt: skip
 
 
@@ -202,7 +209,7 @@ def _rrc(rng, n, out, idx):
          teff=rng.normal(7400, 200, n), logg=rng.normal(2.9, 0.2, n), feh=feh,
          m_v=0.23 * feh + 0.88 + rng.normal(0, 0.12, n), giant=True,
          population="halo", vsini=rng.uniform(5, 15, n),
-         shape_a=rng.uniform(0.35, 0.48, n))  # fmt: skip
+         shape_a=rng.uniform(0.28, 0.42, n))  # rise fraction  # fmt: skip
 
 
 def _hads(rng, n, out, idx):

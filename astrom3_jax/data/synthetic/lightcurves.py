@@ -1,22 +1,26 @@
-"""ASAS-SN-like V-band light curves: cadence, class templates, noise, statistics.
+"""ASAS-SN light curves: class templates, the measurement, catalogue statistics.
 
-Cadence: 2013-2018 V-band era (HJD 2456300-2458450), one epoch per observed
-night at a similar sidereal time (hence 1/day aliases), a 2-5 month seasonal
-gap per year, random weather gaps. Noise: sigma_V = sqrt(0.015^2 +
-(0.10 * 10^(0.4 (V - 16.5)))^2), extra scatter below V ~ 10.5 (saturation),
-rare outliers; flux in mJy with V = 16.4 - 2.5 log10(F / mJy).
+`observe_star` puts a class template through `instrument` (cameras, the V
+and g eras, limits, noise), then saturation, outliers and blends; the
+release keeps the database's V light curve. `sample_times` is a plain
+nightly cadence for tests and benchmarks. Flux is in mJy,
+V = 16.4 - 2.5 log10(F / mJy).
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
+from astrom3_jax.data.synthetic import instrument
+
 HJD_START, HJD_END = 2456300.0, 2458450.0
-ZERO_POINT = 16.4
+ZERO_POINT = instrument.ZERO_POINT
 
 
 def sample_times(rng: np.random.Generator, n_target: int) -> np.ndarray:
-    """Observation times for one star (sorted HJD)."""
+    """About n_target nightly epochs with seasonal gaps (sorted HJD)."""
     baseline = rng.uniform(900, HJD_END - HJD_START)
     start = HJD_START + rng.uniform(0, HJD_END - HJD_START - baseline)
     nights = np.arange(np.floor(start), np.floor(start + baseline))
@@ -87,7 +91,7 @@ def template(
         ecl = _eclipse(_wrap(phi), b) + a * _eclipse(_wrap(phi - 0.5 - c), b * 1.1)
         dm = ecl + 0.02 * 0.5 * (1 - np.cos(4 * np.pi * phi))
     elif cls in ("RRAB", "HADS", "CEP", "RRC", "RRD"):
-        harm = {"RRAB": 8, "HADS": 4, "CEP": 6, "RRC": 3, "RRD": 2}[cls]
+        harm = {"RRAB": 8, "HADS": 4, "CEP": 6, "RRC": 4, "RRD": 2}[cls]
         dm = _pulsation_shape(phi, a, harm)
         if cls == "RRAB":
             bump = 0.06 * np.exp(-0.5 * (((phi % 1) - 0.8) / 0.04) ** 2)
@@ -135,41 +139,105 @@ def template(
     return amp * dm / max(span, 1e-6)
 
 
-def noise_sigma(v: np.ndarray) -> np.ndarray:
-    """ASAS-SN V error model (mag)."""
-    return np.sqrt(0.015**2 + (0.10 * 10 ** (0.4 * (v - 16.5))) ** 2)
+# Pulsators vary more in g than in V; binaries and spots about equally.
+G_AMPLITUDE = {"RRAB": 1.25, "RRC": 1.25, "RRD": 1.25, "HADS": 1.25, "DSCT": 1.25,
+               "CEP": 1.25, "M": 1.2}  # fmt: skip
+BAD_IMAGE_RATE = 0.03  # Sky Patrol rows with every value 99.990 [real: 112 of 3585]
+OUTLIER_RATE = 0.005
+SENTINEL = 99.99
+
+
+@dataclasses.dataclass(frozen=True)
+class Observed:
+    """Every epoch of one star as ASAS-SN measured it (both bands, all cameras).
+
+    `flux` is on each camera's own zero point (Sky Patrol's view);
+    `database_flux` after the variable-star database's per-camera
+    calibration. `detected` is False for non-detections (fainter than the
+    epoch's limit; their forced flux is kept), `bad` marks failed images.
+    """
+
+    history: instrument.History
+    flux: np.ndarray
+    database_flux: np.ndarray
+    flux_err: np.ndarray
+    detected: np.ndarray
+    bad: np.ndarray
+    rms_v: float
+
+    def magnitudes(self, flux: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(mag, mag_err) of detections; SENTINEL for non-detections."""
+        good = self.detected & (flux > 0)
+        safe = np.where(good, flux, 1.0)
+        mag = np.where(good, ZERO_POINT - 2.5 * np.log10(safe), SENTINEL)
+        err = np.minimum(1.0857 * self.flux_err / safe, SENTINEL)
+        err = np.where(good, err, SENTINEL)
+        return mag, err
+
+    def release_curve(self):
+        """The V-band database light curve: (hjd, mag, mag_err, flux, flux_err)."""
+        keep = (self.history.band == "V") & ~self.bad
+        mag, err = self.magnitudes(self.database_flux)
+        return (
+            self.history.t[keep],
+            mag[keep],
+            err[keep],
+            self.database_flux[keep],
+            self.flux_err[keep],
+        )
+
+
+def observe_star(cls: str, star: dict, rng: np.random.Generator) -> Observed:
+    """A star's whole ASAS-SN record: V era and g era, cameras, limits, noise."""
+    history = instrument.observe(rng, star["ra"], star["dec"])
+    t, n = history.t, len(history.t)
+    g = history.band == "g"
+    dm = template(cls, t, star, rng)
+    dm = np.where(g, dm * G_AMPLITUDE.get(cls, 1.05), dm)
+    colour = np.where(g, star["g_minus_v"], 0.0)
+    # Blending: a neighbour inside the 16" aperture adds constant flux and
+    # dilutes the amplitude (more likely in crowded low-latitude fields).
+    blend = star["blend"] * 10 ** (-0.4 * (star["v_mean"] + colour - ZERO_POINT))
+    flux_true = 10 ** (-0.4 * (star["v_mean"] + dm + colour - ZERO_POINT)) + blend
+    m_true = ZERO_POINT - 2.5 * np.log10(flux_true)
+    rms_v = float(np.std(m_true[~g])) if (~g).any() else 0.0
+    sig = instrument.sigma(m_true, history.limit) * rng.lognormal(0, 0.15, n)
+    flux_err = 0.921 * sig * flux_true
+    noise = rng.normal(0, 1, n) * flux_err
+    database_zp = history.zero_point * (
+        instrument.DATABASE_ZP_SD / instrument.CAMERA_ZP_SD
+    )
+    outlier = rng.random(n) < OUTLIER_RATE
+    jump = np.where(outlier, 10 ** (-0.4 * rng.normal(0.3, 0.4, n)), 1.0)
+    # Saturation: brighter than V ~ 9.8 the response flattens (clipped maxima,
+    # extra scatter) but does not become constant.
+    sat = 10 ** (-0.4 * (instrument.SATURATION_V - ZERO_POINT))
+    scatter = rng.lognormal(0, 0.02, n)
+
+    def measured(zp):
+        flux = (flux_true + noise) * 10 ** (-0.4 * zp) * jump
+        soft = sat * np.clip(flux / sat, 1, None) ** 0.3 * scatter
+        return np.where(flux > sat, soft, flux)
+
+    flux = measured(history.zero_point)
+    database_flux = measured(database_zp)
+    limit_flux = 10 ** (-0.4 * (history.limit - ZERO_POINT))
+    return Observed(
+        history=history,
+        flux=flux,
+        database_flux=database_flux,
+        flux_err=flux_err,
+        detected=flux >= limit_flux,
+        bad=rng.random(n) < BAD_IMAGE_RATE,
+        rms_v=rms_v,
+    )
 
 
 def simulate(cls: str, star: dict, rng: np.random.Generator):
-    """One light curve: (hjd, mag, mag_err, flux, flux_err) and the noise-free rms."""
-    n_target = int(np.clip(rng.lognormal(np.log(260), 0.45), 90, 900))
-    t = sample_times(rng, n_target)
-    v_true = star["v_mean"] + template(cls, t, star, rng)
-    sig = noise_sigma(v_true) * rng.lognormal(0, 0.15, len(t))
-    sig = sig + np.where(v_true < 10.5, 0.04 * (10.5 - v_true) + 0.02, 0.0)
-    # Blending: a neighbour inside the 16" aperture adds constant flux and
-    # dilutes the amplitude (more likely in crowded low-latitude fields).
-    blend = star["blend"] * 10 ** (-0.4 * (star["v_mean"] - ZERO_POINT))
-    flux_true = 10 ** (-0.4 * (v_true - ZERO_POINT)) + blend
-    v_true = ZERO_POINT - 2.5 * np.log10(flux_true)
-    flux_err = 0.921 * sig * flux_true + 0.02  # detection floor (mJy)
-    flux = flux_true + rng.normal(0, 1, len(t)) * flux_err
-    # Camera-to-camera zero points (the star falls on 1-3 cameras): a
-    # systematic scatter the error bars do not include.
-    cams = rng.normal(0, 0.025, 3)[rng.integers(0, rng.integers(1, 4), len(t))]
-    flux = flux * 10 ** (-0.4 * cams)
-    outlier = rng.random(len(t)) < 0.005
-    flux = np.where(outlier, flux * 10 ** (-0.4 * rng.normal(0.3, 0.4, len(t))), flux)
-    # Saturation: brighter than V ~ 9.8 the response flattens (clipped maxima,
-    # extra scatter) but does not become constant.
-    sat = 10 ** (-0.4 * (9.8 - ZERO_POINT))
-    soft = sat * np.clip(flux / sat, 1, None) ** 0.3
-    flux = np.where(flux > sat, soft * rng.lognormal(0, 0.02, len(t)), flux)
-    good = flux > 0
-    mag = np.where(good, ZERO_POINT - 2.5 * np.log10(np.where(good, flux, 1.0)), 99.99)
-    mag_err = np.where(good, 1.0857 * flux_err / np.where(good, flux, 1.0), 99.99)
-    mag_err = np.minimum(mag_err, 99.99)
-    return (t, mag, mag_err, flux, flux_err), float(np.std(v_true))
+    """The release's V light curve (hjd, mag, mag_err, flux, flux_err) and the
+    noise-free V rms."""
+    observed = observe_star(cls, star, rng)
+    return observed.release_curve(), observed.rms_v
 
 
 def format_dat(name: str, t, mag, mag_err, flux, flux_err) -> bytes:
@@ -194,9 +262,14 @@ def lafler_kinman(t, y, period) -> float:
 
 
 def summarise(t, mag, flux, period) -> dict:
-    """Catalogue photo quantities measured from the light curve itself."""
+    """Catalogue photo quantities measured from the light curve itself: from
+    the detections, or from every positive flux when fewer than 20 were
+    detected (a star near the limit)."""
     good = mag < 50
     m = mag[good]
+    if good.sum() < 20:
+        good = flux > 0
+        m = ZERO_POINT - 2.5 * np.log10(flux[good])
     return {
         "mean_vmag": float(np.mean(m)),
         "amplitude": float(np.percentile(m, 98) - np.percentile(m, 2)),

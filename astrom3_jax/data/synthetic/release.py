@@ -210,6 +210,12 @@ def _star_dict(cat, i):
     star = {k: float(phys[k][i]) for k in keys}
     star["v_mean"] = float(cat["pos"]["v_mean"][i])
     star["blend"] = float(cat["blend"][i])
+    star["ra"] = float(cat["pos"]["ra"][i])
+    star["dec"] = float(cat["pos"]["dec"][i])
+    # A_g / A_V ~ 1.2: reddening adds 0.2 A_V to g - V.
+    star["g_minus_v"] = float(
+        classes.g_minus_v_of(phys["teff"][i]) + 0.2 * cat["pos"]["a_v"][i]
+    )
     return star
 
 
