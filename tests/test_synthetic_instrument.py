@@ -1,10 +1,11 @@
 """The synthetic survey's instrument: cameras, the V and g eras, limits, noise,
-cadence by position and class shapes."""
+cadence by position, class shapes, and the Sky Patrol view of a star."""
 
 import numpy as np
 import pytest
 
-from astrom3_jax.data.synthetic import instrument, lightcurves
+from astrom3_jax.data.lightcurve_files import read_light_curve
+from astrom3_jax.data.synthetic import instrument, lightcurves, skypatrol
 
 V_CAMERAS = {c for site in instrument.SITES.values() for c in site[1]}
 G_CAMERAS = {c for site in instrument.SITES.values() for c in site[2]}
@@ -152,3 +153,20 @@ def test_ew_and_rrc_shapes_differ_at_the_catalogue_period():
     curve = dm_rrc[order]
     rise = (phase[order][np.argmin(curve)] - phase[order][np.argmax(curve)]) % 1
     assert rise < 0.45
+
+
+def test_skypatrol_file_reads_back_as_the_v_detections(tmp_path):
+    ob = observed(v_mean=16.0, amp_v=0.6, seed=2)
+    path = tmp_path / "star_skypatrol.csv"
+    path.write_bytes(skypatrol.skypatrol_v1_csv(ob, np.random.default_rng(0)))
+    lc, record = read_light_curve(path)
+    h = ob.history
+    v = h.band == "V"
+    kept = v & ob.detected & ~ob.bad
+    assert record.layout == "skypatrol_v1" and record.band == "V"
+    assert record.dropped_other_band == (h.band == "g").sum()
+    assert record.dropped_nondetection == (v & ~ob.detected & ~ob.bad).sum() > 0
+    assert record.dropped_sentinel == (v & ob.bad).sum() > 0
+    assert np.allclose(lc[:, 0], np.round(h.t[kept], 5))
+    # Fluxes are Sky Patrol's (each camera on its own zero point), to 3 decimals.
+    assert np.allclose(lc[:, 1], ob.flux[kept], atol=6e-4, rtol=2e-3)
