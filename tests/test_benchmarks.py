@@ -186,7 +186,17 @@ def test_every_script_has_a_case():
     )
 
 
-@pytest.mark.parametrize("script", sorted(CASES))
+# scale_growth.py times three sizes: slow (run by `-m slow`, as CI does).
+SLOW_CASES = ("scale_growth.py",)
+
+
+@pytest.mark.parametrize(
+    "script",
+    [
+        pytest.param(s, marks=pytest.mark.slow) if s in SLOW_CASES else s
+        for s in sorted(CASES)
+    ],
+)
 def test_benchmark_runs_at_a_tiny_size(script, tmp_path, request):
     python = None
     if script in NEEDS_TORCH:

@@ -621,6 +621,8 @@ def test_catalog_name():
     assert "--manual_dir DIR" in datasets.missing_data_message("catalog", "/d")
 
 
+# Slow (about a minute on 2 cores): run by `-m slow`, as CI does.
+@pytest.mark.slow
 def test_light_curve_only_catalog_builds_with_stats_of_measured_values(
     layout, tmp_path, monkeypatch
 ):

@@ -304,6 +304,8 @@ def test_fused_classifier_scored_with_spectra_withheld(tmp_path):
     assert held["accuracy"] == pytest.approx(want)
 
 
+# Slow (about a minute on 2 cores): run by `-m slow`, as CI does.
+@pytest.mark.slow
 def test_modality_dropout_reaches_the_training_loss(tmp_path, monkeypatch):
     """--config.modality_dropout changes what a fused classifier learns."""
     seen = []

@@ -100,6 +100,8 @@ def with_colours(sources):
     }
 
 
+# Slow (about a minute on 2 cores): run by `-m slow`, as CI does.
+@pytest.mark.slow
 @pytest.mark.usefixtures("colour_registered")
 def test_a_fourth_modality_from_pipeline_to_plan(tmp_path):
     c, sources = colour_config(), with_colours(fake_sources())

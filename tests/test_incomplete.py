@@ -3,6 +3,7 @@
 import os
 
 import numpy as np
+import pytest
 
 from astrom3_jax import export_embeddings, training
 from astrom3_jax.analysis import store
@@ -31,6 +32,8 @@ def sources():
     }
 
 
+# Slow (about a minute on 2 cores): run by `-m slow`, as CI does.
+@pytest.mark.slow
 def test_pre_training_with_holes_is_finite_and_resumes_exactly(tmp_path):
     whole = str(tmp_path / "whole")
     training.run(tiny_config(num_epochs=2), whole, sources=sources())
