@@ -113,3 +113,46 @@ def test_minimum_number_of_points_is_enough():
     )
     out = derive(t, np.sin(t / 3.0) + 12, np.full(len(t), 0.05))
     assert np.isfinite(out["period"]) and out["period"] > 0
+
+
+def harmonic_amplitudes(t, y, period, k=2):
+    """Least-squares amplitudes and phases of y = sum A_j cos(j theta + phi_j)."""
+    theta = 2 * np.pi * t / period
+    cols = [np.ones_like(t)]
+    for j in range(1, k + 1):
+        cols += [np.cos(j * theta), np.sin(j * theta)]
+    beta = np.linalg.lstsq(np.stack(cols, 1), y, rcond=None)[0]
+    cos, sin = beta[1::2], beta[2::2]
+    return np.hypot(cos, sin), np.arctan2(-sin, cos)
+
+
+def test_bright_delta_scuti_sinusoid_is_not_doubled_as_a_contact_binary():
+    rng = np.random.default_rng(7)
+    t = asassn_times(7)
+    period, noise = 0.1437, 0.02  # in the 0.11-0.25 d overlap with EW halves
+    mag = 13.0 + 0.08 * np.sin(2 * np.pi * t / period) + rng.normal(0, noise, len(t))
+    err = np.full(len(t), noise)
+    # Independently: Lomb-Scargle's peak is the period and the fold has no
+    # second harmonic that would make the faint side sharp (an EW's would).
+    freq = np.linspace(1, 12, 400_000)
+    top = freq[np.argmax(LombScargle(t, mag, err).power(freq))]
+    assert 1 / top == pytest.approx(period, rel=1e-3)
+    amp, phase = harmonic_amplitudes(t, mag, period)
+    sd = noise * np.sqrt(2 / len(t))
+    assert amp[1] * np.cos(phase[1] - 2 * phase[0]) < sd * min(0.04 * amp[0] / sd, 1)
+    assert derive(t, mag, err)["period"] == pytest.approx(period, rel=1e-3)
+
+
+def test_contact_binary_minima_are_sharper_than_its_maxima():
+    """The shape the doubling rule needs, measured by a plain least-squares fit."""
+    rng = np.random.default_rng(5)
+    t = asassn_times(5)
+    orbital = 0.3712
+    mag = 13.0 + 0.4 * (0.5 * (1 - np.cos(4 * np.pi * t / orbital))) ** 1.3
+    mag += rng.normal(0, 0.02, len(t))
+    amp, phase = harmonic_amplitudes(t, mag, orbital / 2)
+    sd = 0.02 * np.sqrt(2 / len(t))
+    assert amp[1] * np.cos(phase[1] - 2 * phase[0]) / sd > 1.0
+    assert derive(t, mag, np.full(len(t), 0.02))["period"] == pytest.approx(
+        orbital, rel=1e-3
+    )
