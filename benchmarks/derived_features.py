@@ -70,8 +70,12 @@ def main(argv=None):
         parser.error(f"unknown classes {sorted(unknown)}; known: {classes.CLASSES}")
     rows: dict[str, list] = {c: [] for c in names}
     wall = cpu = 0.0
+    too_few: dict[str, int] = {}  # generator 2: faint stars, few detections
     start = time.perf_counter()
     for s in synthetic_stars(args.per_class, args.seed, names):
+        if len(s["t"]) < lightcurve_features.MIN_POINTS:  # derive refuses
+            too_few[s["cls"]] = too_few.get(s["cls"], 0) + 1
+            continue
         w0, c0 = time.perf_counter(), time.process_time()
         d = lightcurve_features.derive(s["t"], s["mag"], s["err"])
         wall += time.perf_counter() - w0
@@ -89,7 +93,8 @@ def main(argv=None):
         ))  # fmt: skip
     n_stars = sum(len(v) for v in rows.values())
     took = time.perf_counter() - start
-    print(f"{n_stars} synthetic stars (seed {args.seed}) in {took:.0f} s")
+    few = f"< {lightcurve_features.MIN_POINTS} detections: {too_few or 'none'}"
+    print(f"{n_stars} synthetic stars (seed {args.seed}) in {took:.0f} s; {few}")
     head = ("class", "n", "true", "cat", "LS true", "LS cat", "half", "double",
             "other", "|dAmp|", "|dLKSL|", "power")  # fmt: skip
     print(("{:6}{:>5}" + "{:>9}" * 10).format(*head))
