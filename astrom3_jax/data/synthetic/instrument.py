@@ -18,7 +18,6 @@ import numpy as np
 V_START = 2455950.0
 SWITCH_RANGE = (2458000.0, 2458455.0)
 G_END = 2459340.0
-HJD_END_RELEASE = SWITCH_RANGE[1]
 
 # Observatory latitude (deg), V cameras, g cameras, clear-night fraction.
 SITES = {
