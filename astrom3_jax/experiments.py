@@ -3,6 +3,8 @@ r"""The paper's experiment grid: does CLIP pre-training help classification?
   python -m astrom3_jax.experiments --root runs/grid_cpu --preset cpu \
       --seeds 42,0,66 [--modes photo,spectra,meta,all] \
       [--subsets full,sub50,sub25,sub10] [--dry_run]
+  python -m astrom3_jax.experiments --root runs/grid_full --preset cpu \
+      --survey full --subsets sub25,sub10     # at the real release's size
   python -m astrom3_jax.experiments --root runs/grid_paper --preset paper \
       --seeds 42,0,66,12,123 [--pretrained published]
 
@@ -38,8 +40,16 @@ ARM_LABELS = {
     "complete": "complete only",
     "incomplete": "+ incomplete",
 }
-# The synthetic release each arm of the incomplete comparison reads.
-ARM_RELEASE = {"complete": "synthetic_small", "incomplete": "synthetic_sky"}
+# The synthetic release each arm reads, per survey size (`--survey`): the
+# complete objects (scratch, clip and complete arms), or the same objects plus
+# twice as many that lack a modality (the incomplete arm).
+SURVEY_RELEASES = {
+    "small": {"complete": "synthetic_small", "incomplete": "synthetic_sky"},
+    "full": {"complete": "synthetic_full", "incomplete": "synthetic_bigsky"},
+}
+# How much longer a run takes on each survey than on `small`, for estimates
+# made before anything has been measured (the full survey has 10x the stars).
+SURVEY_TIME_SCALE = {"small": 1.0, "full": 10.0}
 MODE_NAMES = {
     "photo": "photometry",
     "spectra": "spectra",
@@ -73,24 +83,33 @@ class FinetuneRun:
         return f"{self.mode}_{self.subset}_{self.arm}_seed{self.seed}"
 
 
-def dataset_name(preset: str, subset: str, seed: int, arm: str = "clip") -> str:
+def dataset_name(
+    preset: str, subset: str, seed: int, arm: str = "clip", survey: str = "small"
+) -> str:
     """The data set of one run: `<subset>_<seed>` of the real release for the
-    paper preset, else the synthetic survey (`synthetic_small_<subset>_<seed>`).
+    paper preset, else the synthetic survey of that size
+    (`synthetic_small_<subset>_<seed>`, or `synthetic_full_...` at the real
+    release's size).
 
     With `--compare incomplete` both arms are pre-trained: `complete` on the
     complete objects only (synthetic_small) and `incomplete` on the same
     objects plus twice as many that lack a spectrum or catalogue values
-    (synthetic_sky, whose labelled splits are synthetic_small's), so each is
-    fine-tuned and tested on the same labelled objects.
+    (synthetic_sky, whose labelled splits are synthetic_small's; with
+    survey='full', synthetic_full and synthetic_bigsky), so each is fine-tuned
+    and tested on the same labelled objects.
     """
     if preset == "paper":
         return f"{subset}_{seed}"
-    return f"{ARM_RELEASE.get(arm, 'synthetic_small')}_{subset}_{seed}"
+    releases = SURVEY_RELEASES[survey]
+    release = releases["incomplete" if arm == "incomplete" else "complete"]
+    return f"{release}_{subset}_{seed}"
 
 
-def pretrain_config(preset: str, seed: int, arm: str = "clip", epochs: int = 0):
+def pretrain_config(
+    preset: str, seed: int, arm: str = "clip", epochs: int = 0, survey: str = "small"
+):
     c = pretrain.get_config(preset)
-    c.dataset = dataset_name(preset, "full", seed, arm)
+    c.dataset = dataset_name(preset, "full", seed, arm, survey)
     c.seed = seed
     c.progress_bar = False
     if epochs:
@@ -105,12 +124,13 @@ def finetune_config(
     data_dir: str,
     modality_dropout: float = 0.0,
     withhold: tuple[str, ...] = (),
+    survey: str = "small",
 ):
     """The run's fine-tuning config; a fused (`all`) run with `withhold` is
     also scored on the test split with those modalities withheld."""
     arg = f"{run.mode},{run.subset}" + (",clip" if run.clip else "") + f",{preset}"
     c = finetune.get_config(arg)
-    c.dataset = dataset_name(preset, run.subset, run.seed, run.arm)
+    c.dataset = dataset_name(preset, run.subset, run.seed, run.arm, survey)
     c.seed = run.seed
     c.data_dir = data_dir
     c.progress_bar = False
@@ -146,8 +166,13 @@ class Grid:
         modality_dropout=0.0,
         withhold=(),
         pretrain_epochs=0,
+        survey="small",
     ):
-        self.root, self.preset = root, preset
+        if survey not in SURVEY_RELEASES:
+            raise ValueError(
+                f"unknown survey {survey!r}: choose one of {sorted(SURVEY_RELEASES)}"
+            )
+        self.root, self.preset, self.survey = root, preset, survey
         self.seeds, self.modes, self.subsets = seeds, modes, subsets
         self.pretrained, self.data_dir = pretrained, data_dir
         self.compare, self.arms = compare, ARMS[compare]
@@ -202,7 +227,9 @@ class Grid:
 
     def plan(self) -> list[tuple[str, str, str, float]]:
         """(kind, name, status, estimated seconds) of every run, in order."""
-        est = dict(DEFAULT_SECONDS[self.preset], **self._measured())
+        scale = 1.0 if self.preset == "paper" else SURVEY_TIME_SCALE[self.survey]
+        guess = {k: v * scale for k, v in DEFAULT_SECONDS[self.preset].items()}
+        est = dict(guess, **self._measured())
         out = []
         for seed in self.seeds:
             for arm in self.pretrain_arms if self.pretrained == "train" else ():
@@ -239,7 +266,9 @@ class Grid:
                 if self.status(d) != "done":
                     log(f"[grid] pre-training {arm} seed {seed} in {d}")
                     t0 = time.time()
-                    c = pretrain_config(self.preset, seed, arm, self.pretrain_epochs)
+                    c = pretrain_config(
+                        self.preset, seed, arm, self.pretrain_epochs, self.survey
+                    )
                     c.data_dir = self.data_dir
                     training.run(c, d)
                     self._mark_done(d, time.time() - t0)
@@ -256,6 +285,7 @@ class Grid:
                     self.data_dir,
                     self.modality_dropout,
                     self.withhold,
+                    self.survey,
                 )
                 got = training.run(c, d).reports
                 extra = {"accuracy": got["test"]["accuracy"]}
@@ -457,6 +487,7 @@ def main(argv):
         modality_dropout=f.modality_dropout,
         withhold=_list(f.withhold),
         pretrain_epochs=f.pretrain_epochs,
+        survey=f.survey,
     )
     print(grid.describe_plan(), flush=True)
     if f.dry_run:
@@ -495,6 +526,13 @@ def define_flags():
     flags.DEFINE_float("modality_dropout", 0.0, "Fine-tuning modality dropout.")
     flags.DEFINE_string(
         "withhold", "", "Also score fused runs with these modalities withheld."
+    )
+    flags.DEFINE_enum(
+        "survey",
+        "small",
+        list(SURVEY_RELEASES),
+        "Synthetic survey size (cpu and smoke presets): small (about 2,000 "
+        "stars) or full (21,440, the real release's size).",
     )
     flags.DEFINE_integer("pretrain_epochs", 0, "Pre-training epochs (0: the preset's).")
     flags.DEFINE_bool("dry_run", False, "Print the plan and estimated time only.")

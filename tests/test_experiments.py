@@ -152,3 +152,27 @@ def test_summary_names_the_compared_arms():
     assert row["gain"] == pytest.approx(2.5)
     md = experiments.to_markdown([row], arms)
     assert "| mode | subset | complete only | + incomplete | gain |" in md
+
+
+def test_full_survey_grid_reads_the_real_size_releases(tmp_path):
+    g = experiments.Grid(
+        str(tmp_path), "cpu", [0], ("spectra",), ("sub25",), "train", survey="full"
+    )
+    run = g.runs[1]
+    assert run.arm == "clip"
+    c = experiments.finetune_config("cpu", run, g.init_from(0), "", survey="full")
+    assert c.dataset == "synthetic_full_sub25_0"
+    assert experiments.pretrain_config("cpu", 0, survey="full").dataset == (
+        "synthetic_full_full_0"
+    )
+    assert (
+        experiments.dataset_name("cpu", "sub10", 0, "incomplete", "full")
+        == "synthetic_bigsky_sub10_0"
+    )
+    # Nothing measured yet: the estimate is the small survey's, ten times over.
+    small = experiments.Grid(
+        str(tmp_path / "s"), "cpu", [0], ("spectra",), ("sub25",), "train"
+    )
+    assert [t for *_, t in g.plan()] == [10 * t for *_, t in small.plan()]
+    with pytest.raises(ValueError, match="unknown survey 'huge'"):
+        experiments.Grid(str(tmp_path), "cpu", [0], (), (), "train", survey="huge")
