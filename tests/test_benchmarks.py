@@ -186,8 +186,18 @@ def test_every_script_has_a_case():
     )
 
 
-# scale_growth.py times three sizes: slow (run by `-m slow`, as CI does).
-SLOW_CASES = ("scale_growth.py",)
+# Slow (run by `-m slow`, as CI does): scale_growth.py times three sizes,
+# fast_start.py starts four processes, lightcurve_shape.py trains a classifier,
+# and train_step.py, predict.py and inference.py compile several models; each
+# takes 10-30 s even at a tiny size.
+SLOW_CASES = (
+    "scale_growth.py",
+    "fast_start.py",
+    "lightcurve_shape.py",
+    "train_step.py",
+    "predict.py",
+    "inference.py",
+)
 
 
 @pytest.mark.parametrize(

@@ -268,6 +268,9 @@ def test_resume_summary_and_quiet_logs(tmp_path):
         assert json.load(f)["num_epochs"] == 2
 
 
+# Slow (two CLI runs, about 20 s): the fallback itself is tested in
+# test_training_faults; this checks only what the CLI prints about it.
+@pytest.mark.slow
 def test_a_damaged_checkpoint_is_skipped_in_one_warning(tmp_path):
     """Orbax's unfinished reads of the damaged file once printed their own
     tracebacks (and a page of TensorStore spec) after the warning."""
