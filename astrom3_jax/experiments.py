@@ -2,7 +2,7 @@ r"""The paper's experiment grid: does CLIP pre-training help classification?
 
   python -m astrom3_jax.experiments --root runs/grid_cpu --preset cpu \
       --seeds 42,0,66 [--modes photo,spectra,meta,all] \
-      [--subsets full,sub50,sub25,sub10] [--dry_run]
+      [--subsets full,sub50,sub25,sub10] [--dry_run | --results_only]
   python -m astrom3_jax.experiments --root runs/grid_full --preset cpu \
       --survey full --subsets sub25,sub10     # at the real release's size
   python -m astrom3_jax.experiments --root runs/grid_paper --preset paper \
@@ -492,6 +492,12 @@ def main(argv):
     print(grid.describe_plan(), flush=True)
     if f.dry_run:
         return
+    if f.results_only:
+        # Tables of what has finished, e.g. of cells run by separate
+        # invocations into one root; nothing is trained.
+        rows = write_results(grid)
+        print(to_markdown(rows, grid.arms))
+        return
     host_memory.reexec_with_tcmalloc(enabled=True)
     host_memory.warn_if_slow_allocator()
     os.makedirs(f.root, exist_ok=True)
@@ -536,6 +542,11 @@ def define_flags():
     )
     flags.DEFINE_integer("pretrain_epochs", 0, "Pre-training epochs (0: the preset's).")
     flags.DEFINE_bool("dry_run", False, "Print the plan and estimated time only.")
+    flags.DEFINE_bool(
+        "results_only",
+        False,
+        "Write results.{md,json,png} from the runs already finished; run nothing.",
+    )
     flags.mark_flag_as_required("root")
 
 

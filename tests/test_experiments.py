@@ -3,6 +3,8 @@
 import json
 import math
 import os
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -176,3 +178,23 @@ def test_full_survey_grid_reads_the_real_size_releases(tmp_path):
     assert [t for *_, t in g.plan()] == [10 * t for *_, t in small.plan()]
     with pytest.raises(ValueError, match="unknown survey 'huge'"):
         experiments.Grid(str(tmp_path), "cpu", [0], (), (), "train", survey="huge")
+
+
+def test_results_only_tabulates_finished_runs_and_trains_nothing(tmp_path):
+    g = grid(tmp_path, seeds=(42, 0), modes=("meta",), subsets=("sub10",))
+    accuracy = {("scratch", 42): 0.60, ("clip", 42): 0.70, ("scratch", 0): 0.50}
+    for r in g.runs:
+        if (r.arm, r.seed) in accuracy:  # the clip run of seed 0 never ran
+            os.makedirs(g.run_dir(r))
+            with open(os.path.join(g.run_dir(r), "eval.json"), "w") as f:
+                json.dump({"accuracy": accuracy[r.arm, r.seed]}, f)
+    args = ["--root", str(tmp_path), "--seeds", "42,0", "--modes", "meta"]
+    args += ["--subsets", "sub10,sub25", "--results_only"]
+    cmd = [sys.executable, "-m", "astrom3_jax.experiments", *args]
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    assert not os.path.exists(os.path.join(str(tmp_path), "pretrain"))
+    with open(os.path.join(str(tmp_path), "results.json")) as f:
+        (row,) = json.load(f)["rows"]  # sub25 has no finished run: no row
+    assert (row["subset"], row["scratch"]["mean"]) == ("sub10", pytest.approx(55.0))
+    assert row["clip"]["per_seed"] == {"42": pytest.approx(70.0)}
+    assert row["paired_seeds"] == [42]
