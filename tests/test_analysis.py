@@ -506,6 +506,11 @@ def test_report_and_compare(export, tmp_path):
     assert summary["retrieval"]["spectra->metadata"]["recall@1"] <= 1.0
     assert summary["accuracy"]["fused"] == {"prototype": 1.0, "knn": 1.0, "probe": 1.0}
     assert summary["mislabels"]["fused"] == {"precision@k": 1.0, "recall@k": 1.0}
+    knn = mislabels.run(export, tmp_path / "knn", k=1, method="knn")
+    assert summary["mislabels_knn"]["n_planted"] == knn["n_planted"]
+    for name, got in summary["mislabels_knn"].items():
+        if isinstance(got, dict):
+            assert got["precision@k"] == knn["scores"][name]["precision@k"]
     assert summary["unseen_auc"]["fused"].keys() == {"knn", "lof"}
     assert summary["unseen_auc"]["fused"]["knn"] == pytest.approx(1.0)
     assert summary["silhouette"]["fused"]["ROT:dwarf/giant"] > 0.9
