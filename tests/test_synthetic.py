@@ -14,7 +14,13 @@ import pytest
 from astropy.io import fits
 
 from astrom3_jax.data import preprocessing, release_io
-from astrom3_jax.data.synthetic import catalogue, classes, release, release_files
+from astrom3_jax.data.synthetic import (
+    catalogue,
+    classes,
+    release,
+    release_files,
+    spectra,
+)
 
 N_OBJ = 150
 
@@ -254,6 +260,28 @@ def test_physics_sanity(releases):
     )
     assert med("M", "w1_w2") > med("EW", "w1_w2")
     assert med("EW", "lksl_statistic") < med("DSCT", "lksl_statistic")
+
+
+def test_spectrum_flux_follows_observed_v_whatever_the_extinction():
+    """Dust dims a spectrum once: v_mean already holds a_v, so at the same
+    observed V the flux near 5500 A must not fall with a_v (generator 2
+    dimmed it twice, by 10**(-0.4 a_v) more, 0.063x at a_v = 3)."""
+    n = 300
+    medians = {}
+    for a_v in (0.0, 3.0):
+        stars = {
+            "teff_spec": np.full(n, 6000.0), "logg": np.full(n, 4.0),
+            "feh": np.zeros(n), "true_class": np.array(["EW"] * n),
+            "rv": np.zeros(n), "a_v": np.full(n, a_v), "vsini": np.full(n, 10.0),
+            "subtype": np.array([""] * n), "phase": np.zeros(n),
+            "v_mean": np.full(n, 13.0), "r_mag": np.full(n, 12.5),
+        }  # fmt: skip
+        flux, _, _ = spectra.synthesize(stars, np.random.default_rng(7))
+        v_band = (spectra.WAVE > 5400) & (spectra.WAVE < 5600)
+        medians[a_v] = float(np.median(flux[:, v_band]))
+    # Same seed, so the per-star scatter (response, lognormal scale) is the
+    # same draw in both groups; only the dust differs.
+    assert medians[3.0] / medians[0.0] == pytest.approx(1.0, rel=0.05)
 
 
 def test_worker_count_does_not_change_output(releases, tmp_path):

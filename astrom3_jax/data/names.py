@@ -18,8 +18,9 @@ SYNTHETIC_PRESETS = ("small", "full", "sky", "bigsky")
 # releases are cached under this version, and synthetic builds carry it as
 # their TFDS version (1.<this>.0), so neither is silently reused. History:
 # 2 = the instrument (cameras, V and g eras, limits, noise from real files)
-# and distinct EW and RRc shapes.
-SYNTHETIC_GENERATOR_VERSION = "2"
+# and distinct EW and RRc shapes; 3 = spectra no longer dimmed twice by
+# extinction (their flux follows the observed V magnitude).
+SYNTHETIC_GENERATOR_VERSION = "3"
 # Presets with incomplete objects -> the modalities an object may lack. The
 # other presets and the real release have every modality for every object.
 OPTIONAL_MODALITIES = {

@@ -148,7 +148,14 @@ def synthesize(stars: dict, rng: np.random.Generator, wave: np.ndarray = WAVE):
     resp = (blue[None, :] * step + (1 - blue[None, :])) * edges[None, :] * poly
     flux = flux * np.clip(resp, 0.02, None)
 
-    scale = 10 ** (-0.4 * (stars["v_mean"] - 14)) * 800 * rng.lognormal(0, 0.4, b)
+    # v_mean is the observed magnitude, extinction included, and the
+    # continuum above is already reddened: the scale undoes a_v so that the
+    # flux near 5500 A follows v_mean instead of counting the dust twice.
+    scale = (
+        10 ** (-0.4 * (stars["v_mean"] - stars["a_v"] - 14))
+        * 800
+        * rng.lognormal(0, 0.4, b)
+    )
     flux *= scale[:, None]
     # S/N: ~100 at r=13 falling with magnitude; Poisson-like per pixel.
     snr_r = np.clip(
