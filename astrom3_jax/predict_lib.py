@@ -199,7 +199,9 @@ class _Scores:
                 self.cal, self.loaded = calibration_files.load(self.workdir), True
             cal = self.cal
             probs = scoring.probabilities(ran.logits, cal.temperature if cal else 1.0)
-            unfamiliar = scoring.out_of_distribution(cal, ran.embeddings, names, probs)
+            unfamiliar = scoring.out_of_distribution(
+                cal, ran.embeddings, names, probs, ran.light_curve_numbers
+            )
             if len(names) > 1:
                 votes = scoring.modality_votes(
                     ran.model, ran.embeddings, ran.present, names

@@ -169,12 +169,16 @@ CASES = {
         lambda tmp, rel: [f"--release={rel}", f"--out={tmp / 'plots'}"],
         "",
     ),
+    "ood_separability.py": (
+        lambda tmp, rel: [f"--release={rel}", "--n_estimators=5"],
+        "supervised forest (ceiling)",
+    ),
     "torch_train_step.py": (
         lambda tmp, rel: ["--batch_sizes", "2", "--steps=1", "--malloc=system"],
         "samples/s",
     ),
 }
-NEEDS_RELEASE = {"synthetic_realism.py", "synthetic_plots.py"}
+NEEDS_RELEASE = {"synthetic_realism.py", "synthetic_plots.py", "ood_separability.py"}
 NEEDS_TORCH = {"torch_train_step.py"}
 
 

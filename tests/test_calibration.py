@@ -6,8 +6,9 @@ import itertools
 import numpy as np
 import pytest
 import scipy.special
+import scipy.stats
 
-from astrom3_jax.training import calibration
+from astrom3_jax.training import calibration, calibration_files
 
 
 def test_temperature_recovers_an_overconfident_model():
@@ -74,6 +75,65 @@ def test_mahalanobis_score_against_a_direct_computation():
     np.testing.assert_allclose(ref.percentile([0.5, 2.0, 2.5, 9.0]), [0, 25, 50, 100])
 
 
+def test_input_density_is_the_nearest_class_gaussian_likelihood():
+    """The light-curve-number score against scipy's Gaussian log-density with
+    the covariance built by hand (own covariance per class, shrunk toward
+    the pooled variances; a class with too few objects uses the pooled)."""
+    rng = np.random.default_rng(3)
+    labels = np.r_[np.zeros(120, int), np.ones(80, int), np.full(3, 2)]
+    x = rng.normal(0, 1, (len(labels), 6))
+    x[:, :3] *= np.array([[0.5], [2.0], [1.0]])[[min(c, 2) for c in labels]]
+    x[:, :3] += 4.0 * np.eye(3)[labels]
+    x[5, 1] = np.nan  # a row without finite numbers is left out of the fit
+    density = calibration.InputDensity.fit(x, labels, num_classes=4)
+    ok = np.isfinite(x[:, :3]).all(1)
+    xs, ys = x[ok, :3], labels[ok]
+    pooled = np.cov(xs.T)
+    s = calibration.SHRINKAGE
+    q = rng.normal(1, 3, (9, 6))
+    best = np.full(len(q), -np.inf)
+    for c in range(3):
+        own = np.cov(xs[ys == c].T) if (ys == c).sum() > 4 else pooled
+        cov = (1 - s) * own + s * np.diag(np.diag(pooled))
+        mean = xs[ys == c].mean(0)
+        logpdf = scipy.stats.multivariate_normal(mean, cov).logpdf(q[:, :3])
+        best = np.maximum(best, logpdf)
+    want = -2 * best - 3 * np.log(2 * np.pi)  # up to scipy's constant
+    np.testing.assert_allclose(density.score(q), want, rtol=1e-9)
+    assert np.isnan(density.means[3]).all()  # no objects: skipped
+    # Under a given class (the predicted one): that class's Gaussian; class
+    # 3 has no objects, so the most likely class stands in.
+    given = [0, 1, 2, 1, 0, 2, 1, 3, 0]
+    mean0 = [xs[ys == c].mean(0) for c in range(3)]
+    want_given = []
+    for j, c in enumerate(given):
+        if c == 3:
+            want_given.append(want[j])
+            continue
+        own = np.cov(xs[ys == c].T) if (ys == c).sum() > 4 else pooled
+        cov = (1 - s) * own + s * np.diag(np.diag(pooled))
+        logpdf = scipy.stats.multivariate_normal(mean0[c], cov).logpdf(q[j, :3])
+        want_given.append(-2 * logpdf - 3 * np.log(2 * np.pi))
+    np.testing.assert_allclose(density.score(q, given), want_given, rtol=1e-9)
+    # Channels 3-5 (rfr_score, log10_mad, delta_t) are not read.
+    moved = q.copy()
+    moved[:, 3:] += 100.0
+    np.testing.assert_allclose(density.score(moved), density.score(q))
+    q[0, 2] = np.nan
+    assert np.isnan(density.score(q)[0])
+    ref = density.with_reference([2.0, np.nan, 1.0])
+    np.testing.assert_allclose(ref.percentile([0.0, 1.5, 3.0, np.nan]),
+                               [0, 50, 100, np.nan])  # fmt: skip
+
+
+def test_combined_percentile_takes_the_more_surprised_score():
+    head = np.array([10.0, 90.0, 40.0, 55.0])
+    inputs = np.array([95.0, 20.0, np.nan, 55.0])
+    np.testing.assert_array_equal(
+        calibration.combined_percentile(head, inputs), [95.0, 90.0, 40.0, 55.0]
+    )
+
+
 def test_auroc_against_counting_pairs():
     rng = np.random.default_rng(2)
     neg, pos = rng.normal(0, 1, 40), rng.normal(1, 1, 30)
@@ -82,3 +142,36 @@ def test_auroc_against_counting_pairs():
         1.0 if p > n else 0.5 if p == n else 0.0 for n, p in itertools.product(neg, pos)
     ]
     assert calibration.auroc(neg, pos) == pytest.approx(np.mean(pairs))
+
+
+def test_calibration_file_round_trip_with_and_without_the_input_density(tmp_path):
+    """calibration.npz keeps every array; a file written before the density
+    existed (no input_* arrays) loads with inputs None."""
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 3, 200)
+    ood = calibration.OutOfDistribution.fit(rng.normal(0, 1, (200, 5)), labels, 3)
+    ood = ood.with_reference(rng.normal(0, 1, 20))
+    density = calibration.InputDensity.fit(
+        rng.normal(0, 1, (200, 6)), labels, 3, channels=(1, 4)
+    )
+    density = density.with_reference(rng.normal(0, 1, 30))
+    for inputs in (density, None):
+        calibration_files.save(
+            tmp_path, calibration_files.Calibration(1.7, ood, inputs)
+        )
+        got = calibration_files.load(tmp_path)
+        assert got.temperature == 1.7
+        np.testing.assert_array_equal(got.ood.precision, ood.precision)
+        if inputs is None:
+            assert got.inputs is None
+        else:
+            for f in (
+                "means",
+                "precisions",
+                "log_dets",
+                "reference_scores",
+                "channels",
+            ):
+                np.testing.assert_array_equal(
+                    getattr(got.inputs, f), getattr(density, f)
+                )

@@ -373,6 +373,8 @@ def test_calibration_is_fitted_on_the_best_checkpoint(tmp_path):
     assert summary["temperature"] == pytest.approx(t, rel=1e-4)
     got = calibration_files.load(wd)
     assert got.temperature == summary["temperature"]
+    # No light curves read: no density of their numbers.
+    assert got.inputs is None and summary["ood_scores"] == ["head_mahalanobis"]
     f_train, _ = calibration.head_features(train, names)
     want = calibration.OutOfDistribution.fit(f_train, y_train, c.model.num_classes)
     np.testing.assert_allclose(got.ood.means, want.means, rtol=1e-4, atol=1e-6)

@@ -35,6 +35,7 @@ from astrom3_jax.data import (
     catalog,
     catalog_rows,
     catalog_tables,
+    datasets,
     normalisation,
     release_io,
     schema,
@@ -220,7 +221,9 @@ def test_parity_trained_clip_export_and_catalogue(clip_wd, data_dir, files, tmp_
 
 
 @pytest.mark.slow
-def test_parity_finetuned_test_predictions_and_catalogue(clf_wd, files, tmp_path):
+def test_parity_finetuned_test_predictions_and_catalogue(
+    clf_wd, data_dir, files, tmp_path
+):
     pred = np.load(os.path.join(clf_wd, reports.PREDICTIONS_FILE))
     rows = [_row(files, s, r) for s, r in _release_rows("test")]
     got = _predict(clf_wd, _catalogue(files, "test.csv", rows), tmp_path / "out")
@@ -234,16 +237,31 @@ def test_parity_finetuned_test_predictions_and_catalogue(clf_wd, files, tmp_path
     assert [r["class"] for r in lines] == [names[p] for p in pred["pred"][take]]
     saved = store.load_split(tmp_path / "out", predict_lib.SPLIT)
     np.testing.assert_allclose(saved.logits, got.logits, atol=1e-6)
-    # The run's calibration: temperature-scaled probabilities, Mahalanobis OOD.
+    # The run's calibration: temperature-scaled probabilities; the OOD score
+    # joins the head features' Mahalanobis percentile with the density of
+    # the light-curve numbers, here those the build stored for each star.
     cal = calibration_files.load(clf_wd)
+    assert cal.inputs is not None
     probs = calibration.softmax(got.logits, cal.temperature)
     for r, p in zip(lines, probs, strict=True):
         got_p = [float(r[f"p_{c}"]) for c in names[: len(p)]]
         np.testing.assert_allclose(got_p, p, atol=2e-6)
-        assert r["ood_method"] == "mahalanobis" and r["ood_percentile"] != ""
+        assert r["ood_method"] == "mahalanobis+light_curve_numbers"
     feats, _ = calibration.head_features(got.embeddings, list(got.embeddings))
+    built = datasets.open_sources("full_42", ("test",), data_dir)["test"]
+    aux = {}
+    for i in range(len(built)):
+        rec = built[i]
+        key = rec["id"].decode() if isinstance(rec["id"], bytes) else str(rec["id"])
+        aux[key] = rec["photometry_aux"]
+    numbers = np.stack([aux[str(i)] for i in got.ids])
+    want = calibration.combined_percentile(
+        cal.ood.percentile(cal.ood.score(feats)),
+        cal.inputs.percentile(cal.inputs.score(numbers, np.argmax(got.logits, 1))),
+    )
+    np.testing.assert_allclose([float(r["ood_score"]) for r in lines], want, atol=1e-3)
     np.testing.assert_allclose(
-        [float(r["ood_score"]) for r in lines], cal.ood.score(feats), rtol=1e-5
+        [float(r["ood_percentile"]) for r in lines], want, atol=0.05
     )
 
 

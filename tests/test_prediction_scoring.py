@@ -6,6 +6,7 @@ import pytest
 
 from astrom3_jax.analysis import store
 from astrom3_jax.prediction import scoring
+from astrom3_jax.training import calibration, calibration_files
 
 C30 = np.sqrt(3) / 2
 PLANE = {0: (1.0, 0.0), 30: (C30, 0.5), 60: (0.5, C30), 90: (0.0, 1.0)}
@@ -69,3 +70,40 @@ def test_a_star_without_candidates_has_no_neighbours():
 def test_probabilities_are_a_stable_softmax():
     p = scoring.probabilities(np.array([[0.0, np.log(3.0)], [1000.0, 1000.0]]))
     np.testing.assert_allclose(p, [[0.25, 0.75], [0.5, 0.5]])
+
+
+def test_out_of_distribution_joins_the_head_and_light_curve_scores():
+    """With a light-curve density the score is the larger of the two
+    validation percentiles, computed here from each part by hand; without
+    the stars' numbers (or a density) it is the head's Mahalanobis score."""
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 3, 300)
+    feats = rng.normal(0, 1, (300, 4)) + 2 * np.eye(4)[labels]
+    aux = rng.normal(0, 1, (300, 6)) + 3 * np.eye(6)[labels]
+    ood = calibration.OutOfDistribution.fit(feats, labels, 3)
+    ood = ood.with_reference(ood.score(feats[:50]))
+    density = calibration.InputDensity.fit(aux, labels, 3)
+    density = density.with_reference(density.score(aux[:50]))
+    cal = calibration_files.Calibration(1.0, ood, density)
+    emb = {"photometry": rng.normal(0, 1, (6, 4))}
+    numbers = rng.normal(0, 3, (6, 6))
+    numbers[2] = np.nan  # a star without a light curve: the head alone
+    probs = np.eye(3)[[0, 1, 2, 2, 1, 0]] * 0.5 + 0.5 / 3  # predicted: 0 1 2 2 1 0
+    got = scoring.out_of_distribution(cal, emb, ["photometry"], probs, numbers)
+    head = 100 * np.array(
+        [np.mean(ood.reference_scores < s) for s in ood.score(emb["photometry"])]
+    )
+    lc = 100 * np.array(
+        [
+            np.mean(density.reference_scores < s)
+            for s in density.score(numbers, [0, 1, 2, 2, 1, 0])
+        ]
+    )
+    want = np.where(np.isnan(lc), head, np.maximum(head, lc))
+    assert got.method == "mahalanobis+light_curve_numbers"
+    np.testing.assert_allclose(got.score, want)
+    np.testing.assert_allclose(got.percentile, want)
+    assert got.percentile[2] == head[2]
+    alone = scoring.out_of_distribution(cal, emb, ["photometry"], probs, None)
+    assert alone.method == "mahalanobis"
+    np.testing.assert_allclose(alone.score, ood.score(emb["photometry"]))

@@ -19,6 +19,7 @@ from tqdm import tqdm
 from astrom3_jax import api
 from astrom3_jax.analysis import store
 from astrom3_jax.data import catalog as catalog_lib
+from astrom3_jax.data import schema
 from astrom3_jax.prediction import reading
 from astrom3_jax.training import evaluation
 
@@ -35,6 +36,7 @@ class Ran:
     light_curves: list  # what was used of each light-curve file (or None)
     photometry_values: list  # the 4 light-curve numbers and sources (or None)
     has: list  # the modalities each star has, model's or not (tuple of names)
+    light_curve_numbers: np.ndarray  # (N, 6) photometry_aux, NaN rows: none
     present: dict[str, np.ndarray]  # modality -> (N,) bool
     embeddings: dict[str, np.ndarray]  # modality -> (N, D), NaN where absent
     logits: np.ndarray | None
@@ -152,7 +154,8 @@ def run(
                 has = tuple(m for m, p in example.present.items() if p)
                 stars.append(
                     (example.id, name, example.label, example.light_curve,
-                     example.photometry_values, has)
+                     example.photometry_values, has,
+                     example.features.get("photometry_aux"))
                 )  # fmt: skip
                 pending.append(example)
                 # The first run starts at one batch: it compiles the model's
@@ -208,6 +211,13 @@ def _assemble(stars, outputs, names, model, config) -> Ran:
         light_curves=[s[3] for s in stars],
         photometry_values=[s[4] for s in stars],
         has=[s[5] for s in stars],
+        light_curve_numbers=np.asarray(
+            [
+                np.full(len(schema.PHOTOMETRY_AUX), np.nan) if s[6] is None else s[6]
+                for s in stars
+            ],
+            np.float64,
+        ).reshape(n, len(schema.PHOTOMETRY_AUX)),
         present=present,
         embeddings=embeddings,
         logits=logits,

@@ -36,16 +36,28 @@ class Unfamiliarity:
     method: str
 
 
-def out_of_distribution(cal, embeddings, names, probs) -> Unfamiliarity:
-    """The calibration's Mahalanobis score of each star's head features
-    (training/calibration.py); a model without a calibration gets
-    1 - its top probability (maximum-softmax baseline) instead."""
+def out_of_distribution(
+    cal, embeddings, names, probs, light_curve_numbers=None
+) -> Unfamiliarity:
+    """The calibration's scores (training/calibration.py): the Mahalanobis
+    score of each star's head features and, where the calibration has one,
+    the density of its light-curve numbers, joined as the larger of their
+    validation percentiles (the score is then that percentile; the density
+    is that of the class the star is predicted to be). A model
+    without a calibration gets 1 - its top probability (maximum-softmax
+    baseline) instead."""
     if cal is None:
         score = 1.0 - probs.max(axis=1)
         return Unfamiliarity(score, np.full(len(score), np.nan), "max_softmax")
     features, _ = calibration.head_features(embeddings, names)
     score = cal.ood.score(features)
-    return Unfamiliarity(score, cal.ood.percentile(score), "mahalanobis")
+    head = cal.ood.percentile(score)
+    if cal.inputs is None or light_curve_numbers is None:
+        return Unfamiliarity(score, head, "mahalanobis")
+    predicted = np.argmax(probs, axis=1)
+    inputs = cal.inputs.percentile(cal.inputs.score(light_curve_numbers, predicted))
+    joined = calibration.combined_percentile(head, inputs)
+    return Unfamiliarity(joined, joined, "mahalanobis+light_curve_numbers")
 
 
 def modality_votes(model, embeddings, present, names) -> dict[str, np.ndarray]:

@@ -12,6 +12,16 @@
   classifier's L2-normalised encoder output, or a fused classifier's mean
   of the L2-normalised embeddings the object has. Reported with its
   percentile among the validation objects (all of known classes).
+- A second score on the light-curve numbers the model reads (amplitude,
+  log period, Lafler-Kinman statistic: INPUT_DENSITY_CHANNELS of
+  `photometry_aux`): the negative log-likelihood under the training
+  split's Gaussian of the class the classifier predicts (a Cepheid called
+  RRAB has a period no RRAB has, though some EB has it; without a
+  prediction, the most likely class's). A classifier's head features
+  keep what tells its classes apart and can drop what marks a stranger (a
+  Cepheid's 10-day period looks like an RR Lyrae's skewed curve to the
+  head); the numbers themselves still show it. `combined_percentile` joins
+  the two as the larger of their validation percentiles.
 """
 
 from __future__ import annotations
@@ -25,6 +35,12 @@ import scipy.special
 import scipy.stats
 
 ECE_BINS = 15
+# photometry_aux channels (schema.PHOTOMETRY_AUX) the input density reads:
+# amplitude, log_period, lksl_statistic. Not rfr_score (a user's star has
+# none; predict fills the training mean), log10_mad or delta_t (brightness
+# and the survey's time span: no class in them, and a user's download would
+# look foreign for its baseline alone).
+INPUT_DENSITY_CHANNELS = (0, 1, 2)
 SHRINKAGE = 0.1  # share of the covariance replaced by its mean variance
 T_BOUNDS = (0.05, 20.0)
 
@@ -121,13 +137,103 @@ class OutOfDistribution:
 
     def percentile(self, scores) -> np.ndarray:
         """Share (in %) of the validation objects scoring lower."""
-        ref = self.reference_scores
-        if not len(ref):
-            return np.full(len(scores), np.nan)
-        return 100.0 * np.searchsorted(ref, scores, side="left") / len(ref)
+        return _percentile(self.reference_scores, scores)
 
     def with_reference(self, scores) -> OutOfDistribution:
         return dataclasses.replace(self, reference_scores=np.sort(scores))
+
+
+@dataclasses.dataclass(frozen=True)
+class InputDensity:
+    """Per-class Gaussians (own covariance, shrunk) of the training split's
+    light-curve numbers, and the validation scores for percentiles."""
+
+    means: np.ndarray  # (C, K); NaN rows for classes without objects
+    precisions: np.ndarray  # (C, K, K)
+    log_dets: np.ndarray  # (C,)
+    reference_scores: np.ndarray  # sorted validation scores
+    channels: tuple[int, ...] = INPUT_DENSITY_CHANNELS  # columns of values read
+
+    @classmethod
+    def fit(
+        cls, values, labels, num_classes: int, channels=INPUT_DENSITY_CHANNELS
+    ) -> InputDensity:
+        """values: (N, V) rows (photometry_aux for predict's score), of which
+        `channels` are read; rows with a non-finite value there are left out."""
+        channels = tuple(int(c) for c in channels)
+        x = _columns(values, channels)
+        labels = np.asarray(labels, np.int64)
+        ok = np.isfinite(x).all(axis=1)
+        x, labels = x[ok], labels[ok]
+        k = x.shape[1]
+        pooled = np.cov(x.T) if len(x) > 1 else np.eye(k)
+        means = np.full((num_classes, k), np.nan)
+        precisions = np.zeros((num_classes, k, k))
+        log_dets = np.full(num_classes, np.nan)
+        for c in range(num_classes):
+            sel = labels == c
+            if not sel.any():
+                continue
+            means[c] = x[sel].mean(axis=0)
+            # Few objects: lean on the pooled covariance instead of a
+            # singular one of their own.
+            own = np.cov(x[sel].T) if sel.sum() > k + 1 else pooled
+            cov = (1 - SHRINKAGE) * own + SHRINKAGE * np.diag(np.diag(pooled))
+            precisions[c] = np.linalg.inv(cov)
+            log_dets[c] = np.linalg.slogdet(cov)[1]
+        return cls(means, precisions, log_dets, np.zeros(0), channels)
+
+    def score(self, values, classes=None) -> np.ndarray:
+        """Twice the negative log-likelihood (up to a constant) under the
+        most likely class, or under each row's `classes` entry (the class
+        the classifier predicts) where given; NaN for rows without finite
+        values."""
+        x = _columns(values, self.channels)
+        each = np.full((len(self.means), len(x)), np.inf)
+        for c, (mu, prec, log_det) in enumerate(
+            zip(self.means, self.precisions, self.log_dets, strict=True)
+        ):
+            if np.isfinite(mu).all():
+                d = x - mu
+                each[c] = np.einsum("nd,de,ne->n", d, prec, d) + log_det
+        if classes is None:
+            out = each.min(axis=0)
+        else:
+            out = each[np.asarray(classes, np.int64), np.arange(len(x))]
+            out = np.where(np.isinf(out), each.min(axis=0), out)  # unfitted class
+        return np.where(np.isfinite(x).all(axis=1), out, np.nan)
+
+    def percentile(self, scores) -> np.ndarray:
+        return _percentile(self.reference_scores, scores)
+
+    def with_reference(self, scores) -> InputDensity:
+        scores = np.asarray(scores, np.float64)
+        return dataclasses.replace(
+            self, reference_scores=np.sort(scores[np.isfinite(scores)])
+        )
+
+
+def _columns(values, channels) -> np.ndarray:
+    return np.asarray(values, np.float64).reshape(len(values), -1)[:, list(channels)]
+
+
+def _percentile(reference, scores) -> np.ndarray:
+    """Share (in %) of the reference scores below each score; NaN without a
+    reference or for a NaN score."""
+    scores = np.asarray(scores, np.float64)
+    if not len(reference):
+        return np.full(len(scores), np.nan)
+    got = 100.0 * np.searchsorted(reference, scores, side="left") / len(reference)
+    return np.where(np.isnan(scores), np.nan, got)
+
+
+def combined_percentile(head_percentile, input_percentile) -> np.ndarray:
+    """The larger of the two validation percentiles: a star is as unfamiliar
+    as the more surprised of the two scores says (the head's alone where the
+    star has no light-curve numbers)."""
+    head = np.asarray(head_percentile, np.float64)
+    inputs = np.asarray(input_percentile, np.float64)
+    return np.where(np.isnan(inputs), head, np.fmax(head, inputs))
 
 
 def auroc(negatives, positives) -> float:

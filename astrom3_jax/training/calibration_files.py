@@ -26,10 +26,13 @@ SUMMARY_FILE = "calibration.json"
 
 @dataclasses.dataclass(frozen=True)
 class Calibration:
-    """What predict applies: softmax(logits / temperature) and the OOD score."""
+    """What predict applies: softmax(logits / temperature) and the OOD
+    scores (`inputs`: None for a model without light curves, or a
+    calibration written before it existed)."""
 
     temperature: float
     ood: calibration.OutOfDistribution
+    inputs: calibration.InputDensity | None = None
 
 
 def split_features(got, names):
@@ -45,6 +48,21 @@ def split_features(got, names):
     return feats[has], labels[has], np.asarray(got.outputs["logits"])[has]
 
 
+AUX_FIELD = "photometry_aux"
+
+
+def light_curve_numbers(got, names) -> np.ndarray | None:
+    """Each object's photometry_aux row (NaN where it has no light curve),
+    or None when the model reads no light curves."""
+    if "photometry" not in names or AUX_FIELD not in got.columns:
+        return None
+    aux = np.asarray(got.columns[AUX_FIELD], np.float64)
+    flags = got.outputs.get(modalities.presence_key("photometry"))
+    if flags is not None:
+        aux = np.where(np.asarray(flags)[:, None] > 0, aux, np.nan)
+    return aux
+
+
 def calibrate(config, workdir: str, sources, *, build_fn=None) -> dict:
     """Fits and writes the calibration of the best checkpoint; returns the
     summary written to calibration.json."""
@@ -53,26 +71,42 @@ def calibrate(config, workdir: str, sources, *, build_fn=None) -> dict:
         step = int(checkpoints.resolve_step(manager, "best"))
     predictor = evaluation.Predictor(model, seed=config.seed)
     names = tuple(config.model.modalities)
-    got = {}
+    got, numbers = {}, {}
     for split in ("train", "validation"):
         ran = predictor.run(
             sources[split],
             batch_size=config.eval_batch_size,
             modalities=names,
             seq_len=config.seq_len,
+            host_fields=("label", AUX_FIELD),
         )
         if jax.process_count() > 1:
-            ran.columns = evaluation.index_from_source(sources[split], ("label",))
+            ran.columns = evaluation.index_from_source(
+                sources[split], ("label", AUX_FIELD)
+            )
         got[split] = split_features(ran, names)
+        aux = light_curve_numbers(ran, names)
+        if aux is not None:
+            predicted = np.argmax(np.asarray(ran.outputs["logits"]), axis=1)
+            labels = np.asarray(ran.columns["label"], np.int64)
+            numbers[split] = (aux, labels, predicted)
     (f_train, y_train, _), (f_val, y_val, z_val) = got["train"], got["validation"]
     temperature = calibration.fit_temperature(z_val, y_val)
     ood = calibration.OutOfDistribution.fit(f_train, y_train, config.model.num_classes)
     ood = ood.with_reference(ood.score(f_val))
+    inputs = None
+    if numbers:
+        aux, labels, _ = numbers["train"]
+        inputs = calibration.InputDensity.fit(aux, labels, config.model.num_classes)
+        aux, _, predicted = numbers["validation"]
+        inputs = inputs.with_reference(inputs.score(aux, predicted))
     summary = {
         "step": step,
         "temperature": temperature,
         "fitted_on": "validation",
         "ood_fitted_on": "train",
+        "ood_scores": ["head_mahalanobis"]
+        + ([] if inputs is None else ["light_curve_numbers"]),
         "validation_objects": len(y_val),
         "validation_nll": [
             calibration.nll(z_val, y_val),
@@ -86,7 +120,7 @@ def calibrate(config, workdir: str, sources, *, build_fn=None) -> dict:
         ],
     }
     if jax.process_index() == 0:
-        save(workdir, Calibration(temperature, ood))
+        save(workdir, Calibration(temperature, ood, inputs))
         path = os.path.join(workdir, SUMMARY_FILE)
         with open(path + ".tmp", "w") as f:
             json.dump(summary, f, indent=2)
@@ -103,6 +137,17 @@ def save(workdir: str, cal: Calibration) -> str:
             means=cal.ood.means,
             precision=cal.ood.precision,
             reference_scores=cal.ood.reference_scores,
+            **(
+                {}
+                if cal.inputs is None
+                else {
+                    "input_means": cal.inputs.means,
+                    "input_precisions": cal.inputs.precisions,
+                    "input_log_dets": cal.inputs.log_dets,
+                    "input_reference_scores": cal.inputs.reference_scores,
+                    "input_channels": np.asarray(cal.inputs.channels, np.int64),
+                }
+            ),
         )
     os.replace(path + ".tmp", path)
     return path
@@ -115,9 +160,19 @@ def load(workdir: str) -> Calibration | None:
     if not os.path.exists(path):
         return None
     with np.load(path) as z:
+        inputs = None
+        if "input_means" in z:
+            inputs = calibration.InputDensity(
+                z["input_means"],
+                z["input_precisions"],
+                z["input_log_dets"],
+                z["input_reference_scores"],
+                tuple(int(c) for c in z["input_channels"]),
+            )
         return Calibration(
             float(z["temperature"]),
             calibration.OutOfDistribution(
                 z["means"], z["precision"], z["reference_scores"]
             ),
+            inputs,
         )
