@@ -75,6 +75,31 @@ def test_mahalanobis_score_against_a_direct_computation():
     np.testing.assert_allclose(ref.percentile([0.5, 2.0, 2.5, 9.0]), [0, 25, 50, 100])
 
 
+def test_wide_head_features_are_scored_in_their_principal_directions():
+    """Features wider than MAX_HEAD_DIM: the Mahalanobis score in the span of
+    the training split's top principal directions, here from an eigen-
+    decomposition (the score does not depend on the basis chosen in it)."""
+    rng = np.random.default_rng(6)
+    k, d = calibration.MAX_HEAD_DIM, calibration.MAX_HEAD_DIM + 72
+    labels = rng.integers(0, 3, 400)
+    x = rng.normal(0, 1, (400, d)) * np.linspace(3, 0.1, d) + np.eye(d)[labels]
+    ood = calibration.OutOfDistribution.fit(x, labels, num_classes=3)
+    assert ood.basis.shape == (d, k) and ood.precision.shape == (k, k)
+    centre = x.mean(0)
+    _, vecs = np.linalg.eigh((x - centre).T @ (x - centre))
+    top = vecs[:, ::-1][:, :k]
+    z = (x - centre) @ top
+    means = np.array([z[labels == c].mean(0) for c in range(3)])
+    resid = z - means[labels]
+    cov = resid.T @ resid / len(z)
+    s = calibration.SHRINKAGE
+    prec = np.linalg.inv((1 - s) * cov + s * np.trace(cov) / k * np.eye(k))
+    q = rng.normal(0, 2, (5, d))
+    qz = (q - centre) @ top
+    want = [min((v - m) @ prec @ (v - m) for m in means) for v in qz]
+    np.testing.assert_allclose(ood.score(q), want, rtol=1e-6)
+
+
 def test_input_density_is_the_nearest_class_gaussian_likelihood():
     """The light-curve-number score against scipy's Gaussian log-density with
     the covariance built by hand (own covariance per class, shrunk toward
@@ -149,7 +174,8 @@ def test_calibration_file_round_trip_with_and_without_the_input_density(tmp_path
     existed (no input_* arrays) loads with inputs None."""
     rng = np.random.default_rng(4)
     labels = rng.integers(0, 3, 200)
-    ood = calibration.OutOfDistribution.fit(rng.normal(0, 1, (200, 5)), labels, 3)
+    wide = rng.normal(0, 1, (200, calibration.MAX_HEAD_DIM + 8))
+    ood = calibration.OutOfDistribution.fit(wide, labels, 3)  # with a basis
     ood = ood.with_reference(rng.normal(0, 1, 20))
     density = calibration.InputDensity.fit(
         rng.normal(0, 1, (200, 6)), labels, 3, channels=(1, 4)
@@ -162,6 +188,7 @@ def test_calibration_file_round_trip_with_and_without_the_input_density(tmp_path
         got = calibration_files.load(tmp_path)
         assert got.temperature == 1.7
         np.testing.assert_array_equal(got.ood.precision, ood.precision)
+        np.testing.assert_array_equal(got.ood.score(wide), ood.score(wide))
         if inputs is None:
             assert got.inputs is None
         else:

@@ -42,6 +42,7 @@ ECE_BINS = 15
 # look foreign for its baseline alone).
 INPUT_DENSITY_CHANNELS = (0, 1, 2)
 SHRINKAGE = 0.1  # share of the covariance replaced by its mean variance
+MAX_HEAD_DIM = 128  # wider head features: their principal directions first
 T_BOUNDS = (0.05, 20.0)
 
 
@@ -103,16 +104,32 @@ def head_features(
 @dataclasses.dataclass(frozen=True)
 class OutOfDistribution:
     """Class means and shared precision of the training split's features,
-    and the validation scores that percentiles are taken against."""
+    and the validation scores that percentiles are taken against.
 
-    means: np.ndarray  # (C, D); NaN rows for classes without objects
-    precision: np.ndarray  # (D, D)
+    Features wider than MAX_HEAD_DIM (a single-modality light-curve
+    classifier's head reads the encoder's 6,400 flattened values) are first
+    projected onto their MAX_HEAD_DIM principal directions on the training
+    split: a 6,400 x 6,400 covariance from a few thousand objects is mostly
+    shrinkage, and its precision alone would take 328 MB on disk."""
+
+    means: np.ndarray  # (C, K); NaN rows for classes without objects
+    precision: np.ndarray  # (K, K)
     reference_scores: np.ndarray  # sorted validation scores
+    centre: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
+    basis: np.ndarray = dataclasses.field(  # (D, K); empty: features as they are
+        default_factory=lambda: np.zeros((0, 0))
+    )
 
     @classmethod
     def fit(cls, features, labels, num_classes: int) -> OutOfDistribution:
         x = np.asarray(features, np.float64)
         labels = np.asarray(labels, np.int64)
+        centre, basis = np.zeros(0), np.zeros((0, 0))
+        if x.shape[1] > MAX_HEAD_DIM:
+            centre = x.mean(axis=0)
+            _, _, vt = np.linalg.svd(x - centre, full_matrices=False)
+            basis = vt[:MAX_HEAD_DIM].T
+            x = (x - centre) @ basis
         means = np.full((num_classes, x.shape[1]), np.nan)
         centred = np.empty_like(x)
         for c in range(num_classes):
@@ -123,11 +140,13 @@ class OutOfDistribution:
         cov = centred.T @ centred / max(len(x), 1)
         scale = np.trace(cov) / len(cov)
         cov = (1 - SHRINKAGE) * cov + SHRINKAGE * scale * np.eye(len(cov))
-        return cls(means, np.linalg.inv(cov), np.zeros(0))
+        return cls(means, np.linalg.inv(cov), np.zeros(0), centre, basis)
 
     def score(self, features) -> np.ndarray:
         """Squared Mahalanobis distance to the nearest class mean."""
         x = np.asarray(features, np.float64)
+        if self.basis.size:
+            x = (x - self.centre) @ self.basis
         out = np.full(len(x), np.inf)
         for mu in self.means:
             if np.isfinite(mu).all():

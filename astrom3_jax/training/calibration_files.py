@@ -137,6 +137,8 @@ def save(workdir: str, cal: Calibration) -> str:
             means=cal.ood.means,
             precision=cal.ood.precision,
             reference_scores=cal.ood.reference_scores,
+            centre=cal.ood.centre,
+            basis=cal.ood.basis,
             **(
                 {}
                 if cal.inputs is None
@@ -172,7 +174,10 @@ def load(workdir: str) -> Calibration | None:
         return Calibration(
             float(z["temperature"]),
             calibration.OutOfDistribution(
-                z["means"], z["precision"], z["reference_scores"]
+                z["means"],
+                z["precision"],
+                z["reference_scores"],
+                *((z["centre"], z["basis"]) if "basis" in z else ()),
             ),
             inputs,
         )
