@@ -94,6 +94,9 @@ def _reference_step(model, batch, lr, tx, opt_state, key):
     return loss, grads
 
 
+# Slow (about 30 s): the whole train step on 8 devices. The default run keeps
+# the sharded loss and gradients against one device (test_losses.py).
+@pytest.mark.slow
 def test_train_step_on_8_devices_matches_one_device():
     c = tiny_config()
     mesh = sharding.make_mesh(8)
