@@ -27,17 +27,13 @@ from __future__ import annotations
 import argparse
 import csv
 import pathlib
-import shutil
-import tempfile
-import time
 import zipfile
 
 import numpy as np
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
-from synthetic_realism import metadata_features, photometry_features
+from synthetic_realism import metadata_features, photometry_features, release_root
 
-from astrom3_jax.data.synthetic import release
 from astrom3_jax.training import calibration
 
 # Columns of photometry_features: 0 log10 period, 1 amplitude, 2 LKSL, 3
@@ -114,23 +110,14 @@ def main():
     parser.add_argument("--n_unseen", type=int, default=300)
     parser.add_argument("--n_estimators", type=int, default=300)
     args = parser.parse_args()
-    root = args.release
-    if root is None:
-        root = tempfile.mkdtemp(prefix="astrom3_ood_")
-        start = time.perf_counter()
-        release.generate_release(
-            root,
-            preset="small",
-            seed=args.seed,
-            n_objects=args.n_objects,
-            n_unseen=args.n_unseen,
-        )
-        print(f"generated in {time.perf_counter() - start:.1f} s: {root}")
-    try:
+    with release_root(
+        args.release,
+        preset="small",
+        seed=args.seed,
+        n_objects=args.n_objects,
+        n_unseen=args.n_unseen,
+    ) as root:
         report(root, args.n_estimators, args.seed)
-    finally:
-        if args.release is None:
-            shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ cross-validation over train+val+test of splits/full/42, class-averaged
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import pathlib
 import shutil
@@ -129,19 +130,27 @@ def main():
     )
     parser.add_argument("--n_estimators", type=int, default=300, help="trees")
     args = parser.parse_args()
-    root = args.release
-    if root is None:
-        root = tempfile.mkdtemp(prefix="astrom3_synth_")
-        start = time.perf_counter()
-        release.generate_release(
-            root, preset=args.preset, seed=args.seed, n_objects=args.n_objects
-        )
-        print(f"generated {args.preset} in {time.perf_counter() - start:.1f} s: {root}")
-    try:
+    with release_root(
+        args.release, preset=args.preset, seed=args.seed, n_objects=args.n_objects
+    ) as root:
         report(root, args.n_estimators)
+
+
+@contextlib.contextmanager
+def release_root(path, **generate):
+    """`path`, or a release generated with `generate` into a temporary
+    folder that is removed afterwards."""
+    if path is not None:
+        yield path
+        return
+    root = tempfile.mkdtemp(prefix="astrom3_synth_")
+    try:
+        start = time.perf_counter()
+        release.generate_release(root, **generate)
+        print(f"generated in {time.perf_counter() - start:.1f} s: {root}")
+        yield root
     finally:
-        if args.release is None:
-            shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def report(root, n_estimators=300):
