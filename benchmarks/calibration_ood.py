@@ -49,11 +49,15 @@ def measure(workdir: str, refit: bool = False) -> dict:
     model, _ = workdir_lib.restore_model(workdir, "best")
     predictor = evaluation.Predictor(model, seed=config.seed)
     got, numbers, predicted = {}, {}, {}
+    kinds = None  # the unseen objects' true classes, where the data set has them
     for split, source in sources.items():
         ran = predictor.run(
             source, batch_size=config.eval_batch_size, modalities=names,
-            seq_len=config.seq_len, host_fields=("label", calibration_files.AUX_FIELD),
+            seq_len=config.seq_len,
+            host_fields=("label", calibration_files.AUX_FIELD, "true_target"),
         )  # fmt: skip
+        if split == "unseen" and "true_target" in ran.columns:
+            kinds = np.asarray([_text(v) for v in ran.columns["true_target"]])
         got[split] = calibration_files.split_features(ran, names)
         numbers[split] = calibration_files.light_curve_numbers(ran, names)
         predicted[split] = np.argmax(np.asarray(ran.outputs["logits"]), axis=1)
@@ -98,7 +102,18 @@ def measure(workdir: str, refit: bool = False) -> dict:
             inputs["test"], inputs["unseen"]
         ),
         "auroc_joined": calibration.auroc(joined["test"], joined["unseen"]),
+        "auroc_by_unseen_class": {
+            kind: {
+                name: calibration.auroc(score["test"], score["unseen"][kinds == kind])
+                for name, score in (("mahalanobis", scores), ("joined", joined))
+            }
+            for kind in ([] if kinds is None else sorted(set(kinds)))
+        },
     }
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def main():
@@ -124,6 +139,14 @@ def main():
             f"{r['test_ece'][1]:.4f} | {r['auroc_mahalanobis']:.3f} | "
             f"{r['auroc_max_softmax']:.3f} | "
             f"{r['auroc_light_curve_numbers']:.3f} | {r['auroc_joined']:.3f} |"
+        )
+    for r in rows:
+        by = r["auroc_by_unseen_class"]
+        print(
+            f"{r['workdir']}, AUROC by unseen class (Mahalanobis / joined): "
+            + ", ".join(
+                f"{k} {v['mahalanobis']:.3f} / {v['joined']:.3f}" for k, v in by.items()
+            )
         )
     if args.json:
         with open(args.json, "w") as f:
