@@ -1,6 +1,7 @@
 """The one ordered worker pool (astrom3_jax.data.workers): item order, serial
 and pooled results alike, errors that name the item, the worker-count rule."""
 
+import concurrent.futures as cf
 import os
 import time
 
@@ -82,6 +83,31 @@ def test_a_dead_worker_ends_the_map_naming_its_items():
     )
     with pytest.raises(workers.WorkerFailure, match="a test worker process died"):
         list(it)
+
+
+def test_a_pool_broken_between_results_loses_nothing_silently(monkeypatch):
+    """A worker that dies idle breaks the pool without failing any pending
+    chunk; the next submission is refused. The map still yields every
+    result it has, in order, then names the first item that never ran
+    (before, the refusal escaped as a bare BrokenProcessPool)."""
+    real_submit = cf.ProcessPoolExecutor.submit
+    calls = []
+
+    def refuse_the_third(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise cf.process.BrokenProcessPool("a child process terminated")
+        return real_submit(self, *args, **kwargs)
+
+    monkeypatch.setattr(cf.ProcessPoolExecutor, "submit", refuse_the_third)
+    it = workers.ordered_map(
+        _slow_square, list(range(12)), workers=2, name=_name, task="test", max_chunk=1
+    )
+    got = []
+    with pytest.raises(workers.WorkerFailure, match="died .* before item 2 to item 2"):
+        for value in it:
+            got.append(value)
+    assert got == [0, 1]
 
 
 def test_closing_early_shuts_the_pool_down():

@@ -146,10 +146,19 @@ def _pooled(fn, items, workers, setup, setup_args, name, of, task, max_chunk):
     )
     pending = collections.deque()  # bounded: results cannot pile up in memory
 
+    refused = []  # (chunk, error) once a broken pool refuses a chunk
+
     def submit():
-        chunk = next(chunks, None)
-        if chunk is not None:
+        chunk = None if refused else next(chunks, None)
+        if chunk is None:
+            return
+        try:
             pending.append((chunk, pool.submit(_run_chunk, fn, chunk)))
+        except cf.process.BrokenProcessPool as e:
+            # A worker died between two results. If it died working, its
+            # chunk is pending and its future names the items; if it died
+            # idle, nothing pending fails, and the refusal is raised below.
+            refused.append((chunk, e))
 
     try:
         for _ in range(4 * workers):
@@ -170,5 +179,12 @@ def _pooled(fn, items, workers, setup, setup_args, name, of, task, max_chunk):
                 ) from e
             submit()
             yield from results
+        if refused:
+            chunk, e = refused[0]
+            raise WorkerFailure(
+                f"a {task} worker process died (killed, out of memory or "
+                f"crashed) before {name(chunk[0])} to {name(chunk[-1])}{of} "
+                f"could start: {e}"
+            )
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
