@@ -25,6 +25,7 @@ import numpy as np
 
 from astrom3_jax import api
 from astrom3_jax.data import datasets
+from astrom3_jax.prediction import scoring
 from astrom3_jax.training import calibration, calibration_files, evaluation
 from astrom3_jax.training import workdir as workdir_lib
 
@@ -48,7 +49,7 @@ def measure(workdir: str, refit: bool = False) -> dict:
     )
     model, _ = workdir_lib.restore_model(workdir, "best")
     predictor = evaluation.Predictor(model, seed=config.seed)
-    got, numbers, predicted = {}, {}, {}
+    got, numbers, predicted, joined = {}, {}, {}, {}
     kinds = None  # the unseen objects' true classes, where the data set has them
     for split, source in sources.items():
         ran = predictor.run(
@@ -60,22 +61,24 @@ def measure(workdir: str, refit: bool = False) -> dict:
             kinds = np.asarray([_text(v) for v in ran.columns["true_target"]])
         got[split] = calibration_files.split_features(ran, names)
         numbers[split] = calibration_files.light_curve_numbers(ran, names)
-        predicted[split] = np.argmax(np.asarray(ran.outputs["logits"]), axis=1)
+        logits_all = np.asarray(ran.outputs["logits"])
+        predicted[split] = np.argmax(logits_all, axis=1)
+        # predict's own score (prediction/scoring.py) of every object
+        joined[split] = scoring.out_of_distribution(
+            cal,
+            calibration_files.masked_embeddings(ran, names),
+            names,
+            calibration.softmax(logits_all, cal.temperature),
+            numbers[split],
+        ).score
     feats, labels, logits = got["test"]
     before = calibration.softmax(logits)
     after = calibration.softmax(logits, cal.temperature)
     scores = {s: cal.ood.score(f) for s, (f, _, _) in got.items()}
-    inputs = joined = {s: np.full(len(f), np.nan) for s, (f, _, _) in got.items()}
+    inputs = {s: np.full(len(f), np.nan) for s, (f, _, _) in got.items()}
     if cal.inputs is not None and numbers["test"] is not None:
         # under the class each object is predicted to be, as predict scores
         inputs = {s: cal.inputs.score(numbers[s], predicted[s]) for s in got}
-        joined = {
-            s: calibration.combined_percentile(
-                cal.ood.percentile(scores[s]),
-                cal.inputs.percentile(inputs[s]),
-            )
-            for s in got
-        }
     msp = {
         s: 1 - calibration.softmax(z, cal.temperature).max(1)
         for s, (_, _, z) in got.items()

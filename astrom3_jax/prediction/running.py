@@ -21,7 +21,7 @@ from astrom3_jax.analysis import store
 from astrom3_jax.data import catalog as catalog_lib
 from astrom3_jax.data import schema
 from astrom3_jax.prediction import reading
-from astrom3_jax.training import evaluation
+from astrom3_jax.training import calibration_files, evaluation
 
 CHUNK_BATCHES = 4  # batches of preprocessed rows per model run (the first: 1)
 
@@ -155,7 +155,7 @@ def run(
                 stars.append(
                     (example.id, name, example.label, example.light_curve,
                      example.photometry_values, has,
-                     example.features.get("photometry_aux"))
+                     example.features.get(calibration_files.AUX_FIELD))
                 )  # fmt: skip
                 pending.append(example)
                 # The first run starts at one batch: it compiles the model's

@@ -35,15 +35,20 @@ class Calibration:
     inputs: calibration.InputDensity | None = None
 
 
+def masked_embeddings(got, names) -> dict[str, np.ndarray]:
+    """Each modality's embeddings, NaN rows where the object lacks it."""
+    outputs = {m: np.asarray(got.outputs[m]) for m in names}
+    for m in names:
+        flags = got.outputs.get(modalities.presence_key(m))
+        if flags is not None:
+            outputs[m] = np.where(np.asarray(flags)[:, None] > 0, outputs[m], np.nan)
+    return outputs
+
+
 def split_features(got, names):
     """Head features of every object that has one of the model's
     modalities, their labels and logits."""
-    outputs = dict(got.outputs)
-    for m in names:
-        flags = outputs.get(modalities.presence_key(m))
-        if flags is not None:
-            outputs[m] = np.where(np.asarray(flags)[:, None] > 0, outputs[m], np.nan)
-    feats, has = calibration.head_features(outputs, names)
+    feats, has = calibration.head_features(masked_embeddings(got, names), names)
     labels = np.asarray(got.columns["label"], np.int64)
     return feats[has], labels[has], np.asarray(got.outputs["logits"])[has]
 
@@ -72,18 +77,18 @@ def calibrate(config, workdir: str, sources, *, build_fn=None) -> dict:
     predictor = evaluation.Predictor(model, seed=config.seed)
     names = tuple(config.model.modalities)
     got, numbers = {}, {}
+    # The light-curve numbers only for a model that reads light curves.
+    host_fields = ("label",) + ((AUX_FIELD,) if "photometry" in names else ())
     for split in ("train", "validation"):
         ran = predictor.run(
             sources[split],
             batch_size=config.eval_batch_size,
             modalities=names,
             seq_len=config.seq_len,
-            host_fields=("label", AUX_FIELD),
+            host_fields=host_fields,
         )
         if jax.process_count() > 1:
-            ran.columns = evaluation.index_from_source(
-                sources[split], ("label", AUX_FIELD)
-            )
+            ran.columns = evaluation.index_from_source(sources[split], host_fields)
         got[split] = split_features(ran, names)
         aux = light_curve_numbers(ran, names)
         if aux is not None:
