@@ -22,6 +22,7 @@ least 80% of the bare model's samples/s).
   python benchmarks/predict.py --n_objects 4096 --rounds 2 --spectra_fraction 0.3
   python benchmarks/predict.py --profile 25         # where end to end spends time
   python benchmarks/predict.py --derived            # period etc. measured
+  python benchmarks/predict.py --compile_cache      # compiled step read back
   python benchmarks/predict.py --model smoke --n_objects 24 --batch_size 8 \
       --rounds 1                                    # seconds: does it still run?
 
@@ -49,7 +50,7 @@ sys.path.insert(0, HERE)  # the sibling catalog_preprocessing.py
 import catalog_preprocessing  # noqa: E402
 import jax  # noqa: E402
 
-from astrom3_jax import api, models, predict_lib  # noqa: E402
+from astrom3_jax import api, compile_cache, models, predict_lib  # noqa: E402
 from astrom3_jax.cli import host_memory  # noqa: E402
 from astrom3_jax.configs import pretrain  # noqa: E402
 from astrom3_jax.data import (  # noqa: E402  # noqa: E402
@@ -151,12 +152,22 @@ def main(argv=None):
         "from its light curve (predict --derive_photometry) instead of "
         "reading the catalogue's",
     )
+    p.add_argument(
+        "--compile_cache",
+        action="store_true",
+        help="turn on the persistent compilation cache (in a fresh folder) as "
+        "the command line does: the bare model's compilation fills it, so end "
+        "to end reads the step back, as a user's later predict runs do",
+    )
     p.add_argument("--notcmalloc", action="store_true")
     args = p.parse_args(argv)
     # replaces this process when tcmalloc is installed
     malloc = host_memory.reexec_with_tcmalloc(enabled=not args.notcmalloc)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
+        if args.compile_cache:
+            os.environ[compile_cache.ENV] = os.path.join(tmp, "compilation_cache")
+            compile_cache.enable()
         root = synthetic.generate_release(
             os.path.join(tmp, "release"), preset="small", n_objects=args.n_objects
         )
@@ -171,7 +182,8 @@ def main(argv=None):
             f"{args.model} model, batch {args.batch_size}, jax {jax.__version__} "
             f"on {jax.device_count()} x {jax.devices()[0].platform}, "
             f"{os.cpu_count()} CPUs, {malloc}, light-curve numbers "
-            f"{'derived' if args.derived else 'from the catalogue'}; "
+            f"{'derived' if args.derived else 'from the catalogue'}, compilation "
+            f"cache {'on' if args.compile_cache else 'off'}; "
             f"set up in {time.perf_counter() - start:.0f} s",
             flush=True,
         )

@@ -173,12 +173,21 @@ CASES = {
         lambda tmp, rel: [f"--release={rel}", "--n_estimators=5"],
         "supervised forest (ceiling)",
     ),
+    "rfr_signal.py": (
+        lambda tmp, rel: [f"--release={rel}", "--n_estimators=5"],
+        "| amplitude, log period, LKSL |",
+    ),
     "torch_train_step.py": (
         lambda tmp, rel: ["--batch_sizes", "2", "--steps=1", "--malloc=system"],
         "samples/s",
     ),
 }
-NEEDS_RELEASE = {"synthetic_realism.py", "synthetic_plots.py", "ood_separability.py"}
+NEEDS_RELEASE = {
+    "synthetic_realism.py",
+    "synthetic_plots.py",
+    "ood_separability.py",
+    "rfr_signal.py",
+}
 NEEDS_TORCH = {"torch_train_step.py"}
 
 
