@@ -335,10 +335,13 @@ def _eclipse_frequency(t, y, w, f, dips, dip_peaks, f_lo, df):
     yc = y - np.average(y, weights=w * w)
     w2 = w * w
     chosen = _box(t, yc, w2, f)
-    for c in _dip_fundamentals(t, dips, dip_peaks, f_lo, df):
-        got = _box(t, yc, w2, c)
-        if got[0] > BOX_SWITCH * chosen[0]:
-            f, chosen = c, got
+    folds = [
+        (_box(t, yc, w2, c), c) for c in _dip_fundamentals(t, dips, dip_peaks, f_lo, df)
+    ]
+    if folds:
+        best, c = max(folds, key=lambda fold: fold[0][0])
+        if best[0] > BOX_SWITCH * chosen[0]:
+            f, chosen = c, best
     if _depths_alternate(t, y, f, chosen[1], chosen[2]):
         return f / 2, True
     return f, False
