@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from astrom3_jax import errors
-from astrom3_jax.data import schema
+from astrom3_jax.data import schema, spectrum_fits
 
 INFO_KEYS = (
     "classes",
@@ -157,12 +157,27 @@ def read_spectrum(path: str | os.PathLike, *, obj: str = "") -> np.ndarray:
     One HDU: a 2-D primary image, row 0 flux, row 1 inverse variance, the
     wavelength of pixel i is 10**(COEFF0 + i*COEFF1), i < NAXIS1. Two HDUs:
     HDU 1 is a binary table whose first row holds flux, inverse variance and
-    wavelength, in that field order. Plain or gzipped.
+    wavelength, in that field order. Plain or gzipped. These layouts are
+    read with NumPy (`spectrum_fits`, about 30 times faster than astropy on
+    a binary table); any other file goes to astropy, which reads it or says
+    what is wrong.
     """
-    from astropy.io import fits
-
     if not os.path.exists(path):
         raise ReleaseError("spectrum file not found", file=path, obj=obj)
+    try:
+        with open(path, "rb") as f:
+            fast = spectrum_fits.arrays(f.read())
+    except OSError as e:
+        raise ReleaseError(f"unreadable file ({e})", file=path, obj=obj) from None
+    if fast is not None:
+        return _checked(np.stack(fast), path, obj)
+    return _checked(_read_spectrum_astropy(path, obj), path, obj)
+
+
+def _read_spectrum_astropy(path, obj) -> np.ndarray:
+    """The general reader (and the one that words errors): astropy.io.fits."""
+    from astropy.io import fits
+
     try:
         with fits.open(path, memmap=False) as hdus:
             n = len(hdus)
@@ -208,6 +223,11 @@ def read_spectrum(path: str | os.PathLike, *, obj: str = "") -> np.ndarray:
         raise ReleaseError(
             f"unreadable FITS ({type(e).__name__}: {e})", file=path, obj=obj
         ) from None
+    return out
+
+
+def _checked(out: np.ndarray, path, obj) -> np.ndarray:
+    """(3, M) wavelength, flux, ivar as the (M, 3) array callers expect."""
     if not out.shape[1] == len(out[1]) == len(out[2]):
         raise ReleaseError(
             "wavelength, flux and ivar differ in length", file=path, obj=obj
