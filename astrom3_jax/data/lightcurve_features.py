@@ -56,7 +56,7 @@ K_MAX, K_FEW, FEW_CYCLES = 20, 4, 12  # harmonics; for < FEW_CYCLES cycles
 MANY_CYCLES = 40  # for subharmonics and doubling rule (a): not irregular SR
 ERR_FLOOR, DIP_SIGMA = 0.02, 3.0  # mag floor added to mag_err; dip threshold
 LK_DOUBLE_Z, LK_DOUBLE_Z_DIPS = 2.0, 0.5  # doubling rule (a)
-EW_RANGE, EW_ASYMMETRY, EW_MIN_POWER = (0.1, 1.0), 0.12, 0.4  # doubling rule (b)
+EW_RANGE, EW_ASYMMETRY, EW_MIN_POWER = (0.1, 1.0), 0.12, 0.2  # doubling rule (b)
 EW_MAX_R21, EW_MAX_RESIDUAL_POWER = 1.0, 0.3
 EW_SHARP_PER_Z, EW_SHARP_MAX = 0.04, 1.0  # rule 3b: minima sharper than maxima
 # Detached eclipses (step 4): box widths (phase), the dip peaks' submultiples
