@@ -64,8 +64,8 @@ def test_every_layout_reads_as_astropy_reads_it(tmp_path):
         fast = spectrum_fits.arrays(path.read_bytes())
         assert fast is not None, f"{path.name} fell back to astropy"
         slow = _astropy(path)
-        np.testing.assert_array_equal(np.stack(fast), slow, err_msg=path.name)
-        np.testing.assert_array_equal(release_io.read_spectrum(path), slow.T)
+        np.testing.assert_array_equal(np.stack(fast, axis=1), slow, err_msg=path.name)
+        np.testing.assert_array_equal(release_io.read_spectrum(path), slow)
 
 
 def _card(text: str) -> bytes:
@@ -145,3 +145,20 @@ def test_files_outside_the_subset_go_to_astropy(tmp_path):
         if refused:
             with pytest.raises(release_io.ReleaseError, match="synthetic_one.fits"):
                 release_io.read_spectrum(one, obj="ASASSN-V J1")
+
+
+def test_table_columns_of_different_lengths_are_refused_by_name(tmp_path):
+    wave, flux, ivar = _arrays()
+    table = fits.BinTableHDU.from_columns(
+        [
+            fits.Column(name="FLUX", format=f"{N}E", array=flux[None]),
+            fits.Column(name="IVAR", format=f"{N}E", array=ivar[None]),
+            fits.Column(name="WAVELENGTH", format=f"{N - 1}D", array=wave[None, 1:]),
+        ]
+    )
+    path = tmp_path / "short_wave.fits"
+    fits.HDUList([fits.PrimaryHDU(), table]).writeto(path)
+    assert spectrum_fits.arrays(path.read_bytes()) is None
+    with pytest.raises(release_io.ReleaseError, match="differ in length") as err:
+        release_io.read_spectrum(path, obj="ASASSN-V J2")
+    assert "short_wave.fits" in str(err.value) and "ASASSN-V J2" in str(err.value)

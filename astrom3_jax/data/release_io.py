@@ -173,8 +173,8 @@ def read_spectrum(path: str | os.PathLike, *, obj: str = "") -> np.ndarray:
     except OSError as e:
         raise ReleaseError(f"unreadable file ({e})", file=path, obj=obj) from None
     if fast is not None:
-        return _checked(np.stack(fast), path, obj)
-    return _checked(_read_spectrum_astropy(path, obj), path, obj)
+        return np.stack(fast, axis=1)
+    return _read_spectrum_astropy(path, obj)
 
 
 def _read_spectrum_astropy(path, obj) -> np.ndarray:
@@ -199,9 +199,8 @@ def _read_spectrum_astropy(path, obj) -> np.ndarray:
                         raise ReleaseError(
                             f"header key {key} missing", file=path, obj=obj
                         )
-                pixels = np.arange(int(head["NAXIS1"]), dtype=np.float64)
-                wave = np.power(
-                    10.0, float(head["COEFF0"]) + pixels * float(head["COEFF1"])
+                wave = spectrum_fits.log_linear_wavelength(
+                    float(head["COEFF0"]), float(head["COEFF1"]), int(head["NAXIS1"])
                 )
                 flux, ivar = image[0], image[1]
             elif n == 2:
@@ -217,25 +216,18 @@ def _read_spectrum_astropy(path, obj) -> np.ndarray:
                 flux, ivar, wave = row[0], row[1], row[2]
             else:
                 raise ReleaseError(f"{n} HDUs; expected 1 or 2", file=path, obj=obj)
-            out = np.stack(
-                [np.asarray(a, dtype=np.float64).ravel() for a in (wave, flux, ivar)]
-            )
+            columns = [np.asarray(a, np.float64).ravel() for a in (wave, flux, ivar)]
+            if len({len(c) for c in columns}) != 1:
+                raise ReleaseError(
+                    "wavelength, flux and ivar differ in length", file=path, obj=obj
+                )
     except ReleaseError:
         raise
     except Exception as e:  # astropy raises many types for truncated/corrupt files
         raise ReleaseError(
             f"unreadable FITS ({type(e).__name__}: {e})", file=path, obj=obj
         ) from None
-    return out
-
-
-def _checked(out: np.ndarray, path, obj) -> np.ndarray:
-    """(3, M) wavelength, flux, ivar as the (M, 3) array callers expect."""
-    if not out.shape[1] == len(out[1]) == len(out[2]):
-        raise ReleaseError(
-            "wavelength, flux and ivar differ in length", file=path, obj=obj
-        )
-    return out.T
+    return np.stack(columns, axis=1)
 
 
 def spectrum_path(root: str | os.PathLike, target: str, spec_filename: str) -> str:

@@ -82,17 +82,22 @@ def _one_hdu(buf, head, naxes, at):
         raise _Unsupported
     n = naxes[0]
     image = np.frombuffer(buf, dtype, count=2 * n, offset=at).astype(np.float64)
-    pixels = np.arange(n, dtype=np.float64)
-    wave = np.power(10.0, _float(head, "COEFF0") + pixels * _float(head, "COEFF1"))
+    wave = log_linear_wavelength(_float(head, "COEFF0"), _float(head, "COEFF1"), n)
     return wave, image[:n], image[n:]
+
+
+def log_linear_wavelength(coeff0: float, coeff1: float, n: int) -> np.ndarray:
+    """The image layout's wavelengths: pixel i is at 10**(COEFF0 + i*COEFF1) A."""
+    return np.power(10.0, coeff0 + np.arange(n, dtype=np.float64) * coeff1)
 
 
 def _two_hdu(buf, table, naxes, at):
     """Row 0 of a binary table: fields 1, 2, 3 are flux, ivar, wavelength."""
-    if len(naxes) != 2 or naxes[1] < 1 or _int(table, "TFIELDS") < 3:
+    n_fields = _int(table, "TFIELDS")
+    if len(naxes) != 2 or naxes[1] < 1 or n_fields < 3:
         raise _Unsupported
     offset, fields = 0, []
-    for i in range(1, _int(table, "TFIELDS") + 1):
+    for i in range(1, n_fields + 1):
         if f"TSCAL{i}" in table or f"TZERO{i}" in table:
             raise _Unsupported
         match = _TFORM.match(_value(table, f"TFORM{i}"))
