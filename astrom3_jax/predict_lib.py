@@ -41,7 +41,7 @@ from astrom3_jax.data import normalisation, schema
 from astrom3_jax.prediction import reading, running, scoring, shards, writing
 from astrom3_jax.prediction.reading import PredictError, default_workers
 from astrom3_jax.prediction.writing import NEIGHBOURS_FILE, PREDICTIONS_FILE, SPLIT
-from astrom3_jax.training import calibration_files
+from astrom3_jax.training import calibration, calibration_files
 from astrom3_jax.training import workdir as workdir_lib
 
 __all__ = [
@@ -142,7 +142,12 @@ def predict(
         output = writing.Output(out, neighbours=ref is not None)
     else:
         output = writing.Kept()
-    score = _Scores(workdir, ref, names, k)
+    cal = (
+        calibration_files.load(workdir)
+        if config.model.task == "classification"
+        else None
+    )
+    score = _Scores(cal, ref, names, k)
     try:
         done = running.run(
             workdir, cat, stats, names, step=step, require=names if single else (),
@@ -155,6 +160,7 @@ def predict(
             band=band, derive_photometry=dataset_names.derives_photometry(
                 config.get("dataset", ""), derive_photometry
             ),
+            second_period=_reads_second_period(cal),
             on_chunk=lambda ran: output.add(ran, *score(ran)),
             chunk_batches=chunk_batches,
         )  # fmt: skip
@@ -174,6 +180,13 @@ def predict(
     )  # fmt: skip
 
 
+def _reads_second_period(cal) -> bool:
+    """Whether the calibration's density reads each light curve's second
+    period (data/lightcurve_modes.py; calibrations before it did not)."""
+    inputs = None if cal is None else cal.inputs
+    return inputs is not None and (calibration.SECOND_PERIOD_CHANNEL in inputs.channels)
+
+
 def _class_names(config) -> list[str]:
     return list(schema.CLASSES)[: config.model.num_classes]
 
@@ -185,18 +198,15 @@ class _Scores:
     (percentiles among its objects), never the other stars: chunks are
     scored as they come, with what they share loaded once."""
 
-    def __init__(self, workdir: str, ref, names, k: int):
-        self.workdir, self.ref, self.names, self.k = workdir, ref, names, k
-        self.cal = self.nearest = None
-        self.loaded = False
+    def __init__(self, cal, ref, names, k: int):
+        self.cal, self.ref, self.names, self.k = cal, ref, names, k
+        self.nearest = None
 
     def __call__(self, ran) -> tuple[list[dict], list[dict] | None]:
         names, ref = self.names, self.ref
         class_names = _class_names(ran.config)
         probs = votes = near = ref_names = nb = unfamiliar = None
         if ran.logits is not None:
-            if not self.loaded:
-                self.cal, self.loaded = calibration_files.load(self.workdir), True
             cal = self.cal
             probs = scoring.probabilities(ran.logits, cal.temperature if cal else 1.0)
             unfamiliar = scoring.out_of_distribution(

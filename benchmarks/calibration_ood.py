@@ -8,10 +8,10 @@ before and after its temperature, and the AUROC of the out-of-distribution
 score for unseen against test objects, next to the max-softmax baseline
 (1 - top calibrated probability). Three scores: the head features'
 Mahalanobis distance, the density of the light-curve numbers (amplitude,
-period, Lafler-Kinman statistic), and the two joined as predict joins them
-(the larger validation percentile). Target: AUROC >= 0.9. `--refit` fits
-the calibration again first (for runs calibrated before the light-curve
-density existed).
+period, Lafler-Kinman statistic, second period), and the two joined as
+predict joins them (the larger validation percentile). Target: AUROC >=
+0.9. `--refit` fits the calibration again first (for runs calibrated before
+the light-curve density or its second period existed).
 
     python benchmarks/calibration_ood.py runs/photo_cpu [runs/all_cpu ...]
 """
@@ -50,6 +50,7 @@ def measure(workdir: str, refit: bool = False) -> dict:
     model, _ = workdir_lib.restore_model(workdir, "best")
     predictor = evaluation.Predictor(model, seed=config.seed)
     got, numbers, predicted, joined = {}, {}, {}, {}
+    stats = calibration_files.workdir_stats(workdir) if "photometry" in names else None
     kinds = None  # the unseen objects' true classes, where the data set has them
     for split, source in sources.items():
         ran = predictor.run(
@@ -60,7 +61,9 @@ def measure(workdir: str, refit: bool = False) -> dict:
         if split == "unseen" and "true_target" in ran.columns:
             kinds = np.asarray([_text(v) for v in ran.columns["true_target"]])
         got[split] = calibration_files.split_features(ran, names)
-        numbers[split] = calibration_files.light_curve_numbers(ran, names)
+        numbers[split] = calibration_files.light_curve_numbers(
+            ran, names, calibration_files.second_period_column(source, stats)
+        )
         logits_all = np.asarray(ran.outputs["logits"])
         predicted[split] = np.argmax(logits_all, axis=1)
         # predict's own score (prediction/scoring.py) of every object

@@ -1,6 +1,7 @@
 """Temperature scaling, ECE and the out-of-distribution score against
 direct computations; a fine-tuned classifier's calibration used by predict."""
 
+import dataclasses
 import itertools
 
 import numpy as np
@@ -100,49 +101,66 @@ def test_wide_head_features_are_scored_in_their_principal_directions():
     np.testing.assert_allclose(ood.score(q), want, rtol=1e-6)
 
 
-def test_input_density_is_the_nearest_class_gaussian_likelihood():
+def test_input_density_is_the_class_gaussian_distance():
     """The light-curve-number score against scipy's Gaussian log-density with
     the covariance built by hand (own covariance per class, shrunk toward
-    the pooled variances; a class with too few objects uses the pooled)."""
+    the pooled variances; a class with too few objects uses the pooled),
+    on the columns it reads (amplitude, log period, LKSL, second period):
+    the squared Mahalanobis distance under the given (predicted) class, else
+    under the most likely one; a calibration written before the distance
+    (distance_only False) keeps twice the negative log-likelihood."""
+    ch = list(calibration.INPUT_DENSITY_CHANNELS)
+    assert [calibration.LIGHT_CURVE_NUMBERS[c] for c in ch] == [
+        "amplitude", "log_period", "lksl_statistic", "second_period_logit"
+    ]  # fmt: skip
+    k = len(ch)
     rng = np.random.default_rng(3)
     labels = np.r_[np.zeros(120, int), np.ones(80, int), np.full(3, 2)]
-    x = rng.normal(0, 1, (len(labels), 6))
-    x[:, :3] *= np.array([[0.5], [2.0], [1.0]])[[min(c, 2) for c in labels]]
-    x[:, :3] += 4.0 * np.eye(3)[labels]
+    x = rng.normal(0, 1, (len(labels), len(calibration.LIGHT_CURVE_NUMBERS)))
+    x[:, ch] *= np.array([[0.5], [2.0], [1.0]])[[min(c, 2) for c in labels]]
+    x[:, ch[:3]] += 4.0 * np.eye(3)[labels]
     x[5, 1] = np.nan  # a row without finite numbers is left out of the fit
     density = calibration.InputDensity.fit(x, labels, num_classes=4)
-    ok = np.isfinite(x[:, :3]).all(1)
-    xs, ys = x[ok, :3], labels[ok]
+    assert density.distance_only
+    likelihood = dataclasses.replace(density, distance_only=False)
+    ok = np.isfinite(x[:, ch]).all(1)
+    xs, ys = x[ok][:, ch], labels[ok]
     pooled = np.cov(xs.T)
     s = calibration.SHRINKAGE
-    q = rng.normal(1, 3, (9, 6))
-    best = np.full(len(q), -np.inf)
-    for c in range(3):
-        own = np.cov(xs[ys == c].T) if (ys == c).sum() > 4 else pooled
+    q = rng.normal(1, 3, (9, x.shape[1]))
+
+    def gaussian(c):
+        own = np.cov(xs[ys == c].T) if (ys == c).sum() > k + 1 else pooled
         cov = (1 - s) * own + s * np.diag(np.diag(pooled))
-        mean = xs[ys == c].mean(0)
-        logpdf = scipy.stats.multivariate_normal(mean, cov).logpdf(q[:, :3])
-        best = np.maximum(best, logpdf)
-    want = -2 * best - 3 * np.log(2 * np.pi)  # up to scipy's constant
+        return xs[ys == c].mean(0), cov
+
+    def nll(c, rows):  # twice the negative log-density, up to scipy's constant
+        mean, cov = gaussian(c)
+        logpdf = scipy.stats.multivariate_normal(mean, cov).logpdf(rows)
+        return -2 * logpdf - k * np.log(2 * np.pi)
+
+    def distance(c, rows):
+        mean, cov = gaussian(c)
+        d = np.atleast_2d(rows) - mean
+        return np.einsum("nd,de,ne->n", d, np.linalg.inv(cov), d)
+
+    each = np.array([nll(c, q[:, ch]) for c in range(3)])
+    likely = np.argmin(each, axis=0)
+    np.testing.assert_allclose(likelihood.score(q), each.min(0), rtol=1e-9)
+    want = [distance(c, q[j, ch])[0] for j, c in enumerate(likely)]
     np.testing.assert_allclose(density.score(q), want, rtol=1e-9)
     assert np.isnan(density.means[3]).all()  # no objects: skipped
     # Under a given class (the predicted one): that class's Gaussian; class
     # 3 has no objects, so the most likely class stands in.
     given = [0, 1, 2, 1, 0, 2, 1, 3, 0]
-    mean0 = [xs[ys == c].mean(0) for c in range(3)]
-    want_given = []
-    for j, c in enumerate(given):
-        if c == 3:
-            want_given.append(want[j])
-            continue
-        own = np.cov(xs[ys == c].T) if (ys == c).sum() > 4 else pooled
-        cov = (1 - s) * own + s * np.diag(np.diag(pooled))
-        logpdf = scipy.stats.multivariate_normal(mean0[c], cov).logpdf(q[j, :3])
-        want_given.append(-2 * logpdf - 3 * np.log(2 * np.pi))
-    np.testing.assert_allclose(density.score(q, given), want_given, rtol=1e-9)
+    stand_in = [likely[j] if c == 3 else c for j, c in enumerate(given)]
+    want = [distance(c, q[j, ch])[0] for j, c in enumerate(stand_in)]
+    np.testing.assert_allclose(density.score(q, given), want, rtol=1e-9)
+    want = [nll(c, q[j, ch]) for j, c in enumerate(stand_in)]
+    np.testing.assert_allclose(likelihood.score(q, given), want, rtol=1e-9)
     # Channels 3-5 (rfr_score, log10_mad, delta_t) are not read.
     moved = q.copy()
-    moved[:, 3:] += 100.0
+    moved[:, 3:6] += 100.0
     np.testing.assert_allclose(density.score(moved), density.score(q))
     q[0, 2] = np.nan
     assert np.isnan(density.score(q)[0])
@@ -171,7 +189,8 @@ def test_auroc_against_counting_pairs():
 
 def test_calibration_file_round_trip_with_and_without_the_input_density(tmp_path):
     """calibration.npz keeps every array; a file written before the density
-    existed (no input_* arrays) loads with inputs None."""
+    existed (no input_* arrays) loads with inputs None, one written before
+    the distance score (no input_distance_only) with the likelihood."""
     rng = np.random.default_rng(4)
     labels = rng.integers(0, 3, 200)
     wide = rng.normal(0, 1, (200, calibration.MAX_HEAD_DIM + 8))
@@ -198,7 +217,15 @@ def test_calibration_file_round_trip_with_and_without_the_input_density(tmp_path
                 "log_dets",
                 "reference_scores",
                 "channels",
+                "distance_only",
             ):
                 np.testing.assert_array_equal(
                     getattr(got.inputs, f), getattr(density, f)
                 )
+    assert density.distance_only
+    path = tmp_path / calibration_files.CALIBRATION_FILE
+    calibration_files.save(tmp_path, calibration_files.Calibration(1.7, ood, density))
+    with np.load(path) as z:
+        older = {k: z[k] for k in z.files if k != "input_distance_only"}
+    np.savez(path, **older)
+    assert not calibration_files.load(tmp_path).inputs.distance_only

@@ -27,7 +27,8 @@ def _direct(t, y, err, period):
     f0 = 1 / period
     span = t.max() - t.min()
     df = 1 / (2 * span)
-    freq = 0.4 * f0 + df * np.arange(int(2.1 * f0 / df))
+    lo, hi = lightcurve_modes.BAND
+    freq = lo * f0 + df * np.arange(int((hi - lo) * f0 / df))
     near = [abs(freq - (h * f0 + a)) <= 2 / span for h in (1, 2) for a in (-1, 0, 1)]
     keep = ~np.any(near, axis=0)
     sigma = np.sqrt(err**2 + 0.02**2)

@@ -21,6 +21,7 @@ import zipfile
 
 import numpy as np
 import pytest
+import scipy.special
 
 import astrom3_jax
 from astrom3_jax import (
@@ -36,6 +37,7 @@ from astrom3_jax.data import (
     catalog_rows,
     catalog_tables,
     datasets,
+    lightcurve_modes,
     normalisation,
     release_io,
     schema,
@@ -248,13 +250,25 @@ def test_parity_finetuned_test_predictions_and_catalogue(
         np.testing.assert_allclose(got_p, p, atol=2e-6)
         assert r["ood_method"] == "mahalanobis+light_curve_numbers"
     feats, _ = calibration.head_features(got.embeddings, list(got.embeddings))
+    # The numbers from the build's own records: photometry_aux and the
+    # second period measured on the stored light curve (calibrate's way;
+    # predict measures it on the catalogue row's preprocessed curve).
+    assert calibration.SECOND_PERIOD_CHANNEL in cal.inputs.channels
+    stats = normalisation.read_stats(clf_wd)
     built = datasets.open_sources("full_42", ("test",), data_dir)["test"]
     aux = {}
     for i in range(len(built)):
         rec = built[i]
         key = rec["id"].decode() if isinstance(rec["id"], bytes) else str(rec["id"])
-        aux[key] = rec["photometry_aux"]
+        second = lightcurve_modes.second_period_logit(rec, stats)
+        assert np.isfinite(second)
+        aux[key] = np.append(rec["photometry_aux"], second)
     numbers = np.stack([aux[str(i)] for i in got.ids])
+    np.testing.assert_allclose(
+        [float(r["second_period_power"]) for r in lines],
+        scipy.special.expit(numbers[:, calibration.SECOND_PERIOD_CHANNEL]),
+        atol=1e-4,
+    )
     want = calibration.combined_percentile(
         cal.ood.percentile(cal.ood.score(feats)),
         cal.inputs.percentile(cal.inputs.score(numbers, np.argmax(got.logits, 1))),

@@ -79,14 +79,15 @@ def test_out_of_distribution_joins_the_head_and_light_curve_scores():
     rng = np.random.default_rng(5)
     labels = rng.integers(0, 3, 300)
     feats = rng.normal(0, 1, (300, 4)) + 2 * np.eye(4)[labels]
-    aux = rng.normal(0, 1, (300, 6)) + 3 * np.eye(6)[labels]
+    width = len(calibration.LIGHT_CURVE_NUMBERS)
+    aux = rng.normal(0, 1, (300, width)) + 3 * np.eye(width)[labels]
     ood = calibration.OutOfDistribution.fit(feats, labels, 3)
     ood = ood.with_reference(ood.score(feats[:50]))
     density = calibration.InputDensity.fit(aux, labels, 3)
     density = density.with_reference(density.score(aux[:50]))
     cal = calibration_files.Calibration(1.0, ood, density)
     emb = {"photometry": rng.normal(0, 1, (6, 4))}
-    numbers = rng.normal(0, 3, (6, 6))
+    numbers = rng.normal(0, 3, (6, width))
     numbers[2] = np.nan  # a star without a light curve: the head alone
     probs = np.eye(3)[[0, 1, 2, 2, 1, 0]] * 0.5 + 0.5 / 3  # predicted: 0 1 2 2 1 0
     got = scoring.out_of_distribution(cal, emb, ["photometry"], probs, numbers)

@@ -15,6 +15,7 @@ from tqdm import tqdm
 from astrom3_jax import errors
 from astrom3_jax.analysis import store
 from astrom3_jax.data import catalog as catalog_lib
+from astrom3_jax.data import lightcurve_modes
 from astrom3_jax.data import workers as workers_lib
 from astrom3_jax.data.astrom3_tfds import objects
 
@@ -100,19 +101,21 @@ _DONE = object()
 
 class Feed(threading.Thread):
     """Preprocesses a catalogue's rows in the background, in row order, into
-    a bounded queue of (row, example | None, RowError | None); an exception
-    of the preprocessing itself is queued too and raised by `items`.
-    `first_error` is the first bad row seen so far (the consumer may stop
-    early on it), `bad` how many there were."""
+    a bounded queue of (row, example | None, RowError | None, second period);
+    an exception of the preprocessing itself is queued too and raised by
+    `items`. The last is lightcurve_modes.second_period_logit of a good
+    row's light curve when `second_period` is asked for (the calibration's
+    density reads it), else NaN. `first_error` is the first bad row seen so
+    far (the consumer may stop early on it), `bad` how many there were."""
 
     def __init__(
         self, cat, stats, *, require, num_workers, progress, maxsize, band=None,
-        derive_photometry=False,
+        derive_photometry=False, second_period=False,
     ):  # fmt: skip
         super().__init__(name="predict-preprocessing", daemon=True)
         self.cat, self.stats, self.require = cat, stats, tuple(require)
         self.num_workers, self.progress, self.band = num_workers, progress, band
-        self.derive_photometry = derive_photometry
+        self.derive_photometry, self.second_period = derive_photometry, second_period
         self.queue: queue.Queue = queue.Queue(maxsize)
         self.stopping = threading.Event()
         self.first_error = None
@@ -134,10 +137,16 @@ class Feed(threading.Thread):
                     if self.stopping.is_set():
                         return
                     bar.update()
-                    if item[2] is not None:
+                    row, example, error = item
+                    second = float("nan")
+                    if error is not None:
                         self.bad += 1
-                        self.first_error = self.first_error or item[2]
-                    self._put(item)
+                        self.first_error = self.first_error or error
+                    elif self.second_period:
+                        second = lightcurve_modes.second_period_logit(
+                            example.features, self.stats
+                        )
+                    self._put((row, example, error, second))
         except BaseException as e:  # noqa: BLE001 (raised again by items())
             self._put(e)
         self._put(_DONE)

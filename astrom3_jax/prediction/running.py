@@ -19,9 +19,8 @@ from tqdm import tqdm
 from astrom3_jax import api
 from astrom3_jax.analysis import store
 from astrom3_jax.data import catalog as catalog_lib
-from astrom3_jax.data import schema
 from astrom3_jax.prediction import reading
-from astrom3_jax.training import calibration_files, evaluation
+from astrom3_jax.training import calibration, calibration_files, evaluation
 
 CHUNK_BATCHES = 4  # batches of preprocessed rows per model run (the first: 1)
 
@@ -36,7 +35,9 @@ class Ran:
     light_curves: list  # what was used of each light-curve file (or None)
     photometry_values: list  # the 4 light-curve numbers and sources (or None)
     has: list  # the modalities each star has, model's or not (tuple of names)
-    light_curve_numbers: np.ndarray  # (N, 6) photometry_aux, NaN rows: none
+    # (N, 7) calibration.LIGHT_CURVE_NUMBERS (NaN rows: no light curve; the
+    # second period NaN unless the calibration reads it)
+    light_curve_numbers: np.ndarray
     present: dict[str, np.ndarray]  # modality -> (N,) bool
     embeddings: dict[str, np.ndarray]  # modality -> (N, D), NaN where absent
     logits: np.ndarray | None
@@ -68,6 +69,7 @@ def run(
     num_workers: int,
     band: str | None = None,
     derive_photometry: bool = False,
+    second_period: bool = False,
     progress: bool,
     timings: dict,
     started: float,
@@ -80,14 +82,15 @@ def run(
     row (strict) or on too many of them. The batches are the same whatever
     `chunk_batches` is (every chunk is whole batches), so are the outputs.
     Fills `timings` ('load' counted from `started`, 'model', 'waiting',
-    'scoring': in `on_chunk`)."""
+    'scoring': in `on_chunk`). second_period: measure each light curve's
+    second period (reading.Feed) for the calibration's density."""
     if chunk_batches < 1:
         raise ValueError(f"chunk_batches must be at least 1, got {chunk_batches}")
     batch = max(jax.device_count(), batch_size - batch_size % jax.device_count())
     chunk = batch * chunk_batches
     feed = reading.Feed(
         cat, stats, require=require, num_workers=num_workers, maxsize=2 * chunk,
-        band=band, derive_photometry=derive_photometry,
+        band=band, derive_photometry=derive_photometry, second_period=second_period,
         progress=progress and jax.process_index() == 0,
     )  # fmt: skip
     limit = catalog_lib.allowed_bad(len(cat), max_bad_fraction)
@@ -135,7 +138,7 @@ def run(
                 timings["waiting"] += time.perf_counter() - t
                 if item is None:
                     break
-                row, example, error = item
+                row, example, error, second = item
                 if error is None and not any(example.present.get(m) for m in names):
                     error = catalog_lib.RowError(
                         f"none of this model's modalities {names}",
@@ -155,7 +158,8 @@ def run(
                 stars.append(
                     (example.id, name, example.label, example.light_curve,
                      example.photometry_values, has,
-                     example.features.get(calibration_files.AUX_FIELD))
+                     _numbers(example.features.get(calibration_files.AUX_FIELD),
+                              second))
                 )  # fmt: skip
                 pending.append(example)
                 # The first run starts at one batch: it compiles the model's
@@ -192,6 +196,16 @@ def _refuse_too_many_bad(cat, bad, limit, max_bad_fraction, path, skip_bad):
         )
 
 
+N_NUMBERS = len(calibration.LIGHT_CURVE_NUMBERS)
+
+
+def _numbers(aux, second: float) -> np.ndarray | None:
+    """A star's LIGHT_CURVE_NUMBERS row, None without a light curve."""
+    if aux is None:
+        return None
+    return np.append(np.asarray(aux, np.float64), second)
+
+
 def _assemble(stars, outputs, names, model, config) -> Ran:
     """A chunk's stars and model outputs, split into presence flags,
     embeddings (NaN where absent) and logits."""
@@ -212,12 +226,9 @@ def _assemble(stars, outputs, names, model, config) -> Ran:
         photometry_values=[s[4] for s in stars],
         has=[s[5] for s in stars],
         light_curve_numbers=np.asarray(
-            [
-                np.full(len(schema.PHOTOMETRY_AUX), np.nan) if s[6] is None else s[6]
-                for s in stars
-            ],
+            [np.full(N_NUMBERS, np.nan) if s[6] is None else s[6] for s in stars],
             np.float64,
-        ).reshape(n, len(schema.PHOTOMETRY_AUX)),
+        ).reshape(n, N_NUMBERS),
         present=present,
         embeddings=embeddings,
         logits=logits,

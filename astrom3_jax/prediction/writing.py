@@ -11,11 +11,13 @@ import os
 from collections.abc import Sequence
 
 import numpy as np
+import scipy.special
 
 from astrom3_jax.analysis import store
 from astrom3_jax.data import schema
 from astrom3_jax.data.lightcurve_cleaning import RECORD_FIELDS
 from astrom3_jax.prediction import scoring
+from astrom3_jax.training import calibration
 
 PREDICTIONS_FILE = "predictions.csv"
 NEIGHBOURS_FILE = "neighbours.csv"
@@ -34,7 +36,8 @@ def prediction_rows(
     its 4 light-curve catalogue numbers, each with its source (catalogue,
     derived, training_mean); a classifier's class, its probabilities
     (temperature scaled when the model has a calibration) and its
-    out-of-distribution score, percentile and method; each
+    out-of-distribution score, percentile and method, and the light curve's
+    second-period power the score read (data/lightcurve_modes.py); each
     modality's vote; with a reference (`near`), the k-NN class, its
     agreement, the outlier score and percentile, and for a labelled star the
     mislabel score."""
@@ -63,6 +66,12 @@ def prediction_rows(
             pct = unfamiliar.percentile[i]
             row["ood_percentile"] = "" if np.isnan(pct) else f"{pct:.1f}"
             row["ood_method"] = unfamiliar.method
+            # Blank where not measured (no light curve, or a calibration
+            # that does not read it).
+            second = ran.light_curve_numbers[i, calibration.SECOND_PERIOD_CHANNEL]
+            row["second_period_power"] = (
+                f"{scipy.special.expit(second):.4f}" if np.isfinite(second) else ""
+            )
         for m, v in (votes or {}).items():
             row[f"class_{m}"] = class_names[v[i]] if v[i] >= 0 else ""
         if near is not None:

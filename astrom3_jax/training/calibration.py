@@ -12,9 +12,11 @@
   classifier's L2-normalised encoder output, or a fused classifier's mean
   of the L2-normalised embeddings the object has. Reported with its
   percentile among the validation objects (all of known classes).
-- A second score on the light-curve numbers the model reads (amplitude,
-  log period, Lafler-Kinman statistic: INPUT_DENSITY_CHANNELS of
-  `photometry_aux`): the negative log-likelihood under the training
+- A second score on light-curve numbers (amplitude, log period,
+  Lafler-Kinman statistic from `photometry_aux`, and whether the light
+  curve holds a second period: data/lightcurve_modes.py;
+  INPUT_DENSITY_CHANNELS of LIGHT_CURVE_NUMBERS): the negative
+  log-likelihood under the training
   split's Gaussian of the class the classifier predicts (a Cepheid called
   RRAB has a period no RRAB has, though some EB has it; without a
   prediction, the most likely class's). A classifier's head features
@@ -34,13 +36,20 @@ import scipy.optimize
 import scipy.special
 import scipy.stats
 
+from astrom3_jax.data import schema
+
 ECE_BINS = 15
-# photometry_aux channels (schema.PHOTOMETRY_AUX) the input density reads:
-# amplitude, log_period, lksl_statistic. Not rfr_score (a user's star has
-# none; predict fills the training mean), log10_mad or delta_t (brightness
-# and the survey's time span: no class in them, and a user's download would
-# look foreign for its baseline alone).
-INPUT_DENSITY_CHANNELS = (0, 1, 2)
+# A light curve's numbers for the input density: its photometry_aux row
+# (schema.PHOTOMETRY_AUX) and lightcurve_modes.second_period_logit.
+LIGHT_CURVE_NUMBERS = (*schema.PHOTOMETRY_AUX, "second_period_logit")
+# The columns the density reads: amplitude, log_period, lksl_statistic and
+# the second period (double-mode pulsators; calibrations written before it
+# existed read (0, 1, 2)). Not rfr_score (a user's star has none; predict
+# fills the training mean), log10_mad or delta_t (brightness and the
+# survey's time span: no class in them, and a user's download would look
+# foreign for its baseline alone).
+SECOND_PERIOD_CHANNEL = LIGHT_CURVE_NUMBERS.index("second_period_logit")
+INPUT_DENSITY_CHANNELS = (0, 1, 2, SECOND_PERIOD_CHANNEL)
 SHRINKAGE = 0.1  # share of the covariance replaced by its mean variance
 MAX_HEAD_DIM = 128  # wider head features: their principal directions first
 T_BOUNDS = (0.05, 20.0)
@@ -165,19 +174,28 @@ class OutOfDistribution:
 @dataclasses.dataclass(frozen=True)
 class InputDensity:
     """Per-class Gaussians (own covariance, shrunk) of the training split's
-    light-curve numbers, and the validation scores for percentiles."""
+    light-curve numbers, and the validation scores for percentiles.
+
+    `distance_only`: the score is the squared Mahalanobis distance to the
+    class, without the log-determinant of its covariance. The percentiles
+    pool stars predicted as every class; with the log-determinant a tight
+    class (RRC) scores its strangers lower than a broad class (SR) scores
+    its ordinary stars, while the distance alone follows one chi-square law
+    for every class. Calibrations written before it (False) keep the
+    likelihood their reference scores were computed with."""
 
     means: np.ndarray  # (C, K); NaN rows for classes without objects
     precisions: np.ndarray  # (C, K, K)
     log_dets: np.ndarray  # (C,)
     reference_scores: np.ndarray  # sorted validation scores
     channels: tuple[int, ...] = INPUT_DENSITY_CHANNELS  # columns of values read
+    distance_only: bool = False
 
     @classmethod
     def fit(
         cls, values, labels, num_classes: int, channels=INPUT_DENSITY_CHANNELS
     ) -> InputDensity:
-        """values: (N, V) rows (photometry_aux for predict's score), of which
+        """values: (N, V) rows (LIGHT_CURVE_NUMBERS for predict's score), of which
         `channels` are read; rows with a non-finite value there are left out."""
         channels = tuple(int(c) for c in channels)
         x = _columns(values, channels)
@@ -200,26 +218,32 @@ class InputDensity:
             cov = (1 - SHRINKAGE) * own + SHRINKAGE * np.diag(np.diag(pooled))
             precisions[c] = np.linalg.inv(cov)
             log_dets[c] = np.linalg.slogdet(cov)[1]
-        return cls(means, precisions, log_dets, np.zeros(0), channels)
+        return cls(means, precisions, log_dets, np.zeros(0), channels, True)
 
     def score(self, values, classes=None) -> np.ndarray:
-        """Twice the negative log-likelihood (up to a constant) under the
-        most likely class, or under each row's `classes` entry (the class
-        the classifier predicts) where given; NaN for rows without finite
+        """The squared Mahalanobis distance (`distance_only`; else twice the
+        negative log-likelihood, up to a constant) under each row's
+        `classes` entry (the class the classifier predicts) where given,
+        else under the most likely class; NaN for rows without finite
         values."""
         x = _columns(values, self.channels)
-        each = np.full((len(self.means), len(x)), np.inf)
+        nll = np.full((len(self.means), len(x)), np.inf)
+        dist = np.full_like(nll, np.inf)
         for c, (mu, prec, log_det) in enumerate(
             zip(self.means, self.precisions, self.log_dets, strict=True)
         ):
             if np.isfinite(mu).all():
                 d = x - mu
-                each[c] = np.einsum("nd,de,ne->n", d, prec, d) + log_det
+                dist[c] = np.einsum("nd,de,ne->n", d, prec, d)
+                nll[c] = dist[c] + log_det
+        rows = np.arange(len(x))
+        likely = np.argmin(nll, axis=0)
         if classes is None:
-            out = each.min(axis=0)
+            which = likely
         else:
-            out = each[np.asarray(classes, np.int64), np.arange(len(x))]
-            out = np.where(np.isinf(out), each.min(axis=0), out)  # unfitted class
+            which = np.asarray(classes, np.int64)
+            which = np.where(np.isinf(nll[which, rows]), likely, which)  # unfitted
+        out = (dist if self.distance_only else nll)[which, rows]
         return np.where(np.isfinite(x).all(axis=1), out, np.nan)
 
     def percentile(self, scores) -> np.ndarray:

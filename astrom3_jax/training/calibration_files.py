@@ -16,7 +16,7 @@ import os
 import jax
 import numpy as np
 
-from astrom3_jax.data import modalities
+from astrom3_jax.data import lightcurve_modes, modalities, normalisation
 from astrom3_jax.training import calibration, checkpoints, evaluation
 from astrom3_jax.training import workdir as workdir_lib
 
@@ -56,16 +56,40 @@ def split_features(got, names):
 AUX_FIELD = "photometry_aux"
 
 
-def light_curve_numbers(got, names) -> np.ndarray | None:
-    """Each object's photometry_aux row (NaN where it has no light curve),
-    or None when the model reads no light curves."""
+def light_curve_numbers(got, names, second_period=None) -> np.ndarray | None:
+    """Each object's calibration.LIGHT_CURVE_NUMBERS row: its photometry_aux
+    and `second_period` (second_period_column's; NaN when not given), NaN
+    rows where it has no light curve; None when the model reads none."""
     if "photometry" not in names or AUX_FIELD not in got.columns:
         return None
     aux = np.asarray(got.columns[AUX_FIELD], np.float64)
+    extra = np.full(len(aux), np.nan) if second_period is None else second_period
+    aux = np.column_stack([aux, np.asarray(extra, np.float64)])
     flags = got.outputs.get(modalities.presence_key("photometry"))
     if flags is not None:
         aux = np.where(np.asarray(flags)[:, None] > 0, aux, np.nan)
     return aux
+
+
+def second_period_column(source, stats) -> np.ndarray | None:
+    """lightcurve_modes.second_period_logit of every object of `source`, in
+    its order (NaN without a light curve); None without statistics to undo
+    the period's normalisation (a run recorded none)."""
+    if stats is None:
+        return None
+    return np.asarray(
+        [lightcurve_modes.second_period_logit(source[i], stats)
+         for i in range(len(source))],
+        np.float64,
+    )  # fmt: skip
+
+
+def workdir_stats(workdir: str):
+    """The normalisation statistics recorded with the run, or None."""
+    try:
+        return normalisation.read_stats(workdir)
+    except normalisation.MissingStatsError:
+        return None
 
 
 def calibrate(config, workdir: str, sources, *, build_fn=None) -> dict:
@@ -78,7 +102,9 @@ def calibrate(config, workdir: str, sources, *, build_fn=None) -> dict:
     names = tuple(config.model.modalities)
     got, numbers = {}, {}
     # The light-curve numbers only for a model that reads light curves.
-    host_fields = ("label",) + ((AUX_FIELD,) if "photometry" in names else ())
+    reads_light_curves = "photometry" in names
+    host_fields = ("label",) + ((AUX_FIELD,) if reads_light_curves else ())
+    stats = workdir_stats(workdir) if reads_light_curves else None
     for split in ("train", "validation"):
         ran = predictor.run(
             sources[split],
@@ -90,7 +116,8 @@ def calibrate(config, workdir: str, sources, *, build_fn=None) -> dict:
         if jax.process_count() > 1:
             ran.columns = evaluation.index_from_source(sources[split], host_fields)
         got[split] = split_features(ran, names)
-        aux = light_curve_numbers(ran, names)
+        second = second_period_column(sources[split], stats)
+        aux = light_curve_numbers(ran, names, second)
         if aux is not None:
             predicted = np.argmax(np.asarray(ran.outputs["logits"]), axis=1)
             labels = np.asarray(ran.columns["label"], np.int64)
@@ -102,7 +129,14 @@ def calibrate(config, workdir: str, sources, *, build_fn=None) -> dict:
     inputs = None
     if numbers:
         aux, labels, _ = numbers["train"]
-        inputs = calibration.InputDensity.fit(aux, labels, config.model.num_classes)
+        channels = calibration.INPUT_DENSITY_CHANNELS
+        if stats is None:  # no period in days: the three numbers alone
+            channels = tuple(
+                c for c in channels if c != calibration.SECOND_PERIOD_CHANNEL
+            )
+        inputs = calibration.InputDensity.fit(
+            aux, labels, config.model.num_classes, channels=channels
+        )
         aux, _, predicted = numbers["validation"]
         inputs = inputs.with_reference(inputs.score(aux, predicted))
     summary = {
@@ -112,6 +146,9 @@ def calibrate(config, workdir: str, sources, *, build_fn=None) -> dict:
         "ood_fitted_on": "train",
         "ood_scores": ["head_mahalanobis"]
         + ([] if inputs is None else ["light_curve_numbers"]),
+        "light_curve_numbers": []
+        if inputs is None
+        else [calibration.LIGHT_CURVE_NUMBERS[c] for c in inputs.channels],
         "validation_objects": len(y_val),
         "validation_nll": [
             calibration.nll(z_val, y_val),
@@ -153,6 +190,7 @@ def save(workdir: str, cal: Calibration) -> str:
                     "input_log_dets": cal.inputs.log_dets,
                     "input_reference_scores": cal.inputs.reference_scores,
                     "input_channels": np.asarray(cal.inputs.channels, np.int64),
+                    "input_distance_only": np.bool_(cal.inputs.distance_only),
                 }
             ),
         )
@@ -175,6 +213,7 @@ def load(workdir: str) -> Calibration | None:
                 z["input_log_dets"],
                 z["input_reference_scores"],
                 tuple(int(c) for c in z["input_channels"]),
+                bool(z["input_distance_only"]) if "input_distance_only" in z else False,
             )
         return Calibration(
             float(z["temperature"]),
