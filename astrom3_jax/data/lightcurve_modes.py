@@ -42,6 +42,10 @@ OVERSAMPLE = 2  # grid step 1 / (OVERSAMPLE * time span)
 ALIAS_HALF_WIDTH = 2.0  # masked around each harmonic and alias, in 1 / span
 ERR_FLOOR = 0.02  # added in quadrature to the errors (a zero error)
 MIN_POINTS = 20
+# At most this many trial frequencies: a period far below any variable
+# star's (a catalogue in the wrong unit) gets a coarser grid, not a search
+# of hundreds of millions of frequencies.
+MAX_FREQUENCIES = 1 << 20
 POWER_CLIP = (1e-3, 0.999)  # power range before the logit
 
 
@@ -55,8 +59,9 @@ def second_period_power(t, y, err, period: float) -> float:
     if len(t) < MIN_POINTS or not span > 0 or not period > 0:
         return 0.0
     f0 = 1.0 / period
-    df = 1.0 / (OVERSAMPLE * span)
-    freq = BAND[0] * f0 + df * np.arange(int((BAND[1] - BAND[0]) * f0 / df))
+    width = (BAND[1] - BAND[0]) * f0
+    df = max(1.0 / (OVERSAMPLE * span), width / MAX_FREQUENCIES)
+    freq = BAND[0] * f0 + df * np.arange(int(width / df))
     keep = np.ones(len(freq), bool)
     for harmonic in (1, 2):
         for alias in (-1.0, 0.0, 1.0):
