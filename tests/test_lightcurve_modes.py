@@ -62,6 +62,10 @@ def test_too_few_points_or_no_band_give_no_second_period():
     t, y, err = _curve(400, 0.15)
     # a period as long as the curve: no frequency in the band is resolvable
     assert lightcurve_modes.second_period_power(t, y, err, 1500.0) == 0.0
+    # nothing left once the main period is fitted: no second period
+    t, _, err = _curve(400, 0.0)
+    y = 0.3 * np.sin(2 * np.pi * t / 0.33)
+    assert lightcurve_modes.second_period_power(t, y, err, 0.33) == 0.0
     # a period in the wrong unit (1e-6 d): a capped grid, not 10^10 trials
     got = lightcurve_modes.second_period_power(t, y, err, 1e-6)
     assert 0.0 <= got <= 1.0

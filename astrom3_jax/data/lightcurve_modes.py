@@ -76,6 +76,8 @@ def second_period_power(t, y, err, period: float) -> float:
     )
     coef, *_ = np.linalg.lstsq(design / sigma[:, None], y / sigma, rcond=None)
     resid = y - design @ coef
+    if np.sum((resid / sigma) ** 2) <= 1e-12 * len(t):  # nothing left over
+        return 0.0  # (the periodogram of rounding errors is noise)
     power = LombScargle(t, resid, sigma).power(
         freq,
         method="fast",
