@@ -67,6 +67,11 @@ DIP_PEAKS, DIP_SUBMULTIPLES, BOX_SWITCH = 3, 40, 1.2
 EVEN_ODD_Z, EVEN_ODD_MIN_POINTS, EVEN_ODD_BINS = 4.0, 4, 6
 
 
+# astropy LombScargle(...).power(..., method="fast", method_kwds=FASPER):
+# Press-Rybicki extirpolation at 2x, enough for locating peaks.
+FASPER = {"algorithm": "fasper", "trig_sum_kwds": {"oversampling": 2}}
+
+
 class FeatureError(ValueError):
     """The light curve cannot give the features (the message says why)."""
 
@@ -100,10 +105,9 @@ def _peaks(t, y, sig):
     df, f0 = 1.0 / (OVERSAMPLE * span), 1.0 / min(P_MAX, span)
     nf = max(int((1.0 / P_MIN - f0) / df), 3)
     ls = LombScargle(t, y, sig)
-    kwds = {"algorithm": "fasper", "trig_sum_kwds": {"oversampling": 2}}
     p = ls.power(
         f0 + df * np.arange(nf), method="fast", assume_regular_frequency=True,
-        method_kwds=kwds,
+        method_kwds=FASPER,
     )  # fmt: skip
     loc = np.flatnonzero((p[1:-1] > p[:-2]) & (p[1:-1] >= p[2:])) + 1
     loc = loc[np.argsort(p[loc])[::-1][: 3 * N_PEAKS]] if len(loc) else [np.argmax(p)]
@@ -129,7 +133,7 @@ def _dips(y):
     return dip.astype(float) if enough else None
 
 
-def _design(t, f, k, base=None):
+def harmonic_design(t, f, k, base=None):
     """Columns: base (a constant if None), then cos/sin of harmonics 1..k."""
     ph = (2 * np.pi * f * t)[:, None] * np.arange(1, k + 1)
     base = np.ones((len(t), 1)) if base is None else base
@@ -171,7 +175,7 @@ def _fit(t, yw, w, f, k, base=None):
         gram, rhs = _normal(t, w * w, yw * w, f, k)
         nb = 1
     else:
-        x = _design(t, f, k, base) * w[:, None]
+        x = harmonic_design(t, f, k, base) * w[:, None]
         nb = x.shape[1] - 2 * k
         gram, rhs = x.T @ x, x.T @ yw
     gram[np.diag_indices_from(gram)] += 1e-9 * np.trace(gram) / len(gram)  # ridge
@@ -247,7 +251,7 @@ def _ew_like(t, y, yw, w, f, power):
     if not _sharp_minima(w, amp, rel[0]):
         return False
     beta = scipy.linalg.solve_triangular(chol.T, z)
-    resid = y - _design(t, f, 4) @ beta
+    resid = y - harmonic_design(t, f, 4) @ beta
     return _peaks(t, resid, 1 / w)[1][0] < EW_MAX_RESIDUAL_POWER  # one period only
 
 

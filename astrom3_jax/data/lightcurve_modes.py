@@ -30,7 +30,7 @@ from collections.abc import Mapping
 import numpy as np
 from astropy.timeseries import LombScargle
 
-from astrom3_jax.data import schema
+from astrom3_jax.data import lightcurve_features, schema
 from astrom3_jax.data.normalisation import NormalisationStats
 
 K_HARMONICS = 4  # harmonics of the main period fitted before the search
@@ -40,7 +40,7 @@ K_HARMONICS = 4  # harmonics of the main period fitted before the search
 BAND = (0.4, 2.5)
 OVERSAMPLE = 2  # grid step 1 / (OVERSAMPLE * time span)
 ALIAS_HALF_WIDTH = 2.0  # masked around each harmonic and alias, in 1 / span
-ERR_FLOOR = 0.02  # added in quadrature to the errors (a zero error)
+ERR_FLOOR = 0.02  # added in quadrature to the errors, in y's unit (a zero error)
 MIN_POINTS = 20
 # At most this many trial frequencies: a period far below any variable
 # star's (a catalogue in the wrong unit) gets a coarser grid, not a search
@@ -69,11 +69,7 @@ def second_period_power(t, y, err, period: float) -> float:
     if keep.sum() < 3:
         return 0.0
     sigma = np.sqrt(err**2 + ERR_FLOOR**2)
-    phase = 2 * np.pi * f0 * (t - t.min())
-    design = np.column_stack(
-        [np.ones_like(t)]
-        + [g(k * phase) for k in range(1, K_HARMONICS + 1) for g in (np.sin, np.cos)]
-    )
+    design = lightcurve_features.harmonic_design(t - t.min(), f0, K_HARMONICS)
     coef, *_ = np.linalg.lstsq(design / sigma[:, None], y / sigma, rcond=None)
     resid = y - design @ coef
     if np.sum((resid / sigma) ** 2) <= 1e-12 * len(t):  # nothing left over
@@ -82,7 +78,7 @@ def second_period_power(t, y, err, period: float) -> float:
         freq,
         method="fast",
         assume_regular_frequency=True,
-        method_kwds={"algorithm": "fasper", "trig_sum_kwds": {"oversampling": 2}},
+        method_kwds=lightcurve_features.FASPER,
     )
     return float(np.clip(np.nanmax(power[keep]), 0.0, 1.0))
 
