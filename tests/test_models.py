@@ -78,6 +78,42 @@ def test_classifiers():
         assert single(batch).shape == (3, 10)
 
 
+def _state_arrays(model):
+    out = {}
+    for path, v in nnx.to_flat_state(nnx.state(model)):
+        x = v[...]
+        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            x = jax.random.key_data(x)
+        out[path] = (type(v), np.asarray(x))
+    return out
+
+
+@pytest.mark.parametrize("task", ["clip", "classification"])
+def test_built_models_match_flaxs_own_rngs(task):
+    """init_model and build_for_restore count draws on the host while tracing
+    (building.py); every key and parameter must be what flax's own Rngs give
+    to the same builder eagerly."""
+    cfg = models.small_model_config()
+    cfg.task = task
+    eager = _state_arrays(models.build_model(cfg, nnx.Rngs(5)))
+    assert any(kind is nnx.RngKey for kind, _ in eager.values())
+    got = _state_arrays(models.init_model(cfg, seed=5))
+    assert got.keys() == eager.keys()
+    for path, (kind, want) in eager.items():
+        assert got[path][0] is kind, path
+        np.testing.assert_allclose(got[path][1], want, rtol=1e-6, err_msg=str(path))
+    zeroed = _state_arrays(models.build_for_restore(cfg, seed=5))
+    assert zeroed.keys() == eager.keys()
+    for path, (kind, want) in eager.items():
+        assert zeroed[path][0] is kind, path
+        if issubclass(kind, nnx.Param):
+            assert zeroed[path][1].shape == want.shape, path
+            assert zeroed[path][1].dtype == want.dtype, path
+            assert not zeroed[path][1].any(), path
+        else:
+            np.testing.assert_array_equal(zeroed[path][1], want, err_msg=str(path))
+
+
 def test_dropout_train_vs_eval():
     cfg = models.small_model_config()
     model = models.build_clip_model(cfg, nnx.Rngs(0))
