@@ -6,6 +6,7 @@ magnitude conversion and the statistics are checked against numbers computed
 here by hand.
 """
 
+import functools
 import json
 import os
 import subprocess
@@ -23,6 +24,7 @@ from astrom3_jax.data import (
     datasets,
     lightcurve_features,
     lightcurve_files,
+    lightcurve_modes,
     modalities,
     names,
     normalisation,
@@ -128,6 +130,42 @@ def test_worker_processes_keep_row_order_and_values(layout):
     for a, b in zip(serial.examples, pooled.examples, strict=True):
         assert a.id == b.id
         _assert_same(a.features, b.features, FULL_KEYS)
+
+
+def _light_curve_points(example):
+    """A stand-in measurement (picklable): the stored light curve's length."""
+    return len(example.features["photometry"])
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_measure_runs_where_rows_are_parsed(tmp_path, layout, num_workers):
+    """iter_processed's `measure` (predict's second-period search) gives each
+    good row's value, in row order, in this process and in worker processes
+    alike, and None for a bad row; second_period_logit's partial pickles."""
+    path, _, _ = _bad_catalog(tmp_path, layout, "unknown_class")
+    stats = NormalisationStats.from_info_json(INFO)
+    cat = catalog_tables.read_catalog(path)
+    got = list(
+        catalog.iter_processed(
+            cat.rows, stats, catalog=path, num_workers=num_workers,
+            measure=_light_curve_points,
+        )
+    )  # fmt: skip
+    assert [row.index for row, *_ in got] == [0, 1, 2, 3, 4]
+    for row, example, error, measured in got:
+        if row.index == 2:
+            assert example is None and error is not None and measured is None
+        else:
+            assert error is None
+            assert measured == len(example.features["photometry"]) > 0
+    second = functools.partial(
+        lightcurve_modes.example_second_period_logit, stats=stats
+    )
+    for _, example, _, measured in catalog.iter_processed(
+        cat.rows[:2], stats, catalog=path, num_workers=num_workers, measure=second
+    ):
+        want = lightcurve_modes.second_period_logit(example.features, stats)
+        assert np.isfinite(measured) and measured == want
 
 
 def test_relative_paths_resolve_against_the_table_folder(layout, monkeypatch):

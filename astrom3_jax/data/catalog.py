@@ -13,7 +13,8 @@ import csv
 import dataclasses
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 from astrom3_jax.data import modalities
 from astrom3_jax.data import workers as workers_lib
@@ -46,12 +47,15 @@ class BadRow:
     reason: str
 
 
-def _process(row: CatalogRow, options: dict):
-    """(example, None) for a good row, (None, RowError) for a bad one."""
+def _process(row: CatalogRow, state: dict):
+    """(example, None, measured) for a good row, (None, RowError, None) for a
+    bad one; measured is state["measure"](example), None without one."""
     try:
-        return process_row(row, **options), None
+        example = process_row(row, **state["options"])
     except RowError as e:
-        return None, e
+        return None, e, None
+    measure = state["measure"]
+    return example, None, None if measure is None else measure(example)
 
 
 def _row_name(row: CatalogRow) -> str:
@@ -68,13 +72,19 @@ def iter_processed(
     band: str | None = None,
     derive_photometry: bool = False,
     num_workers: int | None = None,
-) -> Iterator[tuple[CatalogRow, CatalogExample | None, RowError | None]]:
-    """Yields (row, example | None, error | None) in row order.
+    measure: Callable[[CatalogExample], Any] | None = None,
+) -> Iterator[tuple[CatalogRow, CatalogExample | None, RowError | None, Any]]:
+    """Yields (row, example | None, error | None, measured) in row order.
 
     band: the light-curve band of rows whose `band` cell is blank (None: the
     rule of lightcurve_cleaning.choose_band). derive_photometry: measure
     amplitude, period and lksl_statistic from every light curve, even where
     the catalogue gives them (catalog_rows.process_row).
+
+    measure: a further measurement of each good row's example (picklable, e.g.
+    a module-level function or a partial of one), made where the row is
+    preprocessed, so that worker processes share its cost; measured is its
+    result, None for bad rows and without measure.
 
     num_workers <= 1 works in this process, otherwise a spawn-started process
     pool (workers.ordered_map); None: workers.default_workers(len(rows)).
@@ -87,14 +97,15 @@ def iter_processed(
         band=band,
         derive_photometry=derive_photometry,
     )
+    state = {"options": options, "measure": measure}
     results = workers_lib.ordered_map(
-        _process, rows, workers=num_workers, setup=dict, setup_args=(options,),
+        _process, rows, workers=num_workers, setup=dict, setup_args=(state,),
         name=_row_name, source=f"catalog {catalog}" if catalog else "",
         task="preprocessing",
     )  # fmt: skip
     with contextlib.closing(results):
-        for row, (example, error) in zip(rows, results, strict=True):
-            yield row, example, error
+        for row, (example, error, measured) in zip(rows, results, strict=True):
+            yield row, example, error, measured
 
 
 def allowed_bad(n_rows: int, max_bad_fraction: float) -> int:
@@ -151,7 +162,7 @@ def preprocess(
         disable=not progress, unit="obj",
     )  # fmt: skip
     with bar:
-        for _, example, error in iter_processed(
+        for _, example, error, _ in iter_processed(
             catalog.rows, stats, catalog=catalog.path, require=require,
             mag_zero_point=mag_zero_point, band=band,
             derive_photometry=derive_photometry, num_workers=num_workers,

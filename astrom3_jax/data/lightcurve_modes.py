@@ -106,3 +106,10 @@ def second_period_logit(features: Mapping, stats: NormalisationStats) -> float:
     days = float(features["raw_time_max"]) - float(features["raw_time_min"])
     period = period_days(features["photometry_aux"], stats)
     return logit(second_period_power(lc[:, 0] * days, lc[:, 1], lc[:, 2], period))
+
+
+def example_second_period_logit(example, stats: NormalisationStats) -> float:
+    """`second_period_logit` of a preprocessed catalogue example (anything
+    with `features`): what predict measures for each row, in the process that
+    preprocessed it (catalog.iter_processed's `measure`)."""
+    return second_period_logit(example.features, stats)

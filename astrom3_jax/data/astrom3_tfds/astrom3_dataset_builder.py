@@ -350,7 +350,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         self._counts[split] = 0
         bar = tqdm(total=len(rows), desc=f"astrom3/catalog {split}")
         with bar:
-            for row, example, error in catalog.iter_processed(
+            for row, example, error, _ in catalog.iter_processed(
                 rows, self._stats, catalog=table, require=require,
                 num_workers=workers,
                 derive_photometry=self.builder_config.derived_photometry,
