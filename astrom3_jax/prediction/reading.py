@@ -108,8 +108,8 @@ class Feed(threading.Thread):
     row's light curve when `second_period` is asked for (the calibration's
     density reads it), else NaN; it is measured where the row is parsed, so
     parsing workers share it (a few ms a star, 25 for delta Scuti stars).
-    `first_error` is the first bad row seen so
-    far (the consumer may stop early on it), `bad` how many there were."""
+    `first_error` is the first bad row seen so far (the consumer may stop
+    early on it), `bad` how many there were."""
 
     def __init__(
         self, cat, stats, *, require, num_workers, progress, maxsize, band=None,
